@@ -1,0 +1,25 @@
+"""The code location: only wiring, read top to bottom in data-flow order.
+
+① exchanges -> ② ingest -> ③ landing -> ④ market_data -> ⑤ checks -> ⑥ analytics -> ⑦ catalog
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+
+import resources
+import sensors
+from petrosa_pipelines.market_data.assets import MARKET_DATA_ASSETS
+
+#: one symbol-day of every market-data asset (the demo's and the window sensor's job)
+market_data_job = dg.define_asset_job(
+    "market_data_job",
+    selection=dg.AssetSelection.groups("market_data"),
+    description="Materialise one symbol-day of trades, candles, depth and funding.",
+)
+
+defs = dg.Definitions.merge(
+    dg.Definitions(assets=MARKET_DATA_ASSETS, jobs=[market_data_job]),
+    sensors.defs(),
+    resources.defs(),
+)

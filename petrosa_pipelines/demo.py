@@ -1,0 +1,144 @@
+"""The demo: the whole pipeline offline against the local exchange.
+
+Starts the local exchange (a deterministic market speaking Binance's wire formats), points
+every endpoint setting at it, registers the symbols and materialises the last closed days of
+every dataset, printing progress. ``--no-ui`` exits with 0 when everything materialised; the
+interactive form then serves the Dagster UI and daemon on 127.0.0.1 until Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from petrosa_pipelines.instance import REPO_ROOT, prepare_dagster_home
+
+DEMO_SEED = 7
+DEMO_TRADES_PER_DAY = 20_000
+MARKET_JOB = "market_data_job"
+
+
+def demo_days(days: int, today: dt.date | None = None) -> list[dt.date]:
+    """The last ``days`` closed UTC days, oldest first."""
+    today = today or dt.datetime.now(tz=dt.UTC).date()
+    return [today - dt.timedelta(days=n) for n in range(days, 0, -1)]
+
+
+def _point_settings_at(exchange, workdir: Path) -> dict[str, str]:
+    env = {
+        "PETROSA_REST_BASE_URL": exchange.rest_base_url,
+        "PETROSA_WS_BASE_URL": exchange.ws_base_url,
+        "PETROSA_VISION_BASE_URL": exchange.vision_base_url,
+        "PETROSA_LAKE_PATH": str(workdir / "lake"),
+        "PETROSA_LANDING_PATH": str(workdir / "landing"),
+    }
+    os.environ.update(env)
+    return env
+
+
+def materialise_days(
+    days: Sequence[dt.date], symbols: Sequence[str], instance, log=print
+) -> list[tuple[str, bool, dict[str, int]]]:
+    """Run the market-data job for every symbol-day; returns (partition, ok, rows per asset)."""
+    from petrosa_pipelines.definitions import defs
+    from petrosa_pipelines.market_data.partitions import SYMBOLS_PARTITIONS_NAME, partition_key
+
+    instance.add_dynamic_partitions(SYMBOLS_PARTITIONS_NAME, list(symbols))
+    job = defs.resolve_job_def(MARKET_JOB)
+    keys = [partition_key(day, sym) for day in days for sym in symbols]
+    results = []
+    started = time.monotonic()
+    total_rows = 0
+    for n, key in enumerate(keys, start=1):
+        t0 = time.monotonic()
+        result = job.execute_in_process(partition_key=key, instance=instance, raise_on_error=False)
+        rows = {}
+        for event in result.get_asset_materialization_events():
+            mat = event.event_specific_data.materialization
+            count = mat.metadata.get("dagster/row_count")
+            rows[mat.asset_key.path[-1]] = int(count.value) if count is not None else -1
+        total_rows += sum(v for v in rows.values() if v > 0)
+        results.append((str(key), result.success, rows))
+        rate = total_rows / max(time.monotonic() - started, 1e-9)
+        status = "ok" if result.success else "FAILED"
+        log(
+            f"[{n}/{len(keys)}] {key} {status} in {time.monotonic() - t0:.1f}s "
+            + " ".join(f"{k}={v}" for k, v in sorted(rows.items()))
+            + f" | {total_rows} rows, {rate:,.0f} rows/s"
+        )
+    return results
+
+
+def _serve_ui(port: int, env: dict[str, str]) -> int:
+    bin_dir = Path(sys.executable).parent
+    full_env = {**os.environ, **env}
+    workspace = str(REPO_ROOT / "workspace.yaml")
+    web = subprocess.Popen(
+        [str(bin_dir / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port), "-w", workspace],
+        env=full_env,
+        cwd=REPO_ROOT,
+    )
+    daemon = subprocess.Popen(
+        [str(bin_dir / "dagster-daemon"), "run", "-w", workspace], env=full_env, cwd=REPO_ROOT
+    )
+    print(f"\nDagster UI: http://127.0.0.1:{port}  (Ctrl-C stops the demo)", flush=True)
+    try:
+        while web.poll() is None and daemon.poll() is None:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for proc in (web, daemon):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+        for proc in (web, daemon):
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    return 0
+
+
+def run_demo(
+    days: int = 3,
+    symbols: Sequence[str] = ("BTCUSDT", "ETHUSDT"),
+    ui: bool = True,
+    port: int = 3000,
+    workdir: str | None = None,
+) -> int:
+    import dagster as dg
+
+    from petrosa_pipelines.local_exchange import Faults, LocalExchange, MarketConfig
+
+    base = Path(workdir or REPO_ROOT / "data" / "demo").resolve()
+    base.mkdir(parents=True, exist_ok=True)
+    home = prepare_dagster_home(os.environ.get("DAGSTER_HOME") or base / "dagster_home")
+    os.environ["DAGSTER_HOME"] = str(home)
+    market = MarketConfig(
+        seed=DEMO_SEED,
+        symbols=tuple(symbols),
+        trades_per_day=DEMO_TRADES_PER_DAY,
+        start_date="2024-01-01",
+    )
+    with LocalExchange(market=market, faults=Faults(), host="127.0.0.1", port=0) as exchange:
+        env = _point_settings_at(exchange, base)
+        print(f"local exchange: {exchange.rest_base_url} (ws {exchange.ws_base_url})")
+        print(f"lake: {env['PETROSA_LAKE_PATH']}  DAGSTER_HOME: {home}")
+        picked = demo_days(days)
+        print(f"materialising {len(picked)} day(s) x {len(symbols)} symbol(s)", flush=True)
+        with dg.DagsterInstance.get() as instance:
+            results = materialise_days(picked, symbols, instance)
+        failed = [key for key, ok, _ in results if not ok]
+        if failed:
+            print(f"FAILED partitions: {failed}", file=sys.stderr)
+            return 1
+        print(f"all {len(results)} partitions materialised")
+        if not ui:
+            return 0
+        return _serve_ui(port, {**env, "DAGSTER_HOME": str(home)})

@@ -1,0 +1,172 @@
+"""The parquet lake: one file per (dataset, exchange, symbol, date), written atomically.
+
+Layout: ``{base}/{layer}/{dataset}/{exchange}/{symbol}/{YYYY-MM-DD}.parquet``. The layout lives here and
+only here: the IO manager, the Python API and the warehouse loaders all go through
+``lake_path``. Local writes go to a temporary file that is fsynced and renamed into place, so
+a reader sees the old file or the new one, never half of one; S3 ``PutObject`` is atomic.
+"""
+
+from __future__ import annotations
+
+import abc
+import io
+import os
+import re
+import tempfile
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+_SAFE = re.compile(r"^[A-Za-z0-9._-]+$")
+
+
+def lake_path(dataset: str, exchange: str, symbol: str, date: str) -> str:
+    """Relative path of one partition file; rejects names that could escape the lake.
+
+    ``dataset`` may have several segments (``market_data/candles``: layer then dataset).
+    """
+    parts = [("dataset", p) for p in dataset.split("/")]
+    for label, part in (*parts, ("exchange", exchange), ("symbol", symbol)):
+        if not _SAFE.match(part) or part in {".", ".."}:
+            raise ValueError(f"lake {label} {part!r} must match {_SAFE.pattern}")
+    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", date):
+        raise ValueError(f"lake date {date!r} must be YYYY-MM-DD")
+    return f"{dataset}/{exchange}/{symbol}/{date}.parquet"
+
+
+def frame_to_parquet_bytes(frame: pd.DataFrame) -> bytes:
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    buf = io.BytesIO()
+    pq.write_table(table, buf, compression="zstd")
+    return buf.getvalue()
+
+
+class Lake(abc.ABC):
+    """Where partition files live; subclasses for local disk and S3."""
+
+    @abc.abstractmethod
+    def write_bytes(self, relpath: str, data: bytes) -> None: ...
+
+    @abc.abstractmethod
+    def read_bytes(self, relpath: str) -> bytes:
+        """Raise FileNotFoundError when absent (keeps allow_missing_partitions working)."""
+
+    @abc.abstractmethod
+    def exists(self, relpath: str) -> bool: ...
+
+    @abc.abstractmethod
+    def delete(self, relpath: str) -> None: ...
+
+    @abc.abstractmethod
+    def list(self, prefix: str) -> list[str]:
+        """Relative paths of the files under ``prefix``, sorted."""
+
+    @abc.abstractmethod
+    def uri(self, relpath: str) -> str: ...
+
+    def write_frame(self, relpath: str, frame: pd.DataFrame) -> None:
+        self.write_bytes(relpath, frame_to_parquet_bytes(frame))
+
+    def read_frame(self, relpath: str) -> pd.DataFrame:
+        return pq.read_table(io.BytesIO(self.read_bytes(relpath))).to_pandas()
+
+
+class LocalLake(Lake):
+    def __init__(self, base: str | os.PathLike[str]):
+        self.base = Path(base)
+
+    def _full(self, relpath: str) -> Path:
+        rel = PurePosixPath(relpath)
+        if rel.is_absolute() or ".." in rel.parts:
+            raise ValueError(f"lake path {relpath!r} must be relative and inside the lake")
+        return self.base.joinpath(*rel.parts)
+
+    def write_bytes(self, relpath: str, data: bytes) -> None:
+        target = self._full(relpath)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        dir_fd = os.open(target.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+    def read_bytes(self, relpath: str) -> bytes:
+        return self._full(relpath).read_bytes()
+
+    def exists(self, relpath: str) -> bool:
+        return self._full(relpath).is_file()
+
+    def delete(self, relpath: str) -> None:
+        self._full(relpath).unlink(missing_ok=True)
+
+    def list(self, prefix: str) -> list[str]:
+        root = self._full(prefix) if prefix else self.base
+        if not root.exists():
+            return []
+        return sorted(
+            p.relative_to(self.base).as_posix()
+            for p in root.rglob("*.parquet")
+            if not p.name.startswith(".")
+        )
+
+    def uri(self, relpath: str) -> str:
+        return self._full(relpath).resolve().as_uri()
+
+
+class S3Lake(Lake):
+    """The lake in an S3 bucket through a boto3 client (dagster-aws ``S3Resource``)."""
+
+    def __init__(self, client: Any, bucket: str, prefix: str = "lake"):
+        self.client = client
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+
+    def _key(self, relpath: str) -> str:
+        return f"{self.prefix}/{relpath}" if self.prefix else relpath
+
+    def write_bytes(self, relpath: str, data: bytes) -> None:
+        self.client.put_object(Bucket=self.bucket, Key=self._key(relpath), Body=data)
+
+    def read_bytes(self, relpath: str) -> bytes:
+        try:
+            obj = self.client.get_object(Bucket=self.bucket, Key=self._key(relpath))
+        except self.client.exceptions.NoSuchKey:
+            raise FileNotFoundError(self.uri(relpath)) from None
+        return obj["Body"].read()
+
+    def exists(self, relpath: str) -> bool:
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=self._key(relpath))
+        except Exception:  # noqa: BLE001 - botocore raises ClientError(404) here
+            return False
+        return True
+
+    def delete(self, relpath: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=self._key(relpath))
+
+    def list(self, prefix: str) -> list[str]:
+        out: list[str] = []
+        paginator = self.client.get_paginator("list_objects_v2")
+        start = self._key(prefix)
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=start):
+            for item in page.get("Contents", []):
+                key = item["Key"]
+                if key.endswith(".parquet"):
+                    out.append(key[len(self.prefix) + 1 :] if self.prefix else key)
+        return sorted(out)
+
+    def uri(self, relpath: str) -> str:
+        return f"s3://{self.bucket}/{self._key(relpath)}"

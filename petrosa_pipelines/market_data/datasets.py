@@ -1,0 +1,98 @@
+"""What a complete day looks like for each dataset (the ``DatasetSpec`` of the fill)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from petrosa_pipelines.catalog.schemas import CANDLES, DEPTH, FUNDING, TRADES
+from petrosa_pipelines.lib.timeutil import HOUR_MS, MINUTE_MS, merge_ranges
+from petrosa_pipelines.market_data.fill import DatasetSpec, PartitionWindow, Range
+
+
+def _ms(series: pd.Series) -> np.ndarray:
+    return series.astype("datetime64[ms, UTC]").astype("int64").to_numpy()
+
+
+class TradesSpec(DatasetSpec):
+    """Aggregate trade ids are consecutive per symbol: a missing id is a gap."""
+
+    schema = TRADES
+
+    def implied_coverage(self, frame: pd.DataFrame, window: PartitionWindow) -> list[Range]:
+        if frame.empty:
+            return []
+        times = _ms(frame["trade_time"])
+        return [(int(times.min()), int(times.max()) + 1)]
+
+    def intrinsic_gaps(self, frame: pd.DataFrame, window: PartitionWindow) -> list[Range]:
+        if len(frame) < 2:
+            return []
+        ordered = frame.sort_values("agg_trade_id")
+        ids = ordered["agg_trade_id"].to_numpy()
+        times = _ms(ordered["trade_time"])
+        holes = np.flatnonzero(np.diff(ids) > 1)
+        return merge_ranges([(int(times[i]), int(times[i + 1]) + 1) for i in holes])
+
+
+class CandlesSpec(DatasetSpec):
+    """A day of 1m candles is exactly 1440 closed candles; each missing minute is a gap."""
+
+    schema = CANDLES
+    interval_ms = MINUTE_MS
+
+    def needed(self, window: PartitionWindow) -> list[Range]:
+        end = window.needed_end_ms - window.needed_end_ms % self.interval_ms
+        return [(window.start_ms, end)] if end > window.start_ms else []
+
+    def implied_coverage(self, frame: pd.DataFrame, window: PartitionWindow) -> list[Range]:
+        if frame.empty:
+            return []
+        opens = np.unique(_ms(frame["open_time"]))
+        return merge_ranges([(int(t), int(t) + self.interval_ms) for t in opens])
+
+
+class FundingSpec(DatasetSpec):
+    """Settlements every ``interval_hours`` (8 h on most perpetuals); Binance stamps them a few
+    ms late (e.g. 1640995200006), so an event covers a tolerance around its nominal time."""
+
+    schema = FUNDING
+    tolerance_ms = 1_000
+
+    def __init__(self, interval_hours: int = 8):
+        if interval_hours not in (1, 2, 4, 8):
+            raise ValueError(f"funding interval_hours={interval_hours} must be one of 1, 2, 4, 8")
+        self.interval_ms = interval_hours * HOUR_MS
+
+    def expected_times(self, window: PartitionWindow) -> list[int]:
+        return list(range(window.start_ms, window.needed_end_ms, self.interval_ms))
+
+    def needed(self, window: PartitionWindow) -> list[Range]:
+        tol = self.tolerance_ms
+        return [(t, t + tol) for t in self.expected_times(window) if t + tol <= window.now_ms]
+
+    def implied_coverage(self, frame: pd.DataFrame, window: PartitionWindow) -> list[Range]:
+        if frame.empty:
+            return []
+        tol = self.tolerance_ms
+        return merge_ranges([(int(t) - tol, int(t) + tol) for t in _ms(frame["funding_time"])])
+
+
+class DepthSpec(DatasetSpec):
+    """Sampled book snapshots; coverage is where samples exist within two cadences."""
+
+    schema = DEPTH
+
+    def __init__(self, cadence_ms: int = 1_000):
+        self.cadence_ms = cadence_ms
+
+    def implied_coverage(self, frame: pd.DataFrame, window: PartitionWindow) -> list[Range]:
+        if frame.empty:
+            return []
+        times = np.unique(_ms(frame["snapshot_time"]))
+        return merge_ranges(
+            [(int(t), int(t) + self.cadence_ms) for t in times], gap=self.cadence_ms
+        )
+
+
+SPECS = {"trades": TradesSpec, "candles": CandlesSpec, "funding": FundingSpec, "depth": DepthSpec}

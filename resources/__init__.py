@@ -1,0 +1,23 @@
+"""Resources of the code location. Imported only by ``petrosa_pipelines.definitions``."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from resources.exchange_client import ExchangeResource
+from resources.lake_io_manager import LakeIOManager
+from resources.landing_store import LandingResource
+
+
+def defs() -> dg.Definitions:
+    """Default resources: everything read from ``PETROSA_*`` settings when a run starts."""
+    return dg.Definitions(
+        resources={
+            "exchange": ExchangeResource(),
+            "landing": LandingResource(),
+            "io_manager": LakeIOManager(),
+        }
+    )
+
+
+__all__ = ["ExchangeResource", "LakeIOManager", "LandingResource", "defs"]

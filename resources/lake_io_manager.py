@@ -1,0 +1,96 @@
+"""The parquet lake as a Dagster IO manager: local directory by default, S3 when configured."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import dagster as dg
+import pandas as pd
+
+from petrosa_pipelines.lake import Lake, LocalLake, S3Lake, lake_path
+
+ALL_SYMBOLS = "ALL"
+
+
+def _key_parts(partition_key: str | None) -> tuple[str, str]:
+    """(date, symbol) of a partition key: ``date|symbol``, a bare date, or none."""
+    if partition_key is None:
+        return "1970-01-01", ALL_SYMBOLS
+    if isinstance(partition_key, dg.MultiPartitionKey):
+        dims = partition_key.keys_by_dimension
+        return dims["date"], dims["symbol"]
+    if "|" in partition_key:
+        date, symbol = partition_key.split("|", 1)
+        return date, symbol
+    return partition_key, ALL_SYMBOLS
+
+
+class LakeIOManager(dg.ConfigurableIOManager):
+    """One parquet file per partition at ``{layer}/{dataset}/{exchange}/{symbol}/{date}``.
+
+    Loading several upstream partitions (rolling windows, cross-symbol assets) always hands
+    over ONE frame sorted by time, never a dict or a bare frame depending on the count.
+    """
+
+    #: local lake directory (default: PETROSA_LAKE_PATH, else data/lake)
+    base_path: str | None = None
+    s3_bucket: str | None = None
+    s3_prefix: str = "lake"
+    s3_endpoint_url: str | None = None
+    exchange: str = "binance"
+
+    def lake(self) -> Lake:
+        if self.s3_bucket:
+            from dagster_aws.s3 import S3Resource
+
+            client = S3Resource(endpoint_url=self.s3_endpoint_url).get_client()
+            return S3Lake(client, self.s3_bucket, self.s3_prefix)
+        return LocalLake(self.base_path or os.environ.get("PETROSA_LAKE_PATH", "data/lake"))
+
+    def _relpath(self, asset_key: dg.AssetKey, partition_key: str | None, exchange: str) -> str:
+        date, symbol = _key_parts(partition_key)
+        return lake_path("/".join(asset_key.path), exchange, symbol, date)
+
+    def _exchange(self, metadata: Any) -> str:
+        value = (metadata or {}).get("exchange")
+        return str(getattr(value, "value", value) or self.exchange)
+
+    def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame | None) -> None:
+        if obj is None:
+            return
+        if not isinstance(obj, pd.DataFrame):
+            raise TypeError(f"{context.asset_key.to_user_string()}: expected a DataFrame")
+        exchange = self._exchange(context.definition_metadata)
+        key = context.partition_key if context.has_partition_key else None
+        relpath = self._relpath(context.asset_key, key, exchange)
+        lake = self.lake()
+        lake.write_frame(relpath, obj)
+        context.add_output_metadata({"path": dg.MetadataValue.path(lake.uri(relpath))})
+
+    def load_input(self, context: dg.InputContext) -> pd.DataFrame:
+        upstream = context.upstream_output
+        asset_key = context.asset_key
+        exchange = self._exchange(upstream.definition_metadata if upstream else None)
+        allow_missing = bool((context.definition_metadata or {}).get("allow_missing_partitions"))
+        keys = list(context.asset_partition_keys) if context.has_asset_partitions else [None]
+        lake = self.lake()
+        frames = []
+        for key in keys:
+            relpath = self._relpath(asset_key, key, exchange)
+            try:
+                frames.append(lake.read_frame(relpath))
+            except FileNotFoundError:
+                if not allow_missing:
+                    raise
+                context.log.warning(f"partition {key} of {asset_key.to_user_string()} is missing")
+        frames = [f for f in frames if len(f.columns)]
+        if not frames:
+            return pd.DataFrame()
+        out = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+        time_cols = [c for c in ("open_time", "trade_time", "snapshot_time", "funding_time", "date")
+                     if c in out.columns]
+        if time_cols:
+            sort_cols = [time_cols[0], *(["symbol"] if "symbol" in out.columns else [])]
+            out = out.sort_values(sort_cols, kind="stable").reset_index(drop=True)
+        return out
