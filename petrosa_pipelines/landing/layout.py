@@ -3,7 +3,7 @@
 ::
 
     {root}/{exchange}/{group}/{YYYY-MM-DD}/{HH}/seg-<first_recv_ms>-<writer>-<seq>.jsonl
-    {root}/{exchange}/{group}/{YYYY-MM-DD}/{HH}/.seg-<first_recv_ms>-<writer>-<seq>.jsonl.tmp  (open)
+    {root}/{exchange}/{group}/{YYYY-MM-DD}/{HH}/.seg-<...>.jsonl.tmp          (still open)
     {root}/{exchange}/_deadletter/{group}/{YYYY-MM-DD}/{HH}/seg-....jsonl
     {root}/{exchange}/_gaps/{group}/gap-<recorded_ms>-<writer>-<seq>.json
     {root}/{exchange}/_heartbeat/{group}.json
@@ -38,7 +38,7 @@ _NAME_RE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z_.=]*$")
 def check_name(kind: str, name: str) -> str:
     """Reject names that would escape the root or collide with the reserved stores."""
     if not _NAME_RE.match(name) or ".." in name:
-        raise ValueError(f"{kind} name {name!r} must be alphanumeric (plus _ . =), not start with _")
+        raise ValueError(f"{kind} name {name!r}: use letters, digits, _ . = (not first: _ .)")
     return name
 
 
@@ -126,14 +126,6 @@ def data_groups(root: Path, exchange: str) -> list[str]:
     return sorted(p.name for p in base.iterdir() if p.is_dir() and p.name[0] not in "_.")
 
 
-def hours_between(start_ms: int, end_ms: int) -> list[int]:
-    """Floors of every UTC hour touching [start_ms, end_ms)."""
-    if end_ms <= start_ms:
-        return []
-    first, last = hour_floor(start_ms), hour_floor(end_ms - 1)
-    return list(range(first, last + HOUR_MS, HOUR_MS))
-
-
 def closed_segments_in(directory: Path) -> list[tuple[SegmentName, Path]]:
     """Closed segments of one hour directory, oldest first; temp files are invisible."""
     if not directory.is_dir():
@@ -147,6 +139,26 @@ def closed_segments_in(directory: Path) -> list[tuple[SegmentName, Path]]:
     return out
 
 
+def hour_dirs_between(base: Path, start_ms: int, end_ms: int) -> list[Path]:
+    """Existing ``{base}/{YYYY-MM-DD}/{HH}`` directories of hours touching [start_ms, end_ms).
+
+    Lists what exists instead of enumerating hours, so a window of years costs what it holds.
+    """
+    if end_ms <= start_ms or not base.is_dir():
+        return []
+    lo_day, lo_hour = hour_parts(hour_floor(start_ms))
+    hi_day, hi_hour = hour_parts(hour_floor(end_ms - 1))
+    out = []
+    for day in sorted(p.name for p in base.iterdir() if p.is_dir() and p.name[0].isdigit()):
+        if not lo_day <= day <= hi_day:
+            continue
+        for hour in sorted(p.name for p in (base / day).iterdir() if p.is_dir()):
+            if (day, hour) < (lo_day, lo_hour) or (day, hour) > (hi_day, hi_hour):
+                continue
+            out.append(base / day / hour)
+    return out
+
+
 def segments_for_receipt_window(
     root: Path, exchange: str, start_ms: int, end_ms: int, *, slack_ms: int = HOUR_MS
 ) -> list[tuple[SegmentName, Path]]:
@@ -157,9 +169,9 @@ def segments_for_receipt_window(
     hour for a whole day.
     """
     out: list[tuple[SegmentName, Path]] = []
-    hours = hours_between(start_ms - slack_ms, end_ms + slack_ms)
     for group in data_groups(root, exchange):
-        for h in hours:
-            out.extend(closed_segments_in(data_hour_dir(root, exchange, group, h)))
+        base = group_dir(root, exchange, group)
+        for d in hour_dirs_between(base, start_ms - slack_ms, end_ms + slack_ms):
+            out.extend(closed_segments_in(d))
     out.sort()
     return out

@@ -188,9 +188,7 @@ class LandingWriter:
         except BaseException:
             self._lock.release()
             raise
-        self._thread = threading.Thread(
-            target=self._run, name=f"landing-{self.group}", daemon=True
-        )
+        self._thread = threading.Thread(target=self._run, name=f"landing-{self.group}", daemon=True)
         self._thread.start()
         return self
 

@@ -593,7 +593,7 @@ class Market:
         return base + lo, base + self._sub - 1 - hi
 
     def book_state(self, symbol: str, step: int) -> BookState:
-        """Full book (``book_levels`` per side) at the start of a 100 ms step (``step * 100`` ms)."""
+        """Full book (``book_levels`` per side) as of ``step * 100`` ms."""
         spec = self.spec(symbol)
         levels = self.config.book_levels
         center = self.price_at(symbol, step * BOOK_STEP_MS) // spec.tick_units

@@ -52,8 +52,6 @@ _ZERO = Decimal(0)
 #: precision), so they are rejected instead of stored
 _MAX = Decimal(10) ** 15
 _MAX_RATE = Decimal(1)
-_COMBINED_HEAD = b'{"stream":'
-_EVENT_HEAD = b'{"e":'
 _AT = re.compile(r"^(?P<reason>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
 _MISSING = re.compile(r"^Object missing required field `(?P<name>[^`]+)`")
 
@@ -283,12 +281,20 @@ def _decode_event(raw: bytes, prefix: str, received_at: int | None, frame: bytes
 
 
 def _parse_slow(raw: bytes, received_at: int | None) -> Record | None:
-    """Frames not starting ``{"stream":`` or ``{"e":``: acks, errors, other key order/spacing."""
-    probe = PROBE_DECODER.decode(raw)
+    """Everything the fast path did not turn into a record: raw ``/ws`` events, acks, error
+    replies, other key orders or spacing, and malformed frames (whose field it names)."""
+    try:
+        probe = PROBE_DECODER.decode(raw)
+    except msgspec.ValidationError as exc:
+        raise _from_validation(exc, raw, "") from None
+    except msgspec.DecodeError as exc:
+        raise MessageError(f"not valid JSON: {exc}", raw=raw) from None
     if len(probe.data):
         return _decode_event(bytes(probe.data), "data.", received_at, raw)
     if probe.e is not None:
         return _decode_event(raw, "", received_at, raw)
+    if probe.stream is not None:
+        raise MessageError("combined-stream frame without data", field="data", raw=raw)
     if probe.error is not None:
         raise MessageError(f"exchange error reply: {probe.error!r}", field="error", raw=raw)
     if probe.result is not msgspec.UNSET and probe.id is not None:
@@ -297,14 +303,13 @@ def _parse_slow(raw: bytes, received_at: int | None) -> Record | None:
 
 
 _decode_combined = COMBINED_DECODER.decode
+_S = ord("s")
 
 
 def _as_bytes(raw: bytes | str) -> bytes:
-    if isinstance(raw, bytes):
-        return bytes(raw)
     if isinstance(raw, str):
         return raw.encode()
-    if isinstance(raw, bytearray | memoryview):
+    if isinstance(raw, bytes | bytearray | memoryview):
         return bytes(raw)
     raise MessageError(f"expected bytes or str, got {type(raw).__name__}")
 
@@ -364,21 +369,18 @@ class BinanceUsdmAdapter(ExchangeAdapter):
         if type(raw) is not bytes:
             raw = _as_bytes(raw)
         try:
-            if raw[:10] == _COMBINED_HEAD:
+            # Hot path: b'{"stream":...' is a combined-stream frame as Binance sends it. Any
+            # decode failure falls through to the slow path, which names the bad field.
+            if raw[2] == _S:
                 event = _decode_combined(raw).data
-                try:
-                    if type(event) is BinanceAggTradeData:  # by far the busiest stream
-                        return _trade(event, received_at)
-                    return _CONVERTERS[type(event)](event, received_at)
-                except MessageError as exc:
-                    raise _prefixed(exc, "data.", raw) from None
-            if raw[:5] == _EVENT_HEAD:
-                return _decode_event(raw, "", received_at, raw)
-            return _parse_slow(raw, received_at)
-        except msgspec.ValidationError as exc:
-            raise _from_validation(exc, raw, "") from None
-        except msgspec.DecodeError as exc:
-            raise MessageError(f"not valid JSON: {exc}", raw=raw) from None
+                if type(event) is BinanceAggTradeData:  # by far the busiest stream
+                    return _trade(event, received_at)
+                return _CONVERTERS[type(event)](event, received_at)
+        except MessageError as exc:  # a converter rejected a value of "data"
+            raise _prefixed(exc, "data.", raw) from None
+        except (msgspec.ValidationError, msgspec.DecodeError, IndexError):
+            pass
+        return _parse_slow(raw, received_at)
 
     def parse_many(
         self, frames: Iterable[bytes | str | tuple[bytes | str, int | None]]

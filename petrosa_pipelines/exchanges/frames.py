@@ -1,0 +1,191 @@
+"""Normalised records -> lake frames (catalog schemas), and settled funding from mark prices.
+
+Frames are built column by column (one C-level transpose of the records, then numpy arrays),
+never as per-row dicts: a day of BTCUSDT aggTrades is millions of records. Decimal becomes
+float64 here and only here; the catalog explains why that is lossless for Binance's decimals.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from decimal import Decimal
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from msgspec.structs import astuple
+
+from petrosa_pipelines.catalog.schemas import DEPTH, conform, dataset_schema
+from petrosa_pipelines.exchanges.base import (
+    CandleRecord,
+    Dataset,
+    DepthSnapshotRecord,
+    FundingRecord,
+    MarkPriceRecord,
+    Record,
+    Source,
+    TradeRecord,
+)
+
+_NAT = np.iinfo(np.int64).min  # datetime64's NaT as an int64
+
+_RECORD_TYPES: dict[str, type] = {
+    Dataset.TRADES: TradeRecord,
+    Dataset.CANDLES: CandleRecord,
+    Dataset.FUNDING: FundingRecord,
+}
+
+
+def _ms_to_utc(values: Sequence[int | None]) -> pd.Series:
+    """Epoch milliseconds (None -> NaT) as a ``datetime64[ms, UTC]`` series."""
+    if None in values:
+        ints = np.fromiter((_NAT if v is None else v for v in values), np.int64, len(values))
+    else:
+        ints = np.asarray(values, dtype=np.int64)
+    return pd.Series(ints.astype("datetime64[ms]")).dt.tz_localize("UTC")
+
+
+def _to_float(values: Sequence[Decimal | None]) -> np.ndarray:
+    """Decimals -> float64 (None -> NaN); float(Decimal) is correctly rounded."""
+    if None in values:
+        return np.fromiter(
+            (np.nan if v is None else float(v) for v in values), np.float64, len(values)
+        )
+    return np.fromiter(map(float, values), np.float64, len(values))
+
+
+def _columns(records: Sequence[Any], record_type: type) -> dict[str, tuple[Any, ...]]:
+    """Transpose structs into one tuple per field (C-level astuple + zip)."""
+    stray = {type(r).__name__ for r in records if type(r) is not record_type}
+    if stray:
+        raise TypeError(f"expected only {record_type.__name__}, got {sorted(stray)}")
+    fields = record_type.__struct_fields__
+    return dict(zip(fields, zip(*map(astuple, records), strict=True), strict=True))
+
+
+def records_to_frame(dataset: str, records: Sequence[Record]) -> pd.DataFrame:
+    """Trades, candles or funding records as a frame conforming to the catalog schema.
+
+    Candles that are not closed (``is_closed`` False, in-progress kline updates) are dropped:
+    only closed candles enter the lake, and the lake schema cannot tell them apart. Depth
+    has its own layout: use ``depth_snapshots_to_frame``.
+    """
+    if dataset == Dataset.DEPTH:
+        raise ValueError("depth frames are built from snapshots: use depth_snapshots_to_frame")
+    schema = dataset_schema(dataset)
+    if dataset == Dataset.CANDLES:
+        records = [r for r in records if getattr(r, "is_closed", True)]
+    if not records:
+        return schema.empty_frame()
+    cols = _columns(records, _RECORD_TYPES[dataset])
+    out: dict[str, Any] = {}
+    for col in schema.columns:
+        values = cols[col.name]
+        if col.name == "received_at" or col.type == DEPTH.columns[2].type:  # timestamp columns
+            out[col.name] = _ms_to_utc(values)
+        elif str(col.type) == "double":
+            out[col.name] = _to_float(values)
+        else:
+            out[col.name] = values
+    return conform(pd.DataFrame(out), schema)
+
+
+def depth_snapshots_to_frame(
+    snapshots_with_time: Iterable[tuple[int, DepthSnapshotRecord]],
+    top_n: int,
+    *,
+    source: str = Source.WS,
+) -> pd.DataFrame:
+    """Top-``top_n`` levels of each ``(snapshot_time_ms, snapshot)`` as catalog DEPTH rows.
+
+    One row per (snapshot_time, side, level), level 0 the best price; snapshot levels are best
+    first (the DepthSnapshotRecord contract), so no sorting happens here.
+    """
+    if top_n <= 0:
+        raise ValueError(f"top_n must be positive, got {top_n}")
+    exchange: list[str] = []
+    symbol: list[str] = []
+    times: list[int] = []
+    update_ids: list[int] = []
+    sides: list[str] = []
+    level_no: list[int] = []
+    prices: list[Decimal] = []
+    qtys: list[Decimal] = []
+    received: list[int | None] = []
+    for snapshot_time, snap in snapshots_with_time:
+        for side, levels in (("bid", snap.bids[:top_n]), ("ask", snap.asks[:top_n])):
+            n = len(levels)
+            if not n:
+                continue
+            exchange += [snap.exchange] * n
+            symbol += [snap.symbol] * n
+            times += [snapshot_time] * n
+            update_ids += [snap.last_update_id] * n
+            sides += [side] * n
+            level_no += range(n)
+            prices += [p for p, _ in levels]
+            qtys += [q for _, q in levels]
+            received += [snap.received_at] * n
+    if not times:
+        return DEPTH.empty_frame()
+    frame = pd.DataFrame(
+        {
+            "exchange": exchange,
+            "symbol": symbol,
+            "snapshot_time": _ms_to_utc(times),
+            "last_update_id": np.asarray(update_ids, dtype=np.int64),
+            "side": sides,
+            "level": np.asarray(level_no, dtype=np.int64),
+            "price": _to_float(prices),
+            "quantity": _to_float(qtys),
+            "source": [str(source)] * len(times),
+            "received_at": _ms_to_utc(received),
+        }
+    )
+    return conform(frame, DEPTH)
+
+
+def mark_prices_to_funding(
+    records: Iterable[MarkPriceRecord], *, max_gap_ms: int = 10_000
+) -> list[FundingRecord]:
+    """Settled funding events implied by ``markPriceUpdate`` samples.
+
+    ``r`` in a mark-price sample is the *predicted* rate for the settlement at ``T``; the rate
+    that settles is the one in force at the last sample strictly before ``T``. A settlement is
+    only reported once a later sample proves time passed ``T`` (``E >= T``), and only when the
+    last pre-settlement sample is at most ``max_gap_ms`` older than ``T``: a recorder that was
+    down around settlement must not invent a rate. Trigger on ``E >= T``, not on ``T`` changing:
+    the first post-settlement message may still carry the old ``T`` and already the *next*
+    predicted rate (seen on BTCUSDT at 2023-04-05 00:00Z). ``mark_price`` is the mark price of
+    that last pre-settlement sample (REST reports the mark at settlement, which can differ a
+    little). Output is sorted by (symbol, funding_time), one event per settlement.
+    """
+    by_symbol: dict[tuple[str, str], list[MarkPriceRecord]] = {}
+    for r in records:
+        by_symbol.setdefault((r.exchange, r.symbol), []).append(r)
+    out: list[FundingRecord] = []
+    for key in sorted(by_symbol):
+        last_pre: MarkPriceRecord | None = None
+        for rec in sorted(by_symbol[key], key=lambda r: r.event_time):
+            if last_pre is not None and rec.event_time >= last_pre.next_funding_time:
+                settle = last_pre.next_funding_time
+                if settle - last_pre.event_time <= max_gap_ms:
+                    out.append(
+                        FundingRecord(
+                            exchange=last_pre.exchange,
+                            symbol=last_pre.symbol,
+                            funding_time=settle,
+                            funding_rate=last_pre.funding_rate,
+                            mark_price=last_pre.mark_price,
+                            source=Source.WS,
+                            received_at=rec.received_at,
+                        )
+                    )
+                last_pre = None
+            t = rec.next_funding_time
+            if t is not None and rec.funding_rate is not None and rec.event_time < t:
+                if last_pre is not None and t != last_pre.next_funding_time:
+                    # the schedule moved before settling (e.g. a funding-interval change)
+                    last_pre = None
+                last_pre = rec
+    return out

@@ -1,0 +1,98 @@
+"""Fault injection switches of the local exchange, read at request/message time.
+
+Tests flip these while a client is connected (``ex.faults.drop_probability = 0.1``) to prove the
+project survives what Binance does in production: disconnects, duplicates, gaps, garbage,
+429 bursts, slow answers and re-published archives. Random choices come from one seeded RNG so a
+failing chaos run can be replayed exactly.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Faults:
+    """Mutable fault switches; all default to "no fault"."""
+
+    seed: int = 0
+    #: close each websocket connection after this many data messages (0 = never)
+    disconnect_every_n_messages: int = 0
+    #: probability that a data message is sent twice
+    duplicate_probability: float = 0.0
+    #: probability that a data message is silently skipped (id gaps, pu breaks)
+    drop_probability: float = 0.0
+    #: probability that a data message is replaced by bad JSON or wrong field types
+    malformed_probability: float = 0.0
+    #: the next N REST requests answer 429 with ``Retry-After`` (decremented per request)
+    rate_limit_burst: int = 0
+    #: ``Retry-After`` seconds sent with injected 429s
+    retry_after_seconds: int = 1
+    #: every REST/archive answer is delayed by this many seconds
+    slow_response_seconds: float = 0.0
+    #: archive ``.CHECKSUM`` files carry a wrong digest (a re-published archive)
+    bad_checksum: bool = False
+    _rng: random.Random = field(init=False, repr=False, compare=False)
+    _lock: threading.Lock = field(init=False, repr=False, compare=False)
+    #: bumped by ``disconnect_now``; connections opened before the bump close themselves
+    disconnect_generation: int = field(init=False, default=0, compare=False)
+
+    def __post_init__(self) -> None:
+        self._rng = random.Random(self.seed)
+        self._lock = threading.Lock()
+
+    def reseed(self, seed: int) -> None:
+        """Restart the fault RNG (to replay a chaos run exactly)."""
+        with self._lock:
+            self.seed = seed
+            self._rng = random.Random(seed)
+
+    def chance(self, probability: float) -> bool:
+        """One seeded Bernoulli draw; no draw at all when the switch is off."""
+        if probability <= 0:
+            return False
+        with self._lock:
+            return self._rng.random() < probability
+
+    def choice(self, n: int) -> int:
+        with self._lock:
+            return self._rng.randrange(n)
+
+    def take_rate_limit(self) -> bool:
+        """Consume one injected 429 if a burst is pending."""
+        with self._lock:
+            if self.rate_limit_burst > 0:
+                self.rate_limit_burst -= 1
+                return True
+            return False
+
+    def disconnect_now(self) -> None:
+        """Close every websocket connection open right now (clients must reconnect)."""
+        with self._lock:
+            self.disconnect_generation += 1
+
+    def clear(self) -> None:
+        """Switch every fault off (the generation counter keeps counting)."""
+        with self._lock:
+            self.disconnect_every_n_messages = 0
+            self.duplicate_probability = 0.0
+            self.drop_probability = 0.0
+            self.malformed_probability = 0.0
+            self.rate_limit_burst = 0
+            self.slow_response_seconds = 0.0
+            self.bad_checksum = False
+
+
+MALFORMED_SAMPLES: tuple[bytes, ...] = (
+    b'{"stream":"btcusdt@aggTrade","data":{"e":"aggTrade","E":1,',  # truncated JSON
+    b"not json at all",
+    b'{"stream":"btcusdt@aggTrade","data":{"e":"aggTrade","E":"soon","a":"x","s":"BTCUSDT",'
+    b'"p":12.5,"q":null,"f":1,"l":0,"T":-1,"m":"maybe"}}',  # wrong types
+    b'{"stream":"btcusdt@aggTrade","data":{"e":"aggTrade","E":1,"a":1,"s":"BTCUSDT",'
+    b'"p":"NaN","q":"1e999","f":1,"l":1,"T":1,"m":false}}',  # NaN / huge numbers
+    b'{"stream":"nosuch@aggTrade","data":{"e":"aggTrade","E":1,"a":1,"s":"NOSUCHUSDT",'
+    b'"p":"1.0","q":"1","f":1,"l":1,"T":1,"m":false}}',  # unknown symbol
+    b"\xff\xfe\x00garbage",  # not UTF-8
+)

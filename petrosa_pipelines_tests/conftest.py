@@ -1,0 +1,110 @@
+"""Shared fixtures: a real PostgreSQL server (never skipped), a fresh Dagster instance."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+PG_BIN_DIRS = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
+
+
+def _answers(url: str) -> bool:
+    import psycopg
+
+    try:
+        with psycopg.connect(url, connect_timeout=3) as conn:
+            conn.execute("select 1")
+        return True
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start_throwaway_cluster() -> tuple[str, callable]:
+    """initdb + pg_ctl from the installed binaries (as the postgres user when we are root)."""
+    if not PG_BIN_DIRS:
+        raise RuntimeError(
+            "no PostgreSQL answers at PETROSA_TEST_POSTGRES_URL or 127.0.0.1:5432 and no "
+            "PostgreSQL binaries are installed under /usr/lib/postgresql to start one"
+        )
+    bindir = PG_BIN_DIRS[0]
+    root = Path(tempfile.mkdtemp(prefix="petrosa-pg-"))
+    data, sock = root / "data", root / "sock"
+    sock.mkdir()
+    port = _free_port()
+    as_postgres = os.geteuid() == 0
+    if as_postgres:
+        shutil.chown(root, "postgres")
+        shutil.chown(sock, "postgres")
+
+    def run(*cmd: str) -> None:
+        full = ["su", "postgres", "-c", " ".join(cmd)] if as_postgres else list(cmd)
+        subprocess.run(full, check=True, capture_output=True)
+
+    run(str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust")
+    opts = f"-p {port} -k {sock} -c listen_addresses=127.0.0.1"
+    run(str(bindir / "pg_ctl"), "-D", str(data), "-o", f"'{opts}'", "-w", "start")
+
+    def stop() -> None:
+        try:
+            run(str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop")
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+
+    return f"postgresql://postgres@127.0.0.1:{port}/postgres", stop
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url():
+    """A PostgreSQL server URL (psycopg form): the configured one, the local one, or a new one."""
+    candidates = [os.environ.get("PETROSA_TEST_POSTGRES_URL"), "postgresql://postgres@127.0.0.1:5432/postgres"]
+    for url in candidates:
+        if url and _answers(url):
+            yield url
+            return
+    url, stop = _start_throwaway_cluster()
+    deadline = time.monotonic() + 30
+    while not _answers(url):
+        if time.monotonic() > deadline:
+            stop()
+            raise RuntimeError(f"throwaway PostgreSQL at {url} did not answer")
+        time.sleep(0.2)
+    try:
+        yield url
+    finally:
+        stop()
+
+
+@pytest.fixture
+def postgres_db(postgres_server_url):
+    """A fresh database for one test, dropped afterwards; yields its psycopg URL."""
+    import psycopg
+
+    name = f"petrosa_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres_server_url, autocommit=True) as conn:
+        conn.execute(f'create database "{name}"')
+    base, _, _ = postgres_server_url.rpartition("/")
+    yield f"{base}/{name}"
+    with psycopg.connect(postgres_server_url, autocommit=True) as conn:
+        conn.execute(f'drop database if exists "{name}" with (force)')
+
+
+@pytest.fixture
+def dagster_instance(tmp_path):
+    import dagster as dg
+
+    with dg.instance_for_test(temp_dir=str(tmp_path / "dagster_home")) as instance:
+        yield instance
