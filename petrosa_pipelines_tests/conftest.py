@@ -106,5 +106,7 @@ def postgres_db(postgres_server_url):
 def dagster_instance(tmp_path):
     import dagster as dg
 
-    with dg.instance_for_test(temp_dir=str(tmp_path / "dagster_home")) as instance:
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    with dg.instance_for_test(temp_dir=str(home)) as instance:
         yield instance

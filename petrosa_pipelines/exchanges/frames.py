@@ -13,9 +13,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 from msgspec.structs import astuple
 
-from petrosa_pipelines.catalog.schemas import DEPTH, conform, dataset_schema
+from petrosa_pipelines.catalog.schemas import DEPTH, TS, conform, dataset_schema
 from petrosa_pipelines.exchanges.base import (
     CandleRecord,
     Dataset,
@@ -81,9 +82,9 @@ def records_to_frame(dataset: str, records: Sequence[Record]) -> pd.DataFrame:
     out: dict[str, Any] = {}
     for col in schema.columns:
         values = cols[col.name]
-        if col.name == "received_at" or col.type == DEPTH.columns[2].type:  # timestamp columns
+        if col.type == TS:
             out[col.name] = _ms_to_utc(values)
-        elif str(col.type) == "double":
+        elif col.type == pa.float64():
             out[col.name] = _to_float(values)
         else:
             out[col.name] = values
@@ -184,8 +185,6 @@ def mark_prices_to_funding(
                 last_pre = None
             t = rec.next_funding_time
             if t is not None and rec.funding_rate is not None and rec.event_time < t:
-                if last_pre is not None and t != last_pre.next_funding_time:
-                    # the schedule moved before settling (e.g. a funding-interval change)
-                    last_pre = None
+                # a T that moved before settling (funding-interval change) simply replaces it
                 last_pre = rec
     return out

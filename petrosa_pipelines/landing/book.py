@@ -65,7 +65,15 @@ class _Side:
 class OrderBook:
     """One symbol's book. ``last_update_id`` is the ``u`` the book reflects (None: no book)."""
 
-    __slots__ = ("symbol", "bids", "asks", "last_update_id", "last_event_time", "_first")
+    __slots__ = (
+        "symbol",
+        "bids",
+        "asks",
+        "last_update_id",
+        "last_event_time",
+        "last_received_at",
+        "_first",
+    )
 
     def __init__(self, symbol: str):
         self.symbol = symbol
@@ -73,6 +81,7 @@ class OrderBook:
         self.asks = _Side()
         self.last_update_id: int | None = None
         self.last_event_time: int | None = None
+        self.last_received_at: int | None = None
         self._first = False
 
     @property
@@ -85,6 +94,7 @@ class OrderBook:
         self.asks.load(snap.asks)
         self.last_update_id = snap.last_update_id
         self.last_event_time = snap.event_time
+        self.last_received_at = snap.received_at
         self._first = True
 
     def reset(self) -> None:
@@ -121,6 +131,7 @@ class OrderBook:
             self.asks.update(d.asks)
         self.last_update_id = u
         self.last_event_time = d.event_time
+        self.last_received_at = d.received_at
         return Applied.APPLIED
 
     def top(self, n: int) -> tuple[list[Level], list[Level]]:
@@ -151,6 +162,7 @@ class BookSample:
     last_update_id: int
     bids: list[Level]
     asks: list[Level]
+    received_at: int | None = None
 
 
 class BookSync:
@@ -185,7 +197,9 @@ class BookSync:
             return out
         while nt < event_time:
             bids, asks = book.top(self.top_n)
-            out.append(BookSample(book.symbol, nt, book.last_update_id, bids, asks))
+            out.append(
+                BookSample(book.symbol, nt, book.last_update_id, bids, asks, book.last_received_at)
+            )
             nt += self.cadence_ms
         self.next_tick = nt
         return out

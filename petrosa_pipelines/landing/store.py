@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from petrosa_pipelines.catalog.schemas import DEPTH, conform, dataset_schema
+from petrosa_pipelines.catalog.schemas import conform, dataset_schema
 from petrosa_pipelines.exchanges import get_adapter
 from petrosa_pipelines.exchanges.base import (
     CandleRecord,
@@ -29,6 +29,11 @@ from petrosa_pipelines.exchanges.base import (
     MessageError,
     Record,
     TradeRecord,
+)
+from petrosa_pipelines.exchanges.frames import (
+    depth_snapshots_to_frame,
+    mark_prices_to_funding,
+    records_to_frame,
 )
 from petrosa_pipelines.landing import layout
 from petrosa_pipelines.landing.book import BookSample, BookSync
@@ -210,8 +215,6 @@ class LandingStore:
             raise ValueError(dataset)
         if not recs:
             return schema.empty_frame()
-        from petrosa_pipelines.exchanges.frames import records_to_frame
-
         frame = records_to_frame(dataset, recs)
         frame = frame.drop_duplicates(list(schema.natural_key), keep="first")
         frame = frame.sort_values(schema.time_column, kind="stable")
@@ -222,8 +225,6 @@ class LandingStore:
     def _funding_records(
         self, exchange: str, symbol: str, start_ms: int, end_ms: int
     ) -> list[Record]:
-        from petrosa_pipelines.exchanges.frames import mark_prices_to_funding
-
         marks = [
             r
             for r in self._iter_parsed(exchange, start_ms - HOUR_MS, end_ms + HOUR_MS, [symbol])
@@ -257,7 +258,7 @@ class LandingStore:
 
     def _depth_frame(self, exchange: str, symbol: str, start_ms: int, end_ms: int) -> pd.DataFrame:
         return depth_samples_to_frame(
-            exchange, self.depth_samples(exchange, symbol, start_ms, end_ms)
+            exchange, self.depth_samples(exchange, symbol, start_ms, end_ms), self.depth_top_n
         )
 
     # -- catalogue of what landed ---------------------------------------------------------------
@@ -320,36 +321,26 @@ class LandingStore:
         return out
 
 
-def depth_samples_to_frame(exchange: str, samples: Iterable[BookSample]) -> pd.DataFrame:
-    """Book samples as DEPTH rows (one per snapshot, side and level), source ``ws``."""
-    cols: dict[str, list] = {
-        "symbol": [],
-        "snapshot_time": [],
-        "last_update_id": [],
-        "side": [],
-        "level": [],
-        "price": [],
-        "quantity": [],
-    }
-    sym_a, t_a = cols["symbol"].append, cols["snapshot_time"].append
-    id_a = cols["last_update_id"].append
-    side_a, lvl_a = cols["side"].append, cols["level"].append
-    p_a, q_a = cols["price"].append, cols["quantity"].append
-    for s in samples:
-        for side, levels in (("bid", s.bids), ("ask", s.asks)):
-            for i, (p, q) in enumerate(levels):
-                sym_a(s.symbol)
-                t_a(s.snapshot_time)
-                id_a(s.last_update_id)
-                side_a(side)
-                lvl_a(i)
-                p_a(float(p))
-                q_a(float(q))
-    if not cols["symbol"]:
-        return DEPTH.empty_frame()
-    frame = pd.DataFrame(cols)
-    frame.insert(0, "exchange", exchange)
-    frame["snapshot_time"] = pd.to_datetime(frame["snapshot_time"], unit="ms", utc=True)
-    frame["source"] = "ws"
-    frame["received_at"] = pd.NaT
-    return conform(frame, DEPTH)
+def depth_samples_to_frame(
+    exchange: str, samples: Iterable[BookSample], top_n: int
+) -> pd.DataFrame:
+    """Book samples as catalog DEPTH rows (one per snapshot, side and level), source ``ws``."""
+    return depth_snapshots_to_frame(
+        (
+            (
+                s.snapshot_time,
+                DepthSnapshotRecord(
+                    exchange=exchange,
+                    symbol=s.symbol,
+                    last_update_id=s.last_update_id,
+                    event_time=s.snapshot_time,
+                    transaction_time=None,
+                    bids=tuple(s.bids),
+                    asks=tuple(s.asks),
+                    received_at=s.received_at,
+                ),
+            )
+            for s in samples
+        ),
+        top_n=top_n,
+    )

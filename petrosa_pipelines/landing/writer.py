@@ -103,7 +103,7 @@ class _Store:
     def segment_for(self, recv_ms: int) -> OpenSegment:
         hour = layout.hour_floor(recv_ms)
         cur = self.current
-        if cur is not None and hour == self.hour:
+        if cur is not None and hour == self.hour and cur.bytes < self.config.segment_max_bytes:
             return cur
         self.close()
         self.seq += 1
@@ -201,7 +201,8 @@ class LandingWriter:
         self.stats.recovered_segments = len(recovered)
         # an orphaned spill file holds lines that were accepted but never made durable: re-land
         for spill in sorted(gdir.glob(".spill-*.tmp")):
-            self._reland_spill(spill)
+            if spill != self.queue.spill_path:
+                self._reland_spill(spill)
 
     def _reland_spill(self, spill: Path) -> None:
         data = spill.read_bytes()

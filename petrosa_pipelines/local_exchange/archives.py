@@ -182,9 +182,15 @@ class VisionArchive:
                     f"{a},{fmt_fixed(p, spec.price_decimals)},{fmt_fixed(q, spec.qty_decimals)},"
                     f"{fi},{li},{tt},{'true' if mk else 'false'}"
                     for a, p, q, fi, li, tt, mk in zip(
-                        t.agg_id.tolist(), t.price.tolist(), t.qty.tolist(), t.first_id.tolist(),
-                        t.last_id.tolist(), t.time.tolist(), t.maker.tolist(), strict=True,
-                    )  # fmt: skip
+                        t.agg_id.tolist(),
+                        t.price.tolist(),
+                        t.qty.tolist(),
+                        t.first_id.tolist(),
+                        t.last_id.tolist(),
+                        t.time.tolist(),
+                        t.maker.tolist(),
+                        strict=True,
+                    )
                 )
         else:
             if self.header_for(f):
@@ -198,7 +204,9 @@ class VisionArchive:
     def _build_zip(self, f: ArchiveFile) -> bytes:
         buf = io.BytesIO()
         published = f.days()[-1] + dt.timedelta(days=1)
-        info = zipfile.ZipInfo(f.name[:-4] + ".csv", date_time=(*published.timetuple()[:3], 0, 5, 0))
+        info = zipfile.ZipInfo(
+            f.name[:-4] + ".csv", date_time=(*published.timetuple()[:3], 0, 5, 0)
+        )
         info.compress_type = zipfile.ZIP_DEFLATED
         with zipfile.ZipFile(buf, "w") as zf:
             zf.writestr(info, self.csv_bytes(f))
@@ -248,14 +256,18 @@ class VisionArchive:
             return [s + "/" for s in symbols]
         if rest[2] not in self.market.specs:
             return []
+        return self._leaf_children(kind, freq, rest[2:])
+
+    def _leaf_children(self, kind: str, freq: str, rest: list[str]) -> list[str]:
+        """Below ``<kind>/<SYM>/``: interval directories (klines) or the archive files."""
         if kind == "klines":
-            if len(rest) == 3:
+            if len(rest) == 1:
                 return sorted(iv + "/" for iv in INTERVALS_MS)
-            if len(rest) != 4 or rest[3] not in INTERVALS_MS:
+            if len(rest) != 2 or rest[1] not in INTERVALS_MS:
                 return []
-            files = self.files(kind, freq, rest[2], rest[3])
-        elif len(rest) == 3:
-            files = self.files(kind, freq, rest[2], None)
+            files = self.files(kind, freq, rest[0], rest[1])
+        elif len(rest) == 1:
+            files = self.files(kind, freq, rest[0], None)
         else:
             return []
         return [n for f in files for n in (f.name, f.name + ".CHECKSUM")]

@@ -307,9 +307,14 @@ class Market:
         first = self.trade_id_base(symbol) + d * self.underlying_per_day + np.cumsum(span) - span
         agg = self.agg_id_base(symbol) + d * n + np.arange(n, dtype=np.int64)
         return DayTrades(
-            agg, price, qty, first.astype(np.int64), (first + span - 1).astype(np.int64),
-            t0 + offsets, maker.astype(bool),
-        )  # fmt: skip
+            agg,
+            price,
+            qty,
+            first.astype(np.int64),
+            (first + span - 1).astype(np.int64),
+            t0 + offsets,
+            maker.astype(bool),
+        )
 
     def day_trades(self, symbol: str, day: dt.date | str | int) -> DayTrades:
         """The integer form of one UTC day's aggTrades (cached)."""
@@ -434,9 +439,18 @@ class Market:
         flat = np.where(nonempty, 0, close)
         return KlineArrays(
             t0 + np.arange(n_buckets, dtype=np.int64) * iv_ms,
-            fill(opens) + flat, fill(highs) + flat, fill(lows) + flat, close,
-            fill(vol), fill(q), fill(cnt), fill(tv), fill(tq), fill(fid, -1), fill(lid, -1),
-        )  # fmt: skip
+            fill(opens) + flat,
+            fill(highs) + flat,
+            fill(lows) + flat,
+            close,
+            fill(vol),
+            fill(q),
+            fill(cnt),
+            fill(tv),
+            fill(tq),
+            fill(fid, -1),
+            fill(lid, -1),
+        )
 
     def _make_kline_block(self, symbol: str, day: dt.date, iv_ms: int) -> KlineArrays:
         return self._aggregate(symbol, day, iv_ms, self.day_trades(symbol, day), DAY_MS // iv_ms)
@@ -492,11 +506,19 @@ class Market:
         iv = INTERVALS_MS[interval]
         return [
             [
-                int(k.open_time[i]), fmt_fixed(k.open[i], pd_), fmt_fixed(k.high[i], pd_),
-                fmt_fixed(k.low[i], pd_), fmt_fixed(k.close[i], pd_), fmt_fixed(k.volume[i], qd),
-                int(k.open_time[i]) + iv - 1, fmt_fixed(k.quote[i], pd_ + qd), int(k.count[i]),
-                fmt_fixed(k.taker_volume[i], qd), fmt_fixed(k.taker_quote[i], pd_ + qd), "0",
-            ]  # fmt: skip
+                int(k.open_time[i]),
+                fmt_fixed(k.open[i], pd_),
+                fmt_fixed(k.high[i], pd_),
+                fmt_fixed(k.low[i], pd_),
+                fmt_fixed(k.close[i], pd_),
+                fmt_fixed(k.volume[i], qd),
+                int(k.open_time[i]) + iv - 1,
+                fmt_fixed(k.quote[i], pd_ + qd),
+                int(k.count[i]),
+                fmt_fixed(k.taker_volume[i], qd),
+                fmt_fixed(k.taker_quote[i], pd_ + qd),
+                "0",
+            ]
             for i in range(len(k.open_time))
         ]
 
@@ -601,9 +623,12 @@ class Market:
         bids = bids[bids > 0]
         asks = center + 1 + np.arange(levels, dtype=np.int64)
         return BookState(
-            step, bids, self._level_qty(symbol, 0, bids, step, center),
-            asks, self._level_qty(symbol, 1, asks, step, center + 1),
-        )  # fmt: skip
+            step,
+            bids,
+            self._level_qty(symbol, 0, bids, step, center),
+            asks,
+            self._level_qty(symbol, 1, asks, step, center + 1),
+        )
 
     def _level_qty(
         self, symbol: str, side: int, ticks: np.ndarray, step: int, top: int
@@ -733,9 +758,15 @@ class Market:
                 "m": m,
             }
             for a, p, q, f, last, tt, m in zip(
-                t.agg_id.tolist(), t.price.tolist(), t.qty.tolist(), t.first_id.tolist(),
-                t.last_id.tolist(), t.time.tolist(), t.maker.tolist(), strict=True,
-            )  # fmt: skip
+                t.agg_id.tolist(),
+                t.price.tolist(),
+                t.qty.tolist(),
+                t.first_id.tolist(),
+                t.last_id.tolist(),
+                t.time.tolist(),
+                t.maker.tolist(),
+                strict=True,
+            )
         ]
 
     def kline_payload(

@@ -27,7 +27,7 @@ _EVENT_STREAM = {
 
 
 def stream_key(stream: str) -> str:
-    """Normalise a stream name so speeds/variants match: ``btcusdt@depth@100ms`` -> ``btcusdt@depth``.
+    """Normalise a stream name so speed variants match (``btcusdt@depth@100ms`` -> ``..@depth``).
 
     Keeps the kline interval (``btcusdt@kline_1m``) since different intervals are different data.
     """

@@ -94,12 +94,14 @@ def _check_non_negative(*pairs: tuple[str, Decimal]) -> None:
 #: exchange symbol -> normalised symbol; also interns it, so a million records share one str
 _SYMBOLS: dict[str, str] = {}
 _SYMBOLS_MAX = 10_000  # a stream of garbage symbols must not grow the cache without bound
+#: perpetuals like BTCUSDT, delivery contracts like BTCUSDT_230630
+_SYMBOL_RE = re.compile(r"[A-Za-z0-9_]{1,40}")  # a stream of garbage symbols must not grow the cache without bound
 
 
 def _symbol(s: str) -> str:
     sym = _SYMBOLS.get(s)
     if sym is None:
-        if not s or not s.isascii() or not s.isalnum():
+        if not _SYMBOL_RE.fullmatch(s):
             raise MessageError(f"not an exchange symbol: {s!r}", field="s")
         sym = s.upper()
         if len(_SYMBOLS) < _SYMBOLS_MAX:
