@@ -19,7 +19,11 @@ market_data_job = dg.define_asset_job(
 )
 
 defs = dg.Definitions.merge(
-    dg.Definitions(assets=MARKET_DATA_ASSETS, jobs=[market_data_job]),
+    # in-process steps: a symbol-day's steps are small and process start-up (~2 s of imports
+    # per step) dominates on small machines; runs stay isolated from each other
+    dg.Definitions(
+        assets=MARKET_DATA_ASSETS, jobs=[market_data_job], executor=dg.in_process_executor
+    ),
     sensors.defs(),
     resources.defs(),
 )

@@ -22,6 +22,8 @@ from petrosa_pipelines.instance import REPO_ROOT, prepare_dagster_home
 DEMO_SEED = 7
 DEMO_TRADES_PER_DAY = 20_000
 MARKET_JOB = "market_data_job"
+#: the demo prints one progress line per partition; Dagster's own log stays in the run's logs
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
 def demo_days(days: int, today: dt.date | None = None) -> list[dt.date]:
@@ -57,7 +59,9 @@ def materialise_days(
     total_rows = 0
     for n, key in enumerate(keys, start=1):
         t0 = time.monotonic()
-        result = job.execute_in_process(partition_key=key, instance=instance, raise_on_error=False)
+        result = job.execute_in_process(
+            partition_key=key, instance=instance, raise_on_error=False, run_config=QUIET
+        )
         rows = {}
         for event in result.get_asset_materialization_events():
             mat = event.event_specific_data.materialization

@@ -283,16 +283,19 @@ class Market:
         # a burst trade shares the previous trade's millisecond; runs of bursts share one
         idx = np.where(burst, 0, np.arange(n))
         offsets = offsets[np.maximum.accumulate(idx)]
+        del burst, idx
         # Brownian bridge in log price from today's anchor to tomorrow's
         frac = offsets / DAY_MS
         steps = rng.standard_normal(n) * np.sqrt(np.diff(frac, prepend=0.0))
         walk = np.cumsum(steps)
         w_end = walk[-1] + rng.standard_normal() * math.sqrt(max(1.0 - frac[-1], 0.0))
         bridge = (walk - frac * w_end) * cfg.intraday_volatility
+        del steps, walk
         p0 = self.anchor_price(symbol, day)
         p1 = self.anchor_price(symbol, day + dt.timedelta(days=1))
         log_p = math.log(p0) + frac * (math.log(p1) - math.log(p0)) + bridge
         ticks = np.maximum(np.rint(np.exp(log_p) / spec.tick_units).astype(np.int64), 1)
+        del log_p, bridge, frac
         price = ticks * spec.tick_units
         mean_steps = max(spec.mean_qty * 10**spec.qty_decimals / spec.step_units, 1.0)
         qty_steps = np.maximum(
@@ -302,8 +305,8 @@ class Market:
         move = np.diff(ticks, prepend=ticks[0])
         maker = np.where(move == 0, rng.random(n) < 0.5, move < 0)
         # underlying trades: every aggTrade has >= 1, the fixed daily surplus is spread randomly
-        extra = rng.multinomial(self.underlying_per_day - n, np.full(n, 1.0 / n))
-        span = 1 + extra
+        extra = np.bincount(rng.integers(0, n, self.underlying_per_day - n), minlength=n)
+        span = 1 + extra.astype(np.int64)
         first = self.trade_id_base(symbol) + d * self.underlying_per_day + np.cumsum(span) - span
         agg = self.agg_id_base(symbol) + d * n + np.arange(n, dtype=np.int64)
         return DayTrades(

@@ -212,6 +212,12 @@ class LocalExchange:
             "/fapi/v1/premiumIndex": self._premium_index,
         }
 
+    def _log(self, entry: tuple[str, dict[str, str], int, int]) -> None:
+        """Append to ``request_log``, dropping the oldest half past 200k entries (long demos)."""
+        if len(self.request_log) >= 200_000:
+            del self.request_log[:100_000]
+        self.request_log.append(entry)
+
     # -- lifecycle ---------------------------------------------------------------------------
 
     @property
@@ -322,16 +328,16 @@ class LocalExchange:
             status, ctype = 200, "application/xml"
         else:
             status, body, ctype = self.archive.get(key)
-        self.request_log.append(("/vision/" + key, query, 0, status))
+        self._log(("/vision/" + key, query, 0, status))
         return _response(status, body, ctype, {})
 
     def _rest(self, ip: str, method: str, path: str, query: dict[str, str]) -> Response:
         route = self._routes.get(path)
         if route is None:
-            self.request_log.append((path, query, 0, 404))
+            self._log((path, query, 0, 404))
             return _response(404, b"", "text/html", {})
         if method != "GET":
-            self.request_log.append((path, query, 0, 405))
+            self._log((path, query, 0, 405))
             return _json(405, {"code": -1101, "msg": "Method not allowed."}, {})
         weight = self._weight(path, query)
         wall = time.time()
@@ -349,7 +355,7 @@ class LocalExchange:
                 status, body = err.status, {"code": err.code, "msg": err.msg}
         if status in (418, 429):
             headers["Retry-After"] = str(body.pop("retry_after"))
-        self.request_log.append((path, query, weight, status))
+        self._log((path, query, weight, status))
         return _json(status, body, headers)
 
     def _limits(self, ip: str, st: _IpState, wall: float, path: str) -> tuple[int, Any]:
@@ -424,8 +430,8 @@ class LocalExchange:
         start, end = _int(q, "startTime"), _int(q, "endTime")
         _order(start, end)
         iv, now = INTERVALS_MS[interval], self._now()
-        if start is not None:
-            first = -(-start // iv) * iv
+        if start is not None:  # before the listing, Binance answers from the first candle
+            first = -(-max(start, self.market.start_ms) // iv) * iv
             last = min(first + (limit - 1) * iv, end if end is not None else now)
         else:
             last = (min(end, now) if end is not None else now) // iv * iv
@@ -490,6 +496,8 @@ class LocalExchange:
         hi = min(end, now) if end is not None else now
         span = limit * 8 * HOUR_MS
         rows = []
+        if start is not None:
+            start = max(start, self.market.start_ms)
         for sym in symbols:
             if start is not None:
                 rows += self.market.funding_rows(sym, start, min(hi, start + span))

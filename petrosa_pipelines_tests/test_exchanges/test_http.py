@@ -185,14 +185,17 @@ def test_418_without_retry_after_waits_minimum_ban():
 
 
 def test_429_retry_after_blocks_other_users_of_the_budget():
+    """The Retry-After is written into the budget, so every user of it waits (here the
+    transport's own sleep is a no-op, so only the budget's wait moves the clock)."""
     clock = FakeClock(start=6000.0)
     with FakeServer() as server:
         server.routes["/x"] = [Reply(429, {}, {"Retry-After": "30"}), Reply(200, {})]
-        shared = WeightBudget(100, 1.0, clock=clock.time, sleep=lambda s: None)
+        shared = WeightBudget(100, 1.0, clock=clock.time, sleep=clock.sleep)
         t = RestTransport(server.url, REST, shared, clock=clock.time, sleep=lambda s: None)
         t.get("/x")
-    # the transport's own sleep did not advance the clock: the block is still in force
-    assert shared._state.blocked_until == pytest.approx(6030.0)
+    assert t.sleeps == [30.0]
+    assert shared.sleeps == [pytest.approx(30.0)]
+    assert clock.now == pytest.approx(6030.0)
 
 
 def test_5xx_retries_with_exponential_backoff_then_succeeds():

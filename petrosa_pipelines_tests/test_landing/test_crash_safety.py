@@ -34,7 +34,10 @@ def _run_and_kill(root: Path, round_no: int, rng: random.Random) -> int:
     )  # fmt: skip
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == b"started", proc.stderr.read()
-    time.sleep(rng.uniform(0.15, 0.6))
+    # let it commit something first (a loaded CI box may start slowly), then kill at random
+    while int(proc.stdout.readline() or b"-1") < 1_000:
+        assert proc.poll() is None, proc.stderr.read()
+    time.sleep(rng.uniform(0.0, 0.5))
     os.kill(proc.pid, signal.SIGKILL)
     out, _ = proc.communicate(timeout=10)
     counts = [int(x) for x in out.split()]
@@ -46,16 +49,17 @@ def _run_and_kill(root: Path, round_no: int, rng: random.Random) -> int:
 def test_kill_9_leaves_no_corrupt_segment_and_loses_nothing_durable(tmp_path):
     rng = random.Random(42)
     durable_by_round = {}
+    interrupted = 0
     for round_no in range(5):
         durable_by_round[round_no] = _run_and_kill(tmp_path, round_no, rng)
+        interrupted += bool(list(tmp_path.rglob(".seg-*.tmp")))
         # every *closed* segment is complete right after the kill, before any recovery
         for seg in _closed_segments(tmp_path):
             data = seg.read_bytes()
             assert valid_prefix_length(data) == len(data), seg
-    leftovers = list(tmp_path.rglob(".seg-*.tmp"))
     recover_group(tmp_path, "binance", "crash")
     assert not list(tmp_path.rglob(".seg-*.tmp"))
-    assert leftovers, "the kills should have interrupted at least one open segment"
+    assert interrupted, "the kills should have interrupted at least one open segment"
 
     seqs: dict[int, list[int]] = {r: [] for r in durable_by_round}
     store = LandingStore(tmp_path)

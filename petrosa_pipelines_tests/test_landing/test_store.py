@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 from decimal import Decimal
 
-import orjson
 import pandas as pd
 
 from petrosa_pipelines.catalog.schemas import dataset_schema
@@ -29,9 +28,9 @@ def _land(root, items, group="g1"):
                 assert w.put(*it)
 
 
-def _snap(lid, t, bids, asks, recv):
+def _snap(lid, t, bids, asks, recv, symbol="BTCUSDT"):
     return DepthSnapshotRecord(
-        exchange="binance", symbol="BTCUSDT", last_update_id=lid, event_time=t,
+        exchange="binance", symbol=symbol, last_update_id=lid, event_time=t,
         transaction_time=t, bids=tuple((D(p), D(q)) for p, q in bids),
         asks=tuple((D(p), D(q)) for p, q in asks), received_at=recv,
     )  # fmt: skip
@@ -163,11 +162,7 @@ def test_symbols_with_data_reads_every_group(tmp_path):
         tmp_path,
         [
             (T0 + 7, bf.mark_price("SOLUSDT", T0, "0.0001", T0 + HOUR_MS)),
-            _snap(5, T0, [("1", "1")], [("2", "1")], T0 + 9).__class__(
-                **{**orjson.loads(orjson.dumps({})), "exchange": "binance", "symbol": "XRPUSDT",
-                   "last_update_id": 1, "event_time": T0, "transaction_time": None,
-                   "bids": (), "asks": (), "received_at": T0 + 9}
-            ),
+            _snap(5, T0, [("1", "1")], [("2", "1")], T0 + 9, symbol="XRPUSDT"),
             (T0 + DAY_MS + 5, bf.agg_trade("ADAUSDT", 1, T0 + DAY_MS)),
         ],
         group="g2",

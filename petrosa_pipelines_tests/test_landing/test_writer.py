@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 
 import pytest
 
-from petrosa_pipelines.landing import GapRecord, GroupLockedError, LandingStore, LandingWriter
-from petrosa_pipelines.landing import layout
+from petrosa_pipelines.landing import (
+    GapRecord,
+    GroupLockedError,
+    LandingStore,
+    LandingWriter,
+    layout,
+)
 from petrosa_pipelines.landing.segments import recover_temp_file, valid_prefix_length
 from petrosa_pipelines.landing.spill import SpillQueue
 from petrosa_pipelines.landing.writer import WriterConfig, format_line
@@ -28,12 +34,9 @@ def test_open_segment_is_invisible_until_rotated(tmp_path):
             assert w.put(T0 + i, b'{"n":%d}' % i)
         w.queue.wake()
         # durable (fsynced) but not yet published
-        deadline = 0
-        while w.stats.lines_durable < 10 and deadline < 200:
-            import time
-
+        deadline = time.monotonic() + 5
+        while w.stats.lines_durable < 10 and time.monotonic() < deadline:
             time.sleep(0.01)
-            deadline += 1
         assert w.stats.lines_durable == 10
         assert _lines(store) == []
         assert list(tmp_path.rglob(".seg-*.tmp"))
@@ -180,7 +183,11 @@ def test_dead_letters_keep_raw_bytes_reason_and_time(tmp_path):
     store = LandingStore(tmp_path)
     (dl,) = store.dead_letters("binance", DAY)
     assert (dl.raw, dl.reason, dl.field, dl.received_at, dl.group) == (
-        raw, "not valid JSON", "<message>", T0 + 5, "g1"
+        raw,
+        "not valid JSON",
+        "<message>",
+        T0 + 5,
+        "g1",
     )
     assert [d.reason for d in store.dead_letters("binance", DAY + dt.timedelta(days=1))] == [
         "next day"

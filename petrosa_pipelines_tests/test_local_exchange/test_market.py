@@ -69,7 +69,9 @@ def test_ids_continuous_across_days(market: Market) -> None:
     days = [market.trades("ETHUSDT", D1 + dt.timedelta(days=i)) for i in range(3)]
     df = pd.concat(days, ignore_index=True)
     assert (np.diff(df.agg_trade_id) == 1).all()
-    assert (df.first_trade_id.iloc[1:].to_numpy() == df.last_trade_id.iloc[:-1].to_numpy() + 1).all()
+    assert (
+        df.first_trade_id.iloc[1:].to_numpy() == df.last_trade_id.iloc[:-1].to_numpy() + 1
+    ).all()
     # the id of the first trade of any day is a formula of the day alone
     day10 = Market(CFG).trades("ETHUSDT", D1 + dt.timedelta(days=10))
     assert day10.agg_trade_id.iloc[0] == days[0].agg_trade_id.iloc[0] + 10 * CFG.trades_per_day
@@ -118,7 +120,9 @@ def test_klines_are_exactly_the_aggregation_of_trades(market: Market, interval: 
     prev_close = None
     for row in rows:
         assert len(row) == 12 and row[6] == row[0] + INTERVALS_MS[interval] - 1
-        o, h, lo, c, v, qv, n, tv, tq = (Decimal(x) for x in (*row[1:6], row[7], row[8], *row[9:11]))
+        o, h, lo, c, v, qv, n, tv, tq = (
+            Decimal(x) for x in (*row[1:6], row[7], row[8], *row[9:11])
+        )
         if row[0] in expected:
             assert [o, h, lo, c, v, qv, n, tv, tq] == expected[row[0]]
         else:  # no trades: a flat candle at the previous close, zero volume

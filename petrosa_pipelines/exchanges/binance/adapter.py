@@ -95,7 +95,7 @@ def _check_non_negative(*pairs: tuple[str, Decimal]) -> None:
 _SYMBOLS: dict[str, str] = {}
 _SYMBOLS_MAX = 10_000  # a stream of garbage symbols must not grow the cache without bound
 #: perpetuals like BTCUSDT, delivery contracts like BTCUSDT_230630
-_SYMBOL_RE = re.compile(r"[A-Za-z0-9_]{1,40}")  # a stream of garbage symbols must not grow the cache without bound
+_SYMBOL_RE = re.compile(r"[A-Za-z0-9_]{1,40}")
 
 
 def _symbol(s: str) -> str:
@@ -165,15 +165,22 @@ def _candle(d: BinanceKlineData, received_at: int | None) -> CandleRecord:
     )
 
 
+def _levels_ok(levels: tuple[Level, ...]) -> bool:
+    """Fast check: every price > 0, every quantity >= 0, all finite and plausible."""
+    try:
+        for p, q in levels:
+            if not (_ZERO < p < _MAX and _ZERO <= q < _MAX):
+                return False
+    except InvalidOperation:  # NaN
+        return False
+    return True
+
+
 def _check_levels(side: str, levels: tuple[Level, ...]) -> None:
+    """Slow path of ``_levels_ok``: raise for the first bad level, naming it."""
     for n, (p, q) in enumerate(levels):
-        try:
-            ok = _ZERO < p < _MAX and _ZERO <= q < _MAX
-        except InvalidOperation:
-            ok = False
-        if not ok:
-            _check_positive((f"{side}[{n}][0]", p))
-            _check_non_negative((f"{side}[{n}][1]", q))
+        _check_positive((f"{side}[{n}][0]", p))
+        _check_non_negative((f"{side}[{n}][1]", q))
 
 
 def _depth(d: BinanceDepthUpdateData, received_at: int | None) -> DepthUpdateRecord:
@@ -182,8 +189,9 @@ def _depth(d: BinanceDepthUpdateData, received_at: int | None) -> DepthUpdateRec
     ``{"e":"depthUpdate","E":1626992741077,"T":1626992740974,"s":"AKROUSDT","U":600859599831,
     "u":600859599831,"pu":600859598737,"b":[],"a":[["0.01737","437848"]]}``
     """
-    _check_levels("b", d.b)
-    _check_levels("a", d.a)
+    if not (_levels_ok(d.b) and _levels_ok(d.a)):
+        _check_levels("b", d.b)
+        _check_levels("a", d.a)
     if d.U > d.u:
         raise MessageError(f"final update id {d.u} < first update id {d.U}", field="u")
     return DepthUpdateRecord(
@@ -279,6 +287,10 @@ def _decode_event(raw: bytes, prefix: str, received_at: int | None, frame: bytes
         event = EVENT_DECODER.decode(raw)
     except msgspec.ValidationError as exc:
         raise _from_validation(exc, frame, prefix) from None
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:  # invalid UTF-8 inside a string
+        raise MessageError(
+            f"not valid JSON: {exc}", field=prefix.rstrip(".") or "<message>", raw=frame
+        ) from None
     return _convert(event, prefix, frame, received_at)
 
 
@@ -289,7 +301,7 @@ def _parse_slow(raw: bytes, received_at: int | None) -> Record | None:
         probe = PROBE_DECODER.decode(raw)
     except msgspec.ValidationError as exc:
         raise _from_validation(exc, raw, "") from None
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise MessageError(f"not valid JSON: {exc}", raw=raw) from None
     if len(probe.data):
         return _decode_event(bytes(probe.data), "data.", received_at, raw)
@@ -380,7 +392,7 @@ class BinanceUsdmAdapter(ExchangeAdapter):
                 return _CONVERTERS[type(event)](event, received_at)
         except MessageError as exc:  # a converter rejected a value of "data"
             raise _prefixed(exc, "data.", raw) from None
-        except (msgspec.ValidationError, msgspec.DecodeError, IndexError):
+        except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError, IndexError):
             pass
         return _parse_slow(raw, received_at)
 

@@ -441,13 +441,15 @@ class BinanceRestClient:
     def klines(self, symbol: str, start_ms: int, end_ms: int, interval: str = "1m") -> pd.DataFrame:
         """CLOSED candles with ``start_ms <= open_time < end_ms`` (CANDLES frame, source=rest).
 
-        Pages by open time with the cheapest limit per remaining row (``plan_kline_limit``);
-        candles whose close_time is not yet in the past are left out.
+        Pages by open time with the cheapest limit per remaining row (``plan_kline_limit``).
+        "Closed" is judged against the exchange's clock (one ``/fapi/v1/time`` call, weight 1),
+        not ours: a skewed local clock must never let an in-progress candle into the lake.
         """
         step = interval_ms(interval)
         parts: list[pd.DataFrame] = []
         cursor = start_ms
-        stop = min(end_ms, self._now_ms())
+        server_now = self.server_time()
+        stop = min(end_ms, server_now)
         while cursor < stop:
             limit, weight = plan_kline_limit(math.ceil((stop - cursor) / step))
             params = {
@@ -476,7 +478,7 @@ class BinanceRestClient:
             )
             open_ms = np.asarray(opens, dtype=np.int64)
             close_ms = np.asarray(cols["close_time"], dtype=np.int64)
-            keep = (open_ms >= start_ms) & (open_ms < end_ms) & (close_ms < received)
+            keep = (open_ms >= start_ms) & (open_ms < end_ms) & (close_ms < server_now)
             parts.append(frame[keep])
             if len(opens) < limit or not keep[-1]:
                 break  # range exhausted, or we reached the candle still in progress

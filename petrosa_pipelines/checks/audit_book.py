@@ -1,0 +1,408 @@
+"""Pure audit functions for depth, funding, freshness and three-way source reconciliation.
+
+Same contract as ``audit``: plain frames in, ``CheckOutcome`` out, no Dagster.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from petrosa_pipelines.checks.audit import (
+    CheckOutcome,
+    _rows,
+    ms_column,
+    outcome,
+    runs_to_ranges,
+    time_ranges,
+)
+from petrosa_pipelines.checks.settings import AuditSettings
+from petrosa_pipelines.lib.timeutil import HOUR_MS, MINUTE_MS, ms_to_iso
+
+#: Binance stamps funding settlements a few ms after the hour (e.g. 1640995200006)
+FUNDING_TOLERANCE_MS = 1_000
+
+
+# --------------------------------------------------------------------------------------- depth
+def _snapshots(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per snapshot: time, update id, best bid, best ask."""
+    t = ms_column(frame, "snapshot_time")
+    best = frame.assign(_t=t)[frame["level"].to_numpy() == 0]
+    bids = best[best["side"] == "bid"].groupby("_t")["price"].max()
+    asks = best[best["side"] == "ask"].groupby("_t")["price"].min()
+    ids = frame.assign(_t=t).groupby("_t")["last_update_id"].max()
+    return pd.DataFrame({"update_id": ids, "bid": bids, "ask": asks}).sort_index()
+
+
+def depth_sequence(
+    frame: pd.DataFrame, ledger: Sequence[Mapping[str, Any]] = (), limit: int = 10
+) -> CheckOutcome:
+    """The book's update id never goes back between samples; resyncs from the ledger reported.
+
+    A backwards id means samples from two books were spliced (wrong data); a resync recorded
+    by the ingest after a ``pu`` break is the book healing itself and is only counted.
+    """
+    if frame.empty:
+        return outcome("depth_sequence", "ERROR", "validity", 0, 0, breaks_recorded=len(ledger))
+    snaps = _snapshots(frame)
+    ids = snaps["update_id"].to_numpy()
+    back = np.flatnonzero(np.diff(ids) < 0) + 1
+    examples = [
+        {
+            "snapshot_time": ms_to_iso(int(snaps.index[i])),
+            "update_id": int(ids[i]),
+            "previous_update_id": int(ids[i - 1]),
+        }
+        for i in back[:limit]
+    ]
+    causes = [str(g.get("cause", "")) for g in ledger]
+    return outcome(
+        "depth_sequence",
+        "ERROR",
+        "validity",
+        max(len(ids) - 1, 0),
+        back.size,
+        examples,
+        limit,
+        backwards_update_ids=back.size,
+        sequence_breaks_recorded=causes.count("sequence_break"),
+        resyncs_recorded=causes.count("resync"),
+    )
+
+
+def depth_crossed(frame: pd.DataFrame, limit: int = 10) -> CheckOutcome:
+    """Best bid < best ask in every snapshot that has both sides."""
+    if frame.empty:
+        return outcome("depth_not_crossed", "ERROR", "validity", 0, 0)
+    snaps = _snapshots(frame).dropna(subset=["bid", "ask"])
+    bad = snaps[snaps["bid"].to_numpy() >= snaps["ask"].to_numpy()]
+    examples = [
+        {"snapshot_time": ms_to_iso(int(t)), "best_bid": float(r.bid), "best_ask": float(r.ask)}
+        for t, r in bad.head(limit).iterrows()
+    ]
+    return outcome(
+        "depth_not_crossed",
+        "ERROR",
+        "validity",
+        len(snaps),
+        len(bad),
+        examples,
+        limit,
+        crossed_snapshots=len(bad),
+    )
+
+
+def depth_levels(frame: pd.DataFrame, limit: int = 10) -> CheckOutcome:
+    """Levels numbered 0..n-1, bids strictly falling, asks strictly rising, quantities > 0."""
+    if frame.empty:
+        return outcome("depth_levels_ordered", "ERROR", "validity", 0, 0)
+    t = ms_column(frame, "snapshot_time")
+    f = frame.assign(_t=t).sort_values(["_t", "side", "level"], kind="stable")
+    same = (f["_t"].to_numpy()[1:] == f["_t"].to_numpy()[:-1]) & (
+        f["side"].to_numpy()[1:] == f["side"].to_numpy()[:-1]
+    )
+    level, price = f["level"].to_numpy(), f["price"].to_numpy()
+    step = np.diff(price)
+    is_bid = f["side"].to_numpy()[1:] == "bid"
+    misordered = same & np.where(is_bid, step >= 0, step <= 0)
+    misnumbered = (same & (np.diff(level) != 1)) | (~same & (level[1:] != 0))
+    misnumbered = np.r_[level[0] != 0, misnumbered]
+    bad_qty = ~(f["quantity"].to_numpy() > 0) | ~(price > 0)
+    bad = np.r_[False, misordered] | misnumbered | bad_qty
+    idx = np.flatnonzero(bad)
+    pos = f.index.to_numpy()[idx]
+    return outcome(
+        "depth_levels_ordered",
+        "ERROR",
+        "validity",
+        len(f),
+        idx.size,
+        _rows(frame, pos, ["snapshot_time", "side", "level", "price", "quantity"], limit),
+        limit,
+        misordered=int(misordered.sum()),
+        misnumbered=int(misnumbered.sum()),
+        nonpositive=int(bad_qty.sum()),
+    )
+
+
+def depth_coverage(
+    frame: pd.DataFrame,
+    start_ms: int,
+    end_ms: int,
+    now_ms: int,
+    cadence_ms: int,
+    min_coverage: float,
+    limit: int = 10,
+) -> CheckOutcome:
+    """Share of cadence slots with a sample; uncovered stretches as ranges (not refillable)."""
+    stop = min(end_ms, now_ms)
+    n = max((stop - start_ms) // cadence_ms, 0)
+    covered = np.zeros(n, dtype=bool)
+    if len(frame) and n:
+        slot = (np.unique(ms_column(frame, "snapshot_time")) - start_ms) // cadence_ms
+        covered[slot[(slot >= 0) & (slot < n)]] = True
+    missing = np.flatnonzero(~covered).astype(np.int64)
+    starts, ends = runs_to_ranges(missing, 1)
+    share = float(covered.mean()) if n else 1.0
+    return CheckOutcome(
+        "depth_coverage",
+        share >= min_coverage,
+        "WARN",
+        "completeness",
+        int(n),
+        missing.size,
+        {
+            "coverage": share,
+            "uncovered_ranges": starts.size,
+            "uncovered_ms": int(missing.size * cadence_ms),
+        },
+        time_ranges(start_ms + starts * cadence_ms, start_ms + ends * cadence_ms, limit),
+        score=share,
+    )
+
+
+# ------------------------------------------------------------------------------------- funding
+def funding_schedule(
+    frame: pd.DataFrame,
+    start_ms: int,
+    end_ms: int,
+    now_ms: int,
+    interval_hours: int,
+    limit: int = 10,
+) -> CheckOutcome:
+    """Settlements exactly on the symbol's funding grid (a few ms late allowed), none missing."""
+    step = interval_hours * HOUR_MS
+    expected = np.arange(start_ms, min(end_ms, now_ms - FUNDING_TOLERANCE_MS + 1), step)
+    times = np.sort(ms_column(frame, "funding_time")) if len(frame) else np.empty(0, np.int64)
+    nominal = start_ms + np.round((times - start_ms) / step).astype(np.int64) * step
+    off_grid = np.abs(times - nominal) > FUNDING_TOLERANCE_MS
+    missing = np.setdiff1d(expected, nominal[~off_grid])
+    examples = [{"missing_settlement": ms_to_iso(int(t))} for t in missing[:limit]]
+    examples += [{"off_grid": ms_to_iso(int(t))} for t in times[off_grid][:limit]]
+    return outcome(
+        "funding_interval_respected",
+        "ERROR",
+        "completeness",
+        expected.size,
+        missing.size + int(off_grid.sum()),
+        examples,
+        limit,
+        expected_settlements=expected.size,
+        missing_settlements=missing.size,
+        off_grid=int(off_grid.sum()),
+        interval_hours=interval_hours,
+    )
+
+
+def funding_rates(frame: pd.DataFrame, floor: float, cap: float, limit: int = 10) -> CheckOutcome:
+    """Every rate within the exchange's floor and cap (NaN offends)."""
+    r = frame["funding_rate"].to_numpy()
+    bad = ~((r >= floor) & (r <= cap))
+    idx = np.flatnonzero(bad)
+    return outcome(
+        "funding_rate_within_bounds",
+        "ERROR",
+        "validity",
+        len(frame),
+        idx.size,
+        _rows(frame, idx, ["funding_time", "funding_rate"], limit),
+        limit,
+        above_cap=int((r > cap).sum()),
+        below_floor=int((r < floor).sum()),
+    )
+
+
+def funding_mark_price(frame: pd.DataFrame, limit: int = 10) -> CheckOutcome:
+    """Mark price present and > 0 where the source has one (Vision archives carry none)."""
+    archive = frame["source"].to_numpy() == "archive"
+    m = frame["mark_price"].to_numpy(dtype=float)
+    bad = ~archive & ~(m > 0)
+    idx = np.flatnonzero(bad)
+    return outcome(
+        "funding_mark_price_present",
+        "WARN",
+        "validity",
+        int((~archive).sum()),
+        idx.size,
+        _rows(frame, idx, ["funding_time", "mark_price", "source"], limit),
+        limit,
+        archive_rows_without_mark=int((archive & ~(m > 0)).sum()),
+    )
+
+
+# ----------------------------------------------------------------------------------- freshness
+def freshness(
+    frame: pd.DataFrame,
+    time_column: str,
+    start_ms: int,
+    end_ms: int,
+    now_ms: int,
+    max_lag_ms: int,
+    step_ms: int = MINUTE_MS,
+    grid: bool = False,
+) -> CheckOutcome:
+    """The newest row is no more than ``max_lag_ms`` behind the newest row that could exist.
+
+    For the open (today's) partition that is "now"; for a closed one, the end of its day. The
+    score decays linearly from 1 at the allowed lag to 0 at ten times it.
+    """
+    stop = min(end_ms, now_ms)
+    newest_expected = stop - step_ms
+    if grid:  # funding: the last settlement on the grid before ``stop``
+        newest_expected = (
+            start_ms + max((stop - FUNDING_TOLERANCE_MS - start_ms) // step_ms, 0) * step_ms
+        )
+    newest = int(ms_column(frame, time_column).max()) if len(frame) else None
+    lag = (newest_expected - newest) if newest is not None else stop - start_ms
+    lag = max(int(lag), 0)
+    score = 1.0 if lag <= max_lag_ms else max(0.0, 1.0 - (lag - max_lag_ms) / (9 * max_lag_ms))
+    return CheckOutcome(
+        "fresh",
+        lag <= max_lag_ms,
+        "WARN",
+        "freshness",
+        1,
+        int(lag > max_lag_ms),
+        {"lag_s": lag / 1000, "max_lag_s": max_lag_ms / 1000},
+        [
+            {
+                "newest": ms_to_iso(newest) if newest is not None else None,
+                "newest_expected": ms_to_iso(max(newest_expected, start_ms)),
+            }
+        ]
+        if lag > max_lag_ms
+        else [],
+        score=score,
+    )
+
+
+# ------------------------------------------------------------------------------ reconciliation
+_COMPARE = {
+    "candles": (("open_time",), ("open", "high", "low", "close", "volume", "trade_count")),
+    "trades": (("agg_trade_id",), ("price", "quantity", "first_trade_id", "last_trade_id")),
+}
+
+
+def reconcile(
+    dataset: str, frames: Mapping[str, pd.DataFrame], time_column: str, limit: int = 10
+) -> CheckOutcome:
+    """Websocket vs REST vs archive rows where their time ranges overlap.
+
+    For each pair of sources: row counts inside the overlap, keys only one side has, and
+    value equality on the shared keys (OHLCV for candles; price, quantity and trade-id span for
+    trades, plus trade-id continuity of each side inside the overlap).
+    """
+    key_cols, value_cols = _COMPARE[dataset]
+    present = {k: f for k, f in frames.items() if f is not None and len(f)}
+    pairs, offending, checked, examples = {}, 0, 0, []
+    names = sorted(present)
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            fa, fb = present[a], present[b]
+            ta, tb = ms_column(fa, time_column), ms_column(fb, time_column)
+            lo, hi = max(ta.min(), tb.min()), min(ta.max(), tb.max())
+            if lo > hi:
+                continue
+            sa, sb = fa[(ta >= lo) & (ta <= hi)], fb[(tb >= lo) & (tb <= hi)]
+            merged = sa.merge(
+                sb, on=list(key_cols), how="outer", suffixes=("_a", "_b"), indicator=True
+            )
+            only = merged["_merge"] != "both"
+            both = merged[~only]
+            diff = np.zeros(len(both), dtype=bool)
+            for c in value_cols:
+                diff |= ~np.isclose(
+                    both[f"{c}_a"].to_numpy(float),
+                    both[f"{c}_b"].to_numpy(float),
+                    rtol=1e-12,
+                    atol=0,
+                )
+            gaps = 0
+            if dataset == "trades":
+                gaps = sum(
+                    int((np.diff(np.sort(s["agg_trade_id"].to_numpy())) > 1).sum())
+                    for s in (sa, sb)
+                )
+            bad = int(only.sum()) + int(diff.sum()) + gaps
+            pair = f"{a}~{b}"
+            pairs[pair] = {
+                "rows_" + a: len(sa),
+                "rows_" + b: len(sb),
+                "only_one_side": int(only.sum()),
+                "value_mismatches": int(diff.sum()),
+                "id_gaps": gaps,
+                "overlap": [ms_to_iso(int(lo)), ms_to_iso(int(hi))],
+            }
+            checked += len(merged)
+            offending += bad
+            for _, row in pd.concat([merged[only], both[diff]]).head(limit).iterrows():
+                issue = "value mismatch" if row["_merge"] == "both" else f"only in {row['_merge']}"
+                examples.append(
+                    {
+                        "pair": pair,
+                        **{k: _plain(row[k]) for k in key_cols},
+                        "issue": issue.replace("left_only", a).replace("right_only", b),
+                    }
+                )
+    result = outcome(
+        f"{dataset}_sources_agree",
+        "WARN",
+        "consistency",
+        checked,
+        offending,
+        examples,
+        limit,
+        sources_compared=len(present),
+        pairs_overlapping=len(pairs),
+    )
+    if not pairs:
+        return replace(result, note="fewer than two sources overlap")
+    return replace(result, extra={"pairs": pairs})
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, pd.Timestamp):
+        return ms_to_iso(int(v.value // 1_000_000))
+    return v.item() if isinstance(v, np.generic) else v
+
+
+def audit_depth(
+    frame: pd.DataFrame,
+    start_ms: int,
+    end_ms: int,
+    now_ms: int,
+    settings: AuditSettings,
+    ledger: Sequence[Mapping[str, Any]] = (),
+) -> list[CheckOutcome]:
+    """Every depth check on one partition."""
+    lim = settings.examples_limit
+    return [
+        depth_sequence(frame, ledger, lim),
+        depth_crossed(frame, lim),
+        depth_levels(frame, lim),
+        depth_coverage(
+            frame,
+            start_ms,
+            end_ms,
+            now_ms,
+            settings.depth_cadence_ms,
+            settings.depth_min_coverage,
+            lim,
+        ),
+    ]
+
+
+def audit_funding(
+    frame: pd.DataFrame, start_ms: int, end_ms: int, now_ms: int, settings: AuditSettings
+) -> list[CheckOutcome]:
+    """Every funding check on one partition."""
+    lim = settings.examples_limit
+    return [
+        funding_schedule(frame, start_ms, end_ms, now_ms, settings.funding_interval_hours, lim),
+        funding_rates(frame, settings.funding_rate_floor, settings.funding_rate_cap, lim),
+        funding_mark_price(frame, lim),
+    ]

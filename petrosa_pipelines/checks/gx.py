@@ -1,0 +1,119 @@
+"""Our own small great-expectations 1.x factory (dagster-ge is pinned before GX 1.0).
+
+Suites are versioned JSON files in ``checks/suites/<dataset>.json`` (bump ``version`` when an
+expectation changes meaning). GX is imported lazily (about 2 s) and its ephemeral context,
+data sources and suites are built once per process: GX refuses a second data source of the
+same name, and its tqdm progress bars would otherwise print to every compute log.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+import pandas as pd
+
+SUITES_PACKAGE = "petrosa_pipelines.checks.suites"
+_LOCK = threading.Lock()
+_RUNNER: GxRunner | None = None
+
+
+def load_suite_spec(dataset: str) -> dict[str, Any]:
+    """The versioned suite of ``dataset`` as stored in the repo."""
+    path = resources.files(SUITES_PACKAGE).joinpath(f"{dataset}.json")
+    if not path.is_file():
+        raise ValueError(f"no great-expectations suite for dataset {dataset!r}")
+    spec = json.loads(path.read_text())
+    if spec.get("dataset") != dataset or not isinstance(spec.get("version"), int):
+        raise ValueError(f"suite {dataset}.json needs matching 'dataset' and integer 'version'")
+    return spec
+
+
+def _class_name(expectation_type: str) -> str:
+    return "".join(part.capitalize() for part in expectation_type.split("_"))
+
+
+@dataclass(frozen=True)
+class GxSummary:
+    """What a suite said about one frame, flattened for check metadata."""
+
+    suite: str
+    version: int
+    success: bool
+    evaluated: int
+    failed: int
+    results: list[dict[str, Any]] = field(default_factory=list)
+
+
+class GxRunner:
+    """An ephemeral GX context with one pandas data asset and suite per dataset."""
+
+    def __init__(self) -> None:
+        import great_expectations as gx
+        from great_expectations.data_context.types.base import ProgressBarsConfig
+
+        self._gx = gx
+        self.context = gx.get_context(mode="ephemeral")
+        self.context.variables.progress_bars = ProgressBarsConfig(globally=False)
+        self._source = self.context.data_sources.add_pandas("petrosa")
+        self._batches: dict[str, Any] = {}
+        self._suites: dict[str, tuple[Any, int]] = {}
+
+    def _prepare(self, dataset: str) -> tuple[Any, Any, int]:
+        if dataset not in self._suites:
+            import great_expectations.expectations as gxe
+
+            spec = load_suite_spec(dataset)
+            expectations = [
+                getattr(gxe, _class_name(e["type"]))(**e.get("kwargs", {}))
+                for e in spec["expectations"]
+            ]
+            name = f"{dataset}.v{spec['version']}"
+            suite = self.context.suites.add(
+                self._gx.ExpectationSuite(name=name, expectations=expectations)
+            )
+            asset = self._source.add_dataframe_asset(dataset)
+            self._batches[dataset] = asset.add_batch_definition_whole_dataframe("whole")
+            self._suites[dataset] = (suite, spec["version"])
+        suite, version = self._suites[dataset]
+        return self._batches[dataset], suite, version
+
+    def validate(self, dataset: str, frame: pd.DataFrame) -> GxSummary:
+        """Run the dataset's suite over the whole frame (BASIC result format: counts only)."""
+        batch_def, suite, version = self._prepare(dataset)
+        res = batch_def.get_batch(batch_parameters={"dataframe": frame}).validate(
+            suite, result_format="BASIC"
+        )
+        rows = []
+        for r in res.results:
+            kwargs = r.expectation_config.kwargs
+            rows.append(
+                {
+                    "expectation": r.expectation_config.type,
+                    "column": kwargs.get("column") or kwargs.get("column_A"),
+                    "success": bool(r.success),
+                    "unexpected_count": r.result.get("unexpected_count"),
+                    "unexpected_percent": r.result.get("unexpected_percent"),
+                }
+            )
+        failed = sum(not r["success"] for r in rows)
+        return GxSummary(suite.name, version, bool(res.success), len(rows), failed, rows)
+
+
+def runner() -> GxRunner:
+    """The process-wide runner, built on first use."""
+    global _RUNNER
+    with _LOCK:
+        if _RUNNER is None:
+            _RUNNER = GxRunner()
+        return _RUNNER
+
+
+def validate_frame(dataset: str, frame: pd.DataFrame) -> GxSummary:
+    """Validate one partition's frame against the dataset's versioned suite."""
+    r = runner()
+    with _LOCK:  # GX contexts are not documented as thread-safe
+        return r.validate(dataset, frame)

@@ -1,0 +1,293 @@
+"""MongoDB time-series sink: document mapping, index specs and queries, plus the sink itself.
+
+Time-series collections have no unique indexes and no multi-document transactions, so a
+partition cannot be swapped atomically in place. Instead every document carries its load id
+in ``meta``; a regular ``partitions`` collection (unique per partition) points at the current
+load. A replace inserts the new load, moves the pointer (one atomic single-document update),
+then deletes the old load. Readers resolve the pointers first and query only current loads,
+so they see the old partition or the new one, never half. Every delete filters on ``meta``
+only, which time-series collections allow from MongoDB 5.1. Upserts by natural key
+(``upsert``) need MongoDB 7.0+ (arbitrary updates on time-series collections).
+
+The pure functions (everything but ``MongoSink``) are unit-tested without a server.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from petrosa_pipelines.catalog.schemas import TS, conform, dataset_schema
+
+META = "meta"
+PARTITIONS = "partitions"
+_GRANULARITY = {"trades": "seconds", "depth": "seconds", "candles": "minutes", "funding": "hours"}
+#: columns that go into ``meta`` (identify the series) rather than the measurement
+_META_COLUMNS = {"exchange", "symbol", "interval"}
+
+
+def timeseries_options(dataset: str) -> dict[str, str]:
+    """``create_collection(timeseries=...)`` options of a dataset's collection."""
+    schema = dataset_schema(dataset)
+    return {
+        "timeField": schema.time_column,
+        "metaField": META,
+        "granularity": _GRANULARITY[dataset],
+    }
+
+
+def index_specs(dataset: str) -> list[tuple[list[tuple[str, int]], dict[str, Any]]]:
+    """(keys, options) of each secondary index: partition lookup and natural-key lookup.
+
+    Not unique: time-series collections cannot enforce it; the load-id scheme does.
+    """
+    schema = dataset_schema(dataset)
+    series = [f"{META}.{c}" for c in schema.natural_key if c in _META_COLUMNS]
+    rest = [c for c in schema.natural_key if c not in _META_COLUMNS]
+    return [
+        (
+            [(f"{META}.load", 1), *((k, 1) for k in series), (schema.time_column, 1)],
+            {"name": f"{dataset}_load_series_time"},
+        ),
+        (
+            [*((k, 1) for k in series), *((k, 1) for k in rest)],
+            {"name": f"{dataset}_natural_key"},
+        ),
+    ]
+
+
+def partition_id(dataset: str, exchange: str, symbol: str, day: dt.date, qualifier: str = "") -> str:
+    """The ``_id`` of a partition's pointer document."""
+    return f"{dataset}|{exchange}|{symbol}|{qualifier}|{day.isoformat()}"
+
+
+def _day(ts: pd.Series) -> pd.Series:
+    return ts.dt.strftime("%Y-%m-%d")
+
+
+def frame_to_documents(dataset: str, frame: pd.DataFrame, load_id: str) -> list[dict[str, Any]]:
+    """One document per row: identity, partition day and load in ``meta``, the rest flat.
+
+    Nulls (NaN in nullable float columns, NaT) are left out of the document, which is how
+    MongoDB spells "no value" and what ``documents_to_frame`` turns back into NaN/NaT.
+    """
+    schema = dataset_schema(dataset)
+    frame = conform(frame, schema)
+    n = len(frame)
+    if n == 0:
+        return []
+    time_col = schema.time_column
+    days = _day(frame[time_col]).to_numpy()
+    meta_cols = [c for c in schema.column_names if c in _META_COLUMNS]
+    metas = frame[meta_cols].to_dict("records")
+    body: dict[str, np.ndarray] = {}
+    for col in schema.columns:
+        if col.name in _META_COLUMNS:
+            continue
+        series = frame[col.name]
+        if col.type == TS:
+            values = np.array(series.dt.to_pydatetime(), dtype=object)
+            values[series.isna().to_numpy()] = None
+        else:
+            values = series.astype(object).to_numpy()
+            if col.nullable:
+                values[series.isna().to_numpy()] = None
+        body[col.name] = values
+    docs = []
+    names = list(body)
+    for i, row in enumerate(zip(*(body[c] for c in names), strict=True)):
+        meta = metas[i]
+        meta["day"] = days[i]
+        meta["load"] = load_id
+        doc = {k: v for k, v in zip(names, row, strict=True) if v is not None}
+        doc[META] = meta
+        docs.append(doc)
+    return docs
+
+
+def documents_to_frame(dataset: str, documents: Iterable[dict[str, Any]]) -> pd.DataFrame:
+    """Documents read back as a frame conforming to the catalog (``_id``, day, load dropped)."""
+    schema = dataset_schema(dataset)
+    rows = []
+    for doc in documents:
+        row = {k: v for k, v in doc.items() if k not in ("_id", META)}
+        row.update({k: v for k, v in doc.get(META, {}).items() if k in _META_COLUMNS})
+        rows.append(row)
+    if not rows:
+        return schema.empty_frame()
+    frame = pd.DataFrame.from_records(rows)
+    for col in schema.columns:
+        if col.name not in frame.columns:
+            frame[col.name] = pd.NaT if col.type == TS else np.nan
+        elif col.type == TS:
+            # pymongo returns naive datetimes in UTC unless the client is tz_aware
+            frame[col.name] = pd.to_datetime(frame[col.name], utc=True)
+    out = conform(frame, schema)
+    return out.sort_values([schema.time_column, "symbol"], kind="stable").reset_index(drop=True)
+
+
+def partition_filter(dataset: str, exchange: str, symbol: str, day: dt.date, qualifier: str = "") -> dict[str, Any]:
+    """Documents of one partition, every load (meta-only, so deletes work from MongoDB 5.1)."""
+    flt: dict[str, Any] = {
+        f"{META}.exchange": exchange,
+        f"{META}.symbol": symbol,
+        f"{META}.day": day.isoformat(),
+    }
+    if qualifier:
+        flt[f"{META}.interval"] = qualifier
+    return flt
+
+
+def read_query(
+    dataset: str,
+    exchange: str,
+    symbols: Sequence[str],
+    start: dt.datetime,
+    end: dt.datetime,
+    loads: Sequence[str],
+) -> dict[str, Any]:
+    """The find() filter for current loads of ``symbols`` with start <= time < end."""
+    if start.tzinfo is None or end.tzinfo is None:
+        raise ValueError("read_query needs timezone-aware start and end")
+    time_col = dataset_schema(dataset).time_column
+    return {
+        f"{META}.load": {"$in": list(loads)},
+        f"{META}.exchange": exchange,
+        f"{META}.symbol": {"$in": list(symbols)},
+        time_col: {"$gte": start, "$lt": end},
+    }
+
+
+def natural_key_filter(dataset: str, document: dict[str, Any]) -> dict[str, Any]:
+    """The filter that finds ``document``'s row in its partition's current load."""
+    schema = dataset_schema(dataset)
+    meta = document[META]
+    flt: dict[str, Any] = {f"{META}.load": meta["load"]}
+    for key in schema.natural_key:
+        flt[f"{META}.{key}" if key in _META_COLUMNS else key] = (
+            meta[key] if key in _META_COLUMNS else document[key]
+        )
+    return flt
+
+
+def upsert_operations(dataset: str, documents: Iterable[dict[str, Any]]) -> list[Any]:
+    """pymongo ``ReplaceOne(upsert=True)`` per document, matched on its natural key."""
+    from pymongo import ReplaceOne
+
+    return [ReplaceOne(natural_key_filter(dataset, d), d, upsert=True) for d in documents]
+
+
+class MongoSink:
+    """The time-series sink in one database; ``ensure()`` once, then replace, upsert, read."""
+
+    def __init__(self, client: Any, database: str = "petrosa"):
+        self.client = client
+        self.db = client[database]
+
+    @classmethod
+    def from_url(cls, url: str, database: str = "petrosa") -> MongoSink:
+        from pymongo import MongoClient
+
+        return cls(MongoClient(url, tz_aware=True, serverSelectionTimeoutMS=5000), database)
+
+    def ensure(self, datasets: Iterable[str] = ("trades", "candles", "depth", "funding")) -> None:
+        """Create missing time-series collections and their indexes (idempotent)."""
+        existing = set(self.db.list_collection_names())
+        for dataset in datasets:
+            if dataset not in existing:
+                self.db.create_collection(dataset, timeseries=timeseries_options(dataset))
+            for keys, options in index_specs(dataset):
+                self.db[dataset].create_index(keys, **options)
+
+    def _qualifier(self, dataset: str, frame: pd.DataFrame, qualifier: str | None) -> str:
+        if dataset != "candles":
+            return ""
+        if qualifier:
+            return qualifier
+        values = frame["interval"].unique() if len(frame) else ["1m"]
+        if len(values) != 1:
+            raise ValueError(f"candles frame mixes intervals {list(values)}; pass qualifier=")
+        return str(values[0])
+
+    def replace_partition(
+        self,
+        dataset: str,
+        frame: pd.DataFrame,
+        *,
+        exchange: str,
+        symbol: str,
+        day: dt.date,
+        qualifier: str | None = None,
+    ) -> int:
+        """Make ``frame`` the partition's content (insert new load, move pointer, drop old)."""
+        qual = self._qualifier(dataset, frame, qualifier)
+        load_id = uuid.uuid4().hex
+        docs = frame_to_documents(dataset, frame, load_id)
+        for d in docs:
+            if d[META]["symbol"] != symbol or d[META]["exchange"] != exchange or d[META]["day"] != day.isoformat():
+                raise ValueError(f"{dataset}: a row of {d[META]} is outside partition {symbol} {day}")
+        if docs:
+            self.db[dataset].insert_many(docs, ordered=False)
+        pid = partition_id(dataset, exchange, symbol, day, qual)
+        self.db[PARTITIONS].update_one(
+            {"_id": pid},
+            {"$set": {"load": load_id, "rows": len(docs), "loaded_at": dt.datetime.now(tz=dt.UTC)}},
+            upsert=True,
+        )
+        stale = partition_filter(dataset, exchange, symbol, day, qual)
+        stale[f"{META}.load"] = {"$ne": load_id}  # the old load and any crashed attempt
+        self.db[dataset].delete_many(stale)
+        return len(docs)
+
+    def _current_loads(
+        self, dataset: str, exchange: str, symbols: Sequence[str], days: Sequence[dt.date], qualifier: str
+    ) -> dict[str, str]:
+        ids = [partition_id(dataset, exchange, s, d, qualifier) for s in symbols for d in days]
+        return {p["_id"]: p["load"] for p in self.db[PARTITIONS].find({"_id": {"$in": ids}})}
+
+    def upsert(self, dataset: str, frame: pd.DataFrame, *, exchange: str, qualifier: str | None = None) -> int:
+        """Insert or replace rows by natural key in their partitions' current loads.
+
+        For incremental writes (today's rows as they arrive). Needs MongoDB 7.0+.
+        """
+        if frame.empty:
+            return 0
+        qual = self._qualifier(dataset, frame, qualifier)
+        schema = dataset_schema(dataset)
+        frame = conform(frame, schema)
+        days = _day(frame[schema.time_column])
+        total = 0
+        for (symbol, day_s), part in frame.groupby([frame["symbol"], days], sort=True):
+            day = dt.date.fromisoformat(day_s)
+            pid = partition_id(dataset, exchange, symbol, day, qual)
+            pointer = self.db[PARTITIONS].find_one_and_update(
+                {"_id": pid},
+                {"$setOnInsert": {"load": uuid.uuid4().hex, "rows": 0}},
+                upsert=True,
+                return_document=True,
+            )
+            docs = frame_to_documents(dataset, part, pointer["load"])
+            result = self.db[dataset].bulk_write(upsert_operations(dataset, docs), ordered=False)
+            total += result.upserted_count + result.modified_count
+        return total
+
+    def read(
+        self,
+        dataset: str,
+        *,
+        exchange: str,
+        symbols: Sequence[str],
+        start: dt.datetime,
+        end: dt.datetime,
+        qualifier: str = "",
+    ) -> pd.DataFrame:
+        """Current-load rows of ``symbols`` with start <= time < end."""
+        days = list(pd.date_range(start.date(), (end - dt.timedelta(microseconds=1)).date()).date)
+        loads = self._current_loads(dataset, exchange, symbols, days, qualifier if dataset == "candles" else "")
+        query = read_query(dataset, exchange, symbols, start, end, list(loads.values()))
+        return documents_to_frame(dataset, self.db[dataset].find(query))

@@ -1,0 +1,198 @@
+"""Websocket streams of the local exchange: layouts, control frames, book sync, faults, replay."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+import requests
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import ClientConnection, connect
+
+from petrosa_pipelines.local_exchange import Faults, LocalExchange, MarketConfig, SimulatedClock
+
+pytestmark = pytest.mark.integration
+
+START = "2024-01-05T11:59:57"
+MARKET = MarketConfig(seed=7, symbols=("BTCUSDT", "ETHUSDT"), trades_per_day=200_000)
+DATA = Path(__file__).parent / "data"
+ALL = "btcusdt@aggTrade/btcusdt@kline_1m/btcusdt@depth@100ms/btcusdt@markPrice@1s"
+
+
+@pytest.fixture
+def ex() -> Iterator[LocalExchange]:
+    with LocalExchange(market=MARKET, clock=SimulatedClock(START, speed=20)) as exchange:
+        yield exchange
+
+
+def collect(ws: ClientConnection, seconds: float) -> list[dict | bytes | str]:
+    """Frames received for ``seconds`` (parsed when they are JSON)."""
+    out: list[dict | bytes | str] = []
+    end = time.monotonic() + seconds
+    while (left := end - time.monotonic()) > 0:
+        try:
+            raw = ws.recv(timeout=left)
+        except TimeoutError:
+            break
+        except ConnectionClosed:
+            break
+        try:
+            out.append(json.loads(raw))
+        except (ValueError, UnicodeDecodeError):
+            out.append(raw)
+    return out
+
+
+def test_combined_stream_layouts(ex: LocalExchange) -> None:
+    with connect(f"{ex.ws_base_url}/stream?streams={ALL}") as ws:
+        frames = collect(ws, 1.5)
+    by_stream: dict[str, list[dict]] = {}
+    for f in frames:
+        assert isinstance(f, dict) and set(f) == {"stream", "data"}
+        by_stream.setdefault(f["stream"], []).append(f["data"])
+    assert set(by_stream) == set(ALL.split("/"))
+    trades = by_stream["btcusdt@aggTrade"]
+    assert list(trades[0]) == ["e", "E", "a", "s", "p", "q", "f", "l", "T", "m"]
+    assert [t["a"] for t in trades] == list(range(trades[0]["a"], trades[0]["a"] + len(trades)))
+    assert isinstance(trades[0]["p"], str) and isinstance(trades[0]["a"], int)
+    kline = by_stream["btcusdt@kline_1m"][-1]
+    assert list(kline) == ["e", "E", "s", "k"] and list(kline["k"]) == list("tTsifLochlvnxqVQB")
+    closed = [k for k in by_stream["btcusdt@kline_1m"] if k["k"]["x"]]
+    assert closed and closed[0]["k"]["t"] == 1704455940000  # the 11:59 candle closes at 12:00
+    depth = by_stream["btcusdt@depth@100ms"]
+    assert list(depth[0]) == ["e", "E", "T", "s", "U", "u", "pu", "b", "a"]
+    assert all(b["pu"] == a["u"] for a, b in zip(depth, depth[1:], strict=False))
+    mark = by_stream["btcusdt@markPrice@1s"]
+    assert list(mark[0]) == ["e", "E", "s", "p", "P", "i", "r", "T"]
+    assert [m["E"] // 1000 for m in mark] == list(
+        range(mark[0]["E"] // 1000, mark[-1]["E"] // 1000 + 1)
+    )
+
+
+def test_subscribe_unsubscribe_list(ex: LocalExchange) -> None:
+    with connect(f"{ex.ws_base_url}/ws") as ws:
+        ws.send(json.dumps({"method": "SUBSCRIBE", "params": ["ethusdt@aggTrade"], "id": 1}))
+        assert json.loads(ws.recv(timeout=2)) == {"result": None, "id": 1}
+        ws.send(json.dumps({"method": "LIST_SUBSCRIPTIONS", "id": 2}))
+        frames = collect(ws, 0.8)
+        assert {"result": ["ethusdt@aggTrade"], "id": 2} in frames
+        data = [f for f in frames if isinstance(f, dict) and f.get("e") == "aggTrade"]
+        assert data and all(f["s"] == "ETHUSDT" for f in data)  # raw payloads on /ws
+        ws.send(json.dumps({"method": "UNSUBSCRIBE", "params": ["ethusdt@aggTrade"], "id": 3}))
+        frames = collect(ws, 0.3)
+        assert {"result": None, "id": 3} in frames
+        ws.send(json.dumps({"method": "LIST_SUBSCRIPTIONS", "id": 4}))
+        assert {"result": [], "id": 4} in collect(ws, 0.5)
+        ws.send(json.dumps({"method": "NOPE", "id": 5}))
+        reply = json.loads(ws.recv(timeout=2))
+        assert reply["id"] == 5 and reply["error"]["code"] == 2
+
+
+def test_raw_stream_path(ex: LocalExchange) -> None:
+    with connect(f"{ex.ws_base_url}/ws/btcusdt@markPrice@1s") as ws:
+        frames = collect(ws, 0.6)
+    assert frames and all(f["e"] == "markPriceUpdate" for f in frames)
+
+
+def test_depth_sync_over_websocket_with_rest_snapshot(ex: LocalExchange) -> None:
+    with connect(f"{ex.ws_base_url}/ws/btcusdt@depth@100ms") as ws:
+        buffered = collect(ws, 0.3)
+        snap = requests.get(
+            ex.rest_base_url + "/fapi/v1/depth", params={"symbol": "BTCUSDT", "limit": 1000}
+        ).json()
+        buffered += collect(ws, 0.3)
+        ex.clock.set_speed(0)  # type: ignore[attr-defined]
+        buffered += collect(ws, 0.3)
+    events = [e for e in buffered if e["u"] >= snap["lastUpdateId"]]
+    assert events[0]["U"] <= snap["lastUpdateId"] <= events[0]["u"]
+    book = {side: {Decimal(p): Decimal(q) for p, q in snap[side]} for side in ("bids", "asks")}
+    prev_u = None
+    for ev in events:
+        assert prev_u is None or ev["pu"] == prev_u
+        prev_u = ev["u"]
+        for side, key in (("bids", "b"), ("asks", "a")):
+            for p, q in ev[key]:
+                if Decimal(q) == 0:
+                    book[side].pop(Decimal(p), None)
+                else:
+                    book[side][Decimal(p)] = Decimal(q)
+    truth = ex.market.book("BTCUSDT", events[-1]["T"], 1000)
+    assert truth["lastUpdateId"] == events[-1]["u"]
+    for side in ("bids", "asks"):
+        assert book[side] == {Decimal(p): Decimal(q) for p, q in truth[side]}
+
+
+def _trade_ids(frames: list) -> list[int]:
+    return [f["data"]["a"] for f in frames if isinstance(f, dict) and "data" in f]
+
+
+def test_drop_and_duplicate_faults(ex: LocalExchange) -> None:
+    ex.faults.drop_probability = 0.3
+    with connect(f"{ex.ws_base_url}/stream?streams=btcusdt@aggTrade") as ws:
+        ids = _trade_ids(collect(ws, 1.0))
+    assert ids and any(b - a > 1 for a, b in zip(ids, ids[1:], strict=False))
+    ex.faults.drop_probability = 0
+    ex.faults.duplicate_probability = 0.5
+    with connect(f"{ex.ws_base_url}/stream?streams=btcusdt@aggTrade") as ws:
+        ids = _trade_ids(collect(ws, 1.0))
+    assert len(ids) > len(set(ids)) and sorted(set(ids)) == list(range(min(ids), max(ids) + 1))
+
+
+def test_malformed_fault(ex: LocalExchange) -> None:
+    ex.faults.malformed_probability = 0.5
+    with connect(f"{ex.ws_base_url}/stream?streams=btcusdt@aggTrade/btcusdt@markPrice@1s") as ws:
+        frames = collect(ws, 1.0)
+    bad = [
+        f
+        for f in frames
+        if not isinstance(f, dict) or not isinstance(f.get("data", {}).get("E"), int)
+    ]
+    good = [f for f in frames if f not in bad]
+    assert bad and good
+
+
+def test_disconnect_faults_and_connection_lifetime(ex: LocalExchange) -> None:
+    ex.faults.disconnect_every_n_messages = 5
+    with connect(f"{ex.ws_base_url}/stream?streams=btcusdt@depth@100ms") as ws:
+        frames = collect(ws, 2.0)
+        assert len(frames) == 5 and ws.close_code == 1001
+    ex.faults.disconnect_every_n_messages = 0
+    with connect(f"{ex.ws_base_url}/stream?streams=btcusdt@depth@100ms") as ws:
+        assert collect(ws, 0.2)
+        ex.faults.disconnect_now()
+        collect(ws, 1.0)
+        assert ws.close_code == 1001
+    with LocalExchange(market=MARKET, max_connection_seconds=0.3, ping_interval=0.1) as short:
+        with connect(f"{short.ws_base_url}/ws/btcusdt@markPrice@1s") as ws:
+            t = time.monotonic()
+            collect(ws, 2.0)
+            assert ws.close_code == 1001 and time.monotonic() - t < 1.5
+
+
+def test_replay_sends_recorded_frames_byte_identical() -> None:
+    lines = [
+        line
+        for line in (DATA / "aggTrade.jsonl").read_text().splitlines()
+        if line.startswith('{"stream":"sushiusdt@aggTrade"')
+    ]
+    with LocalExchange(market=MARKET, replay=DATA, speed=60) as ex:
+        with connect(f"{ex.ws_base_url}/stream?streams=sushiusdt@aggTrade") as ws:
+            got = []
+            end = time.monotonic() + 3
+            while len(got) < len(lines) and time.monotonic() < end:
+                got.append(ws.recv(timeout=end - time.monotonic()))
+        with connect(f"{ex.ws_base_url}/ws/ctkusdt@kline_1m") as ws:
+            kline = json.loads(ws.recv(timeout=3))
+    assert got == lines
+    assert kline["e"] == "kline" and kline["s"] == "CTKUSDT"
+
+
+def test_faults_are_seeded() -> None:
+    a, b = Faults(seed=3), Faults(seed=3)
+    draws = [a.chance(0.5) for _ in range(50)]
+    assert draws == [b.chance(0.5) for _ in range(50)]
+    assert not Faults().chance(0.0)

@@ -1,0 +1,30 @@
+"""The non-interactive demo (the CI form of the README's first command) exits 0."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from petrosa_pipelines.demo import demo_days
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_demo_days_are_closed_days_oldest_first():
+    import datetime as dt
+
+    days = demo_days(3, today=dt.date(2024, 3, 1))
+    assert days == [dt.date(2024, 2, 27), dt.date(2024, 2, 28), dt.date(2024, 2, 29)]
+
+
+def test_demo_no_ui_materialises_everything(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PETROSA_", "DAGSTER_HOME"))}
+    out = subprocess.run(
+        [str(Path(sys.executable).parent / "petrosa"), "demo", "--no-ui", "--days", "1",
+         "--symbols", "BTCUSDT", "--workdir", str(tmp_path)],
+        env=env, cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    assert "[1/1]" in out.stdout and "candles=1440" in out.stdout
+    assert "all 1 partitions materialised" in out.stdout
+    assert list((tmp_path / "lake" / "market_data" / "candles").rglob("*.parquet"))
