@@ -25,7 +25,7 @@ def _pyproject_hash() -> str:
 
 
 def ensure_env() -> None:
-    if sys.version_info < (3, 11):
+    if sys.version_info < (3, 11):  # noqa: UP036 - this script runs before the venv exists
         sys.exit(f"petrosa_pipelines needs Python 3.11+, this is {sys.version.split()[0]}")
     if not (BIN / "python").exists():
         print(f"creating {VENV}", flush=True)
@@ -52,8 +52,10 @@ TASKS = {
     "setup": lambda args: 0,
     "demo": lambda args: run(str(BIN / "petrosa"), "demo", *args),
     "test": lambda args: run(str(BIN / "pytest"), *args),
-    "lint": lambda args: run(str(BIN / "ruff"), "check", ".", *args)
-    or run(str(BIN / "ruff"), "format", "--check", "."),
+    "lint": lambda args: (
+        run(str(BIN / "ruff"), "check", ".", *args)
+        or run(str(BIN / "ruff"), "format", "--check", ".")
+    ),
     "bench": lambda args: run(str(BIN / "python"), "benchmarks/run_all.py", *args),
     "stack": lambda args: run(str(BIN / "petrosa"), "stack", *args),
 }

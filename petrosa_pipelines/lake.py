@@ -1,7 +1,7 @@
-"""The parquet lake: one file per (dataset, exchange, symbol, date), written atomically.
+"""The parquet lake: one file per (layer/dataset, exchange, symbol, date), written atomically.
 
-Layout: ``{base}/{layer}/{dataset}/{exchange}/{symbol}/{YYYY-MM-DD}.parquet``. The layout lives here and
-only here: the IO manager, the Python API and the warehouse loaders all go through
+Layout: ``{base}/{layer}/{dataset}/{exchange}/{symbol}/{YYYY-MM-DD}.parquet``. It lives here
+and only here: the IO manager, the Python API and the warehouse loaders all go through
 ``lake_path``. Local writes go to a temporary file that is fsynced and renamed into place, so
 a reader sees the old file or the new one, never half of one; S3 ``PutObject`` is atomic.
 """

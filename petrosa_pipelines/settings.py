@@ -1,4 +1,4 @@
-"""Settings of the project, read from ``PETROSA_*`` environment variables when asked, never at import.
+"""Settings, read from ``PETROSA_*`` environment variables when asked (never at import).
 
 A bad value raises ``SettingError`` naming the variable and what is allowed. Secrets never live
 here: Dagster resources take them through ``dg.EnvVar``.

@@ -70,7 +70,10 @@ def _start_throwaway_cluster() -> tuple[str, callable]:
 @pytest.fixture(scope="session")
 def postgres_server_url():
     """A PostgreSQL server URL (psycopg form): the configured one, the local one, or a new one."""
-    candidates = [os.environ.get("PETROSA_TEST_POSTGRES_URL"), "postgresql://postgres@127.0.0.1:5432/postgres"]
+    candidates = [
+        os.environ.get("PETROSA_TEST_POSTGRES_URL"),
+        "postgresql://postgres@127.0.0.1:5432/postgres",
+    ]
     for url in candidates:
         if url and _answers(url):
             yield url

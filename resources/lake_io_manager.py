@@ -88,8 +88,11 @@ class LakeIOManager(dg.ConfigurableIOManager):
         if not frames:
             return pd.DataFrame()
         out = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
-        time_cols = [c for c in ("open_time", "trade_time", "snapshot_time", "funding_time", "date")
-                     if c in out.columns]
+        time_cols = [
+            c
+            for c in ("open_time", "trade_time", "snapshot_time", "funding_time", "date")
+            if c in out.columns
+        ]
         if time_cols:
             sort_cols = [time_cols[0], *(["symbol"] if "symbol" in out.columns else [])]
             out = out.sort_values(sort_cols, kind="stable").reset_index(drop=True)

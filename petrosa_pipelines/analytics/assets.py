@@ -12,10 +12,8 @@ Each ``AnalyticSpec`` becomes one asset ``analytics/<name>`` in group ``analytic
   range, column schema and lineage, and a chart.
 """
 
-from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
 
 import dagster as dg
 import pandas as pd
@@ -180,7 +178,7 @@ analytics_cross_symbol_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets(*CROSS_SYMBOL_KEYS),
     description="Cross-symbol correlation of one day, then its rolling window.",
 )
-ANALYTICS_JOBS: Sequence[dg.UnresolvedAssetJobDefinition] = [
+ANALYTICS_JOBS = [
     analytics_job,
     analytics_rolling_job,
     analytics_cross_symbol_job,

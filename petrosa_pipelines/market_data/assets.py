@@ -4,7 +4,6 @@ Each asset body is thin: it reads its partition window, calls ``fill_partition``
 sources in failover order, and reports what it did in the output metadata.
 """
 
-
 from typing import Literal
 
 import dagster as dg

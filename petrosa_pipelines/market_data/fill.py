@@ -74,7 +74,11 @@ class DatasetSpec(abc.ABC):
     schema: DatasetSchema
 
     def needed(self, window: PartitionWindow) -> list[Range]:
-        return [(window.start_ms, window.needed_end_ms)] if window.needed_end_ms > window.start_ms else []
+        return (
+            [(window.start_ms, window.needed_end_ms)]
+            if window.needed_end_ms > window.start_ms
+            else []
+        )
 
     @abc.abstractmethod
     def implied_coverage(self, frame: pd.DataFrame, window: PartitionWindow) -> list[Range]:

@@ -239,6 +239,8 @@ def test_key_order_spacing_str_and_buffers():
     assert ADAPTER.parse(memoryview(raw)) == expected
     with pytest.raises(MessageError):
         ADAPTER.parse(12345)  # type: ignore[arg-type]
+    with pytest.raises(MessageError):
+        ADAPTER.parse('{"stream":"\ud800"}')  # a lone surrogate cannot be UTF-8
 
 
 def test_symbol_upper_cased():
@@ -425,7 +427,7 @@ def test_fuzz_arbitrary_bytes_only_message_error(raw):
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.text(max_size=200))
+@given(st.text(st.characters(codec=None), max_size=200))
 def test_fuzz_arbitrary_text_only_message_error(raw):
     _check_only_message_errors(raw)
 

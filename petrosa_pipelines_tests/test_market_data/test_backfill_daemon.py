@@ -53,9 +53,16 @@ def test_backfill_of_three_days_two_symbols_completes(local_exchange, tmp_path):
         )
         instance.add_backfill(backfill)
         daemon = subprocess.Popen(
-            [str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w",
-             str(REPO / "workspace.yaml")],
-            env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            [
+                str(Path(sys.executable).parent / "dagster-daemon"),
+                "run",
+                "-w",
+                str(REPO / "workspace.yaml"),
+            ],
+            env=env,
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
         )
         try:
             deadline = time.monotonic() + 420
@@ -75,5 +82,7 @@ def test_backfill_of_three_days_two_symbols_completes(local_exchange, tmp_path):
     lake = LocalLake(tmp_path / "lake")
     for key in keys:
         day, symbol = key.split("|")
-        assert len(lake.read_frame(lake_path("market_data/candles", "binance", symbol, day))) == 1440
+        assert (
+            len(lake.read_frame(lake_path("market_data/candles", "binance", symbol, day))) == 1440
+        )
         assert len(lake.read_frame(lake_path("market_data/funding", "binance", symbol, day))) == 3

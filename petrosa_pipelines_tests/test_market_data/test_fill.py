@@ -27,10 +27,24 @@ def candles(minutes, source="ws"):
     for m in minutes:
         t = START + m * MINUTE_MS
         rows.append(
-            dict(exchange="binance", symbol="BTCUSDT", interval="1m", open_time=t,
-                 close_time=t + MINUTE_MS - 1, open=1.0, high=2.0, low=0.5, close=1.5,
-                 volume=3.0, quote_volume=4.0, trade_count=5, taker_buy_volume=1.0,
-                 taker_buy_quote_volume=1.0, source=source, received_at=None)
+            dict(
+                exchange="binance",
+                symbol="BTCUSDT",
+                interval="1m",
+                open_time=t,
+                close_time=t + MINUTE_MS - 1,
+                open=1.0,
+                high=2.0,
+                low=0.5,
+                close=1.5,
+                volume=3.0,
+                quote_volume=4.0,
+                trade_count=5,
+                taker_buy_volume=1.0,
+                taker_buy_quote_volume=1.0,
+                source=source,
+                received_at=None,
+            )
         )
     frame = pd.DataFrame(rows, columns=CANDLES.column_names)
     frame["open_time"] = pd.to_datetime(frame["open_time"], unit="ms", utc=True)
@@ -107,10 +121,19 @@ def test_dedup_keeps_first_source_and_is_deterministic():
 
 def trades(ids, times):
     frame = pd.DataFrame(
-        dict(exchange="binance", symbol="BTCUSDT", agg_trade_id=ids, price=1.0, quantity=1.0,
-             first_trade_id=ids, last_trade_id=ids,
-             trade_time=pd.to_datetime([START + t for t in times], unit="ms", utc=True),
-             is_buyer_maker=False, source="ws", received_at=pd.NaT),
+        dict(
+            exchange="binance",
+            symbol="BTCUSDT",
+            agg_trade_id=ids,
+            price=1.0,
+            quantity=1.0,
+            first_trade_id=ids,
+            last_trade_id=ids,
+            trade_time=pd.to_datetime([START + t for t in times], unit="ms", utc=True),
+            is_buyer_maker=False,
+            source="ws",
+            received_at=pd.NaT,
+        ),
         columns=TRADES.column_names,
     )
     return frame

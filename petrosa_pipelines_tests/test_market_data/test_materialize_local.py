@@ -55,7 +55,10 @@ def test_closed_day_of_every_dataset(resources, dagster_instance):
     minutes = frame["open_time"].diff().dropna().unique()
     assert list(minutes) == [pd.Timedelta(minutes=1)]
     assert frame["open_time"].iloc[0] == pd.Timestamp(DAY, tz="UTC")
-    assert ((frame["low"] <= frame[["open", "close"]].min(axis=1)) & (frame["high"] >= frame[["open", "close"]].max(axis=1))).all()
+    assert (
+        (frame["low"] <= frame[["open", "close"]].min(axis=1))
+        & (frame["high"] >= frame[["open", "close"]].max(axis=1))
+    ).all()
 
     tr = read(resources, "trades")
     assert tr["agg_trade_id"].is_monotonic_increasing
@@ -71,7 +74,11 @@ def test_same_partition_twice_gives_identical_rows(resources, dagster_instance):
     for dataset, frame in first.items():
         again = read(resources, dataset)
         pd.testing.assert_frame_equal(frame, again)
-        key_cols = {"candles": ["open_time"], "trades": ["agg_trade_id"], "funding": ["funding_time"]}
+        key_cols = {
+            "candles": ["open_time"],
+            "trades": ["agg_trade_id"],
+            "funding": ["funding_time"],
+        }
         assert not again.duplicated(key_cols[dataset]).any()
 
 
@@ -86,8 +93,12 @@ def test_bad_archive_checksum_falls_back_to_rest(resources, dagster_instance, lo
 
 def test_unknown_symbol_partition_is_refused(resources, dagster_instance):
     with pytest.raises(dg.DagsterUnknownPartitionError):
-        dg.materialize([candles], partition_key=f"{DAY}|NOPEUSDT", resources=resources,
-                       instance=dagster_instance)
+        dg.materialize(
+            [candles],
+            partition_key=f"{DAY}|NOPEUSDT",
+            resources=resources,
+            instance=dagster_instance,
+        )
 
 
 def test_cli_materialize_one_candles_partition(local_exchange, tmp_path):
@@ -107,9 +118,22 @@ def test_cli_materialize_one_candles_partition(local_exchange, tmp_path):
         instance.add_dynamic_partitions("symbols", ["BTCUSDT"])
     bin_dir = Path(sys.executable).parent
     out = subprocess.run(
-        [str(bin_dir / "dagster"), "asset", "materialize", "-m", "petrosa_pipelines.definitions",
-         "--select", "market_data/candles", "--partition", KEY],
-        env=env, cwd=REPO, capture_output=True, text=True, timeout=180,
+        [
+            str(bin_dir / "dagster"),
+            "asset",
+            "materialize",
+            "-m",
+            "petrosa_pipelines.definitions",
+            "--select",
+            "market_data/candles",
+            "--partition",
+            KEY,
+        ],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=180,
     )
     assert out.returncode == 0, out.stderr[-3000:]
     frame = LocalLake(tmp_path / "lake").read_frame(

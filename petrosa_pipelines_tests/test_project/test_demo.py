@@ -20,9 +20,22 @@ def test_demo_days_are_closed_days_oldest_first():
 def test_demo_no_ui_materialises_everything(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PETROSA_", "DAGSTER_HOME"))}
     out = subprocess.run(
-        [str(Path(sys.executable).parent / "petrosa"), "demo", "--no-ui", "--days", "1",
-         "--symbols", "BTCUSDT", "--workdir", str(tmp_path)],
-        env=env, cwd=REPO, capture_output=True, text=True, timeout=300,
+        [
+            str(Path(sys.executable).parent / "petrosa"),
+            "demo",
+            "--no-ui",
+            "--days",
+            "1",
+            "--symbols",
+            "BTCUSDT",
+            "--workdir",
+            str(tmp_path),
+        ],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
     assert "[1/1]" in out.stdout and "candles=1440" in out.stdout

@@ -25,7 +25,10 @@ def test_compose_validates_statically():
         env = {**os.environ, "DAGSTER_PG_PASSWORD": "not-a-secret"}
         out = subprocess.run(
             [binary, "-f", str(REPO / "docker-compose.yml"), "config", "-q"],
-            env=env, capture_output=True, text=True, cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            cwd=REPO,
         )
         assert out.returncode == 0, out.stderr
 

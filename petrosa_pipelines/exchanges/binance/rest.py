@@ -484,7 +484,7 @@ class BinanceRestClient:
                 break  # range exhausted, or we reached the candle still in progress
             if opens[-1] < cursor:
                 raise MessageError("klines went backwards", field="open_time")
-            cursor = opens[-1] + 1
+            cursor = opens[-1] + (1 if interval == "1M" else step)  # months vary in length
         return _concat(parts, schemas.CANDLES, ("open_time",))
 
     # -- trades -----------------------------------------------------------------------------
@@ -514,6 +514,7 @@ class BinanceRestClient:
             window = window_end
         else:
             return schemas.TRADES.empty_frame()
+        by_id = False  # the first page came from a time window: short does not mean done
         while True:
             ids = cols["agg_trade_id"]
             times = np.asarray(cols["trade_time"], dtype=np.int64)
@@ -529,11 +530,12 @@ class BinanceRestClient:
                 },
             )
             parts.append(frame[(times >= start_ms) & (times < end_ms)])
-            if times.max() >= end_ms or len(ids) < AGG_TRADES_LIMIT:
-                break
+            if times.max() >= end_ms or (by_id and len(ids) < AGG_TRADES_LIMIT):
+                break  # past the range, or a short fromId page: caught up with the present
             params = {"symbol": symbol, "fromId": ids[-1] + 1, "limit": AGG_TRADES_LIMIT}
             body, received = self._get(AGG_TRADES_PATH, params, AGG_TRADES_WEIGHT)
             cols = parse_agg_trades(body)
+            by_id = True
             if not cols["agg_trade_id"]:
                 break
         return _concat(parts, schemas.TRADES, ("agg_trade_id",))

@@ -9,21 +9,34 @@ and an unbounded JSON integer must not slip through as a Python bigint.
 The fast path is one decoder for the combined-stream envelope whose ``data`` is a union tagged
 on ``"e"``; raw ``/ws`` payloads use the bare union, and everything else (subscription acks,
 errors, oddly formatted frames) goes through ``BinanceFrameProbe``. Decoders are built once here.
+The ``to_*`` converters below turn a decoded event into a normalised record after a few cheap
+comparisons that reject what msgspec cannot (NaN, infinity, non-positive prices).
 """
 
 from __future__ import annotations
 
-from decimal import Decimal
+import re
+from collections.abc import Callable
+from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any
 
 import msgspec
 
+from petrosa_pipelines.exchanges.base import (
+    CandleRecord,
+    DepthUpdateRecord,
+    MarkPriceRecord,
+    MessageError,
+    Record,
+    Source,
+    TradeRecord,
+)
+
 INT64_MAX = 2**63 - 1
+EXCHANGE = "binance"
 
 #: non-negative int64 (ids, epoch-millisecond times)
 Id64 = Annotated[int, msgspec.Meta(ge=0, le=INT64_MAX)]
-#: signed int64 (kline first/last trade id may be -1 when the candle has no trade)
-SignedInt64 = Annotated[int, msgspec.Meta(ge=-INT64_MAX - 1, le=INT64_MAX)]
 
 #: one book level as sent: [price, quantity]
 Level = tuple[Decimal, Decimal]
@@ -128,3 +141,208 @@ class BinanceFrameProbe(msgspec.Struct, frozen=True, gc=False):
 COMBINED_DECODER = msgspec.json.Decoder(BinanceCombinedMsg)
 EVENT_DECODER = msgspec.json.Decoder(BinanceFuturesEvent)
 PROBE_DECODER = msgspec.json.Decoder(BinanceFrameProbe)
+
+
+_WS = str(Source.WS)
+_ZERO = Decimal(0)
+#: no Binance price, quantity or volume comes near this: bigger values are corrupt, so they are
+#: rejected instead of stored
+_MAX = Decimal(10) ** 18
+_MAX_RATE = Decimal(1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Event -> record (nautilus keeps these next to the structs too). Each takes the decoded event
+# and returns a record; a bad value raises MessageError with the field relative to the event
+# (the adapter makes it absolute, e.g. "data.p").
+# ---------------------------------------------------------------------------------------------
+
+
+def _bad_decimal(field: str, value: Decimal, *, zero_ok: bool) -> MessageError:
+    """Explain why ``value`` failed the fast range check (slow path, errors only)."""
+    if not value.is_finite():
+        return MessageError(f"not a finite decimal: {value}", field=field)
+    if value > _MAX:
+        return MessageError(f"implausibly large: {value}", field=field)
+    return MessageError(f"must be {'>= 0' if zero_ok else '> 0'}, got {value}", field=field)
+
+
+def _check_positive(*pairs: tuple[str, Decimal]) -> None:
+    for field, value in pairs:
+        try:
+            ok = _ZERO < value < _MAX
+        except InvalidOperation:  # NaN / sNaN
+            ok = False
+        if not ok:
+            raise _bad_decimal(field, value, zero_ok=False)
+
+
+def _check_non_negative(*pairs: tuple[str, Decimal]) -> None:
+    for field, value in pairs:
+        try:
+            ok = _ZERO <= value < _MAX
+        except InvalidOperation:
+            ok = False
+        if not ok:
+            raise _bad_decimal(field, value, zero_ok=True)
+
+
+#: exchange symbol -> normalised symbol; also interns it, so a million records share one str
+_SYMBOLS: dict[str, str] = {}
+_SYMBOLS_MAX = 10_000  # a stream of garbage symbols must not grow the cache without bound
+#: perpetuals like BTCUSDT, delivery contracts like BTCUSDT_230630
+_SYMBOL_RE = re.compile(r"[A-Za-z0-9_]{1,40}")
+
+
+def _symbol(s: str) -> str:
+    sym = _SYMBOLS.get(s)
+    if sym is None:
+        if not _SYMBOL_RE.fullmatch(s):
+            raise MessageError(f"not an exchange symbol: {s!r}", field="s")
+        sym = s.upper()
+        if len(_SYMBOLS) < _SYMBOLS_MAX:
+            _SYMBOLS[s] = sym
+    return sym
+
+
+def to_trade(d: BinanceAggTradeData, received_at: int | None) -> TradeRecord:
+    """aggTrade -> TradeRecord (the hot path: positional fields, no helper calls when valid).
+
+    ``{"e":"aggTrade","E":1618677448238,"a":52599685,"s":"YFIUSDT","p":"49966.7","q":"0.001",
+    "f":64902163,"l":64902163,"T":1618677448084,"m":false}``
+    """
+    p, q = d.p, d.q
+    try:
+        ok = _ZERO < p < _MAX and _ZERO < q < _MAX
+    except InvalidOperation:  # NaN
+        ok = False
+    if not ok:
+        _check_positive(("p", p), ("q", q))
+    if d.f > d.l:
+        raise MessageError(f"last trade id {d.l} < first trade id {d.f}", field="l")
+    symbol = _SYMBOLS.get(d.s) or _symbol(d.s)
+    # field order of TradeRecord: exchange, symbol, agg_trade_id, price, quantity,
+    # first_trade_id, last_trade_id, trade_time, is_buyer_maker, event_time, source, received_at
+    return TradeRecord(EXCHANGE, symbol, d.a, p, q, d.f, d.l, d.T, d.m, d.E, _WS, received_at)
+
+
+def to_candle(d: BinanceKlineData, received_at: int | None) -> CandleRecord:
+    """kline -> CandleRecord; ``is_closed`` from ``k.x`` (in-progress updates have x=false).
+
+    ``{"e":"kline","E":1618677448088,"s":"YFIUSDT","k":{"t":1618677420000,"T":1618677479999,
+    "s":"YFIUSDT","i":"1m","f":64902095,"L":64902163,"o":"50010.8","c":"49966.7","h":"50044.2",
+    "l":"49950.6","v":"0.842","n":69,"x":false,"q":"42099.6830","V":"0.538","Q":"26900.2291",
+    "B":"0"}}``
+    """
+    k = d.k
+    _check_positive(("k.o", k.o), ("k.h", k.h), ("k.l", k.l), ("k.c", k.c))
+    _check_non_negative(("k.v", k.v), ("k.q", k.q), ("k.V", k.V), ("k.Q", k.Q))
+    if k.T < k.t:
+        raise MessageError(f"close time {k.T} before open time {k.t}", field="k.T")
+    return CandleRecord(
+        exchange=EXCHANGE,
+        symbol=_symbol(d.s),
+        interval=k.i,
+        open_time=k.t,
+        close_time=k.T,
+        open=k.o,
+        high=k.h,
+        low=k.l,
+        close=k.c,
+        volume=k.v,
+        quote_volume=k.q,
+        trade_count=k.n,
+        taker_buy_volume=k.V,
+        taker_buy_quote_volume=k.Q,
+        is_closed=k.x,
+        event_time=d.E,
+        source=_WS,
+        received_at=received_at,
+    )
+
+
+def _levels_ok(levels: tuple[Level, ...]) -> bool:
+    """Fast check: every price > 0, every quantity >= 0, all finite and plausible."""
+    try:
+        for p, q in levels:
+            if not (_ZERO < p < _MAX and _ZERO <= q < _MAX):
+                return False
+    except InvalidOperation:  # NaN
+        return False
+    return True
+
+
+def _check_levels(side: str, levels: tuple[Level, ...]) -> None:
+    """Slow path of ``_levels_ok``: raise for the first bad level, naming it."""
+    for n, (p, q) in enumerate(levels):
+        _check_positive((f"{side}[{n}][0]", p))
+        _check_non_negative((f"{side}[{n}][1]", q))
+
+
+def to_depth_update(d: BinanceDepthUpdateData, received_at: int | None) -> DepthUpdateRecord:
+    """depthUpdate -> DepthUpdateRecord; levels stay (price, qty) Decimal tuples, qty 0 = delete.
+
+    ``{"e":"depthUpdate","E":1626992741077,"T":1626992740974,"s":"AKROUSDT","U":600859599831,
+    "u":600859599831,"pu":600859598737,"b":[],"a":[["0.01737","437848"]]}``
+    """
+    if not (_levels_ok(d.b) and _levels_ok(d.a)):
+        _check_levels("b", d.b)
+        _check_levels("a", d.a)
+    if d.U > d.u:
+        raise MessageError(f"final update id {d.u} < first update id {d.U}", field="u")
+    return DepthUpdateRecord(
+        exchange=EXCHANGE,
+        symbol=_symbol(d.s),
+        event_time=d.E,
+        transaction_time=d.T,
+        first_update_id=d.U,
+        final_update_id=d.u,
+        prev_final_update_id=d.pu,
+        bids=d.b,
+        asks=d.a,
+        received_at=received_at,
+    )
+
+
+def _optional_decimal(field: str, text: str, *, signed: bool = False) -> Decimal | None:
+    """A decimal string that Binance may send as ``""`` (-> None)."""
+    if not text:
+        return None
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        raise MessageError(f"invalid decimal string {text!r}", field=field) from None
+    if signed:
+        if not value.is_finite() or abs(value) >= _MAX_RATE:
+            raise MessageError(f"not a plausible rate: {text!r}", field=field)
+    else:
+        _check_non_negative((field, value))
+    return value
+
+
+def to_mark_price(d: BinanceMarkPriceData, received_at: int | None) -> MarkPriceRecord:
+    """markPriceUpdate -> MarkPriceRecord; ``r``/``P``/``i`` of ``""`` and ``T`` of 0 -> None.
+
+    ``{"e":"markPriceUpdate","E":1680652701000,"s":"BTCUSDT","p":"28147.27373413",
+    "P":"28142.15563565","i":"28159.75642857","r":"0.00002754","T":1680652800000}``
+    """
+    _check_positive(("p", d.p))
+    return MarkPriceRecord(
+        exchange=EXCHANGE,
+        symbol=_symbol(d.s),
+        event_time=d.E,
+        mark_price=d.p,
+        index_price=_optional_decimal("i", d.i),
+        estimated_settle_price=_optional_decimal("P", d.P),
+        funding_rate=_optional_decimal("r", d.r, signed=True),
+        next_funding_time=d.T or None,
+        received_at=received_at,
+    )
+
+
+CONVERTERS: dict[type, Callable[[Any, int | None], Record]] = {
+    BinanceAggTradeData: to_trade,
+    BinanceDepthUpdateData: to_depth_update,
+    BinanceKlineData: to_candle,
+    BinanceMarkPriceData: to_mark_price,
+}

@@ -1,0 +1,80 @@
+"""Cheap per-partition checks the Python API runs on what it returns.
+
+Why here and not only in Dagster: a consumer reading the lake must learn that a partition is
+short or broken even when no Dagster instance is at hand. Each check is a pure function of
+one partition's frame; the Dagster asset checks stay the authority for blocking.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from petrosa_pipelines.catalog.schemas import DATASETS
+
+MINUTES_PER_DAY = 1440
+
+
+@dataclass(frozen=True)
+class FailedCheck:
+    """One check that failed on one partition (``partition`` is ``YYYY-MM-DD|SYMBOL``)."""
+
+    partition: str
+    check: str
+    detail: str
+
+
+def _duplicates(dataset: str, frame: pd.DataFrame) -> int:
+    keys = list(DATASETS[dataset].natural_key)
+    return int(frame.duplicated(keys).sum())
+
+
+def check_partition(
+    dataset: str, frame: pd.DataFrame, *, partition: str, day_closed: bool
+) -> list[FailedCheck]:
+    """Failed checks of one market-data partition (empty list when all pass)."""
+    if dataset not in DATASETS or frame.empty:
+        return []
+    out: list[FailedCheck] = []
+
+    def fail(check: str, detail: str) -> None:
+        out.append(FailedCheck(partition, check, detail))
+
+    dupes = _duplicates(dataset, frame)
+    if dupes:
+        fail("duplicates", f"{dupes} rows repeat a natural key")
+    if dataset == "candles":
+        one_min = frame[frame["interval"] == "1m"]
+        if day_closed and len(one_min) != MINUTES_PER_DAY:
+            fail("completeness", f"{len(one_min)} of {MINUTES_PER_DAY} 1m candles")
+        lo = np.minimum(frame["open"], frame["close"])
+        hi = np.maximum(frame["open"], frame["close"])
+        bad = (frame["low"] > lo) | (frame["high"] < hi) | (frame["volume"] < 0)
+        if bad.any():
+            fail("ohlc_invariants", f"{int(bad.sum())} candles break low<=open,close<=high or volume>=0")
+    elif dataset == "trades":
+        ids = np.sort(frame["agg_trade_id"].to_numpy())
+        gaps = np.diff(ids) - 1
+        missing = int(gaps[gaps > 0].sum())
+        if missing:
+            fail("trade_id_continuity", f"{missing} aggregate trade ids missing inside the day")
+        bad = (frame["price"] <= 0) | (frame["quantity"] <= 0)
+        if bad.any():
+            fail("positive_values", f"{int(bad.sum())} trades with price or quantity <= 0")
+    elif dataset == "depth":
+        bad = (frame["price"] <= 0) | (frame["quantity"] <= 0)
+        if bad.any():
+            fail("positive_values", f"{int(bad.sum())} levels with price or quantity <= 0")
+        best = frame[frame["level"] == 0].pivot_table(
+            index="snapshot_time", columns="side", values="price", aggfunc="first"
+        )
+        if {"bid", "ask"} <= set(best.columns):
+            crossed = int((best["bid"] >= best["ask"]).sum())
+            if crossed:
+                fail("crossed_book", f"{crossed} snapshots with best bid >= best ask")
+    elif dataset == "funding":
+        if not np.isfinite(frame["funding_rate"].to_numpy()).all():
+            fail("finite_rate", "non-finite funding rates")
+    return out

@@ -1,0 +1,31 @@
+"""The MongoDB time-series sink as a Dagster resource.
+
+Wire the URL as a secret: ``MongoSinkResource(url=dg.EnvVar("PETROSA_MONGODB_URL"))``.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+from pydantic import PrivateAttr
+
+from petrosa_pipelines.storage.mongo import MongoSink
+
+
+class MongoSinkResource(dg.ConfigurableResource):
+    """Where the sink writes; collections and indexes are ensured when a run first uses it."""
+
+    url: str
+    database: str = "petrosa"
+
+    _sink: MongoSink | None = PrivateAttr(default=None)
+
+    def sink(self) -> MongoSink:
+        if self._sink is None:
+            self._sink = MongoSink.from_url(self.url, self.database)
+            self._sink.ensure()
+        return self._sink
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        if self._sink is not None:
+            self._sink.client.close()
+            self._sink = None
