@@ -39,6 +39,7 @@ def _point_settings_at(exchange, workdir: Path) -> dict[str, str]:
         "PETROSA_VISION_BASE_URL": exchange.vision_base_url,
         "PETROSA_LAKE_PATH": str(workdir / "lake"),
         "PETROSA_LANDING_PATH": str(workdir / "landing"),
+        "PETROSA_WEIGHT_BUDGET_DIR": str(workdir / "weight_budget"),
     }
     os.environ.update(env)
     return env

@@ -46,6 +46,9 @@ class RestSettings:
     backoff_base_seconds: float = 0.5
     backoff_max_seconds: float = 30.0
     timeout_seconds: float = 30.0
+    #: directory of a budget file shared by every process on this machine (one IP, one budget);
+    #: None keeps the budget per process
+    weight_budget_dir: str | None = None
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,7 @@ _ENV = {
     "PETROSA_WEIGHT_BUDGET_FRACTION": ("rest.weight_budget_fraction", float),
     "PETROSA_WEIGHT_LIMIT_PER_MINUTE": ("rest.weight_limit_per_minute", int),
     "PETROSA_REST_MAX_RETRIES": ("rest.max_retries", int),
+    "PETROSA_WEIGHT_BUDGET_DIR": ("rest.weight_budget_dir", str),
     "PETROSA_LAKE_PATH": ("lake_path", str),
     "PETROSA_LANDING_PATH": ("landing_path", str),
     "PETROSA_START_DATE": ("start_date", str),

@@ -50,6 +50,8 @@ class ExchangeResource(dg.ConfigurableResource):
         rest = base.rest
         if self.weight_budget_fraction is not None:
             rest = dataclasses.replace(rest, weight_budget_fraction=self.weight_budget_fraction)
+        if self.budget_dir:
+            rest = dataclasses.replace(rest, weight_budget_dir=self.budget_dir)
         out = dataclasses.replace(
             base, exchange=self.exchange or base.exchange, endpoints=endpoints, rest=rest
         )
@@ -59,10 +61,7 @@ class ExchangeResource(dg.ConfigurableResource):
         return get_adapter(self.settings().exchange)
 
     def rest(self) -> Any:
-        client = self.adapter().rest_client(self.settings())
-        if self.budget_dir and hasattr(client, "use_shared_budget"):
-            client.use_shared_budget(self.budget_dir)
-        return client
+        return self.adapter().rest_client(self.settings())
 
     def archive(self) -> Any:
         client = self.adapter().archive_client(self.settings())

@@ -406,3 +406,36 @@ def audit_funding(
         funding_rates(frame, settings.funding_rate_floor, settings.funding_rate_cap, lim),
         funding_mark_price(frame, lim),
     ]
+
+
+def audit_dataset(
+    dataset: str,
+    frame: pd.DataFrame,
+    start_ms: int,
+    end_ms: int,
+    now_ms: int,
+    settings: AuditSettings,
+    ledger: Sequence[Mapping[str, Any]] = (),
+) -> list[CheckOutcome]:
+    """Every single-dataset check of one partition, freshness included (no GX, no cross checks)."""
+    from petrosa_pipelines.checks.audit import audit_candles, audit_trades
+
+    lag = settings.freshness_max_lag_s * 1000
+    if dataset == "candles":
+        outs = audit_candles(frame, start_ms, end_ms, now_ms, settings)
+        fresh = freshness(frame, "open_time", start_ms, end_ms, now_ms, lag)
+    elif dataset == "trades":
+        outs = audit_trades(frame, settings)[1]
+        fresh = freshness(frame, "trade_time", start_ms, end_ms, now_ms, lag, step_ms=0)
+    elif dataset == "depth":
+        outs = audit_depth(frame, start_ms, end_ms, now_ms, settings, ledger)
+        fresh = freshness(
+            frame, "snapshot_time", start_ms, end_ms, now_ms, lag, step_ms=settings.depth_cadence_ms
+        )
+    elif dataset == "funding":
+        outs = audit_funding(frame, start_ms, end_ms, now_ms, settings)
+        step = settings.funding_interval_hours * HOUR_MS
+        fresh = freshness(frame, "funding_time", start_ms, end_ms, now_ms, lag, step, grid=True)
+    else:
+        raise ValueError(f"no audit for dataset {dataset!r}")
+    return [*outs, fresh]

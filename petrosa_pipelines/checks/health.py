@@ -102,6 +102,15 @@ def health_for(
                 }
             )
         day += dt.timedelta(days=1)
-    columns = ["date", "symbol", "dataset", "score", *COMPONENTS, "failed_checks", "passed",
-               "evaluated_at", "run_id"]
+    columns = [
+        "date",
+        "symbol",
+        "dataset",
+        "score",
+        *COMPONENTS,
+        "failed_checks",
+        "passed",
+        "evaluated_at",
+        "run_id",
+    ]
     return pd.DataFrame(rows, columns=columns)

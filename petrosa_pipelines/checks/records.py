@@ -58,7 +58,9 @@ def _flatten(key: dg.AssetCheckKey, rec: Any) -> CheckRecord:
         passed=None if evaluation is None else bool(evaluation.passed),
         severity=None if evaluation is None else evaluation.severity.value,
         metadata=meta,
-        timestamp=float(rec.event.timestamp) if rec.event is not None else float(rec.create_timestamp),
+        timestamp=float(rec.event.timestamp)
+        if rec.event is not None
+        else float(rec.create_timestamp),
     )
 
 

@@ -61,7 +61,9 @@ def index_specs(dataset: str) -> list[tuple[list[tuple[str, int]], dict[str, Any
     ]
 
 
-def partition_id(dataset: str, exchange: str, symbol: str, day: dt.date, qualifier: str = "") -> str:
+def partition_id(
+    dataset: str, exchange: str, symbol: str, day: dt.date, qualifier: str = ""
+) -> str:
     """The ``_id`` of a partition's pointer document."""
     return f"{dataset}|{exchange}|{symbol}|{qualifier}|{day.isoformat()}"
 
@@ -131,7 +133,9 @@ def documents_to_frame(dataset: str, documents: Iterable[dict[str, Any]]) -> pd.
     return out.sort_values([schema.time_column, "symbol"], kind="stable").reset_index(drop=True)
 
 
-def partition_filter(dataset: str, exchange: str, symbol: str, day: dt.date, qualifier: str = "") -> dict[str, Any]:
+def partition_filter(
+    dataset: str, exchange: str, symbol: str, day: dt.date, qualifier: str = ""
+) -> dict[str, Any]:
     """Documents of one partition, every load (meta-only, so deletes work from MongoDB 5.1)."""
     flt: dict[str, Any] = {
         f"{META}.exchange": exchange,
@@ -229,8 +233,14 @@ class MongoSink:
         load_id = uuid.uuid4().hex
         docs = frame_to_documents(dataset, frame, load_id)
         for d in docs:
-            if d[META]["symbol"] != symbol or d[META]["exchange"] != exchange or d[META]["day"] != day.isoformat():
-                raise ValueError(f"{dataset}: a row of {d[META]} is outside partition {symbol} {day}")
+            if (
+                d[META]["symbol"] != symbol
+                or d[META]["exchange"] != exchange
+                or d[META]["day"] != day.isoformat()
+            ):
+                raise ValueError(
+                    f"{dataset}: a row of {d[META]} is outside partition {symbol} {day}"
+                )
         if docs:
             self.db[dataset].insert_many(docs, ordered=False)
         pid = partition_id(dataset, exchange, symbol, day, qual)
@@ -245,12 +255,19 @@ class MongoSink:
         return len(docs)
 
     def _current_loads(
-        self, dataset: str, exchange: str, symbols: Sequence[str], days: Sequence[dt.date], qualifier: str
+        self,
+        dataset: str,
+        exchange: str,
+        symbols: Sequence[str],
+        days: Sequence[dt.date],
+        qualifier: str,
     ) -> dict[str, str]:
         ids = [partition_id(dataset, exchange, s, d, qualifier) for s in symbols for d in days]
         return {p["_id"]: p["load"] for p in self.db[PARTITIONS].find({"_id": {"$in": ids}})}
 
-    def upsert(self, dataset: str, frame: pd.DataFrame, *, exchange: str, qualifier: str | None = None) -> int:
+    def upsert(
+        self, dataset: str, frame: pd.DataFrame, *, exchange: str, qualifier: str | None = None
+    ) -> int:
         """Insert or replace rows by natural key in their partitions' current loads.
 
         For incremental writes (today's rows as they arrive). Needs MongoDB 7.0+.
@@ -288,6 +305,8 @@ class MongoSink:
     ) -> pd.DataFrame:
         """Current-load rows of ``symbols`` with start <= time < end."""
         days = list(pd.date_range(start.date(), (end - dt.timedelta(microseconds=1)).date()).date)
-        loads = self._current_loads(dataset, exchange, symbols, days, qualifier if dataset == "candles" else "")
+        loads = self._current_loads(
+            dataset, exchange, symbols, days, qualifier if dataset == "candles" else ""
+        )
         query = read_query(dataset, exchange, symbols, start, end, list(loads.values()))
         return documents_to_frame(dataset, self.db[dataset].find(query))

@@ -53,7 +53,10 @@ def check_partition(
         hi = np.maximum(frame["open"], frame["close"])
         bad = (frame["low"] > lo) | (frame["high"] < hi) | (frame["volume"] < 0)
         if bad.any():
-            fail("ohlc_invariants", f"{int(bad.sum())} candles break low<=open,close<=high or volume>=0")
+            fail(
+                "ohlc_invariants",
+                f"{int(bad.sum())} candles break low<=open,close<=high or volume>=0",
+            )
     elif dataset == "trades":
         ids = np.sort(frame["agg_trade_id"].to_numpy())
         gaps = np.diff(ids) - 1

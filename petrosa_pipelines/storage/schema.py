@@ -129,7 +129,9 @@ def _table(spec: TableSpec) -> sa.Table:
         sa.UniqueConstraint(*spec.natural_key, name=f"uq_{spec.name}_natural_key")
     ]
     if spec.time_index:
-        extras.append(sa.Index(f"ix_{spec.name}_symbol_time", "exchange", "symbol", spec.time_column))
+        extras.append(
+            sa.Index(f"ix_{spec.name}_symbol_time", "exchange", "symbol", spec.time_column)
+        )
     return sa.Table(spec.name, metadata, *cols, *extras)
 
 

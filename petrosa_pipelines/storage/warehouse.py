@@ -282,7 +282,9 @@ class Warehouse:
         time_column: str | None = None,
     ) -> LoadReport:
         """Replace one analytics partition; the wide frame is stored long (metric, value)."""
-        long = analytics_to_long(name, frame, exchange=exchange, symbol=symbol, time_column=time_column)
+        long = analytics_to_long(
+            name, frame, exchange=exchange, symbol=symbol, time_column=time_column
+        )
         return self.load_partition(
             "analytics", long, exchange=exchange, symbol=symbol, day=day, qualifier=name
         )
@@ -406,7 +408,9 @@ def analytics_to_long(
 def analytics_to_wide(long: pd.DataFrame) -> pd.DataFrame:
     """The inverse of ``analytics_to_long`` for one analytics name (columns: symbol, ts, metrics)."""
     if long.empty:
-        return pd.DataFrame({"symbol": pd.Series(dtype="string"), "ts": pd.Series(dtype="datetime64[ms, UTC]")})
+        return pd.DataFrame(
+            {"symbol": pd.Series(dtype="string"), "ts": pd.Series(dtype="datetime64[ms, UTC]")}
+        )
     wide = long.pivot_table(
         index=["symbol", "ts"], columns="metric", values="value", aggfunc="first", dropna=False
     ).reset_index()

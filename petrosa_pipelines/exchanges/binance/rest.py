@@ -127,12 +127,15 @@ def depth_weight(limit: int) -> int:
 # ---------------------------------------------------------------------------------------------
 
 
-def decimals_to_float64(values: Sequence[Any], field: str) -> np.ndarray:
-    """Decimal strings (None = null) -> float64, correctly rounded by Arrow's parser.
+def decimals_to_float64(values: Sequence[Any], field: str, *, nullable: bool = False) -> np.ndarray:
+    """Decimal strings -> float64, correctly rounded by Arrow's parser.
 
-    Binance sends every price and quantity as a string; anything else is malformed and raises
-    ``MessageError`` naming ``field`` and the first bad row.
+    Binance sends every price and quantity as a string; anything else (and None unless
+    ``nullable``) is malformed and raises ``MessageError`` naming ``field`` and the first bad row.
     """
+    if not nullable and None in values:
+        bad = list(values).index(None)
+        raise MessageError(f"row {bad}: missing value", field=field)
     try:
         arr = pa.array(values, type=pa.string())
         out = arr.cast(pa.float64()).to_numpy(zero_copy_only=False)
@@ -382,8 +385,9 @@ def _frame_from(
     extra: Mapping[str, Any],
 ) -> pd.DataFrame:
     data: dict[str, Any] = dict(cols)
+    nullable = {c.name for c in schema.columns if c.nullable}
     for name in decimals:
-        data[name] = decimals_to_float64(cols[name], name)
+        data[name] = decimals_to_float64(cols[name], name, nullable=name in nullable)
     data.update(extra)
     return build_frame(data, schema)
 

@@ -1,0 +1,535 @@
+"""The Python API for consumers: market data and analytics as DataFrames, with their quality.
+
+Every ``load_*`` returns a ``LoadResult``: ``.frame`` (pandas, or Arrow with
+``as_arrow=True``), ``.partitions`` (where each symbol-day came from), ``.missing_partitions``
+and ``.failed_checks``. Nothing silently returns less: a range with no data at all raises
+``MissingDataError``; a partly missing range warns with ``IncompleteDataWarning`` (or raises
+``IncompleteDataError`` with ``strict=True``). The quality summary is also in
+``frame.attrs["petrosa_quality"]`` for code that only keeps the frame.
+
+Sources, per symbol-day, first hit wins: the curated lake, today's landing zone (for the
+current UTC day only), then the warehouse when ``PETROSA_WAREHOUSE_URL`` is set.
+Times are half-open ``[start, end)``, timezone-aware; a bare date means 00:00 UTC.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+
+from petrosa_pipelines.catalog.schemas import DATASETS, conform
+from petrosa_pipelines.lake import Lake, LocalLake, S3Lake, lake_path
+from petrosa_pipelines.storage.launch import launch_backfill, materialize_partitions
+from petrosa_pipelines.storage.quality import FailedCheck, check_partition
+from petrosa_pipelines.storage.warehouse import Warehouse, analytics_to_wide
+
+WAREHOUSE_URL_VAR = "PETROSA_WAREHOUSE_URL"
+#: lake layer of the health scores (one file per symbol-day, a row per dataset)
+HEALTH_LAKE_DATASET = "analytics/health"
+#: candle intervals derivable from 1m candles, in minutes
+INTERVAL_MINUTES = {
+    "1m": 1,
+    "3m": 3,
+    "5m": 5,
+    "15m": 15,
+    "30m": 30,
+    "1h": 60,
+    "2h": 120,
+    "4h": 240,
+    "6h": 360,
+    "8h": 480,
+    "12h": 720,
+    "1d": 1440,
+}
+_SYMBOL = re.compile(r"^[A-Z0-9]{2,30}$")
+
+
+class DataError(ValueError):
+    """Base of the API's errors: each message says what was asked and what exists."""
+
+
+class UnknownSymbolError(DataError):
+    pass
+
+
+class InvalidRangeError(DataError):
+    pass
+
+
+class MissingDataError(DataError):
+    pass
+
+
+class IncompleteDataError(DataError):
+    pass
+
+
+class IncompleteDataWarning(UserWarning):
+    pass
+
+
+@dataclass(frozen=True)
+class PartitionStatus:
+    """Where one symbol-day came from: lake, landing, warehouse, or missing."""
+
+    partition: str
+    source: str
+    rows: int
+
+
+@dataclass
+class LoadResult:
+    dataset: str
+    frame: Any  # pd.DataFrame, or pa.Table with as_arrow=True
+    partitions: list[PartitionStatus]
+    failed_checks: list[FailedCheck] = field(default_factory=list)
+
+    @property
+    def missing_partitions(self) -> list[str]:
+        return [p.partition for p in self.partitions if p.source == "missing"]
+
+    @property
+    def complete(self) -> bool:
+        """True when no partition is missing and no check failed."""
+        return not self.missing_partitions and not self.failed_checks
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "dataset": self.dataset,
+            "complete": self.complete,
+            "sources": {p.partition: p.source for p in self.partitions},
+            "missing_partitions": self.missing_partitions,
+            "failed_checks": [vars(c) for c in self.failed_checks],
+        }
+
+
+# -- where data lives --------------------------------------------------------------------------------
+@dataclass
+class DataSources:
+    """The lake, the landing zone and the warehouse one API call reads from."""
+
+    lake: Lake
+    landing: Any = None  # petrosa_pipelines.landing.LandingStore
+    warehouse: Warehouse | None = None
+    exchange: str = "binance"
+    #: symbols always accepted (the settings' allow-list), on top of those found in storage
+    symbols: tuple[str, ...] = ()
+    now: Callable[[], dt.datetime] = lambda: dt.datetime.now(tz=dt.UTC)
+
+    @classmethod
+    def from_settings(cls, environ: dict[str, str] | None = None) -> DataSources:
+        """Sources from ``PETROSA_*`` settings; ``s3://bucket/prefix`` lakes go through dagster-aws.
+
+        An S3-compatible endpoint (MinIO, moto) comes from ``AWS_ENDPOINT_URL``, which boto3
+        reads itself.
+        """
+        from petrosa_pipelines import settings as settings_mod
+        from petrosa_pipelines.landing import LandingStore
+
+        env = os.environ if environ is None else environ
+        settings = settings_mod.from_env(env)
+        url = env.get(WAREHOUSE_URL_VAR, "").strip()
+        return cls(
+            lake=lake_from_path(settings.lake_path),
+            landing=LandingStore(settings.landing_path),
+            warehouse=_shared_warehouse(url) if url else None,
+            exchange=settings.exchange,
+            symbols=settings.symbols,
+        )
+
+    def known_symbols(self, dataset_dir: str) -> set[str]:
+        known = set(self.symbols)
+        prefix = f"{dataset_dir}/{self.exchange}/"
+        known |= {p[len(prefix) :].split("/", 1)[0] for p in self.lake.list(prefix)}
+        if self.warehouse is not None:
+            known |= self.warehouse.known_symbols(self.exchange)
+        return known
+
+
+_WAREHOUSES: dict[str, Warehouse] = {}
+
+
+def _shared_warehouse(url: str) -> Warehouse:
+    if url not in _WAREHOUSES:
+        _WAREHOUSES[url] = Warehouse(url)
+    return _WAREHOUSES[url]
+
+
+def lake_from_path(path: str) -> Lake:
+    """A LocalLake for a directory, an S3Lake (dagster-aws client) for ``s3://bucket/prefix``."""
+    if path.startswith("s3://"):
+        from dagster_aws.s3 import S3Resource
+
+        bucket, _, prefix = path[len("s3://") :].partition("/")
+        return S3Lake(S3Resource().get_client(), bucket, prefix)
+    return LocalLake(path)
+
+
+# -- argument checking --------------------------------------------------------------------------------
+def to_utc(value: dt.datetime | dt.date | str | pd.Timestamp, name: str) -> dt.datetime:
+    """A timezone-aware UTC datetime; naive datetimes are refused (which zone did you mean?)."""
+    if isinstance(value, str):
+        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+            value = dt.date.fromisoformat(value)
+        else:
+            try:
+                value = pd.Timestamp(value)
+            except ValueError:
+                raise InvalidRangeError(
+                    f"{name}={value!r} is not an ISO date or datetime"
+                ) from None
+    if isinstance(value, dt.datetime):  # includes pd.Timestamp
+        if value.tzinfo is None:
+            raise InvalidRangeError(
+                f"{name}={value!r} is naive; pass a timezone-aware datetime (e.g. tzinfo=UTC)"
+            )
+        return pd.Timestamp(value).tz_convert("UTC").to_pydatetime()
+    if isinstance(value, dt.date):
+        return dt.datetime(value.year, value.month, value.day, tzinfo=dt.UTC)
+    raise InvalidRangeError(f"{name}={value!r} is not a date or datetime")
+
+
+def _range(start: Any, end: Any) -> tuple[dt.datetime, dt.datetime]:
+    lo, hi = to_utc(start, "start"), to_utc(end, "end")
+    if hi <= lo:
+        raise InvalidRangeError(f"end {hi.isoformat()} is not after start {lo.isoformat()}")
+    return lo, hi
+
+
+def days_between(start: dt.datetime, end: dt.datetime) -> list[dt.date]:
+    """UTC days overlapping [start, end)."""
+    last = (end - dt.timedelta(microseconds=1)).date()
+    return [d.date() for d in pd.date_range(start.date(), last, freq="D")]
+
+
+def _symbols(symbols: str | Iterable[str], known: Callable[[], set[str]]) -> list[str]:
+    wanted = [symbols] if isinstance(symbols, str) else list(symbols)
+    if not wanted:
+        raise UnknownSymbolError("no symbols given")
+    out = []
+    for s in wanted:
+        sym = str(s).strip().upper()
+        if not _SYMBOL.match(sym):
+            raise UnknownSymbolError(f"{s!r} is not a symbol (e.g. BTCUSDT)")
+        out.append(sym)
+    have = known()
+    unknown = [s for s in out if s not in have]
+    if unknown:
+        raise UnknownSymbolError(f"unknown symbols {unknown}; known: {sorted(have)}")
+    return list(dict.fromkeys(out))
+
+
+# -- the read -----------------------------------------------------------------------------------------
+def _read_one(
+    src: DataSources,
+    dataset: str,
+    lake_dir: str,
+    symbol: str,
+    day: dt.date,
+    qualifier: str,
+    start: dt.datetime,
+    end: dt.datetime,
+) -> tuple[pd.DataFrame | None, str]:
+    """One symbol-day from the first source that has it."""
+    try:
+        return src.lake.read_frame(
+            lake_path(lake_dir, src.exchange, symbol, day.isoformat())
+        ), "lake"
+    except FileNotFoundError:
+        pass
+    now = src.now()
+    if src.landing is not None and dataset in DATASETS and day == now.date():
+        lo = max(start, dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC))
+        hi = min(end, now)
+        frame = src.landing.read_frame(
+            src.exchange, dataset, symbol, int(lo.timestamp() * 1000), int(hi.timestamp() * 1000)
+        )
+        if len(frame):
+            return frame, "landing"
+    if src.warehouse is not None:
+        table = dataset if dataset in DATASETS or dataset == "health" else "analytics"
+        loaded = src.warehouse.loaded(
+            table, exchange=src.exchange, symbols=[symbol], days=[day], qualifier=qualifier
+        )
+        if (symbol, day) in loaded:
+            lo = dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
+            frame = src.warehouse.read(
+                table,
+                exchange=src.exchange,
+                symbols=[symbol],
+                start=lo,
+                end=lo + dt.timedelta(days=1),
+                qualifier=qualifier or None,
+            )
+            if table == "analytics":
+                frame = analytics_to_wide(frame)
+            return frame, "warehouse"
+    return None, "missing"
+
+
+def _time_column(dataset: str, frame: pd.DataFrame) -> str | None:
+    if dataset in DATASETS:
+        return DATASETS[dataset].time_column
+    for col in ("ts", "time", "open_time", "timestamp", "window_start", "day", "date"):
+        if col in frame.columns:
+            return col
+    return None
+
+
+def _load(
+    dataset: str,
+    symbols: str | Iterable[str],
+    start: Any,
+    end: Any,
+    *,
+    lake_dir: str,
+    qualifier: str = "",
+    sources: DataSources | None,
+    strict: bool,
+) -> LoadResult:
+    lo, hi = _range(start, end)
+    src = sources or DataSources.from_settings()
+    syms = _symbols(symbols, lambda: src.known_symbols(lake_dir))
+    today = src.now().date()
+    frames, statuses, failed = [], [], []
+    for day in days_between(lo, hi):
+        for sym in syms:
+            key = f"{day.isoformat()}|{sym}"
+            frame, source = _read_one(src, dataset, lake_dir, sym, day, qualifier, lo, hi)
+            statuses.append(PartitionStatus(key, source, 0 if frame is None else len(frame)))
+            if frame is None:
+                continue
+            if dataset in DATASETS:
+                frame = conform(frame, DATASETS[dataset])
+                failed += check_partition(dataset, frame, partition=key, day_closed=day < today)
+            frames.append(frame)
+    if not frames:
+        raise MissingDataError(
+            f"no {dataset} for {syms} in [{lo.isoformat()}, {hi.isoformat()}): every partition "
+            "is missing from the lake, the landing zone and the warehouse; materialise them "
+            "with petrosa_pipelines.api.materialize_partitions"
+        )
+    out = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    tcol = _time_column(dataset, out)
+    if tcol is not None:
+        times = pd.to_datetime(out[tcol], utc=True)
+        out = out[(times >= lo) & (times < hi)]
+        sort = [tcol, *(["symbol"] if "symbol" in out.columns else [])]
+        out = out.sort_values(sort, kind="stable")
+    result = LoadResult(dataset, out.reset_index(drop=True), statuses, failed)
+    if result.missing_partitions:
+        msg = f"{dataset}: partitions missing from every source: {result.missing_partitions}"
+        if strict:
+            raise IncompleteDataError(msg)
+        warnings.warn(msg, IncompleteDataWarning, stacklevel=3)
+    return result
+
+
+def _finish(result: LoadResult, as_arrow: bool) -> LoadResult:
+    result.frame.attrs["petrosa_quality"] = result.summary()
+    if as_arrow:
+        table = pa.Table.from_pandas(result.frame, preserve_index=False)
+        result.frame = table.replace_schema_metadata(
+            {**(table.schema.metadata or {}), b"petrosa_quality": repr(result.summary()).encode()}
+        )
+    return result
+
+
+def resample_candles(frame: pd.DataFrame, interval: str) -> tuple[pd.DataFrame, pd.Series]:
+    """1m candles -> ``interval`` candles, and how many 1m candles each bar was built from.
+
+    Bars start on UTC multiples of the interval, like Binance's. Sums of float volumes can
+    differ from the exchange's own bars in the last ulp.
+    """
+    minutes = INTERVAL_MINUTES[interval]
+    if frame.empty:
+        empty = DATASETS["candles"].empty_frame()
+        return empty, pd.Series(dtype="int64")
+    f = frame.sort_values("open_time", kind="stable")
+    bar = f["open_time"].dt.floor(f"{minutes}min")
+    g = f.groupby([f["exchange"], f["symbol"], bar], sort=True)
+    out = g.agg(
+        open=("open", "first"),
+        high=("high", "max"),
+        low=("low", "min"),
+        close=("close", "last"),
+        volume=("volume", "sum"),
+        quote_volume=("quote_volume", "sum"),
+        trade_count=("trade_count", "sum"),
+        taker_buy_volume=("taker_buy_volume", "sum"),
+        taker_buy_quote_volume=("taker_buy_quote_volume", "sum"),
+        source=("source", "first"),
+        received_at=("received_at", "max"),
+        minutes=("open", "size"),
+    ).reset_index()
+    out["interval"] = interval
+    out["close_time"] = out["open_time"] + pd.Timedelta(minutes=minutes) - pd.Timedelta(1, "ms")
+    counts = out.pop("minutes")
+    return conform(out, DATASETS["candles"]), counts
+
+
+# -- public functions ---------------------------------------------------------------------------------
+def load_candles(
+    symbols: str | Sequence[str],
+    start: Any,
+    end: Any,
+    interval: str = "1m",
+    *,
+    sources: DataSources | None = None,
+    as_arrow: bool = False,
+    strict: bool = False,
+) -> LoadResult:
+    """Closed candles of any Binance interval up to 1d (derived from 1m), with quality."""
+    if interval not in INTERVAL_MINUTES:
+        raise DataError(f"interval {interval!r} not supported; one of {list(INTERVAL_MINUTES)}")
+    result = _load(
+        "candles",
+        symbols,
+        start,
+        end,
+        lake_dir="market_data/candles",
+        qualifier="1m",
+        sources=sources,
+        strict=strict,
+    )
+    if interval != "1m":
+        bars, counts = resample_candles(result.frame, interval)
+        want = INTERVAL_MINUTES[interval]
+        for (_, row), n in zip(bars.iterrows(), counts, strict=True):
+            if n != want:
+                result.failed_checks.append(
+                    FailedCheck(
+                        f"{row.open_time.date().isoformat()}|{row.symbol}",
+                        "incomplete_bar",
+                        f"{interval} bar at {row.open_time.isoformat()} built from {n} of {want} 1m candles",
+                    )
+                )
+        result.frame = bars
+    return _finish(result, as_arrow)
+
+
+def load_trades(
+    symbols: str | Sequence[str],
+    start: Any,
+    end: Any,
+    *,
+    sources: DataSources | None = None,
+    as_arrow: bool = False,
+    strict: bool = False,
+) -> LoadResult:
+    """Aggregate trades, with quality (trade-id continuity, duplicates)."""
+    r = _load(
+        "trades", symbols, start, end, lake_dir="market_data/trades", sources=sources, strict=strict
+    )
+    return _finish(r, as_arrow)
+
+
+def load_depth(
+    symbols: str | Sequence[str],
+    start: Any,
+    end: Any,
+    *,
+    sources: DataSources | None = None,
+    as_arrow: bool = False,
+    strict: bool = False,
+) -> LoadResult:
+    """Top-N order-book snapshots (one row per snapshot, side, level), with quality."""
+    r = _load(
+        "depth", symbols, start, end, lake_dir="market_data/depth", sources=sources, strict=strict
+    )
+    return _finish(r, as_arrow)
+
+
+def load_funding(
+    symbols: str | Sequence[str],
+    start: Any,
+    end: Any,
+    *,
+    sources: DataSources | None = None,
+    as_arrow: bool = False,
+    strict: bool = False,
+) -> LoadResult:
+    """Settled funding-rate events, with quality."""
+    r = _load(
+        "funding",
+        symbols,
+        start,
+        end,
+        lake_dir="market_data/funding",
+        sources=sources,
+        strict=strict,
+    )
+    return _finish(r, as_arrow)
+
+
+def load_analytics(
+    name: str,
+    symbols: str | Sequence[str],
+    start: Any,
+    end: Any,
+    *,
+    sources: DataSources | None = None,
+    as_arrow: bool = False,
+    strict: bool = False,
+) -> LoadResult:
+    """One analytics asset (``analytics/<name>`` in the lake) as its wide frame."""
+    if not re.fullmatch(r"[a-z0-9_]+", name):
+        raise DataError(f"analytics name {name!r} must be lower-case letters, digits, _")
+    r = _load(
+        name,
+        symbols,
+        start,
+        end,
+        lake_dir=f"analytics/{name}",
+        qualifier=name,
+        sources=sources,
+        strict=strict,
+    )
+    return _finish(r, as_arrow)
+
+
+def load_health(
+    symbols: str | Sequence[str],
+    start: Any,
+    end: Any,
+    *,
+    sources: DataSources | None = None,
+    as_arrow: bool = False,
+    strict: bool = False,
+) -> LoadResult:
+    """Per-partition health scores (completeness, validity, consistency, freshness)."""
+    r = _load(
+        "health", symbols, start, end, lake_dir=HEALTH_LAKE_DATASET, sources=sources, strict=strict
+    )
+    return _finish(r, as_arrow)
+
+
+__all__ = [
+    "DataError",
+    "DataSources",
+    "FailedCheck",
+    "IncompleteDataError",
+    "IncompleteDataWarning",
+    "InvalidRangeError",
+    "LoadResult",
+    "MissingDataError",
+    "PartitionStatus",
+    "UnknownSymbolError",
+    "launch_backfill",
+    "load_analytics",
+    "load_candles",
+    "load_depth",
+    "load_funding",
+    "load_health",
+    "load_trades",
+    "materialize_partitions",
+    "resample_candles",
+]
