@@ -111,7 +111,7 @@ class LoadResult:
         }
 
 
-# -- where data lives --------------------------------------------------------------------------------
+# -- where data lives ----------------------------------------------------------------------------
 @dataclass
 class DataSources:
     """The lake, the landing zone and the warehouse one API call reads from."""
@@ -173,7 +173,7 @@ def lake_from_path(path: str) -> Lake:
     return LocalLake(path)
 
 
-# -- argument checking --------------------------------------------------------------------------------
+# -- argument checking ---------------------------------------------------------------------------
 def to_utc(value: dt.datetime | dt.date | str | pd.Timestamp, name: str) -> dt.datetime:
     """A timezone-aware UTC datetime; naive datetimes are refused (which zone did you mean?)."""
     if isinstance(value, str):
@@ -227,7 +227,7 @@ def _symbols(symbols: str | Iterable[str], known: Callable[[], set[str]]) -> lis
     return list(dict.fromkeys(out))
 
 
-# -- the read -----------------------------------------------------------------------------------------
+# -- the read ------------------------------------------------------------------------------------
 def _read_one(
     src: DataSources,
     dataset: str,
@@ -376,7 +376,7 @@ def resample_candles(frame: pd.DataFrame, interval: str) -> tuple[pd.DataFrame, 
     return conform(out, DATASETS["candles"]), counts
 
 
-# -- public functions ---------------------------------------------------------------------------------
+# -- public functions ----------------------------------------------------------------------------
 def load_candles(
     symbols: str | Sequence[str],
     start: Any,
@@ -409,7 +409,8 @@ def load_candles(
                     FailedCheck(
                         f"{row.open_time.date().isoformat()}|{row.symbol}",
                         "incomplete_bar",
-                        f"{interval} bar at {row.open_time.isoformat()} built from {n} of {want} 1m candles",
+                        f"{interval} bar at {row.open_time.isoformat()} built from {n} of "
+                        f"{want} 1m candles",
                     )
                 )
         result.frame = bars

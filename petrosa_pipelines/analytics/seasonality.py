@@ -31,7 +31,7 @@ def profiles(candles: pd.DataFrame, bar_seconds: float = 60) -> pd.DataFrame:
     vol = c["volume"].astype("float64").to_numpy()[1:]
     parts = []
     for name, size in PROFILES.items():
-        key = (times.hour if name == "hour_of_day" else times.dayofweek).to_numpy()
+        key = (times.hour if name == "hour_of_day" else times.day_of_week).to_numpy()
         n = np.bincount(key, minlength=size)
         sum_r = np.bincount(key, weights=ret, minlength=size)
         sum_r2 = np.bincount(key, weights=ret * ret, minlength=size)

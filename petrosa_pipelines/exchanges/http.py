@@ -110,7 +110,7 @@ class WeightBudget:
         """A budget from ``RestSettings``; ``shared_dir`` defaults to ``rest.weight_budget_dir``
         when the settings carry one (in-process budget otherwise)."""
         if shared_dir is None:
-            shared_dir = getattr(rest, "weight_budget_dir", None) or None
+            shared_dir = rest.weight_budget_dir or None
         return cls(
             rest.weight_limit_per_minute,
             rest.weight_budget_fraction,

@@ -187,7 +187,8 @@ class BookSync:
         self.last_diff_event_time: int | None = None
 
     def _tick_after(self, t: int) -> int:
-        return t - t % self.cadence_ms + self.cadence_ms
+        """The first tick at or after ``t`` (a book known at ``t`` can be sampled at ``t``)."""
+        return -(-t // self.cadence_ms) * self.cadence_ms
 
     def _samples_before(self, event_time: int) -> list[BookSample]:
         out: list[BookSample] = []

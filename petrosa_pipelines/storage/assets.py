@@ -4,8 +4,6 @@ Partitioned exactly like their inputs, so each symbol-day is loaded (replaced) o
 a re-materialisation of the input is followed by a replace of the same warehouse partition.
 """
 
-from __future__ import annotations
-
 import dagster as dg
 import pandas as pd
 

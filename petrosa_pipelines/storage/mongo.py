@@ -96,7 +96,7 @@ def frame_to_documents(dataset: str, frame: pd.DataFrame, load_id: str) -> list[
             values = np.array(series.dt.to_pydatetime(), dtype=object)
             values[series.isna().to_numpy()] = None
         else:
-            values = series.astype(object).to_numpy()
+            values = series.astype(object).to_numpy(copy=True)
             if col.nullable:
                 values[series.isna().to_numpy()] = None
         body[col.name] = values

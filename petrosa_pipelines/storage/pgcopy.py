@@ -85,9 +85,12 @@ def _encode_column(col: CopyColumn, series: pd.Series) -> _Encoded:
     if col.kind == "timestamptz":
         values, nulls = _timestamps_us(series)
     elif col.kind == "date":
-        days = pd.to_datetime(series).dt.tz_localize(None).astype("datetime64[D]")
-        nulls = days.isna().to_numpy()
-        values = np.where(nulls, 0, days.to_numpy().view("i8") - PG_EPOCH_DAYS)
+        stamps = pd.to_datetime(series)
+        if isinstance(stamps.dtype, pd.DatetimeTZDtype):
+            stamps = stamps.dt.tz_convert(None)
+        days = np.asarray(stamps).astype("datetime64[D]")
+        nulls = np.isnat(days)
+        values = np.where(nulls, 0, days.view("i8") - PG_EPOCH_DAYS)
     else:
         nulls = series.isna().to_numpy()
         fill = {"int8": 0, "float8": np.nan, "bool": False}[col.kind]

@@ -7,6 +7,7 @@ one partition's frame; the Dagster asset checks stay the authority for blocking.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,9 +27,64 @@ class FailedCheck:
     detail: str
 
 
-def _duplicates(dataset: str, frame: pd.DataFrame) -> int:
-    keys = list(DATASETS[dataset].natural_key)
-    return int(frame.duplicated(keys).sum())
+Finding = tuple[str, str]  # (check, detail)
+
+
+def _candles(frame: pd.DataFrame, day_closed: bool) -> list[Finding]:
+    out = []
+    one_min = frame[frame["interval"] == "1m"]
+    if day_closed and len(one_min) != MINUTES_PER_DAY:
+        out.append(("completeness", f"{len(one_min)} of {MINUTES_PER_DAY} 1m candles"))
+    lo = np.minimum(frame["open"], frame["close"])
+    hi = np.maximum(frame["open"], frame["close"])
+    bad = (frame["low"] > lo) | (frame["high"] < hi) | (frame["volume"] < 0)
+    if bad.any():
+        out.append(
+            ("ohlc_invariants", f"{int(bad.sum())} candles break low<=open,close<=high, volume>=0")
+        )
+    return out
+
+
+def _trades(frame: pd.DataFrame, day_closed: bool) -> list[Finding]:
+    out = []
+    ids = np.sort(frame["agg_trade_id"].to_numpy())
+    gaps = np.diff(ids) - 1
+    missing = int(gaps[gaps > 0].sum())
+    if missing:
+        out.append(("trade_id_continuity", f"{missing} aggregate trade ids missing inside the day"))
+    bad = (frame["price"] <= 0) | (frame["quantity"] <= 0)
+    if bad.any():
+        out.append(("positive_values", f"{int(bad.sum())} trades with price or quantity <= 0"))
+    return out
+
+
+def _depth(frame: pd.DataFrame, day_closed: bool) -> list[Finding]:
+    out = []
+    bad = (frame["price"] <= 0) | (frame["quantity"] <= 0)
+    if bad.any():
+        out.append(("positive_values", f"{int(bad.sum())} levels with price or quantity <= 0"))
+    best = frame[frame["level"] == 0].pivot_table(
+        index="snapshot_time", columns="side", values="price", aggfunc="first"
+    )
+    if {"bid", "ask"} <= set(best.columns):
+        crossed = int((best["bid"] >= best["ask"]).sum())
+        if crossed:
+            out.append(("crossed_book", f"{crossed} snapshots with best bid >= best ask"))
+    return out
+
+
+def _funding(frame: pd.DataFrame, day_closed: bool) -> list[Finding]:
+    if not np.isfinite(frame["funding_rate"].to_numpy()).all():
+        return [("finite_rate", "non-finite funding rates")]
+    return []
+
+
+_CHECKS: dict[str, Callable[[pd.DataFrame, bool], list[Finding]]] = {
+    "candles": _candles,
+    "trades": _trades,
+    "depth": _depth,
+    "funding": _funding,
+}
 
 
 def check_partition(
@@ -37,47 +93,9 @@ def check_partition(
     """Failed checks of one market-data partition (empty list when all pass)."""
     if dataset not in DATASETS or frame.empty:
         return []
-    out: list[FailedCheck] = []
-
-    def fail(check: str, detail: str) -> None:
-        out.append(FailedCheck(partition, check, detail))
-
-    dupes = _duplicates(dataset, frame)
+    findings: list[Finding] = []
+    dupes = int(frame.duplicated(list(DATASETS[dataset].natural_key)).sum())
     if dupes:
-        fail("duplicates", f"{dupes} rows repeat a natural key")
-    if dataset == "candles":
-        one_min = frame[frame["interval"] == "1m"]
-        if day_closed and len(one_min) != MINUTES_PER_DAY:
-            fail("completeness", f"{len(one_min)} of {MINUTES_PER_DAY} 1m candles")
-        lo = np.minimum(frame["open"], frame["close"])
-        hi = np.maximum(frame["open"], frame["close"])
-        bad = (frame["low"] > lo) | (frame["high"] < hi) | (frame["volume"] < 0)
-        if bad.any():
-            fail(
-                "ohlc_invariants",
-                f"{int(bad.sum())} candles break low<=open,close<=high or volume>=0",
-            )
-    elif dataset == "trades":
-        ids = np.sort(frame["agg_trade_id"].to_numpy())
-        gaps = np.diff(ids) - 1
-        missing = int(gaps[gaps > 0].sum())
-        if missing:
-            fail("trade_id_continuity", f"{missing} aggregate trade ids missing inside the day")
-        bad = (frame["price"] <= 0) | (frame["quantity"] <= 0)
-        if bad.any():
-            fail("positive_values", f"{int(bad.sum())} trades with price or quantity <= 0")
-    elif dataset == "depth":
-        bad = (frame["price"] <= 0) | (frame["quantity"] <= 0)
-        if bad.any():
-            fail("positive_values", f"{int(bad.sum())} levels with price or quantity <= 0")
-        best = frame[frame["level"] == 0].pivot_table(
-            index="snapshot_time", columns="side", values="price", aggfunc="first"
-        )
-        if {"bid", "ask"} <= set(best.columns):
-            crossed = int((best["bid"] >= best["ask"]).sum())
-            if crossed:
-                fail("crossed_book", f"{crossed} snapshots with best bid >= best ask")
-    elif dataset == "funding":
-        if not np.isfinite(frame["funding_rate"].to_numpy()).all():
-            fail("finite_rate", "non-finite funding rates")
-    return out
+        findings.append(("duplicates", f"{dupes} rows repeat a natural key"))
+    findings += _CHECKS[dataset](frame, day_closed)
+    return [FailedCheck(partition, check, detail) for check, detail in findings]

@@ -406,7 +406,7 @@ def analytics_to_long(
 
 
 def analytics_to_wide(long: pd.DataFrame) -> pd.DataFrame:
-    """The inverse of ``analytics_to_long`` for one analytics name (columns: symbol, ts, metrics)."""
+    """The inverse of ``analytics_to_long`` for one name (columns: symbol, ts, metrics)."""
     if long.empty:
         return pd.DataFrame(
             {"symbol": pd.Series(dtype="string"), "ts": pd.Series(dtype="datetime64[ms, UTC]")}

@@ -341,7 +341,9 @@ def test_malformed_klines_body_names_field(route, body, field):
 def test_malformed_agg_trades_names_field(row, field):
     clock = FakeClock()
     with FakeServer() as server:
-        server.routes["/fapi/v1/aggTrades"] = [Reply(200, [row])]
+        server.routes["/fapi/v1/aggTrades"] = lambda req: Reply(
+            200, [] if "fromId" in req.query else [row]
+        )
         client = _client(server.url, clock)
         if field is None:
             assert len(client.agg_trades("BTCUSDT", 0, 10)) == 1
@@ -349,6 +351,18 @@ def test_malformed_agg_trades_names_field(row, field):
         with pytest.raises(MessageError) as info:
             client.agg_trades("BTCUSDT", 0, 10)
     assert info.value.field == field
+
+
+@pytest.mark.unit
+def test_agg_trades_page_going_backwards_is_refused():
+    """A server repeating a page would otherwise make fromId paging loop forever."""
+    clock = FakeClock()
+    row = {"a": 7, "p": "1", "q": "1", "f": 1, "l": 1, "T": 5, "m": True}
+    with FakeServer() as server:
+        server.routes["/fapi/v1/aggTrades"] = [Reply(200, [row])]
+        with pytest.raises(MessageError) as info:
+            _client(server.url, clock).agg_trades("BTCUSDT", 0, 10)
+    assert info.value.field == "a"
 
 
 @pytest.mark.unit

@@ -93,6 +93,15 @@ def test_shared_budget_file_is_seen_by_other_instances(tmp_path):
     assert (tmp_path / "binance.weight.json").exists()
 
 
+def test_from_settings_uses_weight_budget_dir(tmp_path):
+    rest = RestSettings(weight_budget_dir=str(tmp_path / "budget"))
+    clock = FakeClock(start=6000.0)
+    WeightBudget.from_settings(rest, clock=clock.time, sleep=clock.sleep).reserve(7)
+    other = WeightBudget.from_settings(rest, clock=clock.time, sleep=clock.sleep)
+    assert other.used == 7
+    assert (tmp_path / "budget" / "binance.weight.json").exists()
+
+
 def _reserve_many(shared_dir: str, n: int) -> None:
     budget = WeightBudget(10_000, 1.0, shared_dir=shared_dir, clock=lambda: 6000.0)
     for _ in range(n):

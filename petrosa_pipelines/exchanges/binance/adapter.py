@@ -107,10 +107,11 @@ def _parse_slow(raw: bytes, received_at: int | None) -> Record | None:
 
 
 _decode_combined = COMBINED_DECODER.decode
-_S = ord("s")
 
 
 def _as_bytes(raw: bytes | str) -> bytes:
+    if type(raw) is bytes:
+        return raw
     if isinstance(raw, str):
         try:
             return raw.encode()
@@ -173,21 +174,19 @@ class BinanceUsdmAdapter(ExchangeAdapter):
         None for subscription acks; ``UnknownMessageError`` for events we do not handle
         (bookTicker, trade, ...); ``MessageError`` naming the field for anything malformed.
         """
-        if type(raw) is not bytes:
-            raw = _as_bytes(raw)
         try:
-            # Hot path: b'{"stream":...' is a combined-stream frame as Binance sends it. Any
-            # decode failure falls through to the slow path, which names the bad field.
-            if raw[2] == _S:
-                event = _decode_combined(raw).data
-                if type(event) is BinanceAggTradeData:  # by far the busiest stream
-                    return to_trade(event, received_at)
-                return CONVERTERS[type(event)](event, received_at)
+            # Hot path: a combined-stream frame as Binance sends it (msgspec takes bytes, str or
+            # any buffer). Anything else, malformed or not, falls through to the slow path,
+            # which handles raw /ws events and acks and names the bad field.
+            event = _decode_combined(raw).data
+            if type(event) is BinanceAggTradeData:  # by far the busiest stream
+                return to_trade(event, received_at)
+            return CONVERTERS[type(event)](event, received_at)
         except MessageError as exc:  # a converter rejected a value of "data"
-            raise _prefixed(exc, "data.", raw) from None
-        except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError, IndexError):
+            raise _prefixed(exc, "data.", _as_bytes(raw)) from None
+        except (msgspec.ValidationError, msgspec.DecodeError, UnicodeError, TypeError):
             pass
-        return _parse_slow(raw, received_at)
+        return _parse_slow(_as_bytes(raw), received_at)
 
     def parse_many(
         self, frames: Iterable[bytes | str | tuple[bytes | str, int | None]]

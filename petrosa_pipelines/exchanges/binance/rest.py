@@ -502,7 +502,7 @@ class BinanceRestClient:
         """
         parts: list[pd.DataFrame] = []
         window = start_ms
-        params: dict[str, Any] | None = None
+        params: dict[str, Any]
         while window < end_ms:
             window_end = min(window + AGG_TRADES_WINDOW_MS, end_ms)
             params = {
@@ -542,6 +542,8 @@ class BinanceRestClient:
             by_id = True
             if not cols["agg_trade_id"]:
                 break
+            if cols["agg_trade_id"][0] < params["fromId"]:  # would page forever
+                raise MessageError("aggTrades page starts before fromId", field="a")
         return _concat(parts, schemas.TRADES, ("agg_trade_id",))
 
     # -- funding ----------------------------------------------------------------------------

@@ -1,0 +1,822 @@
+"""The long-running websocket ingest of one stream group (asyncio).
+
+One combined-stream connection carries every stream of the group. Each frame is stamped with its
+receipt time, parsed once (bad ones go to the dead-letter store), de-duplicated by a per-stream
+position (aggregate trade id, depth final update id, event time for klines and mark prices) and
+handed to the landing writer, whose own thread makes it durable. Around that hot path:
+
+* **drops**: reconnect with exponential backoff and full jitter; the URL resubscribes every
+  stream; each stream's outage becomes a gap-ledger entry when its first message is back.
+* **24 h rotation without loss**: before the cut, a second connection is opened; its messages
+  are held per stream until they overlap what the old connection delivered (a held event time at
+  or below the last accepted one), then that stream switches over; the old connection closes
+  once every stream switched (or after ``rotation_overlap_s``).
+* **order books**: diffs are buffered, a REST snapshot is fetched and landed in line with the
+  frames, and the book follows Binance's ``U``/``u``/``pu`` rules; a break lands a gap entry and
+  triggers a resync. Books are sampled top-N at a fixed cadence and checkpointed periodically so
+  a reader can rebuild any window from the landing zone alone.
+* **heartbeat**: statistics per stream and a liveness judgement, written to a heartbeat file
+  under the landing root (what the supervisor sensor reads) and served as Prometheus text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import os
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+import orjson
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import WebSocketException
+
+from petrosa_pipelines.exchanges import get_adapter
+from petrosa_pipelines.exchanges.base import (
+    CandleRecord,
+    DepthSnapshotRecord,
+    DepthUpdateRecord,
+    MarkPriceRecord,
+    MessageError,
+    Record,
+    TradeRecord,
+)
+from petrosa_pipelines.ingest import heartbeat as hb
+from petrosa_pipelines.ingest.config import IngestConfig
+from petrosa_pipelines.ingest.stats import (
+    DISCONNECTED,
+    STOPPED,
+    GroupStats,
+    StreamStats,
+    judge_liveness,
+)
+from petrosa_pipelines.landing.book import Applied, BookSample, BookSync
+from petrosa_pipelines.landing.records import BOOK_CHECKPOINT, GapRecord
+from petrosa_pipelines.landing.writer import LandingWriter
+
+log = logging.getLogger(__name__)
+
+_DATASET_OF: dict[type, str] = {
+    TradeRecord: "trades",
+    CandleRecord: "candles",
+    DepthUpdateRecord: "depth",
+    MarkPriceRecord: "funding",
+}
+_STREAM_HEAD = b'{"stream":"'
+
+
+def _position(rec: Record) -> int:
+    """A per-stream number that grows with every new message (duplicates repeat it)."""
+    t = type(rec)
+    if t is TradeRecord:
+        return rec.agg_trade_id  # type: ignore[union-attr]
+    if t is DepthUpdateRecord:
+        return rec.final_update_id  # type: ignore[union-attr]
+    return rec.event_time  # type: ignore[union-attr, return-value]
+
+
+#: positions remembered per stream for de-duplication (the exchange may reorder a little)
+DEDUP_WINDOW = 4096
+#: trade ids missing for this long (receipt ms) are recorded as an id gap
+ID_GAP_GRACE_MS = 3000
+
+
+@dataclass
+class _Held:
+    pos: int
+    event_time: int
+    recv: int
+    raw: bytes
+    rec: Record
+
+
+@dataclass
+class _StreamState:
+    """De-duplication, rotation hand-over and gap bookkeeping of one stream."""
+
+    stats: StreamStats
+    seen: set[int] = field(default_factory=set)
+    seen_order: collections.deque[int] = field(
+        default_factory=lambda: collections.deque(maxlen=DEDUP_WINDOW)
+    )
+    #: the oldest remembered position; anything older is treated as already seen
+    floor: int | None = None
+    max_event: int | None = None
+    max_trade_id: int | None = None
+    #: [lo, hi, t_from, t_to, deadline_recv] of trade ids not seen yet
+    missing: list[list[int]] = field(default_factory=list)
+    #: connection id whose messages are authoritative for this stream
+    source: int = 0
+    held: list[_Held] = field(default_factory=list)
+    #: event time of the last message before an outage (gap opens there)
+    outage_from: int | None = None
+    outage_cause: str = "disconnect"
+
+    def is_new(self, pos: int) -> bool:
+        return pos not in self.seen and (self.floor is None or pos > self.floor)
+
+    def remember(self, pos: int) -> None:
+        order = self.seen_order
+        if len(order) == DEDUP_WINDOW:
+            old = order[0]
+            self.seen.discard(old)
+            if self.floor is None or old > self.floor:
+                self.floor = old
+        order.append(pos)
+        self.seen.add(pos)
+
+
+@dataclass
+class _Conn:
+    id: int
+    url: str
+    ws: ClientConnection | None = None
+    opened_mono: float = 0.0
+    task: asyncio.Task | None = None
+    messages: int = 0
+    candidate: bool = False
+    opened: bool = False
+
+
+class IngestEngine:
+    """Runs one stream group until :meth:`stop` (or cancellation); see the module docstring.
+
+    ``clock_ms`` stamps receipt (tests pass the local exchange's clock); ``symbols_provider``
+    is polled for the wanted symbols, so adding or removing one resubscribes the live
+    connection without touching the other symbols' streams.
+    """
+
+    def __init__(
+        self,
+        config: IngestConfig,
+        *,
+        clock_ms: Callable[[], int] | None = None,
+        rest_client: Any | None = None,
+        symbols_provider: Callable[[], Sequence[str]] | None = None,
+        run_id: str | None = None,
+        on_heartbeat: Callable[[dict[str, Any]], None] | None = None,
+    ):
+        self.config = config
+        self.adapter = get_adapter(config.exchange)
+        self._wall_ms = clock_ms or (lambda: time.time_ns() // 1_000_000)
+        self._last_recv = 0
+        self.run_id = run_id
+        self.on_heartbeat = on_heartbeat
+        self.symbols_provider = symbols_provider
+        self.symbols: list[str] = sorted({s.upper() for s in config.symbols})
+        self.writer = LandingWriter(
+            config.landing_path,
+            config.exchange,
+            config.group,
+            config=config.writer,
+            clock_ms=self._wall_ms,
+        )
+        self._rest = rest_client
+        self.stats = GroupStats()
+        self._streams: dict[tuple[type, str], _StreamState] = {}
+        self._books: dict[str, BookSync] = {}
+        self._snapshot_tasks: dict[str, asyncio.Task] = {}
+        self._book_break_from: dict[str, int] = {}
+        self.latest_samples: dict[str, BookSample] = {}
+        self.samples_emitted = 0
+        self._primary: _Conn | None = None
+        self._candidate: _Conn | None = None
+        self._conn_seq = 0
+        self._attempt = 0
+        self._next_connect = 0.0
+        self._connecting = False
+        self._stop = asyncio.Event()
+        self._blocked: list[tuple[int, bytes | None, Any]] = []
+        self._request_id = 0
+        self._started_ms = 0
+        self._last_checkpoint = time.monotonic()
+        self._metrics_server: Any = None
+        self.last_snapshot: dict[str, Any] | None = None
+        self._rotation_retry_at = 0.0
+        self.metrics_port: int | None = None
+        self._sync_streams()
+
+    # -- public ----------------------------------------------------------------------------------
+    def now_ms(self) -> int:
+        """Receipt clock, never going backwards (segments are filed by receipt hour)."""
+        t = self._wall_ms()
+        if t < self._last_recv:
+            return self._last_recv
+        self._last_recv = t
+        return t
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to flush, close and return (safe from any coroutine)."""
+        self._stop.set()
+
+    @property
+    def connected(self) -> bool:
+        return self._primary is not None and self._primary.ws is not None
+
+    def stream_names(self, symbols: Sequence[str] | None = None) -> list[str]:
+        """Every stream of the group; the 1 s mark price is always in (it is the liveness probe)."""
+        datasets = list(dict.fromkeys([*self.config.datasets, "funding"]))
+        return self.adapter.stream_names(symbols if symbols is not None else self.symbols, datasets)
+
+    async def run(self) -> None:
+        """Ingest until :meth:`stop`; always flushes and publishes what was landed."""
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self.writer.start)
+        self._started_ms = self.now_ms()
+        self._record_restart_gap()
+        if self.config.metrics_port is not None:
+            from petrosa_pipelines.ingest.metrics import serve_metrics
+
+            self._metrics_server = serve_metrics(self.config.metrics_port, self._last_snapshot)
+            self.metrics_port = self._metrics_server.server_address[1]
+        heartbeat = asyncio.create_task(self._heartbeat_loop())
+        try:
+            while not self._stop.is_set():
+                self._manage()
+                if self.writer.error is not None:
+                    raise RuntimeError("landing writer failed") from self.writer.error
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), 0.05)
+        finally:
+            await self._shutdown(heartbeat)
+
+    # -- connection management ------------------------------------------------------------------
+    def _manage(self) -> None:
+        now = time.monotonic()
+        if self._primary is None and not self._connecting and now >= self._next_connect:
+            self._open(candidate=False)
+        p = self._primary
+        if (
+            p is not None
+            and p.ws is not None
+            and self._candidate is None
+            and not self._connecting
+            and now - p.opened_mono >= self.config.max_connection_age_s
+            and now >= self._rotation_retry_at
+        ):
+            self._open(candidate=True)
+        c = self._candidate
+        if c is not None and c.ws is not None:
+            switched = all(s.source == c.id for s in self._streams.values())
+            if switched or now - c.opened_mono >= self.config.rotation_overlap_s:
+                self._finish_rotation()
+        self._request_snapshots()
+        if now - self._last_checkpoint >= self.config.book_checkpoint_s:
+            self._last_checkpoint = now
+            self._checkpoint_books()
+        if self.symbols_provider is not None:
+            self._maybe_poll_symbols(now)
+
+    def _open(self, *, candidate: bool) -> None:
+        self._conn_seq += 1
+        url = self.adapter.combined_stream_url(self.config.ws_base_url, self.stream_names())
+        conn = _Conn(self._conn_seq, url, candidate=candidate)
+        self._connecting = True
+        conn.task = asyncio.create_task(self._connection(conn), name=f"ws-{conn.id}")
+
+    async def _connection(self, conn: _Conn) -> None:
+        cfg = self.config
+        try:
+            async with connect(
+                conn.url,
+                ping_interval=cfg.ping_interval_s,
+                ping_timeout=cfg.ping_timeout_s,
+                open_timeout=cfg.open_timeout_s,
+                close_timeout=2,
+                max_size=2**22,
+                compression=None,
+            ) as ws:
+                self._connecting = False
+                conn.ws = ws
+                conn.opened = True
+                conn.opened_mono = time.monotonic()
+                self.stats.connections_opened += 1
+                self._on_open(conn)
+                recv = ws.recv
+                on_frame = self._on_frame
+                while True:
+                    raw = await recv(decode=False)
+                    on_frame(conn, raw, self.now_ms())
+                    if self._blocked:
+                        await self._drain_blocked()
+        except asyncio.CancelledError:
+            raise
+        except (WebSocketException, OSError, TimeoutError) as exc:
+            log.info("connection %s closed: %r", conn.id, exc)
+        finally:
+            if not conn.opened:
+                self._connecting = False
+            conn.ws = None
+            self._on_close(conn)
+
+    def _on_open(self, conn: _Conn) -> None:
+        if conn.candidate:
+            self._candidate = conn
+            log.info("rotation: connection %s opened beside %s", conn.id, self._primary)
+            return
+        if self._primary is not None and self._primary is not conn:  # pragma: no cover
+            raise AssertionError("two primaries")
+        if self.stats.connections_opened > 1:
+            self.stats.reconnects += 1
+        self._primary = conn
+        for st in self._streams.values():
+            st.source = conn.id
+            st.held.clear()
+
+    def _on_close(self, conn: _Conn) -> None:
+        now_ms = self.now_ms()
+        if conn is self._candidate:
+            self._candidate = None
+            for st in self._streams.values():
+                if st.source != conn.id:
+                    st.held.clear()
+            if any(st.source == conn.id for st in self._streams.values()):
+                # some streams had switched: the candidate was carrying them, treat as a drop
+                self._drop_primary(conn, now_ms)
+            return
+        if conn is self._primary:
+            c = self._candidate
+            if c is not None and c.ws is not None:
+                # the old connection ended during the overlap: the candidate takes over
+                self._primary = None
+                self._promote(c)
+                return
+            self._drop_primary(conn, now_ms)
+            return
+        if not conn.opened and not self._stop.is_set():
+            # a connection attempt failed: back off before the next one
+            if conn.candidate:
+                self._rotation_retry_at = time.monotonic() + self.config.backoff_max_s / 10
+            elif self._primary is None:
+                self._schedule_reconnect()
+
+    def _drop_primary(self, conn: _Conn, now_ms: int) -> None:
+        self._primary = None
+        if self._stop.is_set():
+            return
+        self.stats.disconnects += 1
+        for st in self._streams.values():
+            if st.outage_from is None:
+                st.outage_from = st.stats.last_event_ms or now_ms
+                st.outage_cause = "disconnect"
+        # books cannot be trusted across a drop: diffs were missed
+        for sym, sync in self._books.items():
+            if sync.book.synced:
+                self._book_break_from.setdefault(sym, sync.book.last_event_time or now_ms)
+            sync.book.reset()
+            sync.buffer.clear()
+            sync.next_tick = None
+        self._schedule_reconnect()
+
+    def _schedule_reconnect(self) -> None:
+        cfg = self.config
+        delay = min(cfg.backoff_max_s, cfg.backoff_initial_s * 2**self._attempt)
+        self._attempt += 1
+        # full jitter: a fleet of ingests that lost the exchange together does not return together
+        self._next_connect = time.monotonic() + random.uniform(0, delay)
+
+    def _promote(self, c: _Conn) -> None:
+        """Make the candidate the primary: release what it held, forget the old connection."""
+        c.candidate = False
+        self._candidate = None
+        self._primary = c
+        for st in self._streams.values():
+            if st.source != c.id:
+                self._switch(st, c.id)
+        self.stats.rotations += 1
+
+    def _finish_rotation(self) -> None:
+        c = self._candidate
+        old = self._primary
+        assert c is not None
+        self._primary = None
+        self._promote(c)
+        if old is not None and old.task is not None:
+            old.candidate = True  # its close must not count as a drop
+            old.task.cancel()
+
+    def _switch(self, st: _StreamState, conn_id: int) -> None:
+        st.source = conn_id
+        held, st.held = st.held, []
+        for h in held:
+            if st.is_new(h.pos):
+                self._accept(st, h.rec, h.raw, h.recv, h.pos)
+            else:
+                st.stats.duplicates += 1
+
+    # -- hot path --------------------------------------------------------------------------------
+    def _on_frame(self, conn: _Conn, raw: bytes, recv: int) -> None:
+        conn.messages += 1
+        try:
+            rec = self.adapter.parse(raw, recv)
+        except MessageError as exc:
+            self._dead_letter(raw, recv, exc.reason, exc.field)
+            return
+        if rec is None:
+            return
+        st = self._streams.get((type(rec), rec.symbol))
+        if st is None:
+            self._dead_letter(raw, recv, f"not subscribed: {rec.symbol}", "data.s")
+            return
+        stats = st.stats
+        stats.received += 1
+        pos = _position(rec)
+        if conn.id != st.source:
+            if conn is self._candidate:
+                st.held.append(_Held(pos, rec.event_time or 0, recv, raw, rec))
+                # streams are sent in event-time order: once the old connection has reached the
+                # candidate's first event time, it has delivered everything before it
+                if st.max_event is not None and st.held[0].event_time <= st.max_event:
+                    self._switch(st, conn.id)
+            else:
+                stats.duplicates += 1  # the old connection after its streams switched
+            return
+        if not st.is_new(pos):
+            stats.duplicates += 1
+            return
+        self._accept(st, rec, raw, recv, pos)
+        if st.held and st.max_event is not None and st.held[0].event_time <= st.max_event:
+            self._switch(st, self._candidate.id if self._candidate else st.source)
+        if self._attempt and conn.messages > 1:
+            self._attempt = 0
+
+    def _accept(self, st: _StreamState, rec: Record, raw: bytes, recv: int, pos: int) -> None:
+        stats = st.stats
+        st.remember(pos)
+        event_time = rec.event_time  # type: ignore[union-attr]
+        outage = st.outage_from is not None
+        if outage:
+            self._gap(stats, st.outage_from, event_time or recv, st.outage_cause)  # type: ignore[arg-type]
+            st.outage_from = None
+        t = type(rec)
+        if t is TradeRecord:
+            self._track_trade_id(st, rec, recv, outage)  # type: ignore[arg-type]
+        if event_time is not None and (st.max_event is None or event_time > st.max_event):
+            st.max_event = event_time
+        self._land(recv, raw)
+        if t is DepthUpdateRecord:
+            self._on_depth(rec, stats)  # type: ignore[arg-type]
+        stats.processed += 1
+        stats.last_message_ms = recv
+        if event_time is not None:
+            stats.last_event_ms = event_time
+            lag = recv - event_time
+            stats.lag_ms = lag
+            stats.lag_ms_sum += lag
+            if lag > stats.lag_ms_max:
+                stats.lag_ms_max = lag
+
+    def _track_trade_id(
+        self, st: _StreamState, rec: TradeRecord, recv: int, after_outage: bool
+    ) -> None:
+        """Aggregate trade ids are consecutive: an id still missing after a grace is a gap.
+
+        The grace absorbs small reorderings (ids arriving a little late); an outage already
+        has its own gap entry, so the jump right after it is not recorded twice.
+        """
+        a = rec.agg_trade_id
+        top = st.max_trade_id
+        if top is None or after_outage:
+            st.max_trade_id = a if top is None else max(a, top)
+            return
+        if a > top + 1:
+            st.missing.append([top + 1, a - 1, st.max_event or rec.trade_time, rec.trade_time,
+                               recv + ID_GAP_GRACE_MS])  # fmt: skip
+        if a > top:
+            st.max_trade_id = a
+        elif st.missing:
+            for i, (lo, hi, t0, t1, dl) in enumerate(st.missing):
+                if lo <= a <= hi:
+                    pieces = [p for p in ([lo, a - 1, t0, t1, dl], [a + 1, hi, t0, t1, dl])
+                              if p[0] <= p[1]]  # fmt: skip
+                    st.missing[i : i + 1] = pieces
+                    break
+        if st.missing and st.missing[0][4] <= recv:
+            due = [m for m in st.missing if m[4] <= recv]
+            st.missing = [m for m in st.missing if m[4] > recv]
+            for lo, hi, t0, t1, _ in due:
+                self._gap(st.stats, t0, t1, "id_gap", f"agg_trade_id {lo}..{hi}")
+
+    def _land(self, recv: int, raw: bytes) -> None:
+        if self._blocked or not self.writer.put(recv, raw):
+            self._blocked.append((recv, raw, None))
+
+    async def _drain_blocked(self) -> None:
+        """The writer's queue and spill are full: hold the socket (back-pressure), never drop."""
+        while self._blocked:
+            recv, raw, snap = self._blocked[0]
+            ok = self.writer.put(recv, raw) if snap is None else self.writer.put_snapshot(*snap)
+            if ok:
+                self._blocked.pop(0)
+            else:
+                await asyncio.sleep(0.01)
+
+    def _dead_letter(self, raw: bytes, recv: int, reason: str, fld: str) -> None:
+        self.stats.dead_letters += 1
+        stream = None
+        if raw[:11] == _STREAM_HEAD:
+            end = raw.find(b'"', 11)
+            stream = raw[11:end].decode(errors="replace") if end > 0 else None
+        st = next((s for s in self._streams.values() if s.stats.stream == stream), None)
+        if st is not None:
+            st.stats.received += 1
+            st.stats.failed += 1
+        else:
+            self.stats.unknown_stream_failures += 1
+        if self._blocked or not self.writer.put_dead_letter(recv, raw, reason, fld):
+            # rare enough to wait for in place; the payload is already in the writer's format
+            deadline = time.monotonic() + 30
+            while not self.writer.put_dead_letter(recv, raw, reason, fld):
+                if time.monotonic() > deadline:
+                    raise RuntimeError("dead-letter store is not accepting writes")
+                time.sleep(0.01)
+
+    def _gap(self, stats: StreamStats, start: int, end: int, cause: str, detail: str = "") -> None:
+        stats.gaps += 1
+        self.stats.gaps_recorded += 1
+        gap = GapRecord(
+            dataset=stats.dataset,
+            symbol=stats.symbol,
+            start_ms=min(start, end),
+            end_ms=max(start, end),
+            cause=cause,
+            recorded_at=self.now_ms(),
+            group=self.config.group,
+            detail=detail,
+        )
+        self.writer.record_gap(gap)
+        log.info("gap %s %s %s..%s %s", gap.dataset, gap.symbol, start, end, cause)
+
+    # -- order books -----------------------------------------------------------------------------
+    def _on_depth(self, d: DepthUpdateRecord, stats: StreamStats) -> None:
+        sync = self._books.get(d.symbol)
+        if sync is None:
+            return
+        result, samples = sync.on_diff(d)
+        if samples:
+            self._samples(samples)
+        if result is Applied.BREAK:
+            stats.resyncs += 1
+            self._book_break_from.setdefault(d.symbol, sync.book.last_event_time or d.event_time)
+            if sync.book.last_event_time is None:
+                self._book_break_from[d.symbol] = d.event_time
+
+    def _samples(self, samples: list[BookSample]) -> None:
+        self.samples_emitted += len(samples)
+        self.latest_samples[samples[-1].symbol] = samples[-1]
+
+    def _request_snapshots(self) -> None:
+        if self._primary is None or self._primary.ws is None:
+            return
+        for sym, sync in self._books.items():
+            if sync.book.synced or not sync.buffer or sym in self._snapshot_tasks:
+                continue
+            self._snapshot_tasks[sym] = asyncio.create_task(self._fetch_snapshot(sym))
+
+    def _rest_client(self) -> Any:
+        if self._rest is None:
+            from petrosa_pipelines.settings import ExchangeEndpoints, Settings
+
+            endpoints = ExchangeEndpoints(
+                rest_base_url=self.config.rest_base_url, ws_base_url=self.config.ws_base_url
+            )
+            self._rest = self.adapter.rest_client(Settings(endpoints=endpoints))
+        return self._rest
+
+    async def _fetch_snapshot(self, sym: str) -> None:
+        try:
+            client = self._rest_client()
+            snap = await asyncio.to_thread(
+                client.depth_snapshot, sym, self.config.depth_snapshot_limit
+            )
+        except Exception as exc:  # noqa: BLE001 - retried on the next manage tick
+            log.warning("depth snapshot %s failed: %r", sym, exc)
+            await asyncio.sleep(1.0)
+            self._snapshot_tasks.pop(sym, None)
+            return
+        sync = self._books.get(sym)
+        if sync is None or sync.book.synced:
+            self._snapshot_tasks.pop(sym, None)
+            return
+        snap = msgspec.structs.replace(snap, received_at=self.now_ms())
+        # landed at the point in the stream where the book takes it, so a replay agrees
+        self._land_snapshot(snap, b"depth_snapshot")
+        ok, samples = sync.on_snapshot(snap)
+        if samples:
+            self._samples(samples)
+        if ok:
+            since = self._book_break_from.pop(sym, None)
+            if since is not None:
+                st = self._streams.get((DepthUpdateRecord, sym))
+                end = sync.book.last_event_time or snap.event_time or snap.received_at
+                if st is not None and end is not None:
+                    self._gap(st.stats, since, end, "sequence_break", "book resynced")
+        else:
+            # the snapshot is older than the buffered diffs: wait a little, fetch again
+            await asyncio.sleep(0.2)
+        self._snapshot_tasks.pop(sym, None)
+
+    def _land_snapshot(self, snap: DepthSnapshotRecord, kind: bytes) -> None:
+        if self._blocked or not self.writer.put_snapshot(snap, kind):
+            self._blocked.append((snap.received_at or 0, None, (snap, kind)))
+
+    def _checkpoint_books(self) -> None:
+        now = self.now_ms()
+        for sync in self._books.values():
+            if sync.book.synced:
+                self._land_snapshot(
+                    sync.book.checkpoint(self.config.exchange, now), BOOK_CHECKPOINT
+                )
+
+    # -- subscriptions ---------------------------------------------------------------------------
+    def _sync_streams(self) -> None:
+        """Create state for new symbols' streams; drop state of removed ones."""
+        wanted: dict[tuple[type, str], tuple[str, str]] = {}
+        datasets = list(dict.fromkeys([*self.config.datasets, "funding"]))
+        type_of = {v: k for k, v in _DATASET_OF.items()}
+        for sym in self.symbols:
+            for ds in datasets:
+                (name,) = self.adapter.stream_names([sym], [ds])
+                wanted[(type_of[ds], sym)] = (name, ds)
+        for key in [k for k in self._streams if k not in wanted]:
+            del self.stats.streams[self._streams.pop(key).stats.stream]
+        src = self._primary.id if self._primary else 0
+        for key, (name, ds) in wanted.items():
+            if key not in self._streams:
+                self._streams[key] = _StreamState(StreamStats(name, ds, key[1]), source=src)
+                self.stats.streams[name] = self._streams[key].stats
+        if "depth" not in self.config.datasets:
+            return
+        cfg = self.config
+        for sym in self.symbols:
+            if sym not in self._books:
+                self._books[sym] = BookSync(
+                    sym, cadence_ms=cfg.depth_cadence_ms, top_n=cfg.depth_top_n
+                )
+        for sym in [s for s in self._books if s not in self.symbols]:
+            del self._books[sym]
+
+    _last_symbols_poll = 0.0
+
+    def _maybe_poll_symbols(self, now: float) -> None:
+        if now - self._last_symbols_poll < self.config.symbols_poll_s:
+            return
+        self._last_symbols_poll = now
+        assert self.symbols_provider is not None
+        try:
+            wanted = sorted({s.upper() for s in self.symbols_provider()})
+        except Exception as exc:  # noqa: BLE001 - keep ingesting the current set
+            log.warning("symbols provider failed: %r", exc)
+            return
+        if wanted and wanted != self.symbols:
+            asyncio.get_running_loop().create_task(self.set_symbols(wanted))
+
+    async def set_symbols(self, symbols: Sequence[str]) -> None:
+        """Resubscribe the live connection to exactly ``symbols`` (others keep streaming)."""
+        new = sorted({s.upper() for s in symbols})
+        added = [s for s in new if s not in self.symbols]
+        removed = [s for s in self.symbols if s not in new]
+        if not added and not removed:
+            return
+        self.symbols = new
+        self._sync_streams()
+        ws = self._primary.ws if self._primary else None
+        if ws is None:
+            return  # the next connection's URL carries the new set
+        # one control frame each: Binance allows 10 incoming messages per second
+        if added:
+            self._request_id += 1
+            await ws.send(
+                self.adapter.subscribe_message(self.stream_names(added), self._request_id)
+            )
+        if removed:
+            self._request_id += 1
+            await ws.send(
+                self.adapter.unsubscribe_message(self.stream_names(removed), self._request_id)
+            )
+
+    # -- heartbeat, shutdown ---------------------------------------------------------------------
+    def snapshot(self) -> dict[str, Any]:
+        """Everything the heartbeat file, the run metadata and the metrics endpoint show."""
+        now = self.now_ms()
+        stale = int(self.config.stale_after_s * 1000)
+        liveness = judge_liveness(self.stats.streams, now, stale, self.connected)
+        if self._stop.is_set():
+            liveness = STOPPED
+        feed_alive = liveness == "alive"
+        ws = self.writer.stats
+        g = self.stats
+        return {
+            "exchange": self.config.exchange,
+            "group": self.config.group,
+            "run_id": self.run_id,
+            "pid": os.getpid(),
+            "written_at": now,
+            "started_at": self._started_ms,
+            "symbols": list(self.symbols),
+            "connected": self.connected,
+            "rotating": self._candidate is not None,
+            "liveness": liveness,
+            "group_stats": {
+                k: getattr(g, k)
+                for k in (
+                    "connections_opened",
+                    "reconnects",
+                    "rotations",
+                    "disconnects",
+                    "dead_letters",
+                    "gaps_recorded",
+                    "unknown_stream_failures",
+                )
+            },
+            "streams": {
+                name: {**s.as_dict(), "status": s.status(now, stale, feed_alive)}
+                for name, s in sorted(g.streams.items())
+            },
+            "books": {
+                sym: {
+                    "synced": b.book.synced,
+                    "last_update_id": b.book.last_update_id,
+                    "resyncs": b.breaks,
+                    "syncs": b.syncs,
+                }
+                for sym, b in sorted(self._books.items())
+            },
+            "writer": {
+                "lines_durable": ws.lines_durable,
+                "dead_letters": ws.dead_letters,
+                "segments_closed": ws.segments_closed,
+                "recovered_segments": ws.recovered_segments,
+                "queue_memory_bytes": self.writer.queue.memory_bytes,
+                "queue_spill_bytes": self.writer.queue.spill_bytes,
+                "spilled_total": self.writer.queue.spilled_total,
+                "latency_p50_ms": ws.latency_quantile(0.5),
+                "latency_p99_ms": ws.latency_quantile(0.99),
+            },
+        }
+
+    def _last_snapshot(self) -> dict[str, Any] | None:
+        return self.last_snapshot
+
+    async def write_heartbeat(self) -> dict[str, Any]:
+        """Take a snapshot on the loop (consistent), write the file off the loop."""
+        snap = self.snapshot()
+        self.last_snapshot = snap
+        cfg = self.config
+        await asyncio.to_thread(hb.write_heartbeat, cfg.landing_path, cfg.exchange, cfg.group, snap)
+        if self.on_heartbeat is not None:
+            self.on_heartbeat(snap)
+        return snap
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            try:
+                await self.write_heartbeat()
+            except Exception as exc:  # noqa: BLE001 - a heartbeat must not kill the ingest
+                log.warning("heartbeat failed: %r", exc)
+            await asyncio.sleep(self.config.heartbeat_interval_s)
+
+    def _record_restart_gap(self) -> None:
+        """If a previous run of this group stopped, its silence until now is a gap per stream."""
+        prev = hb.read_heartbeat(self.config.landing_path, self.config.exchange, self.config.group)
+        if prev is None:
+            return
+        for st in self._streams.values():
+            last = prev.get("streams", {}).get(st.stats.stream, {}).get("last_event_ms")
+            if last is not None:
+                st.outage_from = last
+                st.outage_cause = "writer_restart"
+
+    async def _shutdown(self, heartbeat: asyncio.Task) -> None:
+        self._stop.set()
+        tasks = [c.task for c in (self._primary, self._candidate) if c and c.task]
+        tasks += list(self._snapshot_tasks.values())
+        for t in [*tasks, heartbeat]:
+            t.cancel()
+        await asyncio.gather(*tasks, heartbeat, return_exceptions=True)
+        while self._blocked:
+            await self._drain_blocked()
+        await asyncio.to_thread(self.writer.close)
+        try:
+            await self.write_heartbeat()
+        except Exception as exc:  # noqa: BLE001
+            log.warning("final heartbeat failed: %r", exc)
+        if self._metrics_server is not None:
+            self._metrics_server.shutdown()
+            self._metrics_server.server_close()
+        if self._rest is not None and hasattr(self._rest, "close"):
+            with contextlib.suppress(Exception):
+                self._rest.close()
+
+
+def dumps_snapshot(snapshot: dict[str, Any]) -> bytes:
+    return orjson.dumps(snapshot, option=orjson.OPT_INDENT_2)
+
+
+__all__ = ["DISCONNECTED", "IngestEngine", "dumps_snapshot"]

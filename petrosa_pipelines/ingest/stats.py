@@ -1,0 +1,149 @@
+"""Per-stream ingest statistics, the liveness judgement, and their Prometheus text form.
+
+Liveness tells a dead feed from a quiet market: the 1 s mark-price stream ticks whether or not
+anyone trades, so silent trades with fresh mark prices are a quiet market, and silent mark
+prices mean the feed (connection, exchange or our reader) is dead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+ALIVE = "alive"
+DEAD_FEED = "dead_feed"
+STARTING = "starting"
+DISCONNECTED = "disconnected"
+STOPPED = "stopped"
+
+
+@dataclass
+class StreamStats:
+    """Counters of one stream (e.g. ``btcusdt@aggTrade``); updated on the hot path."""
+
+    stream: str
+    dataset: str
+    symbol: str
+    received: int = 0
+    processed: int = 0
+    duplicates: int = 0
+    failed: int = 0
+    last_message_ms: int | None = None
+    last_event_ms: int | None = None
+    lag_ms: int | None = None
+    lag_ms_max: int = 0
+    lag_ms_sum: int = 0
+    resyncs: int = 0
+    gaps: int = 0
+
+    def status(self, now_ms: int, stale_ms: int, feed_alive: bool) -> str:
+        """ok / quiet (market quiet, feed alive) / dead / waiting (nothing yet)."""
+        if self.last_message_ms is None:
+            return "waiting"
+        if now_ms - self.last_message_ms <= stale_ms:
+            return "ok"
+        return "quiet" if feed_alive else "dead"
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["lag_ms_avg"] = round(self.lag_ms_sum / self.processed, 1) if self.processed else None
+        return d
+
+
+@dataclass
+class GroupStats:
+    """Connection-level counters of one stream group."""
+
+    connections_opened: int = 0
+    reconnects: int = 0
+    rotations: int = 0
+    disconnects: int = 0
+    dead_letters: int = 0
+    gaps_recorded: int = 0
+    unknown_stream_failures: int = 0
+    streams: dict[str, StreamStats] = field(default_factory=dict)
+
+
+def judge_liveness(
+    streams: dict[str, StreamStats], now_ms: int, stale_ms: int, connected: bool
+) -> str:
+    """The group's liveness from its mark-price streams (see module docstring)."""
+    marks = [s for s in streams.values() if s.dataset == "funding"]
+    if not any(s.last_message_ms is not None for s in streams.values()):
+        return STARTING if connected else DISCONNECTED
+    fresh = any(
+        s.last_message_ms is not None and now_ms - s.last_message_ms <= stale_ms for s in marks
+    )
+    if fresh:
+        return ALIVE
+    return DEAD_FEED if connected else DISCONNECTED
+
+
+_COUNTERS = ("received", "processed", "duplicates", "failed", "resyncs", "gaps")
+_GROUP_COUNTERS = (
+    "connections_opened",
+    "reconnects",
+    "rotations",
+    "disconnects",
+    "dead_letters",
+    "gaps_recorded",
+)
+
+
+def prometheus_text(snapshot: dict[str, Any]) -> str:
+    """Prometheus exposition format (text 0.0.4) of a heartbeat snapshot."""
+    g = f'exchange="{snapshot["exchange"]}",group="{snapshot["group"]}"'
+    lines: list[str] = []
+
+    def metric(name: str, kind: str, help_: str, samples: list[tuple[str, float]]) -> None:
+        lines.append(f"# HELP petrosa_ingest_{name} {help_}")
+        lines.append(f"# TYPE petrosa_ingest_{name} {kind}")
+        for labels, value in samples:
+            lines.append(f"petrosa_ingest_{name}{{{labels}}} {value}")
+
+    streams = snapshot["streams"]
+    for c in _COUNTERS:
+        metric(
+            f"messages_{c}_total" if c not in ("resyncs", "gaps") else f"{c}_total",
+            "counter",
+            f"{c} per stream",
+            [(f'{g},stream="{name}"', s[c]) for name, s in streams.items()],
+        )
+    metric(
+        "lag_ms",
+        "gauge",
+        "receipt time minus exchange event time of the last message",
+        [(f'{g},stream="{n}"', s["lag_ms"]) for n, s in streams.items() if s["lag_ms"] is not None],
+    )
+    metric(
+        "last_message_age_seconds",
+        "gauge",
+        "seconds since the stream's last message",
+        [
+            (f'{g},stream="{n}"', round((snapshot["written_at"] - s["last_message_ms"]) / 1000, 3))
+            for n, s in streams.items()
+            if s["last_message_ms"] is not None
+        ],
+    )
+    for c in _GROUP_COUNTERS:
+        metric(f"{c}_total", "counter", c.replace("_", " "), [(g, snapshot["group_stats"][c])])
+    metric("connected", "gauge", "1 when a connection is open", [(g, int(snapshot["connected"]))])
+    metric(
+        "alive",
+        "gauge",
+        "1 when the feed is alive (mark prices fresh)",
+        [(g, int(snapshot["liveness"] == ALIVE))],
+    )
+    w = snapshot["writer"]
+    metric("landed_total", "counter", "lines made durable", [(g, w["lines_durable"])])
+    metric("queue_bytes", "gauge", "bytes waiting in memory", [(g, w["queue_memory_bytes"])])
+    metric("spill_bytes", "gauge", "bytes spilled to disk", [(g, w["queue_spill_bytes"])])
+    for q in ("p50", "p99"):
+        if w.get(f"latency_{q}_ms") is not None:
+            metric(
+                f"durable_latency_{q}_ms",
+                "gauge",
+                f"receipt to durable landing, {q}",
+                [(g, w[f"latency_{q}_ms"])],
+            )
+    return "\n".join(lines) + "\n"

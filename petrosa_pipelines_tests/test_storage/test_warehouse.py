@@ -1,0 +1,358 @@
+"""The warehouse on a real PostgreSQL: versioned schema, atomic idempotent partition loads."""
+
+import datetime as dt
+import threading
+
+import pandas as pd
+import psycopg
+import pytest
+import sqlalchemy as sa
+
+from petrosa_pipelines.storage import pgcopy, warehouse as warehouse_mod
+from petrosa_pipelines.storage.schema import (
+    LATEST_VERSION,
+    SCHEMA,
+    TABLE_SPECS,
+    hypertable_statements,
+    metadata,
+)
+from petrosa_pipelines.storage.warehouse import (
+    PartitionMismatchError,
+    Warehouse,
+    WarehouseError,
+    analytics_to_long,
+    analytics_to_wide,
+    libpq_url,
+    normalise_url,
+)
+from petrosa_pipelines_tests.test_storage import frames
+
+DAY = dt.date(2024, 1, 2)
+START = dt.datetime(2024, 1, 2, tzinfo=dt.UTC)
+END = START + dt.timedelta(days=1)
+
+
+def count(wh, table="trades", where="true"):
+    with wh.engine.connect() as conn:
+        return conn.execute(
+            sa.text(f"select count(*) from {SCHEMA}.{table} where {where}")
+        ).scalar()
+
+
+def read_trades(wh, symbol="BTCUSDT"):
+    return wh.read("trades", exchange="binance", symbols=[symbol], start=START, end=END)
+
+
+# -- schema ---------------------------------------------------------------------------------------
+def test_migrations_are_ordered_recorded_and_idempotent(postgres_db):
+    wh = Warehouse(postgres_db)
+    try:
+        assert wh.version() == 0
+        assert wh.migrate() == LATEST_VERSION
+        assert wh.migrate() == LATEST_VERSION
+        with wh.engine.connect() as conn:
+            rows = conn.execute(
+                sa.text(f"select version, description from {SCHEMA}.schema_version order by 1")
+            ).fetchall()
+        assert [r.version for r in rows] == list(range(1, LATEST_VERSION + 1))
+        assert "skipped: timescaledb extension not available" in rows[-1].description
+    finally:
+        wh.dispose()
+
+
+def test_migrated_database_matches_the_table_definitions(warehouse):
+    """Drift guard: a table change without a migration fails here."""
+    insp = sa.inspect(warehouse.engine)
+    for table in metadata.sorted_tables:
+        db_cols = {c["name"]: c for c in insp.get_columns(table.name, schema=SCHEMA)}
+        assert list(db_cols) == [c.name for c in table.columns], table.name
+        for col in table.columns:
+            assert db_cols[col.name]["nullable"] == col.nullable, (table.name, col.name)
+            assert type(db_cols[col.name]["type"]).__name__ == type(col.type).__name__ or (
+                col.type.compile(dialect=warehouse.engine.dialect)
+                == db_cols[col.name]["type"].compile(dialect=warehouse.engine.dialect)
+            ), (table.name, col.name)
+    uniques = {u["name"] for u in insp.get_unique_constraints("trades", schema=SCHEMA)}
+    assert "uq_trades_natural_key" in uniques
+    assert "ix_trades_symbol_time" in {i["name"] for i in insp.get_indexes("trades", schema=SCHEMA)}
+
+
+def test_newer_database_is_refused(warehouse):
+    with warehouse.engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                f"insert into {SCHEMA}.schema_version values ({LATEST_VERSION + 1}, 'future', now())"
+            )
+        )
+    with pytest.raises(WarehouseError, match="newer than this code"):
+        warehouse.migrate()
+
+
+def test_loading_before_migrating_says_what_to_do(postgres_db):
+    wh = Warehouse(postgres_db)
+    try:
+        with pytest.raises(WarehouseError, match="migrate"):
+            wh.load_partition(
+                "trades", frames.trades(n=3), exchange="binance", symbol="BTCUSDT", day=DAY
+            )
+    finally:
+        wh.dispose()
+
+
+def test_hypertable_ddl_adds_time_to_keys_that_lack_it():
+    trades = hypertable_statements(TABLE_SPECS["trades"])
+    assert "UNIQUE (exchange, symbol, agg_trade_id, trade_time)" in trades[1]
+    assert "create_hypertable('petrosa.trades', 'trade_time'" in trades[-1]
+    assert len(hypertable_statements(TABLE_SPECS["candles"])) == 1
+    assert hypertable_statements(TABLE_SPECS["health"]) == []
+
+
+def test_urls_of_any_driver_become_psycopg3():
+    assert normalise_url("postgresql+psycopg2://u:p@h:5/db") == "postgresql+psycopg://u:p@h:5/db"
+    assert normalise_url("postgresql://h/db") == "postgresql+psycopg://h/db"
+    assert libpq_url("postgresql+psycopg://u:p@h/db") == "postgresql://u:p@h/db"
+    with pytest.raises(WarehouseError):
+        normalise_url("mysql://h/db")
+
+
+# -- loads ----------------------------------------------------------------------------------------
+def test_load_roundtrips_exactly_and_twice_changes_nothing(warehouse):
+    frame = frames.trades(n=2000)
+    first = warehouse.load_partition("trades", frame, exchange="binance", symbol="BTCUSDT", day=DAY)
+    snapshot = read_trades(warehouse)
+    second = warehouse.load_partition(
+        "trades", frame, exchange="binance", symbol="BTCUSDT", day=DAY
+    )
+    assert (first.rows, first.replaced_rows, second.replaced_rows) == (2000, 0, 2000)
+    pd.testing.assert_frame_equal(read_trades(warehouse), snapshot)
+    expected = frame.sort_values(["trade_time", "agg_trade_id"]).reset_index(drop=True)
+    pd.testing.assert_frame_equal(snapshot, expected)
+    assert count(warehouse) == 2000
+    assert warehouse.loaded("trades", exchange="binance", symbols=["BTCUSDT"], days=[DAY]) == {
+        ("BTCUSDT", DAY): 2000
+    }
+
+
+def test_replace_touches_only_its_partition(warehouse):
+    other_day = DAY + dt.timedelta(days=1)
+    load = warehouse.load_partition
+    load("trades", frames.trades(n=100), exchange="binance", symbol="BTCUSDT", day=DAY)
+    load("trades", frames.trades("ETHUSDT", n=50), exchange="binance", symbol="ETHUSDT", day=DAY)
+    load("trades", frames.trades(day=other_day, n=70, first_id=1000), exchange="binance",
+         symbol="BTCUSDT", day=other_day)  # fmt: skip
+    load("trades", frames.trades(n=10, seed=3), exchange="binance", symbol="BTCUSDT", day=DAY)
+    assert count(warehouse, where="symbol='BTCUSDT' and trade_time < '2024-01-03'") == 10
+    assert count(warehouse, where="symbol='ETHUSDT'") == 50
+    assert count(warehouse, where="trade_time >= '2024-01-03'") == 70
+    load("trades", frames.trades(n=0), exchange="binance", symbol="BTCUSDT", day=DAY)
+    assert count(warehouse) == 120
+    assert warehouse.loaded("trades", exchange="binance", symbols=["BTCUSDT"], days=[DAY]) == {
+        ("BTCUSDT", DAY): 0
+    }
+
+
+def test_candle_intervals_are_separate_partitions(warehouse):
+    one_m = frames.candles(n=60)
+    one_h = one_m.iloc[:1].assign(interval="1h")
+    warehouse.load_partition("candles", one_m, exchange="binance", symbol="BTCUSDT", day=DAY)
+    warehouse.load_partition("candles", one_h, exchange="binance", symbol="BTCUSDT", day=DAY)
+    warehouse.load_partition(
+        "candles", one_m.head(5), exchange="binance", symbol="BTCUSDT", day=DAY
+    )
+    assert count(warehouse, "candles", "interval='1m'") == 5
+    assert count(warehouse, "candles", "interval='1h'") == 1
+    back = warehouse.read("candles", exchange="binance", symbols=["BTCUSDT"], start=START, end=END,
+                          qualifier="1m")  # fmt: skip
+    pd.testing.assert_frame_equal(back, one_m.head(5).reset_index(drop=True))
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda f: f.assign(symbol="ETHUSDT"), "symbol='ETHUSDT'"),
+        (lambda f: f.assign(exchange="bybit"), "exchange='bybit'"),
+        (lambda f: f.assign(trade_time=f.trade_time + pd.Timedelta(days=1)), "outside"),
+        (lambda f: f.drop(columns=["price"]), "lacks columns"),
+    ],
+)
+def test_rows_outside_the_partition_are_refused_before_anything_changes(warehouse, mutate, message):
+    warehouse.load_partition(
+        "trades", frames.trades(n=10), exchange="binance", symbol="BTCUSDT", day=DAY
+    )
+    with pytest.raises(PartitionMismatchError, match=message):
+        warehouse.load_partition("trades", mutate(frames.trades(n=5)), exchange="binance",
+                                 symbol="BTCUSDT", day=DAY)  # fmt: skip
+    assert count(warehouse) == 10
+
+
+def test_duplicate_natural_keys_fail_and_keep_the_previous_state(warehouse):
+    warehouse.load_partition(
+        "trades", frames.trades(n=10), exchange="binance", symbol="BTCUSDT", day=DAY
+    )
+    dup = pd.concat([frames.trades(n=5), frames.trades(n=5)], ignore_index=True)
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        warehouse.load_partition("trades", dup, exchange="binance", symbol="BTCUSDT", day=DAY)
+    assert count(warehouse) == 10
+
+
+def test_exception_mid_copy_leaves_previous_state(warehouse, monkeypatch):
+    before = frames.trades(n=3000)
+    warehouse.load_partition("trades", before, exchange="binance", symbol="BTCUSDT", day=DAY)
+    snapshot = read_trades(warehouse)
+    real = pgcopy.encode_frame
+
+    def failing(frame, columns, **kw):
+        for i, chunk in enumerate(real(frame, columns, chunk_rows=500)):
+            if i == 3:
+                raise RuntimeError("injected mid-COPY")
+            yield chunk
+
+    monkeypatch.setattr(warehouse_mod.pgcopy, "encode_frame", failing)
+    with pytest.raises(RuntimeError, match="injected"):
+        warehouse.load_partition("trades", frames.trades(n=3000, seed=9), exchange="binance",
+                                 symbol="BTCUSDT", day=DAY)  # fmt: skip
+    pd.testing.assert_frame_equal(read_trades(warehouse), snapshot)
+    assert warehouse.loaded("trades", exchange="binance", symbols=["BTCUSDT"], days=[DAY]) == {
+        ("BTCUSDT", DAY): 3000
+    }
+
+
+def test_connection_killed_mid_copy_leaves_previous_state(warehouse, monkeypatch, postgres_db):
+    warehouse.load_partition(
+        "trades", frames.trades(n=1000), exchange="binance", symbol="BTCUSDT", day=DAY
+    )
+    snapshot = read_trades(warehouse)
+    real = pgcopy.encode_frame
+
+    def killed(frame, columns, **kw):
+        for i, chunk in enumerate(real(frame, columns, chunk_rows=200)):
+            if i == 2:  # the COPY is under way: terminate this backend from outside
+                with psycopg.connect(libpq_url(postgres_db), autocommit=True) as admin:
+                    admin.execute(
+                        "select pg_terminate_backend(pid) from pg_stat_activity "
+                        "where datname = current_database() and query ilike 'COPY%%' "
+                        "and pid <> pg_backend_pid()"
+                    )
+            yield chunk
+
+    monkeypatch.setattr(warehouse_mod.pgcopy, "encode_frame", killed)
+    with pytest.raises((psycopg.OperationalError, sa.exc.OperationalError, sa.exc.DBAPIError)):
+        warehouse.load_partition("trades", frames.trades(n=1000, seed=4), exchange="binance",
+                                 symbol="BTCUSDT", day=DAY)  # fmt: skip
+    monkeypatch.undo()
+    pd.testing.assert_frame_equal(read_trades(warehouse), snapshot)
+    # the pool recovers: the next load works
+    warehouse.load_partition(
+        "trades", frames.trades(n=7), exchange="binance", symbol="BTCUSDT", day=DAY
+    )
+    assert count(warehouse) == 7
+
+
+def test_concurrent_loads_of_different_partitions(warehouse):
+    symbols = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT"]
+    errors = []
+
+    def load(i, sym):
+        try:
+            for k, day in enumerate((DAY, DAY + dt.timedelta(days=1))):
+                frame = frames.trades(sym, day, n=500 + i, seed=i, first_id=1 + 10_000 * k)
+                warehouse.load_partition("trades", frame, exchange="binance", symbol=sym, day=day)
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=load, args=(i, s)) for i, s in enumerate(symbols)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    for i, sym in enumerate(symbols):
+        assert count(warehouse, where=f"symbol='{sym}'") == 2 * (500 + i)
+    assert (
+        count(warehouse) == count(warehouse, where="true") == sum(2 * (500 + i) for i in range(4))
+    )
+
+
+def test_concurrent_loads_of_the_same_partition_serialise(warehouse):
+    variants = [frames.trades(n=300 + 100 * i, seed=i) for i in range(4)]
+    errors = []
+
+    def load(frame):
+        try:
+            warehouse.load_partition("trades", frame, exchange="binance", symbol="BTCUSDT", day=DAY)
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=load, args=(f,)) for f in variants]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert count(warehouse) in {len(f) for f in variants}  # exactly one whole load, never a mix
+    assert count(warehouse) == len(read_trades(warehouse).drop_duplicates("agg_trade_id"))
+
+
+def test_readers_never_see_half_a_partition(warehouse):
+    small, large = frames.trades(n=1000), frames.trades(n=5000, seed=2)
+    warehouse.load_partition("trades", small, exchange="binance", symbol="BTCUSDT", day=DAY)
+    seen, stop = set(), threading.Event()
+
+    def poll():
+        while not stop.is_set():
+            seen.add(count(warehouse))
+
+    reader = threading.Thread(target=poll)
+    reader.start()
+    try:
+        for i in range(6):
+            warehouse.load_partition("trades", large if i % 2 == 0 else small, exchange="binance",
+                                     symbol="BTCUSDT", day=DAY)  # fmt: skip
+    finally:
+        stop.set()
+        reader.join()
+    assert seen <= {1000, 5000} and seen
+
+
+# -- analytics and health --------------------------------------------------------------------------
+def test_analytics_long_and_back(warehouse):
+    ts = pd.date_range("2024-01-02", periods=24, freq="h", tz="UTC")
+    wide = pd.DataFrame({"ts": ts, "parkinson": [0.01 * i for i in range(24)], "yang_zhang": 0.5})
+    wide.loc[3, "parkinson"] = float("nan")
+    report = warehouse.load_analytics(
+        "volatility", wide, exchange="binance", symbol="BTCUSDT", day=DAY
+    )
+    assert report.rows == 48
+    long = warehouse.read("analytics", exchange="binance", symbols=["BTCUSDT"], start=START,
+                          end=END, qualifier="volatility")  # fmt: skip
+    back = analytics_to_wide(long)
+    assert list(back.columns) == ["symbol", "ts", "parkinson", "yang_zhang"]
+    pd.testing.assert_series_equal(back["parkinson"], wide["parkinson"], check_names=False)
+    assert (back["ts"].to_numpy() == wide["ts"].astype("datetime64[ms, UTC]").to_numpy()).all()
+
+
+def test_analytics_without_a_time_column_is_refused():
+    with pytest.raises(WarehouseError, match="time_column"):
+        analytics_to_long("x", pd.DataFrame({"v": [1.0]}), exchange="binance", symbol="BTCUSDT")
+
+
+def test_health_rows_load_with_json_details(warehouse):
+    health = pd.DataFrame(
+        {
+            "exchange": "binance",
+            "symbol": "BTCUSDT",
+            "dataset": ["trades", "candles"],
+            "day": pd.Timestamp("2024-01-02", tz="UTC"),
+            "score": [0.99, 1.0],
+            "completeness": [0.98, 1.0],
+            "validity": [1.0, 1.0],
+            "consistency": [1.0, None],
+            "freshness": [0.9, 1.0],
+            "details": ['{"gaps": 2}', '{"gaps": 0}'],
+            "evaluated_at": pd.Timestamp("2024-01-03T00:05", tz="UTC"),
+        }
+    )
+    warehouse.load_partition("health", health, exchange="binance", symbol="BTCUSDT", day=DAY)
+    back = warehouse.read("health", exchange="binance", symbols=["BTCUSDT"], start=START, end=END)
+    assert sorted(back["dataset"]) == ["candles", "trades"]
+    assert back.set_index("dataset").loc["trades", "details"] == {"gaps": 2}

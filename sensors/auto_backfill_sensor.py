@@ -1,0 +1,289 @@
+"""Auto-backfill: re-materialise exactly the partitions the gap ledger or a failed gap check
+names, within limits that are settings (minimum gap, concurrent runs, cooldown, attempts).
+
+Re-materialising a partition refills it from the archive or REST (``market_data.fill``) and
+re-runs its checks in the same run, so a closed gap turns the check green. Gaps that history
+cannot fill (depth: Binance publishes no order-book history) are marked unrecoverable at once;
+any other gap becomes unrecoverable after ``max_attempts`` and is never retried again. Both are
+recorded as asset observations so the UI shows them on the partition.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import dagster as dg
+
+from petrosa_pipelines.checks.records import FAILED, latest_by_partition, latest_record
+from petrosa_pipelines.checks.settings import BackfillSettings, backfill_settings
+from petrosa_pipelines.lib.timeutil import DAY_MS, day_window_ms
+from petrosa_pipelines.market_data.partitions import PARTITIONS_START, SYMBOLS_PARTITIONS_NAME
+
+AUTO_BACKFILL_TAG = "petrosa/auto_backfill"
+DATASETS = ("trades", "candles", "depth", "funding")
+#: check name per dataset whose failure means "rows are missing", and the metadata key giving
+#: the missing time (trade-id gaps always qualify: any missing id is lost data)
+GAP_CHECKS = {
+    "candles": ("candles_complete", "missing_ms"),
+    "trades": ("trades_id_continuous", None),
+    "funding": ("funding_interval_respected", None),
+    "depth": ("depth_coverage", "uncovered_ms"),
+}
+ACTIVE = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+    dg.DagsterRunStatus.CANCELING,
+]
+
+
+def market_key(dataset: str) -> dg.AssetKey:
+    return dg.AssetKey(["market_data", dataset])
+
+
+@dataclass(frozen=True)
+class GapTarget:
+    """A (dataset, partition) that needs a refill, why, and how much is missing."""
+
+    dataset: str
+    partition: str
+    reason: str  # ledger:<cause> | check:<name>
+    gap_ms: int
+    #: when the evidence appeared (ledger recorded_at / check evaluation time), epoch s
+    seen_at: float
+
+    @property
+    def key(self) -> str:
+        return f"{self.dataset}|{self.partition}"
+
+
+# ------------------------------------------------------------------------------------- evidence
+def ledger_targets(
+    gaps: Iterable[Any], symbols: Sequence[str], lookback_start_ms: int
+) -> list[GapTarget]:
+    """Gap-ledger entries split into symbol-day partitions (``*`` = every symbol/dataset)."""
+    out = []
+    first_day_ms = day_window_ms(dt.date.fromisoformat(PARTITIONS_START))[0]
+    for g in gaps:
+        lo = max(g.start_ms, lookback_start_ms, first_day_ms)
+        syms = symbols if g.symbol == "*" else [g.symbol.upper()]
+        dsets = DATASETS if g.dataset == "*" else [g.dataset]
+        day_start = lo - lo % DAY_MS
+        while day_start < g.end_ms:
+            span = min(g.end_ms, day_start + DAY_MS) - max(lo, day_start)
+            day = dt.datetime.fromtimestamp(day_start / 1000, tz=dt.UTC).date().isoformat()
+            for ds in dsets:
+                for sym in syms:
+                    out.append(
+                        GapTarget(
+                            ds, f"{day}|{sym}", f"ledger:{g.cause}", span, g.recorded_at / 1000
+                        )
+                    )
+            day_start += DAY_MS
+    return out
+
+
+def check_targets(instance: dg.DagsterInstance, first_day: dt.date) -> list[GapTarget]:
+    """Partitions whose latest gap check FAILED (within the lookback)."""
+    out = []
+    for dataset, (check, size_key) in GAP_CHECKS.items():
+        key = dg.AssetCheckKey(market_key(dataset), check)
+        for pk, status in latest_by_partition(instance, key).items():
+            if status != FAILED or pk[:10] < first_day.isoformat():
+                continue
+            rec = latest_record(instance, key, pk)
+            if rec is None:
+                continue
+            gap = int(rec.metadata.get(size_key, 0)) if size_key else None
+            out.append(
+                GapTarget(
+                    dataset, pk, f"check:{check}", gap if gap is not None else -1, rec.timestamp
+                )
+            )
+    return out
+
+
+# ------------------------------------------------------------------------------------- planning
+@dataclass
+class Plan:
+    requests: list[GapTarget]
+    unrecoverable: list[tuple[GapTarget, str]]
+    skipped: dict[str, int]
+
+
+def plan_backfill(
+    targets: Iterable[GapTarget],
+    state: dict[str, dict],
+    active_runs: int,
+    now: float,
+    settings: BackfillSettings,
+) -> Plan:
+    """Which targets get a run now; updates ``state`` (attempts, last attempt, unrecoverable).
+
+    A target is new evidence only if it appeared after the last attempt on that partition:
+    the ledger is append-only, so an entry already acted on must not trigger again; a check
+    that fails again after the refill does.
+    """
+    merged: dict[str, GapTarget] = {}
+    for t in targets:
+        prev = merged.get(t.key)
+        if prev is not None:  # one run repairs all gaps of a partition: keep the largest
+            size = -1 if -1 in (t.gap_ms, prev.gap_ms) else max(t.gap_ms, prev.gap_ms)
+            t = replace(t, gap_ms=size, seen_at=max(t.seen_at, prev.seen_at))
+        merged[t.key] = t
+    plan = Plan([], [], {})
+
+    def skip(why: str) -> None:
+        plan.skipped[why] = plan.skipped.get(why, 0) + 1
+
+    slots = max(settings.max_concurrent_runs - active_runs, 0)
+    for t in sorted(merged.values(), key=lambda t: (t.partition, t.dataset)):
+        entry = state.setdefault(t.key, {"attempts": 0, "last_attempt": 0.0})
+        if entry.get("unrecoverable"):
+            skip("unrecoverable")
+            continue
+        if t.seen_at <= entry["last_attempt"]:
+            skip("already attempted")
+            continue
+        if t.dataset in settings.unrecoverable_datasets:
+            entry["unrecoverable"] = f"no history exists for {t.dataset}"
+            plan.unrecoverable.append((t, entry["unrecoverable"]))
+            continue
+        if 0 <= t.gap_ms < settings.min_gap_s * 1000:
+            skip("below minimum gap")
+            continue
+        if now - entry["last_attempt"] < settings.cooldown_s:
+            skip("cooling down")
+            continue
+        if entry["attempts"] >= settings.max_attempts:
+            entry["unrecoverable"] = f"still missing after {entry['attempts']} attempts"
+            plan.unrecoverable.append((t, entry["unrecoverable"]))
+            continue
+        if len(plan.requests) >= slots:
+            skip("max concurrent runs")
+            continue
+        entry["attempts"] += 1
+        entry["last_attempt"] = now
+        plan.requests.append(t)
+    return plan
+
+
+def run_request(
+    t: GapTarget, attempt: int, settings: BackfillSettings, check_keys: Sequence[dg.AssetCheckKey]
+) -> dg.RunRequest:
+    """Re-materialise one dataset partition and re-run its checks in the same run."""
+    key = market_key(t.dataset)
+    op_name = "__".join(key.path)
+    return dg.RunRequest(
+        run_key=f"autobackfill:{t.key}:{attempt}",
+        partition_key=t.partition,
+        asset_selection=[key],
+        asset_check_keys=[k for k in check_keys if k.asset_key == key],
+        run_config={"ops": {op_name: {"config": {"dedup_keep": settings.dedup_keep}}}},
+        tags={
+            AUTO_BACKFILL_TAG: "true",
+            "petrosa/dataset": t.dataset,
+            "petrosa/attempt": str(attempt),
+            "petrosa/reason": t.reason,
+        },
+    )
+
+
+def _ledger(root: str | None, exchange: str, start_ms: int, end_ms: int) -> list[Any]:
+    if not root:
+        return []
+    from petrosa_pipelines.landing import LandingStore
+
+    return LandingStore(root).gaps(exchange, start_ms, end_ms)
+
+
+def _landing_root() -> tuple[str, str]:
+    from petrosa_pipelines.settings import from_env
+
+    s = from_env()
+    return s.landing_path, s.exchange
+
+
+def build_auto_backfill_sensor(
+    settings: Callable[[], BackfillSettings] = backfill_settings,
+    landing: Callable[[], tuple[str | None, str]] = _landing_root,
+    gap_reader: Callable[[str | None, str, int, int], list[Any]] = _ledger,
+    clock: Callable[[], float] = time.time,
+    minimum_interval_seconds: int = 60,
+) -> dg.SensorDefinition:
+    """The sensor; factory arguments let tests inject a fake ledger, settings and a clock."""
+
+    @dg.sensor(
+        name="auto_backfill_sensor",
+        target=dg.AssetSelection.assets(*(market_key(d) for d in DATASETS)),
+        minimum_interval_seconds=minimum_interval_seconds,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Re-materialise partitions named by the gap ledger or a failed gap check.",
+    )
+    def _auto_backfill(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+        cfg = settings()
+        now = clock()
+        state = json.loads(context.cursor) if context.cursor else {}
+        first_day = dt.datetime.fromtimestamp(now, tz=dt.UTC).date() - dt.timedelta(
+            days=cfg.lookback_days
+        )
+        start_ms = day_window_ms(first_day)[0]
+        root, exchange = landing()
+        symbols = context.instance.get_dynamic_partitions(SYMBOLS_PARTITIONS_NAME)
+        targets = check_targets(context.instance, first_day)
+        try:
+            gaps = gap_reader(root, exchange, start_ms, int(now * 1000))
+        except Exception as exc:  # noqa: BLE001 - the failed checks still get repaired
+            context.log.warning(f"gap ledger unreadable: {type(exc).__name__}: {exc}")
+            gaps = []
+        targets += [
+            t
+            for t in ledger_targets(gaps, symbols, start_ms)
+            if t.partition.split("|")[1] in symbols
+        ]
+        active = len(
+            context.instance.get_run_ids(
+                dg.RunsFilter(tags={AUTO_BACKFILL_TAG: "true"}, statuses=ACTIVE), limit=1000
+            )
+        )
+        plan = plan_backfill(targets, state, active, now, cfg)
+        check_keys = list(context.repository_def.asset_graph.asset_check_keys)
+        requests = [
+            run_request(t, state[t.key]["attempts"], cfg, check_keys) for t in plan.requests
+        ]
+        events = [
+            dg.AssetObservation(
+                market_key(t.dataset),
+                partition=t.partition,
+                metadata={"unrecoverable_gap": why, "reason": t.reason},
+            )
+            for t, why in plan.unrecoverable
+        ]
+        for t, why in plan.unrecoverable:
+            context.log.warning(f"gap in {t.key} marked unrecoverable: {why}")
+        return dg.SensorResult(
+            run_requests=requests,
+            asset_events=events,
+            cursor=json.dumps(state),
+            skip_reason=None if requests else f"nothing to backfill ({plan.skipped})",
+        )
+
+    return _auto_backfill
+
+
+auto_backfill_sensor = build_auto_backfill_sensor()
+
+__all__ = [
+    "GapTarget",
+    "auto_backfill_sensor",
+    "build_auto_backfill_sensor",
+    "check_targets",
+    "ledger_targets",
+    "plan_backfill",
+]
