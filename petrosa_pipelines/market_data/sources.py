@@ -68,19 +68,39 @@ _REST_METHODS = {"candles": "klines", "trades": "agg_trades", "funding": "fundin
 
 
 class RestSource(HistorySource):
-    """REST history for exactly the missing ranges; each answered range is confirmed."""
+    """REST history for exactly the missing ranges; each answered range is confirmed.
+
+    ``reach_ms`` is how far back the endpoint answers: Binance's aggTrades time queries only
+    reach recent hours and answer ``[]`` beyond, which must not pass for a quiet market. Ranges
+    older than the reach are neither asked for nor confirmed; they stay missing.
+    """
 
     name = Source.REST.value
 
-    def __init__(self, client: Any, dataset: str):
-        self.client, self.dataset = client, dataset
+    def __init__(self, client: Any, dataset: str, reach_ms: int | None = None):
+        self.client, self.dataset, self.reach_ms = client, dataset, reach_ms
+
+    def reachable(self, window: PartitionWindow, missing: list[Range]) -> list[Range]:
+        if self.reach_ms is None:
+            return list(missing)
+        oldest = window.now_ms - self.reach_ms
+        return [(max(s, oldest), e) for s, e in missing if e > oldest]
+
+    def available(self, window: PartitionWindow) -> bool:
+        return self.reach_ms is None or window.end_ms > window.now_ms - self.reach_ms
 
     def fetch(self, window: PartitionWindow, missing: list[Range]) -> SourceAnswer:
         method = getattr(self.client, _REST_METHODS[self.dataset])
-        frames = [method(window.symbol, start, end) for start, end in missing]
+        ranges = self.reachable(window, missing)
+        frames = [method(window.symbol, start, end) for start, end in ranges]
         frames = [f for f in frames if f is not None and not f.empty]
         frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-        return SourceAnswer(frame=_without_receipt_time(frame), confirmed=list(missing))
+        return SourceAnswer(frame=_without_receipt_time(frame), confirmed=ranges)
+
+
+#: how far back REST time queries reach, per dataset (None: any time). Binance USD-M aggTrades
+#: by time only reach the last ~24 h (REFERENCE.md 4.3); deeper history comes from archives.
+REST_REACH_MS = {"trades": 24 * 3_600_000}
 
 
 def sources_for(
@@ -98,5 +118,5 @@ def sources_for(
     if archive is not None:
         out.append(ArchiveSource(archive, dataset))
     if rest is not None:
-        out.append(RestSource(rest, dataset))
+        out.append(RestSource(rest, dataset, REST_REACH_MS.get(dataset)))
     return out

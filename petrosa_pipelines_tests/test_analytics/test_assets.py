@@ -82,7 +82,7 @@ def lake(tmp_path, dagster_instance):
 
 
 def run(io, instance, keys, partition_key):
-    result = dg.materialize([*UPSTREAM, *(BY_KEY[k] for k in keys)], partition_key=partition_key,
+    result = dg.materialize([*UPSTREAM, *ANALYTICS_ASSETS], partition_key=partition_key,
                             instance=instance, resources={"io_manager": io},
                             selection=dg.AssetSelection.assets(*keys))
     assert result.success

@@ -267,7 +267,7 @@ def test_freshness_of_open_and_closed_partitions(maintenance_day):
     now = START + 120 * MINUTE_MS
     stale = maintenance_day.iloc[:100]  # 20 minutes behind at 02:00
     o = freshness(stale, "open_time", START, END, now, lag)
-    assert not o.passed and o.counts["lag_s"] == 19 * 60 and 0 < o.quality < 1
+    assert not o.passed and o.counts["lag_s"] == 20 * 60 and 0 < o.quality < 1
     assert freshness(maintenance_day.iloc[:0], "open_time", START, END, now, lag).quality == 0
 
 

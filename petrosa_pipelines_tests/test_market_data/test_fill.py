@@ -160,3 +160,27 @@ def test_funding_needs_each_settlement_with_tolerance():
     assert spec.expected_times(CLOSED) == [START, START + 8 * 3_600_000, START + 16 * 3_600_000]
     with pytest.raises(ValueError, match="interval_hours"):
         FundingSpec(3)
+
+
+def test_rest_beyond_its_reach_confirms_nothing():
+    """aggTrades REST answers [] for old windows: that must stay a gap, not a quiet market."""
+    from petrosa_pipelines.market_data.sources import RestSource
+
+    class EmptyRest:
+        def __init__(self):
+            self.calls = []
+
+        def agg_trades(self, symbol, start, end):
+            self.calls.append((start, end))
+            return trades([], [])
+
+    now = START + DAY_MS + 6 * 3_600_000  # 06:00 the next day: reach covers from 06:00 today
+    window = PartitionWindow(day=DAY, symbol="BTCUSDT", now_ms=now)
+    client = EmptyRest()
+    result = fill_partition(TradesSpec(), window, [RestSource(client, "trades", 24 * 3_600_000)])
+    assert client.calls == [(START + 6 * 3_600_000, START + DAY_MS)]
+    assert result.missing == [(START, START + 6 * 3_600_000)]
+    old = PartitionWindow(day=DAY, symbol="BTCUSDT", now_ms=START + 5 * DAY_MS)
+    client = EmptyRest()
+    result = fill_partition(TradesSpec(), old, [RestSource(client, "trades", 24 * 3_600_000)])
+    assert client.calls == [] and result.missing == [(START, START + DAY_MS)]

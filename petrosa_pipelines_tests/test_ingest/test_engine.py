@@ -1,0 +1,236 @@
+"""The ingest engine end to end against the local exchange, with faults."""
+
+from __future__ import annotations
+
+import asyncio
+import urllib.request
+from collections import defaultdict
+
+import orjson
+import pytest
+
+from petrosa_pipelines.ingest import IngestEngine
+from petrosa_pipelines.ingest.heartbeat import read_heartbeat
+from petrosa_pipelines.landing import LandingStore
+from petrosa_pipelines.landing.writer import WriterConfig
+from petrosa_pipelines.local_exchange.faults import MALFORMED_SAMPLES
+from petrosa_pipelines_tests.test_ingest.conftest import make_config, run_engine
+
+POSITION = {"aggTrade": "a", "depthUpdate": "u", "kline": "E", "markPriceUpdate": "E"}
+DATASET = {"aggTrade": "trades", "depthUpdate": "depth", "kline": "candles",
+           "markPriceUpdate": "funding"}  # fmt: skip
+
+
+def _landed(root, t0, t1):
+    """stream -> list of landed data payloads (in landing order)."""
+    out = defaultdict(list)
+    for _, payload in LandingStore(root).iter_lines("binance", t0, t1):
+        if payload[:1] == b"!":
+            continue
+        msg = orjson.loads(payload)
+        out[msg["stream"]].append(msg["data"])
+    return out
+
+
+def _check_against_exchange(ex, root, t0, t1, *, allow_gaps: bool):
+    """Landed == what the exchange sent, de-duplicated; anything missing lies in a gap entry.
+
+    Returns {stream: number missing}.
+    """
+    store = LandingStore(root)
+    landed = _landed(root, t0, t1)
+    assert landed, "nothing landed"
+    missing_by_stream = {}
+    for stream, msgs in landed.items():
+        kind = msgs[0]["e"]
+        key = POSITION[kind]
+        positions = [m[key] for m in msgs]
+        assert len(positions) == len(set(positions)), f"duplicates landed in {stream}"
+        lo, hi = min(m["E"] for m in msgs), max(m["E"] for m in msgs)
+        expected = {
+            e[key]: e for e in ex.stream_events(stream, lo - 1_000, hi + 1_000) if lo <= e["E"] <= hi
+        }
+        for m in msgs:  # every landed message is exactly what the exchange generated
+            assert expected.get(m[key]) == m, (stream, m)
+        missing = [e for p, e in expected.items() if p not in set(positions)]
+        missing_by_stream[stream] = len(missing)
+        if not missing:
+            continue
+        assert allow_gaps, (stream, missing[:3])
+        if kind in ("aggTrade", "depthUpdate"):  # ids make a drop detectable: it must be a gap
+            gaps = store.gaps("binance", lo - 60_000, hi + 60_000, DATASET[kind],
+                              msgs[0]["s"])  # fmt: skip
+            for e in missing:
+                t = e["T"] if kind == "aggTrade" else e["E"]
+                assert any(g.start_ms <= t <= g.end_ms for g in gaps), (stream, e, gaps)
+    return missing_by_stream
+
+
+def test_rotation_every_second_loses_and_duplicates_nothing(exchange, tmp_path):
+    cfg = make_config(exchange, tmp_path, max_connection_age_s=0.6, rotation_overlap_s=2.0)
+    engine = IngestEngine(cfg, clock_ms=exchange.clock.now_ms)
+    t0 = exchange.clock.now_ms()
+
+    async def scenario(e):
+        await asyncio.sleep(4.0)
+
+    run_engine(engine, scenario)
+    t1 = exchange.clock.now_ms()
+    assert engine.stats.rotations >= 3
+    assert engine.stats.disconnects == 0
+    missing = _check_against_exchange(exchange, tmp_path, t0, t1, allow_gaps=False)
+    assert set(missing.values()) == {0}
+    trades = LandingStore(tmp_path).read_frame("binance", "trades", "BTCUSDT", t0, t1)
+    ids = trades["agg_trade_id"].tolist()
+    assert len(ids) > 50 and ids == list(range(ids[0], ids[0] + len(ids)))
+    assert LandingStore(tmp_path).gaps("binance", t0, t1) == []
+    assert sum(s.duplicates for s in engine.stats.streams.values()) > 0  # overlap happened
+
+
+def test_faults_disconnects_duplicates_drops_malformed(exchange, tmp_path):
+    cfg = make_config(exchange, tmp_path, max_connection_age_s=1.5, rotation_overlap_s=2.0)
+    engine = IngestEngine(cfg, clock_ms=exchange.clock.now_ms)
+    faults = exchange.faults
+    t0 = exchange.clock.now_ms()
+
+    async def scenario(e):
+        faults.duplicate_probability = 0.05
+        faults.malformed_probability = 0.02
+        await asyncio.sleep(1.5)
+        faults.disconnect_now()
+        await asyncio.sleep(1.0)
+        faults.drop_probability = 0.02
+        await asyncio.sleep(1.5)
+        faults.drop_probability = 0.0
+        faults.disconnect_every_n_messages = 400
+        await asyncio.sleep(1.5)
+        faults.clear()
+        await asyncio.sleep(1.0)
+
+    run_engine(engine, scenario)
+    t1 = exchange.clock.now_ms()
+    store = LandingStore(tmp_path)
+    st = engine.stats
+    assert st.disconnects >= 2 and st.reconnects >= 2
+    _check_against_exchange(exchange, tmp_path, t0, t1, allow_gaps=True)
+    assert sum(s.duplicates for s in st.streams.values()) > 0
+    # each malformed frame is in the dead-letter store with a reason, nothing else is
+    day = __import__("datetime").date(2024, 1, 3)
+    dead = store.dead_letters("binance", day)
+    assert len(dead) == st.dead_letters > 0
+    assert all(d.raw in MALFORMED_SAMPLES and d.reason and d.field for d in dead)
+    assert {d.reason.split(":")[0] for d in dead} >= {"not subscribed"}
+    gaps = store.gaps("binance", t0, t1 + 60_000)
+    causes = {g.cause for g in gaps}
+    assert "disconnect" in causes and ("id_gap" in causes or "sequence_break" in causes)
+    # books resynced after every break and the run ended in sync
+    hb = read_heartbeat(tmp_path, "binance", "g1")
+    assert hb["liveness"] == "stopped"
+    assert all(b["synced"] for b in hb["books"].values())
+
+
+def test_restart_resumes_and_records_the_outage(exchange, tmp_path):
+    cfg = make_config(exchange, tmp_path, datasets=("trades",))
+
+    async def short(e):
+        await asyncio.sleep(1.0)
+
+    first = run_engine(IngestEngine(cfg, clock_ms=exchange.clock.now_ms), short)
+    between = exchange.clock.now_ms()
+    second = run_engine(IngestEngine(cfg, clock_ms=exchange.clock.now_ms), short)
+    assert first.writer.stats.lines_durable > 0 and second.writer.stats.lines_durable > 0
+    store = LandingStore(tmp_path)
+    gaps = store.gaps("binance", between - 60_000, exchange.clock.now_ms(), "trades", "BTCUSDT")
+    assert [g.cause for g in gaps] == ["writer_restart"]
+    assert gaps[0].start_ms < between < gaps[0].end_ms
+
+
+def test_book_samples_match_the_rebuild_from_landing(exchange, tmp_path):
+    cfg = make_config(exchange, tmp_path, datasets=("depth",), depth_top_n=5,
+                      book_checkpoint_s=0.7)  # fmt: skip
+    samples = []
+
+    class Recording(IngestEngine):
+        def _samples(self, s):
+            samples.extend(s)
+            super()._samples(s)
+
+    engine = Recording(cfg, clock_ms=exchange.clock.now_ms)
+
+    async def scenario(e):
+        await asyncio.sleep(1.5)
+        exchange.faults.drop_probability = 0.05  # pu breaks: resync from REST
+        await asyncio.sleep(0.8)
+        exchange.faults.drop_probability = 0.0
+        await asyncio.sleep(1.5)
+
+    run_engine(engine, scenario)
+    assert engine._books["BTCUSDT"].breaks >= 1 and engine._books["BTCUSDT"].syncs >= 2
+    eng = [s for s in samples if s.symbol == "BTCUSDT"]
+    t0, t1 = eng[0].snapshot_time, eng[-1].snapshot_time + 1
+    rebuilt = list(LandingStore(tmp_path, depth_top_n=5).depth_samples("binance", "BTCUSDT", t0, t1))
+    assert len(eng) > 20
+    assert [(s.snapshot_time, s.last_update_id, s.bids, s.asks) for s in rebuilt] == [
+        (s.snapshot_time, s.last_update_id, s.bids, s.asks) for s in eng
+    ]
+    frame = LandingStore(tmp_path, depth_top_n=5).read_frame("binance", "depth", "BTCUSDT", t0, t1)
+    assert frame["snapshot_time"].nunique() == len(eng)
+    # a window starting after the first checkpoint rebuilds without the REST snapshot
+    mid = eng[len(eng) // 2].snapshot_time
+    later = list(LandingStore(tmp_path, depth_top_n=5).depth_samples("binance", "BTCUSDT", mid, t1))
+    assert later and later[0].snapshot_time <= mid + 1000
+
+
+def test_symbols_added_at_runtime_without_disturbing_others(exchange, tmp_path):
+    cfg = make_config(exchange, tmp_path, datasets=("trades",), metrics_port=0)
+    engine = IngestEngine(cfg, clock_ms=exchange.clock.now_ms)
+    t0 = exchange.clock.now_ms()
+    scraped = {}
+
+    async def scenario(e):
+        await asyncio.sleep(1.2)
+        await e.set_symbols(["BTCUSDT", "ETHUSDT", "SOLUSDT"])
+        await asyncio.sleep(1.2)
+        await e.set_symbols(["BTCUSDT", "SOLUSDT"])
+        await asyncio.sleep(1.2)
+        url = f"http://127.0.0.1:{e.metrics_port}/metrics"
+        scraped["text"] = await asyncio.to_thread(
+            lambda: urllib.request.urlopen(url, timeout=5).read().decode()
+        )
+
+    run_engine(engine, scenario)
+    t1 = exchange.clock.now_ms()
+    assert engine.stats.reconnects == 0
+    store = LandingStore(tmp_path)
+    btc = store.read_frame("binance", "trades", "BTCUSDT", t0, t1)["agg_trade_id"].tolist()
+    assert btc == list(range(btc[0], btc[0] + len(btc)))  # undisturbed
+    assert not store.read_frame("binance", "trades", "SOLUSDT", t0, t1).empty
+    assert store.gaps("binance", t0, t1) == []
+    text = scraped["text"]
+    assert 'petrosa_ingest_messages_processed_total{exchange="binance",group="g1",' in text
+    assert "petrosa_ingest_alive" in text
+
+
+@pytest.mark.parametrize("memory", [4_000])
+def test_slow_writer_spills_and_lands_everything(exchange, tmp_path, memory):
+    cfg = make_config(exchange, tmp_path, datasets=("trades", "depth"),
+                      writer=WriterConfig(max_memory_bytes=memory))  # fmt: skip
+    engine = IngestEngine(cfg, clock_ms=exchange.clock.now_ms)
+    real_write = engine.writer._write_batch
+
+    def slow_write(batch):
+        import time
+
+        time.sleep(0.05)  # a slow disk
+        real_write(batch)
+
+    engine.writer._write_batch = slow_write
+    t0 = exchange.clock.now_ms()
+
+    async def scenario(e):
+        await asyncio.sleep(2.0)
+
+    run_engine(engine, scenario)
+    assert engine.writer.queue.spilled_total > 0
+    assert engine.writer.queue.peak_memory_bytes <= memory
+    _check_against_exchange(exchange, tmp_path, t0, exchange.clock.now_ms(), allow_gaps=False)
