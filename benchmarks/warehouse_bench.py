@@ -74,18 +74,26 @@ def candles_month() -> list[tuple[dt.date, pd.DataFrame]]:
         c = np.round(o + rng.normal(0, 5, 1440), 1)
         frame = pd.DataFrame(
             {
-                "exchange": "binance", "symbol": "BTCUSDT", "interval": "1m",
+                "exchange": "binance",
+                "symbol": "BTCUSDT",
+                "interval": "1m",
                 "open_time": pd.to_datetime(start + np.arange(1440) * 60_000, unit="ms", utc=True),
-                "close_time": pd.to_datetime(start + np.arange(1440) * 60_000 + 59_999, unit="ms",
-                                             utc=True),
-                "open": o, "high": np.maximum(o, c) + 1, "low": np.minimum(o, c) - 1, "close": c,
-                "volume": rng.uniform(1, 100, 1440), "quote_volume": rng.uniform(1e4, 1e6, 1440),
+                "close_time": pd.to_datetime(
+                    start + np.arange(1440) * 60_000 + 59_999, unit="ms", utc=True
+                ),
+                "open": o,
+                "high": np.maximum(o, c) + 1,
+                "low": np.minimum(o, c) - 1,
+                "close": c,
+                "volume": rng.uniform(1, 100, 1440),
+                "quote_volume": rng.uniform(1e4, 1e6, 1440),
                 "trade_count": rng.integers(10, 1000, 1440),
                 "taker_buy_volume": rng.uniform(0, 1, 1440),
                 "taker_buy_quote_volume": rng.uniform(0, 1e4, 1440),
-                "source": "archive", "received_at": pd.NaT,
+                "source": "archive",
+                "received_at": pd.NaT,
             }
-        )  # fmt: skip
+        )
         out.append((day, conform(frame, CANDLES)))
     return out
 
@@ -147,11 +155,11 @@ def run(url: str, rows: int, repeat: int) -> None:
         wh.load_partition("trades", frame, exchange="binance", symbol="BTCUSDT", day=DAY)
 
     results: dict[str, list[float]] = {"warehouse": [], "bare_pre_encoded": []}
-    for _ in range(repeat):  # interleaved so machine noise hits both alike
-        truncate()
-        results["bare_pre_encoded"].append(timed(bare_pre_encoded))
-        truncate()
-        results["warehouse"].append(timed(warehouse_load))
+    for i in range(repeat):  # interleaved, order alternating, so machine noise hits both alike
+        order = [("bare_pre_encoded", bare_pre_encoded), ("warehouse", warehouse_load)]
+        for key, fn in order if i % 2 == 0 else order[::-1]:
+            truncate()
+            results[key].append(timed(fn))
     truncate()
     results["bare_write_row"] = [timed(bare_write_row)]
     truncate()
@@ -161,9 +169,13 @@ def run(url: str, rows: int, repeat: int) -> None:
     wh.dispose()
 
     print(
-        f"warehouse load of {rows:,} trades (median of {repeat}; table has its unique key and time index)"
+        f"warehouse load of {rows:,} trades (median of {repeat}; the table has its unique key "
+        "and time index)"
     )
     med = {k: statistics.median(v) for k, v in results.items()}
+    print(
+        "  samples (s): " + "; ".join(f"{k} {[round(x, 2) for x in v]}" for k, v in results.items())
+    )
     for key, label in (
         ("bare_pre_encoded", "bare psycopg COPY BINARY, pre-encoded (floor)"),
         ("bare_write_row", "bare psycopg COPY BINARY, write_row (1 run)"),
@@ -172,8 +184,8 @@ def run(url: str, rows: int, repeat: int) -> None:
     ):
         print(f"  {label:58s} {med[key]:7.3f} s  {rows / med[key] / 1e6:6.3f} M rows/s")
     print(
-        f"  ratio warehouse / bare pre-encoded COPY: {med['bare_pre_encoded'] / med['warehouse']:.0%} "
-        "(target >= 70%)"
+        "  ratio warehouse / bare pre-encoded COPY: "
+        f"{med['bare_pre_encoded'] / med['warehouse']:.0%} (target >= 70%)"
     )
     print(
         f"  ratio warehouse / bare write_row COPY:   {med['bare_write_row'] / med['warehouse']:.0%}"
@@ -186,13 +198,27 @@ def run(url: str, rows: int, repeat: int) -> None:
             lake.write_frame(
                 lake_path("market_data/candles", "binance", "BTCUSDT", day.isoformat()), f
             )
-        src = api.DataSources(lake=lake, symbols=("BTCUSDT",),
-                              now=lambda: dt.datetime(2024, 3, 1, tzinfo=dt.UTC))  # fmt: skip
+        src = api.DataSources(
+            lake=lake, symbols=("BTCUSDT",), now=lambda: dt.datetime(2024, 3, 1, tzinfo=dt.UTC)
+        )
         start, end = dt.date(2024, 1, 1), dt.date(2024, 2, 1)
-        times = [timed(lambda: api.load_candles("BTCUSDT", start, end, sources=src))
-                 for _ in range(repeat)]  # fmt: skip
-        bare = [timed(lambda: pd.concat([lake.read_frame(lake_path("market_data/candles", "binance",
-                "BTCUSDT", d.isoformat())) for d, _ in month])) for _ in range(repeat)]  # fmt: skip
+        times = [
+            timed(lambda: api.load_candles("BTCUSDT", start, end, sources=src))
+            for _ in range(repeat)
+        ]
+        bare = [
+            timed(
+                lambda: pd.concat(
+                    [
+                        lake.read_frame(
+                            lake_path("market_data/candles", "binance", "BTCUSDT", d.isoformat())
+                        )
+                        for d, _ in month
+                    ]
+                )
+            )
+            for _ in range(repeat)
+        ]
         result = api.load_candles("BTCUSDT", start, end, sources=src)
         n = len(result.frame)
         t, b = statistics.median(times), statistics.median(bare)

@@ -169,7 +169,7 @@ class BackfillMonitor:
         self.instance = instance
         self.backfill_id = backfill_id
         self._asset_graph = asset_graph
-        self._rows_of_finished_runs: dict[str, int] = {}
+        self._finished_runs: dict[str, tuple[int, set[tuple[Any, str]]]] = {}
 
     @property
     def asset_graph(self) -> Any:
@@ -184,19 +184,22 @@ class BackfillMonitor:
         if backfill is None:
             raise StackError(f"no backfill {self.backfill_id!r} in this instance")
         data = backfill.get_asset_backfill_data(self.asset_graph)
+        runs = self.instance.get_runs(filters=_runs_filter(self.backfill_id))
+        rows = 0
+        # the daemon updates its bookkeeping once per tick (30 s); the runs' own events are
+        # fresher, so a partition counts as soon as either says it is materialised
+        landed: set[tuple[Any, str]] = set()
+        for run in runs:
+            run_rows, run_landed = self._run_events(run.run_id, run.is_finished)
+            rows += run_rows
+            landed |= run_landed
         by_key: dict[str, list[bool]] = defaultdict(list)
         failed_keys: set[str] = set()
-        done_assets = 0
         for akpk in data.target_subset.iterate_asset_partitions():
             key = str(akpk.partition_key)
-            materialised = akpk in data.materialized_subset
-            done_assets += materialised
-            by_key[key].append(materialised)
+            by_key[key].append(akpk in data.materialized_subset or (akpk.asset_key, key) in landed)
             if akpk in data.failed_and_downstream_subset:
                 failed_keys.add(key)
-        runs = self.instance.get_runs(filters=_runs_filter(self.backfill_id))
-        finished = [r for r in runs if r.is_finished]
-        rows = sum(self._rows(r.run_id, r.is_finished) for r in runs)
         end = backfill.backfill_end_timestamp or time.time()
         return BackfillProgress(
             backfill_id=self.backfill_id,
@@ -205,30 +208,34 @@ class BackfillMonitor:
             partitions_done=sum(all(flags) for flags in by_key.values()),
             partitions_failed=len(failed_keys),
             asset_partitions_total=sum(len(flags) for flags in by_key.values()),
-            asset_partitions_done=done_assets,
+            asset_partitions_done=sum(sum(flags) for flags in by_key.values()),
             runs=len(runs),
-            runs_finished=len(finished),
+            runs_finished=sum(r.is_finished for r in runs),
             rows=rows,
             elapsed_seconds=max(0.0, end - backfill.backfill_timestamp),
         )
 
-    def _rows(self, run_id: str, finished: bool) -> int:
-        if run_id in self._rows_of_finished_runs:
-            return self._rows_of_finished_runs[run_id]
+    def _run_events(self, run_id: str, finished: bool) -> tuple[int, set[tuple[Any, str]]]:
+        """Rows and (asset key, partition) materialised by one run; cached once it finished."""
+        if run_id in self._finished_runs:
+            return self._finished_runs[run_id]
         from dagster import DagsterEventType
 
         records = self.instance.get_records_for_run(
             run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION
         ).records
-        total = 0
+        rows, landed = 0, set()
         for record in records:
             mat = record.event_log_entry.asset_materialization
-            count = mat.metadata.get(ROW_COUNT) if mat is not None else None
+            if mat is None:
+                continue
+            landed.add((mat.asset_key, str(mat.partition)))
+            count = mat.metadata.get(ROW_COUNT)
             if count is not None and isinstance(count.value, int):
-                total += count.value
+                rows += count.value
         if finished:
-            self._rows_of_finished_runs[run_id] = total
-        return total
+            self._finished_runs[run_id] = (rows, landed)
+        return rows, landed
 
 
 def _runs_filter(backfill_id: str) -> Any:
@@ -248,13 +255,21 @@ def follow_backfill(
     """Print a progress line whenever it changes until the backfill finishes (or times out)."""
     monitor = BackfillMonitor(instance, backfill_id, asset_graph=asset_graph)
     deadline = None if timeout is None else time.monotonic() + timeout
-    last = ""
+    last: tuple[Any, ...] = ()
     while True:
         progress = monitor.poll()
         line = progress.line()
-        # the elapsed/ETA fields change every poll; print when the counts move, and at the end
-        counts = line.split(" | elapsed")[0] + progress.status
-        if counts != last or progress.finished:
+        # rates and ETA change on every poll: print when a count or the status moves
+        counts = (
+            progress.partitions_done,
+            progress.partitions_failed,
+            progress.asset_partitions_done,
+            progress.runs,
+            progress.runs_finished,
+            progress.rows,
+            progress.status,
+        )
+        if counts != last:
             log(line)
             last = counts
         if progress.finished:

@@ -85,3 +85,45 @@ def group_sum_product(a: np.ndarray, b: np.ndarray, starts: np.ndarray) -> np.nd
         if bound < _SAFE_INT:
             return scaled_to_float(np.add.reduceat(ia * ib, starts), da + db)
     return np.add.reduceat(a * b, starts)
+
+
+class ExactColumn:
+    """A column scaled to integers once, then summed over many groupings (e.g. 4 intervals).
+
+    Detecting the decimals and scaling costs a few passes over the data; doing it once per
+    column instead of once per interval is what keeps 1M trades -> 4 timeframes fast.
+    """
+
+    def __init__(self, floats: np.ndarray, ints: np.ndarray | None, d: int):
+        self.floats, self.ints, self.d = floats, ints, d
+
+    @classmethod
+    def of(cls, values: np.ndarray) -> ExactColumn:
+        x = np.asarray(values, dtype="float64")
+        d = decimal_places(x) if x.size else 0
+        if d is not None:
+            ints = to_scaled_int(x, d)
+            if np.abs(ints).astype("float64").sum() < _SAFE_INT:
+                return cls(x, ints, d)
+        return cls(x, None, 0)
+
+    @classmethod
+    def product(cls, a: ExactColumn, b: ExactColumn) -> ExactColumn:
+        floats = a.floats * b.floats
+        if a.ints is not None and b.ints is not None and a.ints.size:
+            bound = float(np.abs(a.ints).max()) * float(np.abs(b.ints).max()) * a.ints.size
+            if bound < _SAFE_INT:
+                return cls(floats, a.ints * b.ints, a.d + b.d)
+        return cls(floats, None, 0)
+
+    def where(self, mask: np.ndarray) -> ExactColumn:
+        """The column with zeros outside ``mask`` (e.g. taker-buy volume only)."""
+        ints = None if self.ints is None else np.where(mask, self.ints, 0)
+        return ExactColumn(np.where(mask, self.floats, 0.0), ints, self.d)
+
+    def group_sum(self, starts: np.ndarray) -> np.ndarray:
+        if self.floats.size == 0:
+            return np.zeros(len(starts))
+        if self.ints is None:
+            return np.add.reduceat(self.floats, starts)
+        return scaled_to_float(np.add.reduceat(self.ints, starts), self.d)

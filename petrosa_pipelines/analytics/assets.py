@@ -12,7 +12,6 @@ Each ``AnalyticSpec`` becomes one asset ``analytics/<name>`` in group ``analytic
   range, column schema and lineage, and a chart.
 """
 
-
 import datetime as dt
 
 import dagster as dg
@@ -111,8 +110,9 @@ def output_metadata(spec: AnalyticSpec, frame: pd.DataFrame, part: Part) -> dict
 def table_schema_of(spec: AnalyticSpec) -> dg.TableSchema:
     from petrosa_pipelines.catalog.schemas import DatasetSchema
 
-    return table_schema(DatasetSchema(spec.name, 1, spec.description, (), spec.time_column,
-                                      spec.columns))
+    return table_schema(
+        DatasetSchema(spec.name, 1, spec.description, (), spec.time_column, spec.columns)
+    )
 
 
 def build_analytics_asset(spec: AnalyticSpec) -> dg.AssetsDefinition:

@@ -51,12 +51,18 @@ def _fmt(value: object) -> str:
 
 def table_preview(frame: pd.DataFrame, title: str, max_rows: int = 12) -> dg.MetadataValue:
     """Markdown table of the first and last rows (the fallback chart)."""
-    head = frame if len(frame) <= max_rows else pd.concat(
-        [frame.head(max_rows // 2), frame.tail(max_rows - max_rows // 2)]
+    head = (
+        frame
+        if len(frame) <= max_rows
+        else pd.concat([frame.head(max_rows // 2), frame.tail(max_rows - max_rows // 2)])
     )
     cols = [str(c) for c in head.columns]
-    lines = [f"**{title}** ({len(frame)} rows)", "", "| " + " | ".join(cols) + " |",
-             "|" + "---|" * len(cols)]
+    lines = [
+        f"**{title}** ({len(frame)} rows)",
+        "",
+        "| " + " | ".join(cols) + " |",
+        "|" + "---|" * len(cols),
+    ]
     for row in head.itertuples(index=False):
         lines.append("| " + " | ".join(_fmt(v) for v in row) + " |")
     return dg.MetadataValue.md("\n".join(lines))
@@ -97,16 +103,15 @@ def bar_chart(
     return _png_markdown(fig, title)
 
 
-def heatmap_chart(
-    frame: pd.DataFrame, x: str, y: str, value: str, title: str
-) -> dg.MetadataValue:
+def heatmap_chart(frame: pd.DataFrame, x: str, y: str, value: str, title: str) -> dg.MetadataValue:
     """Colour grid of ``value`` over x (columns) and y (rows), e.g. resting liquidity."""
     grid = frame.pivot_table(index=y, columns=x, values=value, aggfunc="sum").sort_index()
     if not available():
         return table_preview(grid.reset_index(), title)
     fig, ax = _figure()
-    ax.imshow(grid.to_numpy(), aspect="auto", origin="lower", cmap="viridis",
-              interpolation="nearest")
+    ax.imshow(
+        grid.to_numpy(), aspect="auto", origin="lower", cmap="viridis", interpolation="nearest"
+    )
     ax.set_title(title, fontsize=9)
     ys = [_fmt(v) for v in grid.index]
     step = max(1, len(ys) // 6)

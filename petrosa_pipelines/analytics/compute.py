@@ -90,22 +90,29 @@ def _stamp(frame: pd.DataFrame, part: Part) -> pd.DataFrame:
 def candles_from_trades(inputs: dict, part: Part, cfg: AnalyticsConfig) -> pd.DataFrame:
     as_of = part.end if part.closed else None
     return resample.multi_timeframe(
-        inputs["trades"], resample.TRADE_INTERVALS, from_trades=True, as_of=as_of,
+        inputs["trades"],
+        resample.TRADE_INTERVALS,
+        from_trades=True,
+        as_of=as_of,
         include_partial=cfg.include_partial,
     )
 
 
 def candles_from_1m(inputs: dict, part: Part, cfg: AnalyticsConfig) -> pd.DataFrame:
     return resample.multi_timeframe(
-        in_day(inputs["candles"], "open_time", part), resample.CANDLE_INTERVALS,
-        from_trades=False, as_of=part.end if part.closed else part.now,
+        in_day(inputs["candles"], "open_time", part),
+        resample.CANDLE_INTERVALS,
+        from_trades=False,
+        as_of=part.end if part.closed else part.now,
         include_partial=cfg.include_partial,
     )
 
 
 def volatility_table(inputs: dict, part: Part, cfg: AnalyticsConfig) -> pd.DataFrame:
     window = inputs["candles"]
-    window = window[pd.to_datetime(window["open_time"], utc=True) < part.end] if len(window) else window
+    window = (
+        window[pd.to_datetime(window["open_time"], utc=True) < part.end] if len(window) else window
+    )
     day = in_day(window, "open_time", part)
     if day.empty:
         return _stamp(pd.DataFrame({c: [] for c in VOLATILITY_COLUMNS}), part)
@@ -124,8 +131,14 @@ def volatility_table(inputs: dict, part: Part, cfg: AnalyticsConfig) -> pd.DataF
     return _stamp(pd.DataFrame(rows, columns=VOLATILITY_COLUMNS), part)
 
 
-VOLATILITY_COLUMNS = ["method", "volatility_day", "volatility_window", "bars_day",
-                      "bars_window", "window_days"]
+VOLATILITY_COLUMNS = [
+    "method",
+    "volatility_day",
+    "volatility_window",
+    "bars_day",
+    "bars_window",
+    "window_days",
+]
 
 
 def volume_table(inputs: dict, part: Part, cfg: AnalyticsConfig) -> pd.DataFrame:
@@ -168,13 +181,24 @@ def liquidity_table(inputs: dict, part: Part, cfg: AnalyticsConfig) -> pd.DataFr
     return _stamp(book[LIQUIDITY_COLUMNS], part)
 
 
-LIQUIDITY_COLUMNS = ["bucket_start", "mid", "spread_bps", "bid_depth", "ask_depth",
-                     "depth_imbalance", "top_imbalance", "snapshots", "band_bps", "amihud"]
+LIQUIDITY_COLUMNS = [
+    "bucket_start",
+    "mid",
+    "spread_bps",
+    "bid_depth",
+    "ask_depth",
+    "depth_imbalance",
+    "top_imbalance",
+    "snapshots",
+    "band_bps",
+    "amihud",
+]
 
 
 def heatmap_table(inputs: dict, part: Part, cfg: AnalyticsConfig) -> pd.DataFrame:
     heat = liquidity.liquidity_heatmap(
-        inputs["depth"], cfg.heatmap_minutes * 60_000,
+        inputs["depth"],
+        cfg.heatmap_minutes * 60_000,
         target_price_buckets=cfg.heatmap_price_buckets,
     )
     return _stamp(heat, part)
@@ -185,8 +209,9 @@ def trend_table(inputs: dict, part: Part, cfg: AnalyticsConfig) -> pd.DataFrame:
     bars = bars[pd.to_datetime(bars["open_time"], utc=True) < part.end] if len(bars) else bars
     bars = bars.reset_index(drop=True)
     close = bars["close"].astype("float64") if len(bars) else pd.Series(dtype="float64")
-    out = pd.DataFrame({"open_time": bars.get("open_time", pd.Series(dtype="datetime64[ms, UTC]")),
-                        "close": close})
+    out = pd.DataFrame(
+        {"open_time": bars.get("open_time", pd.Series(dtype="datetime64[ms, UTC]")), "close": close}
+    )
     out["sma_fast"] = trend.sma(close, cfg.sma_fast)
     out["sma_slow"] = trend.sma(close, cfg.sma_slow)
     out["ema_fast"] = trend.ema(close, cfg.sma_fast)
@@ -207,8 +232,9 @@ def deviation_table(inputs: dict, part: Part, cfg: AnalyticsConfig) -> pd.DataFr
     bars = bars[pd.to_datetime(bars["open_time"], utc=True) < part.end] if len(bars) else bars
     bars = bars.reset_index(drop=True)
     close = bars["close"].astype("float64") if len(bars) else pd.Series(dtype="float64")
-    out = pd.DataFrame({"open_time": bars.get("open_time", pd.Series(dtype="datetime64[ms, UTC]")),
-                        "close": close})
+    out = pd.DataFrame(
+        {"open_time": bars.get("open_time", pd.Series(dtype="datetime64[ms, UTC]")), "close": close}
+    )
     out["zscore"] = deviation.zscore(close, cfg.zscore_window)
     out = out.join(deviation.bollinger(close, cfg.bollinger_window, cfg.bollinger_k))
     return _stamp(in_day(out, "open_time", part), part)

@@ -20,8 +20,17 @@ import math
 import numpy as np
 import pandas as pd
 
-PAIR_COLUMNS = ["symbol_a", "symbol_b", "correlation", "n", "sum_x", "sum_y", "sum_xx",
-                "sum_yy", "sum_xy"]
+PAIR_COLUMNS = [
+    "symbol_a",
+    "symbol_b",
+    "correlation",
+    "n",
+    "sum_x",
+    "sum_y",
+    "sum_xx",
+    "sum_yy",
+    "sum_xy",
+]
 
 
 def returns_wide(candles: pd.DataFrame) -> pd.DataFrame:

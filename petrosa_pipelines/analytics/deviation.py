@@ -30,6 +30,5 @@ def bollinger(close: pd.Series, n: int = 20, k: float = 2.0) -> pd.DataFrame:
     upper, lower = mean + k * sd, mean - k * sd
     width = (upper - lower).where(sd > 0)
     return pd.DataFrame(
-        {"bb_mid": mean, "bb_upper": upper, "bb_lower": lower,
-         "percent_b": (close - lower) / width}
+        {"bb_mid": mean, "bb_upper": upper, "bb_lower": lower, "percent_b": (close - lower) / width}
     )

@@ -41,8 +41,14 @@ def annualised_rate(rate: pd.Series | float, interval_hours: float) -> pd.Series
 
 def funding_analytics(funding: pd.DataFrame, interval_hours: float | None = None) -> pd.DataFrame:
     """Per settlement: rate, annualised rate, cumulative simple and compounded cost (long, N=1)."""
-    cols = ["funding_time", "funding_rate", "interval_hours", "annualised_rate",
-            "cumulative_rate", "cumulative_compounded"]
+    cols = [
+        "funding_time",
+        "funding_rate",
+        "interval_hours",
+        "annualised_rate",
+        "cumulative_rate",
+        "cumulative_compounded",
+    ]
     if funding.empty:
         return pd.DataFrame({c: [] for c in cols})
     f = funding.sort_values("funding_time", kind="stable").reset_index(drop=True)

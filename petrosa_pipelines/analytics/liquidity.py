@@ -25,8 +25,17 @@ import pandas as pd
 
 from petrosa_pipelines.analytics.volume import nice_bucket_width
 
-BOOK_COLUMNS = ["snapshot_time", "best_bid", "best_ask", "mid", "spread_bps", "bid_depth",
-                "ask_depth", "depth_imbalance", "top_imbalance"]
+BOOK_COLUMNS = [
+    "snapshot_time",
+    "best_bid",
+    "best_ask",
+    "mid",
+    "spread_bps",
+    "bid_depth",
+    "ask_depth",
+    "depth_imbalance",
+    "top_imbalance",
+]
 
 
 def _codes(depth: pd.DataFrame) -> tuple[np.ndarray, pd.DatetimeIndex]:
@@ -56,10 +65,12 @@ def book_metrics(depth: pd.DataFrame, band_bps: float = 10.0) -> pd.DataFrame:
     )
     bid_depth = np.bincount(codes, weights=np.where(is_bid & in_band, qty, 0.0), minlength=n)
     ask_depth = np.bincount(codes, weights=np.where(~is_bid & in_band, qty, 0.0), minlength=n)
-    top_bid = np.bincount(codes, weights=np.where(is_bid & (price == best_bid[codes]), qty, 0.0),
-                          minlength=n)
-    top_ask = np.bincount(codes, weights=np.where(~is_bid & (price == best_ask[codes]), qty, 0.0),
-                          minlength=n)
+    top_bid = np.bincount(
+        codes, weights=np.where(is_bid & (price == best_bid[codes]), qty, 0.0), minlength=n
+    )
+    top_ask = np.bincount(
+        codes, weights=np.where(~is_bid & (price == best_ask[codes]), qty, 0.0), minlength=n
+    )
     with np.errstate(invalid="ignore", divide="ignore"):
         out = pd.DataFrame(
             {
@@ -79,8 +90,16 @@ def book_metrics(depth: pd.DataFrame, band_bps: float = 10.0) -> pd.DataFrame:
 
 def per_interval(book: pd.DataFrame, interval_ms: int = 60_000) -> pd.DataFrame:
     """Book metrics averaged per interval (mid is the last one): 86,400 snapshots -> 1,440 rows."""
-    cols = ["bucket_start", "mid", "spread_bps", "bid_depth", "ask_depth", "depth_imbalance",
-            "top_imbalance", "snapshots"]
+    cols = [
+        "bucket_start",
+        "mid",
+        "spread_bps",
+        "bid_depth",
+        "ask_depth",
+        "depth_imbalance",
+        "top_imbalance",
+        "snapshots",
+    ]
     if book.empty:
         return pd.DataFrame({c: [] for c in cols})
     ms = book["snapshot_time"].astype("datetime64[ms, UTC]").to_numpy("datetime64[ms]")

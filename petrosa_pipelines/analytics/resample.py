@@ -20,10 +20,12 @@ closed partition can be rebuilt identically, and the rules are explicit:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 
-from petrosa_pipelines.analytics._exact import group_sum, group_sum_product
+from petrosa_pipelines.analytics._exact import ExactColumn, group_sum
 
 INTERVAL_MS: dict[str, int] = {
     "1s": 1_000,
@@ -119,8 +121,46 @@ def empty_candles() -> pd.DataFrame:
     return _frame("", "", "1m", np.array([], "int64"), cols)
 
 
+@dataclass(frozen=True)
+class TradeArrays:
+    """Trades sorted by time with their sums pre-scaled: built once, bucketed per interval."""
+
+    ts: np.ndarray
+    price: np.ndarray
+    counts: np.ndarray
+    sums: dict[str, ExactColumn]
+    exchange: str
+    symbol: str
+
+    @classmethod
+    def of(cls, trades: pd.DataFrame) -> TradeArrays:
+        t = trades.sort_values(["trade_time", "agg_trade_id"], kind="stable")
+        price = t["price"].to_numpy("float64")
+        qty = ExactColumn.of(t["quantity"].to_numpy("float64"))
+        quote = ExactColumn.product(ExactColumn.of(price), qty)
+        buy = ~t["is_buyer_maker"].to_numpy("bool")
+        if {"first_trade_id", "last_trade_id"} <= set(t.columns):
+            counts = (t["last_trade_id"] - t["first_trade_id"] + 1).to_numpy("int64")
+        else:
+            counts = np.ones(len(t), dtype="int64")
+        sums = {
+            "volume": qty,
+            "quote_volume": quote,
+            "taker_buy_volume": qty.where(buy),
+            "taker_buy_quote_volume": quote.where(buy),
+        }
+        return cls(
+            _ms(t["trade_time"]),
+            price,
+            counts,
+            sums,
+            _ident(t, "exchange", ""),
+            _ident(t, "symbol", ""),
+        )
+
+
 def candles_from_trades(
-    trades: pd.DataFrame,
+    trades: pd.DataFrame | TradeArrays,
     interval: str,
     *,
     as_of: pd.Timestamp | None = None,
@@ -131,34 +171,26 @@ def candles_from_trades(
     ``trade_count`` counts underlying trades (``last_trade_id - first_trade_id + 1``), as a
     Binance kline does. ``as_of`` is the time up to which the trade stream is known complete
     (e.g. the end of a closed day); without it, only intervals ending at or before the last
-    trade seen are complete.
+    trade seen are complete. Pass ``TradeArrays.of(trades)`` to build several intervals.
     """
     step = interval_ms(interval)
-    if trades.empty:
-        return empty_candles()
-    t = trades.sort_values(["trade_time", "agg_trade_id"], kind="stable")
-    ts = _ms(t["trade_time"])
-    price = t["price"].to_numpy("float64")
-    qty = t["quantity"].to_numpy("float64")
-    buy = ~t["is_buyer_maker"].to_numpy("bool")
-    if {"first_trade_id", "last_trade_id"} <= set(t.columns):
-        counts = (t["last_trade_id"] - t["first_trade_id"] + 1).to_numpy("int64")
-    else:
-        counts = np.ones(len(t), dtype="int64")
+    arrays = trades if isinstance(trades, TradeArrays) else None
+    if arrays is None:
+        if trades.empty:
+            return empty_candles()
+        arrays = TradeArrays.of(trades)
+    ts, price = arrays.ts, arrays.price
     buckets = ts // step * step
     starts = _run_starts(buckets)
-    ends = np.append(starts[1:], len(t)) - 1
+    ends = np.append(starts[1:], len(ts)) - 1
     cols = {
         "open": price[starts],
         "high": np.maximum.reduceat(price, starts),
         "low": np.minimum.reduceat(price, starts),
         "close": price[ends],
-        "volume": group_sum(qty, starts),
-        "quote_volume": group_sum_product(price, qty, starts),
-        "trade_count": np.add.reduceat(counts, starts),
-        "taker_buy_volume": group_sum(np.where(buy, qty, 0.0), starts),
-        "taker_buy_quote_volume": group_sum_product(price, np.where(buy, qty, 0.0), starts),
-        "source_rows": np.diff(np.append(starts, len(t))),
+        **{name: col.group_sum(starts) for name, col in arrays.sums.items()},
+        "trade_count": np.add.reduceat(arrays.counts, starts),
+        "source_rows": np.diff(np.append(starts, len(ts))),
     }
     known_until = _as_of_ms(as_of)
     if known_until is None:
@@ -170,8 +202,8 @@ def candles_from_trades(
     if not include_partial:
         filled = filled[filled["is_complete"].to_numpy()]
     return _frame(
-        _ident(t, "exchange", ""),
-        _ident(t, "symbol", ""),
+        arrays.exchange,
+        arrays.symbol,
         interval,
         filled.index.to_numpy("int64"),
         {c: filled[c].to_numpy() for c in filled.columns},
@@ -249,8 +281,11 @@ def multi_timeframe(
     include_partial: bool = False,
 ) -> pd.DataFrame:
     """Several intervals stacked in one long frame (one ``interval`` value per block)."""
+    if frame.empty:
+        return empty_candles()
     build = candles_from_trades if from_trades else resample_candles
-    parts = [build(frame, i, as_of=as_of, include_partial=include_partial) for i in intervals]
+    source = TradeArrays.of(frame) if from_trades else frame
+    parts = [build(source, i, as_of=as_of, include_partial=include_partial) for i in intervals]
     parts = [p for p in parts if len(p)]
     if not parts:
         return empty_candles()

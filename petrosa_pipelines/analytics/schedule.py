@@ -73,7 +73,7 @@ def _failed_blocking_check(instance: dg.DagsterInstance, graph, key: str) -> str
         check_keys, partition_filter=PartitionKeyFilter(key=key)
     )
     for ck, record in latest.items():
-        if record is not None and record.status in (Status.FAILED, Status.EXECUTION_FAILED):
+        if record is not None and record.status == Status.FAILED:
             return ck.name
     return None
 
@@ -126,8 +126,10 @@ def build_analytics_schedules(
             return dg.SkipReason(f"no symbol has checked candles for {day}")
         stamp = context.scheduled_execution_time.strftime("%Y%m%dT%H%M")
         return [
-            dg.RunRequest(run_key=f"analytics-rolling:{day}|{s}:{stamp}",
-                          partition_key=str(partition_key(day, s)))
+            dg.RunRequest(
+                run_key=f"analytics-rolling:{day}|{s}:{stamp}",
+                partition_key=str(partition_key(day, s)),
+            )
             for s in symbols
         ]
 

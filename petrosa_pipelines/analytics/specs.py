@@ -117,8 +117,10 @@ def _bars(label: str, value: str, title: str, where: Callable | None = None, h: 
 
 def _heat(x: str, y: str, v: str, title: str):
     def chart(frame: pd.DataFrame):
-        return charts.heatmap_chart(frame, x, y, v, title) if len(frame) else charts.table_preview(
-            frame, title
+        return (
+            charts.heatmap_chart(frame, x, y, v, title)
+            if len(frame)
+            else charts.table_preview(frame, title)
         )
 
     return chart
@@ -132,15 +134,27 @@ _OHLC = ("open", "high", "low", "close")
 _TRADE_CANDLE_LINEAGE = {
     **_from("trades", ("open", "high", "low", "close"), ("price", "trade_time")),
     **_from("trades", ("volume", "taker_buy_volume"), ("quantity", "is_buyer_maker")),
-    **_from("trades", ("quote_volume", "taker_buy_quote_volume"),
-            ("price", "quantity", "is_buyer_maker")),
+    **_from(
+        "trades",
+        ("quote_volume", "taker_buy_quote_volume"),
+        ("price", "quantity", "is_buyer_maker"),
+    ),
     **_from("trades", ("trade_count",), ("first_trade_id", "last_trade_id")),
     **_from("trades", ("open_time", "close_time", "is_complete", "source_rows"), ("trade_time",)),
     **_same("trades", "exchange", "symbol"),
 }
 _CANDLE_LINEAGE = {
-    **_same("candles", "exchange", "symbol", *_OHLC, "volume", "quote_volume", "trade_count",
-            "taker_buy_volume", "taker_buy_quote_volume"),
+    **_same(
+        "candles",
+        "exchange",
+        "symbol",
+        *_OHLC,
+        "volume",
+        "quote_volume",
+        "trade_count",
+        "taker_buy_volume",
+        "taker_buy_quote_volume",
+    ),
     **_from("candles", ("open_time", "close_time", "is_complete", "source_rows"), ("open_time",)),
 }
 _OHLCV = ("open", "high", "low", "close", "volume")
@@ -186,11 +200,16 @@ SPECS: tuple[AnalyticSpec, ...] = (
         ),
         inputs={"candles": InputSpec(CANDLES, VOLATILITY_WINDOW_DAYS)},
         columns=(
-            DATE, SYMBOL,
+            DATE,
+            SYMBOL,
             Column("method", STR, "Estimator (analytics/volatility.py METHODS)."),
             _c("volatility_day", F64, "Annualised volatility from the day's 1m bars."),
-            _c("volatility_window", F64,
-               f"Annualised volatility from the 1m bars of the last {VOLATILITY_WINDOW_DAYS} days."),
+            _c(
+                "volatility_window",
+                F64,
+                f"Annualised volatility from the 1m bars of the last {VOLATILITY_WINDOW_DAYS} "
+                "days.",
+            ),
             Column("bars_day", I64, "1m bars of the day used."),
             Column("bars_window", I64, "1m bars of the window used."),
             Column("window_days", I64, "Days of the window that had data."),
@@ -209,7 +228,8 @@ SPECS: tuple[AnalyticSpec, ...] = (
         ),
         inputs={"trades": InputSpec(TRADES)},
         columns=(
-            DATE, SYMBOL,
+            DATE,
+            SYMBOL,
             Column("interval", STR, "1h rows and one 1d row."),
             Column("bucket_start", TS, "Interval start (UTC)."),
             Column("volume", F64, "Base volume."),
@@ -220,14 +240,18 @@ SPECS: tuple[AnalyticSpec, ...] = (
             _c("taker_imbalance", F64, "(buy - sell) / (buy + sell), in [-1, 1]."),
             Column("trade_count", I64, "Aggregate trades."),
         ),
-        lineage=_from("trades", ("volume", "taker_buy_volume", "taker_sell_volume",
-                                 "taker_imbalance"), ("quantity", "is_buyer_maker"))
+        lineage=_from(
+            "trades",
+            ("volume", "taker_buy_volume", "taker_sell_volume", "taker_imbalance"),
+            ("quantity", "is_buyer_maker"),
+        )
         | _from("trades", ("quote_volume", "vwap"), ("price", "quantity"))
         | _from("trades", ("bucket_start", "trade_count"), ("trade_time",)),
         time_column="bucket_start",
         compute=compute.volume_table,
-        chart=_line("bucket_start", ("taker_imbalance",), "hourly taker imbalance",
-                    _interval("1h")),
+        chart=_line(
+            "bucket_start", ("taker_imbalance",), "hourly taker imbalance", _interval("1h")
+        ),
     ),
     AnalyticSpec(
         name="volume_profile",
@@ -237,7 +261,8 @@ SPECS: tuple[AnalyticSpec, ...] = (
         ),
         inputs={"trades": InputSpec(TRADES)},
         columns=(
-            DATE, SYMBOL,
+            DATE,
+            SYMBOL,
             Column("price_low", F64, "Bucket lower edge, inclusive."),
             Column("price_high", F64, "Bucket upper edge, exclusive."),
             Column("volume", F64, "Base volume traded in the bucket."),
@@ -248,8 +273,11 @@ SPECS: tuple[AnalyticSpec, ...] = (
             Column("is_poc", BOOL, "Point of control: the bucket with the most volume."),
         ),
         lineage=_from("trades", ("price_low", "price_high", "is_poc"), ("price",))
-        | _from("trades", ("volume", "volume_share", "taker_buy_volume", "taker_sell_volume"),
-                ("price", "quantity", "is_buyer_maker"))
+        | _from(
+            "trades",
+            ("volume", "volume_share", "taker_buy_volume", "taker_sell_volume"),
+            ("price", "quantity", "is_buyer_maker"),
+        )
         | _from("trades", ("trade_count",), ("price",)),
         time_column="date",
         compute=compute.volume_profile_table,
@@ -263,7 +291,8 @@ SPECS: tuple[AnalyticSpec, ...] = (
         ),
         inputs={"trades": InputSpec(TRADES)},
         columns=(
-            DATE, SYMBOL,
+            DATE,
+            SYMBOL,
             Column("notional_low", F64, "Bucket lower edge in quote units, inclusive."),
             Column("notional_high", F64, "Bucket upper edge, exclusive (inf for the last)."),
             Column("trade_count", I64, "Aggregate trades in the bucket."),
@@ -272,9 +301,19 @@ SPECS: tuple[AnalyticSpec, ...] = (
             _c("count_share", F64, "Share of the day's trades."),
             _c("quote_share", F64, "Share of the day's quote volume."),
         ),
-        lineage=_from("trades", ("notional_low", "notional_high", "trade_count", "volume",
-                                 "quote_volume", "count_share", "quote_share"),
-                      ("price", "quantity")),
+        lineage=_from(
+            "trades",
+            (
+                "notional_low",
+                "notional_high",
+                "trade_count",
+                "volume",
+                "quote_volume",
+                "count_share",
+                "quote_share",
+            ),
+            ("price", "quantity"),
+        ),
         time_column="date",
         compute=compute.trade_sizes_table,
         chart=_bars("notional_low", "quote_share", "quote volume share by trade notional"),
@@ -288,7 +327,8 @@ SPECS: tuple[AnalyticSpec, ...] = (
         ),
         inputs={"depth": InputSpec(DEPTH), "candles": InputSpec(CANDLES)},
         columns=(
-            DATE, SYMBOL,
+            DATE,
+            SYMBOL,
             Column("bucket_start", TS, "Minute start (UTC)."),
             _c("mid", F64, "Last mid price of the minute."),
             _c("spread_bps", F64, "Mean quoted spread (ask - bid) / mid, bps."),
@@ -317,7 +357,8 @@ SPECS: tuple[AnalyticSpec, ...] = (
         ),
         inputs={"depth": InputSpec(DEPTH)},
         columns=(
-            DATE, SYMBOL,
+            DATE,
+            SYMBOL,
             Column("bucket_start", TS, "Time bucket start (UTC)."),
             Column("price_low", F64, "Price bucket lower edge, inclusive."),
             Column("price_high", F64, "Price bucket upper edge, exclusive."),
@@ -341,7 +382,8 @@ SPECS: tuple[AnalyticSpec, ...] = (
         ),
         inputs={"candles": InputSpec(CANDLES, WARMUP_DAYS)},
         columns=(
-            DATE, SYMBOL,
+            DATE,
+            SYMBOL,
             Column("open_time", TS, "Bar start (UTC)."),
             Column("close", F64, "Bar close."),
             _c("sma_fast", F64, "SMA over sma_fast bars."),
@@ -356,9 +398,19 @@ SPECS: tuple[AnalyticSpec, ...] = (
             _c("adx", F64, "Wilder ADX."),
         ),
         lineage=_same("candles", "open_time", "close")
-        | _from("candles", ("sma_fast", "sma_slow", "ema_fast", "sma_fast_slope_bps",
-                            "sma_slow_slope_bps", "regression_slope_bps", "regression_r2"),
-                ("close",))
+        | _from(
+            "candles",
+            (
+                "sma_fast",
+                "sma_slow",
+                "ema_fast",
+                "sma_fast_slope_bps",
+                "sma_slow_slope_bps",
+                "regression_slope_bps",
+                "regression_r2",
+            ),
+            ("close",),
+        )
         | _from("candles", ("plus_di", "minus_di", "adx"), ("high", "low", "close")),
         time_column="open_time",
         compute=compute.trend_table,
@@ -372,7 +424,8 @@ SPECS: tuple[AnalyticSpec, ...] = (
         ),
         inputs={"candles": InputSpec(CANDLES, WARMUP_DAYS)},
         columns=(
-            DATE, SYMBOL,
+            DATE,
+            SYMBOL,
             Column("open_time", TS, "Bar start (UTC)."),
             Column("close", F64, "Bar close."),
             _c("zscore", F64, "(close - mean) / sd over zscore_window bars."),
@@ -395,7 +448,8 @@ SPECS: tuple[AnalyticSpec, ...] = (
         ),
         inputs={"candles": InputSpec(CANDLES, SEASONALITY_WINDOW_DAYS)},
         columns=(
-            DATE, SYMBOL,
+            DATE,
+            SYMBOL,
             Column("profile", STR, "hour_of_day or day_of_week."),
             Column("bucket", I64, "Hour 0-23 or weekday 0 (Monday) - 6."),
             _c("mean_return_bps", F64, "Mean 1m log return, bps."),
@@ -408,8 +462,12 @@ SPECS: tuple[AnalyticSpec, ...] = (
         | _from("candles", ("mean_volume",), ("volume", "open_time")),
         time_column="date",
         compute=compute.seasonality_table,
-        chart=_bars("bucket", "volatility", "volatility by UTC hour",
-                    lambda f: f[f["profile"] == "hour_of_day"] if len(f) else f),
+        chart=_bars(
+            "bucket",
+            "volatility",
+            "volatility by UTC hour",
+            lambda f: f[f["profile"] == "hour_of_day"] if len(f) else f,
+        ),
     ),
     AnalyticSpec(
         name="funding",
@@ -420,7 +478,8 @@ SPECS: tuple[AnalyticSpec, ...] = (
         ),
         inputs={"funding": InputSpec(FUNDING, FUNDING_WINDOW_DAYS)},
         columns=(
-            DATE, SYMBOL,
+            DATE,
+            SYMBOL,
             Column("funding_time", TS, "Settlement time (UTC)."),
             Column("funding_rate", F64, "Rate paid by longs to shorts."),
             Column("interval_hours", F64, "Settlement interval inferred from the window."),
@@ -430,8 +489,11 @@ SPECS: tuple[AnalyticSpec, ...] = (
         ),
         lineage=_same("funding", "funding_time", "funding_rate")
         | _from("funding", ("interval_hours",), ("funding_time",))
-        | _from("funding", ("annualised_rate", "cumulative_rate", "cumulative_compounded"),
-                ("funding_rate", "funding_time")),
+        | _from(
+            "funding",
+            ("annualised_rate", "cumulative_rate", "cumulative_compounded"),
+            ("funding_rate", "funding_time"),
+        ),
         time_column="funding_time",
         compute=compute.funding_table,
         chart=_line("funding_time", ("cumulative_rate",), "cumulative funding (long)"),
@@ -456,8 +518,9 @@ def _corr_matrix(title: str):
     def chart(frame: pd.DataFrame):
         if frame.empty:
             return charts.table_preview(frame, title)
-        both = pd.concat([frame, frame.rename(columns={"symbol_a": "symbol_b",
-                                                       "symbol_b": "symbol_a"})])
+        both = pd.concat(
+            [frame, frame.rename(columns={"symbol_a": "symbol_b", "symbol_b": "symbol_a"})]
+        )
         return charts.heatmap_chart(both, "symbol_a", "symbol_b", "correlation", title)
 
     return chart
@@ -473,8 +536,11 @@ CROSS_SPECS: tuple[AnalyticSpec, ...] = (
         inputs={"candles": InputSpec(CANDLES, all_symbols=True)},
         columns=_PAIR_COLUMNS,
         lineage=_from("candles", ("symbol_a", "symbol_b"), ("symbol",))
-        | _from("candles", ("correlation", "n", "sum_x", "sum_y", "sum_xx", "sum_yy", "sum_xy"),
-                ("close", "open_time", "symbol")),
+        | _from(
+            "candles",
+            ("correlation", "n", "sum_x", "sum_y", "sum_xx", "sum_yy", "sum_xy"),
+            ("close", "open_time", "symbol"),
+        ),
         time_column="date",
         compute=compute.correlation_table,
         chart=_corr_matrix("return correlation"),

@@ -45,8 +45,17 @@ def taker_imbalance(buy_volume: np.ndarray | float, sell_volume: np.ndarray | fl
 
 def volume_stats(trades: pd.DataFrame, interval: str = "1h") -> pd.DataFrame:
     """Per interval: volume, quote volume, VWAP, taker buy/sell volume and imbalance, trades."""
-    cols = ["interval", "bucket_start", "volume", "quote_volume", "vwap", "taker_buy_volume",
-            "taker_sell_volume", "taker_imbalance", "trade_count"]
+    cols = [
+        "interval",
+        "bucket_start",
+        "volume",
+        "quote_volume",
+        "vwap",
+        "taker_buy_volume",
+        "taker_sell_volume",
+        "taker_imbalance",
+        "trade_count",
+    ]
     if trades.empty:
         return pd.DataFrame({c: [] for c in cols})
     step = interval_ms(interval)
@@ -93,8 +102,16 @@ def volume_profile(
     trades: pd.DataFrame, bucket_width: float | None = None, target_buckets: int = 50
 ) -> pd.DataFrame:
     """Volume per price bucket with buy/sell split, share of total and point of control."""
-    cols = ["price_low", "price_high", "volume", "taker_buy_volume", "taker_sell_volume",
-            "trade_count", "volume_share", "is_poc"]
+    cols = [
+        "price_low",
+        "price_high",
+        "volume",
+        "taker_buy_volume",
+        "taker_sell_volume",
+        "trade_count",
+        "volume_share",
+        "is_poc",
+    ]
     if trades.empty:
         return pd.DataFrame({c: [] for c in cols})
     p, q = trades["price"].to_numpy("float64"), trades["quantity"].to_numpy("float64")

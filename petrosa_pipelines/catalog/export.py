@@ -66,8 +66,11 @@ def _latest(instance: dg.DagsterInstance | None, key: dg.AssetKey) -> dict[str, 
     event = records[0]
     meta = event.asset_materialization.metadata if event.asset_materialization else {}
     out: dict[str, Any] = {"materialized": True, "last_partition": event.partition_key}
-    for src, dst in (("dagster/row_count", "row_count"), ("first_time", "first_time"),
-                     ("last_time", "last_time")):
+    for src, dst in (
+        ("dagster/row_count", "row_count"),
+        ("first_time", "first_time"),
+        ("last_time", "last_time"),
+    ):
         if src in meta:
             out[dst] = _meta_value(meta[src])
     return out
@@ -94,7 +97,8 @@ def catalog_entries(
             "owners": list(spec.owners or []),
             "kinds": sorted(spec.kinds or []),
             "tags": {
-                k: v for k, v in sorted((spec.tags or {}).items())
+                k: v
+                for k, v in sorted((spec.tags or {}).items())
                 if not k.startswith("dagster/kind/")  # kinds are listed on their own
             },
             "partitions": _partitions(spec),
@@ -119,31 +123,47 @@ def _md_escape(text: Any) -> str:
 
 def to_markdown(entries: list[dict[str, Any]]) -> str:
     """Markdown: an index table, then one section per asset with its columns and lineage."""
-    lines = ["# petrosa_pipelines data catalog", "", "| asset | group | owners | partitions |",
-             "|---|---|---|---|"]
+    lines = [
+        "# petrosa_pipelines data catalog",
+        "",
+        "| asset | group | owners | partitions |",
+        "|---|---|---|---|",
+    ]
     for e in entries:
-        lines.append(f"| `{e['key']}` | {e['group']} | {', '.join(e['owners'])} | "
-                     f"{_md_escape(e['partitions'])} |")
+        lines.append(
+            f"| `{e['key']}` | {e['group']} | {', '.join(e['owners'])} | "
+            f"{_md_escape(e['partitions'])} |"
+        )
     for e in entries:
         lines += ["", f"## {e['key']}", "", _md_escape(e["description"]), ""]
-        lines.append(f"- group: {e['group']}; owners: {', '.join(e['owners'])}; kinds: "
-                     f"{', '.join(e['kinds'])}")
+        lines.append(
+            f"- group: {e['group']}; owners: {', '.join(e['owners'])}; kinds: "
+            f"{', '.join(e['kinds'])}"
+        )
         lines.append("- tags: " + ", ".join(f"{k}={v}" for k, v in e["tags"].items()))
         lines.append(f"- partitions: {e['partitions']}; automation: {e['automation']}")
         lines.append("- upstream: " + (", ".join(f"`{u}`" for u in e["upstream"]) or "none"))
         if e.get("schema_version") is not None:
             lines.append(f"- schema version: {e['schema_version']}")
         if "row_count" in e:
-            lines.append(f"- latest: {e['row_count']} rows, {e.get('first_time')} .. "
-                         f"{e.get('last_time')} (partition {e.get('last_partition')})")
+            lines.append(
+                f"- latest: {e['row_count']} rows, {e.get('first_time')} .. "
+                f"{e.get('last_time')} (partition {e.get('last_partition')})"
+            )
         for check in e["checks"]:
             lines.append(f"- check `{check['name']}`{' (blocking)' if check['blocking'] else ''}")
         if e["columns"]:
-            lines += ["", "| column | type | nullable | description | from |", "|---|---|---|---|---|"]
+            lines += [
+                "",
+                "| column | type | nullable | description | from |",
+                "|---|---|---|---|---|",
+            ]
             for c in e["columns"]:
                 src = ", ".join(f"`{s}`" for s in e["column_lineage"].get(c["name"], []))
-                lines.append(f"| {c['name']} | {c['type']} | {c['nullable']} | "
-                             f"{_md_escape(c['description'])} | {src} |")
+                lines.append(
+                    f"| {c['name']} | {c['type']} | {c['nullable']} | "
+                    f"{_md_escape(c['description'])} | {src} |"
+                )
     return "\n".join(lines) + "\n"
 
 

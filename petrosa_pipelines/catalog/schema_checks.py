@@ -7,7 +7,6 @@ recorded ``schema_version`` stayed the same; it also reports the registry proble
 schema (``catalog.versions.check_schema``).
 """
 
-
 from typing import Any
 
 import dagster as dg
@@ -22,9 +21,15 @@ def _columns(meta: dict[str, Any]) -> dict[str, Any] | None:
     schema = getattr(meta.get("dagster/column_schema"), "value", meta.get("dagster/column_schema"))
     if not isinstance(schema, dg.TableSchema):
         return None
-    cols = [{"name": c.name, "type": c.type, "description": c.description or "",
-             "nullable": c.constraints.nullable if c.constraints else True}
-            for c in schema.columns]
+    cols = [
+        {
+            "name": c.name,
+            "type": c.type,
+            "description": c.description or "",
+            "nullable": c.constraints.nullable if c.constraints else True,
+        }
+        for c in schema.columns
+    ]
     return {"columns": cols}
 
 
@@ -47,8 +52,10 @@ def evaluate(instance: dg.DagsterInstance, asset_key: dg.AssetKey, dataset: str)
     return dg.AssetCheckResult(
         passed=not problems,
         severity=dg.AssetCheckSeverity.ERROR,
-        metadata={"problems": dg.MetadataValue.json(problems),
-                  "schema_version": DATASETS[dataset].version},
+        metadata={
+            "problems": dg.MetadataValue.json(problems),
+            "schema_version": DATASETS[dataset].version,
+        },
     )
 
 

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from decimal import Decimal
+from operator import attrgetter
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-from msgspec.structs import astuple
 
 from petrosa_pipelines.catalog.schemas import DEPTH, TS, conform, dataset_schema
 from petrosa_pipelines.exchanges.base import (
@@ -39,29 +39,30 @@ _RECORD_TYPES: dict[str, type] = {
 
 def _ms_to_utc(values: Sequence[int | None]) -> pd.Series:
     """Epoch milliseconds (None -> NaT) as a ``datetime64[ms, UTC]`` series."""
-    if None in values:
+    try:
+        ints = np.fromiter(values, np.int64, len(values))
+    except TypeError:  # some None
         ints = np.fromiter((_NAT if v is None else v for v in values), np.int64, len(values))
-    else:
-        ints = np.asarray(values, dtype=np.int64)
     return pd.Series(ints.astype("datetime64[ms]")).dt.tz_localize("UTC")
 
 
 def _to_float(values: Sequence[Decimal | None]) -> np.ndarray:
     """Decimals -> float64 (None -> NaN); float(Decimal) is correctly rounded."""
-    if None in values:
+    try:
+        return np.fromiter(map(float, values), np.float64, len(values))
+    except TypeError:  # some None
         return np.fromiter(
             (np.nan if v is None else float(v) for v in values), np.float64, len(values)
         )
-    return np.fromiter(map(float, values), np.float64, len(values))
 
 
-def _columns(records: Sequence[Any], record_type: type) -> dict[str, tuple[Any, ...]]:
-    """Transpose structs into one tuple per field (C-level astuple + zip)."""
-    stray = {type(r).__name__ for r in records if type(r) is not record_type}
+def _columns(records: Sequence[Any], record_type: type) -> dict[str, list[Any]]:
+    """One list per field, each gathered by a C-level attrgetter map."""
+    stray = set(map(type, records)) - {record_type}
     if stray:
-        raise TypeError(f"expected only {record_type.__name__}, got {sorted(stray)}")
-    fields = record_type.__struct_fields__
-    return dict(zip(fields, zip(*map(astuple, records), strict=True), strict=True))
+        names = sorted(t.__name__ for t in stray)
+        raise TypeError(f"expected only {record_type.__name__}, got {names}")
+    return {f: list(map(attrgetter(f), records)) for f in record_type.__struct_fields__}
 
 
 def records_to_frame(dataset: str, records: Sequence[Record]) -> pd.DataFrame:
@@ -86,6 +87,10 @@ def records_to_frame(dataset: str, records: Sequence[Record]) -> pd.DataFrame:
             out[col.name] = _ms_to_utc(values)
         elif col.type == pa.float64():
             out[col.name] = _to_float(values)
+        elif col.type == pa.int64():
+            out[col.name] = np.fromiter(values, np.int64, len(values))
+        elif col.type == pa.bool_():
+            out[col.name] = np.fromiter(values, np.bool_, len(values))
         else:
             out[col.name] = values
     return conform(pd.DataFrame(out), schema)

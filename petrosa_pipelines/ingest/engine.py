@@ -109,6 +109,7 @@ class _StreamState:
     floor: int | None = None
     max_event: int | None = None
     max_trade_id: int | None = None
+    max_trade_time: int | None = None
     #: [lo, hi, t_from, t_to, deadline_recv] of trade ids not seen yet
     missing: list[list[int]] = field(default_factory=list)
     #: connection id whose messages are authoritative for this stream
@@ -482,14 +483,14 @@ class IngestEngine:
         """
         a = rec.agg_trade_id
         top = st.max_trade_id
-        if top is None or after_outage:
-            st.max_trade_id = a if top is None else max(a, top)
-            return
-        if a > top + 1:
-            st.missing.append([top + 1, a - 1, st.max_event or rec.trade_time, rec.trade_time,
-                               recv + ID_GAP_GRACE_MS])  # fmt: skip
-        if a > top:
-            st.max_trade_id = a
+        if top is None or a > top:
+            prev_time = st.max_trade_time
+            st.max_trade_id, st.max_trade_time = a, rec.trade_time
+            if top is None or after_outage:
+                return
+            if a > top + 1:
+                t0 = prev_time if prev_time is not None else rec.trade_time
+                st.missing.append([top + 1, a - 1, t0, rec.trade_time, recv + ID_GAP_GRACE_MS])
         elif st.missing:
             for i, (lo, hi, t0, t1, dl) in enumerate(st.missing):
                 if lo <= a <= hi:
@@ -618,7 +619,9 @@ class IngestEngine:
                 if st is not None and end is not None:
                     self._gap(st.stats, since, end, "sequence_break", "book resynced")
         else:
-            # the snapshot is older than the buffered diffs: wait a little, fetch again
+            # the snapshot is older than the buffered diffs (a diff went missing while we were
+            # catching up): that is a break too; wait a little and fetch again
+            self._book_break_from.setdefault(sym, snap.event_time or snap.received_at or 0)
             await asyncio.sleep(0.2)
         self._snapshot_tasks.pop(sym, None)
 

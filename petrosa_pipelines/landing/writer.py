@@ -45,7 +45,7 @@ LATENCY_BUCKETS = 2048
 class WriterConfig:
     """How segments rotate and how much may wait in memory before spilling."""
 
-    segment_max_age_s: float = 60.0
+    segment_max_age_s: float = 15.0
     segment_max_bytes: int = 128 << 20
     max_memory_bytes: int = 64 << 20
     max_spill_bytes: int = 2 << 30

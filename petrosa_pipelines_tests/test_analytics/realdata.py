@@ -1,4 +1,4 @@
-"""Loaders of the real fixtures in fixtures/analytics/: Decimal rows for references, frames for code.
+"""Loaders of the real fixtures in fixtures/analytics/: Decimal references and frames.
 
 The reference side parses every number with ``Decimal`` (never float) so it is independent of
 the float code under test; the frame side gives the canonical dataset columns.
@@ -14,10 +14,30 @@ from pathlib import Path
 import pandas as pd
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "analytics"
-VISION_FIELDS = ["open_time", "open", "high", "low", "close", "volume", "close_time",
-                 "quote_volume", "count", "taker_buy_volume", "taker_buy_quote_volume", "ignore"]
-DECIMAL_FIELDS = ["open", "high", "low", "close", "volume", "quote_volume", "taker_buy_volume",
-                  "taker_buy_quote_volume"]
+VISION_FIELDS = [
+    "open_time",
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+    "close_time",
+    "quote_volume",
+    "count",
+    "taker_buy_volume",
+    "taker_buy_quote_volume",
+    "ignore",
+]
+DECIMAL_FIELDS = [
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+    "quote_volume",
+    "taker_buy_volume",
+    "taker_buy_quote_volume",
+]
 VISION_DAYS = ["2022-01-01", "2022-05-01", "2023-11-14"]
 
 
@@ -30,9 +50,14 @@ def vision_rows(symbol: str, day: str) -> list[dict]:
     out = []
     for r in rows:
         rec = dict(zip(VISION_FIELDS, r, strict=True))
-        out.append({**{k: Decimal(rec[k]) for k in DECIMAL_FIELDS},
-                    "open_time": int(rec["open_time"]), "close_time": int(rec["close_time"]),
-                    "count": int(rec["count"])})
+        out.append(
+            {
+                **{k: Decimal(rec[k]) for k in DECIMAL_FIELDS},
+                "open_time": int(rec["open_time"]),
+                "close_time": int(rec["close_time"]),
+                "count": int(rec["count"]),
+            }
+        )
     return out
 
 
@@ -44,10 +69,12 @@ def candles_frame(rows: list[dict], symbol: str, shift_days: int = 0) -> pd.Data
             "exchange": "binance",
             "symbol": symbol,
             "interval": "1m",
-            "open_time": pd.to_datetime([r["open_time"] + shift for r in rows], unit="ms",
-                                        utc=True),
-            "close_time": pd.to_datetime([r["close_time"] + shift for r in rows], unit="ms",
-                                         utc=True),
+            "open_time": pd.to_datetime(
+                [r["open_time"] + shift for r in rows], unit="ms", utc=True
+            ),
+            "close_time": pd.to_datetime(
+                [r["close_time"] + shift for r in rows], unit="ms", utc=True
+            ),
             **{k: [float(r[k]) for r in rows] for k in DECIMAL_FIELDS},
             "trade_count": [r["count"] for r in rows],
             "source": "archive",
@@ -71,8 +98,9 @@ def hft_trade_rows() -> list[dict]:
     with open(FIXTURES / "hftbacktest_2023-04-04_BTCUSDT_trade.jsonl") as f:
         for line in f:
             d = json.loads(line)["data"]
-            out.append({"id": d["t"], "T": d["T"], "p": Decimal(d["p"]), "q": Decimal(d["q"]),
-                        "m": d["m"]})
+            out.append(
+                {"id": d["t"], "T": d["T"], "p": Decimal(d["p"]), "q": Decimal(d["q"]), "m": d["m"]}
+            )
     return out
 
 
@@ -107,15 +135,25 @@ def agg_trade_rows(symbol: str) -> list[dict]:
         for line in f:
             d = json.loads(line)["data"]
             if d["s"] == symbol:
-                out.append({"id": d["a"], "f": d["f"], "l": d["l"], "T": d["T"],
-                            "p": Decimal(d["p"]), "q": Decimal(d["q"]), "m": d["m"]})
+                out.append(
+                    {
+                        "id": d["a"],
+                        "f": d["f"],
+                        "l": d["l"],
+                        "T": d["T"],
+                        "p": Decimal(d["p"]),
+                        "q": Decimal(d["q"]),
+                        "m": d["m"],
+                    }
+                )
     return out
 
 
 def depth_snapshot() -> dict:
     """The real 1000-level BTCUSDT REST snapshot: {'bids': [(Decimal, Decimal)], 'asks': ...}."""
-    data = json.loads((FIXTURES / "hftbacktest_2023-04-04_depth_BTCUSDT_reserialized.json")
-                      .read_text())
+    data = json.loads(
+        (FIXTURES / "hftbacktest_2023-04-04_depth_BTCUSDT_reserialized.json").read_text()
+    )
     return {
         "time": data["E"],
         "bids": [(Decimal(p), Decimal(q)) for p, q in data["bids"]],
@@ -131,8 +169,11 @@ def depth_frame(books: list[tuple[int, list, list]], symbol: str = "BTCUSDT") ->
             for level, (p, q) in enumerate(levels):
                 rows.append((ms, side, level, float(p), float(q)))
     frame = pd.DataFrame(rows, columns=["ms", "side", "level", "price", "quantity"])
-    frame.insert(0, "snapshot_time",
-                 pd.to_datetime(frame.pop("ms"), unit="ms", utc=True).astype("datetime64[ms, UTC]"))
+    frame.insert(
+        0,
+        "snapshot_time",
+        pd.to_datetime(frame.pop("ms"), unit="ms", utc=True).astype("datetime64[ms, UTC]"),
+    )
     frame.insert(0, "symbol", symbol)
     frame.insert(0, "exchange", "binance")
     frame.insert(2, "last_update_id", 1)
@@ -147,6 +188,14 @@ def book_ticker_rows() -> list[dict]:
     with open(FIXTURES / "hftbacktest_2023-04-04_BTCUSDT_bookTicker_first2000.jsonl") as f:
         for line in f:
             d = json.loads(line)["data"]
-            out.append({"T": d["T"], "u": d["u"], "b": Decimal(d["b"]), "B": Decimal(d["B"]),
-                        "a": Decimal(d["a"]), "A": Decimal(d["A"])})
+            out.append(
+                {
+                    "T": d["T"],
+                    "u": d["u"],
+                    "b": Decimal(d["b"]),
+                    "B": Decimal(d["B"]),
+                    "a": Decimal(d["a"]),
+                    "A": Decimal(d["A"]),
+                }
+            )
     return out

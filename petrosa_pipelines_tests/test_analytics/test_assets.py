@@ -7,6 +7,7 @@ write them; the market-data assets themselves appear as AssetSpecs (external to 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from decimal import Decimal
 
 import dagster as dg
@@ -49,26 +50,48 @@ def read(io: LakeIOManager, key: dg.AssetKey, day: str, symbol: str = "ALL") -> 
 
 def upstream_day(io: LakeIOManager, day: str, symbol: str, source_day: str) -> None:
     """Real 1m candles of ``source_day`` re-dated to ``day``; real trades and books likewise."""
+    for key, frame in upstream_frames(day, symbol, source_day).items():
+        write(io, key, day, symbol, frame)
+
+
+@functools.cache
+def upstream_frames(day: str, symbol: str, source_day: str) -> dict[dg.AssetKey, pd.DataFrame]:
     target = dt.date.fromisoformat(day)
+    out = {}
     shift = (target - dt.date.fromisoformat(source_day)).days
-    write(io, CANDLES_KEY, day, symbol, realdata.vision_candles(symbol, source_day, shift))
+    out[CANDLES_KEY] = (realdata.vision_candles(symbol, source_day, shift))
     trades = realdata.trades_frame(realdata.hft_trade_rows(), symbol)
     start = pd.Timestamp(target, tz="UTC")
     delta = start + pd.Timedelta(hours=12) - trades["trade_time"].min()
-    write(io, TRADES_KEY, day, symbol, shift_ms(trades, ["trade_time"], delta))
+    out[TRADES_KEY] = (shift_ms(trades, ["trade_time"], delta))
     ticks = realdata.book_ticker_rows()[:300]
     snap = realdata.depth_snapshot()
-    books = [(r["T"], [(r["b"], r["B"]), *snap["bids"][1:20]], [(r["a"], r["A"]),
-              *snap["asks"][1:20]]) for r in ticks]
+    books = [
+        (r["T"], [(r["b"], r["B"]), *snap["bids"][1:20]], [(r["a"], r["A"]), *snap["asks"][1:20]])
+        for r in ticks
+    ]
     depth = realdata.depth_frame(books, symbol)
     delta = start + pd.Timedelta(hours=6) - depth["snapshot_time"].min()
-    write(io, DEPTH_KEY, day, symbol, shift_ms(depth, ["snapshot_time", "received_at"], delta))
+    out[DEPTH_KEY] = (shift_ms(depth, ["snapshot_time", "received_at"], delta))
     times = pd.date_range(start, periods=3, freq="8h", tz="UTC").astype("datetime64[ms, UTC]")
-    write(io, FUNDING_KEY, day, symbol, pd.DataFrame({
-        "exchange": "binance", "symbol": symbol, "funding_time": times,
-        "funding_rate": [0.0001, 0.00005, -0.00002], "mark_price": 40_000.0,
-        "source": "rest", "received_at": times,
-    }))
+    write(
+        io,
+        FUNDING_KEY,
+        day,
+        symbol,
+        pd.DataFrame(
+            {
+                "exchange": "binance",
+                "symbol": symbol,
+                "funding_time": times,
+                "funding_rate": [0.0001, 0.00005, -0.00002],
+                "mark_price": 40_000.0,
+                "source": "rest",
+                "received_at": times,
+            }
+        ),
+    )
+    return out
 
 
 @pytest.fixture
@@ -82,9 +105,13 @@ def lake(tmp_path, dagster_instance):
 
 
 def run(io, instance, keys, partition_key):
-    result = dg.materialize([*UPSTREAM, *ANALYTICS_ASSETS], partition_key=partition_key,
-                            instance=instance, resources={"io_manager": io},
-                            selection=dg.AssetSelection.assets(*keys))
+    result = dg.materialize(
+        [*UPSTREAM, *ANALYTICS_ASSETS],
+        partition_key=partition_key,
+        instance=instance,
+        resources={"io_manager": io},
+        selection=dg.AssetSelection.assets(*keys),
+    )
     assert result.success
     return result
 
@@ -113,16 +140,22 @@ def test_every_symbol_day_asset_materialises_with_its_catalog_metadata(lake):
 
 def test_rolling_windows_read_earlier_days_through_the_mapping(lake):
     io, instance = lake
-    run(io, instance, [analytics_key(n) for n in ("volatility", "trend", "funding")],
-        "2024-01-03|BTCUSDT")
+    run(
+        io,
+        instance,
+        [analytics_key(n) for n in ("volatility", "trend", "funding")],
+        "2024-01-03|BTCUSDT",
+    )
     vol = read(io, analytics_key("volatility"), "2024-01-03", "BTCUSDT").set_index("method")
     assert (vol["window_days"] == 3).all() and (vol["bars_window"] == 3 * 1440).all()
     window = pd.concat([read(io, CANDLES_KEY, d, "BTCUSDT") for d in DAYS], ignore_index=True)
     for method in volatility.METHODS:
         assert vol.loc[method, "volatility_window"] == pytest.approx(
-            volatility.annualised_volatility(window, method), rel=1e-12)
+            volatility.annualised_volatility(window, method), rel=1e-12
+        )
         assert vol.loc[method, "volatility_day"] == pytest.approx(
-            volatility.annualised_volatility(window.iloc[2880:], method), rel=1e-12)
+            volatility.annualised_volatility(window.iloc[2880:], method), rel=1e-12
+        )
     trend_frame = read(io, analytics_key("trend"), "2024-01-03", "BTCUSDT")
     assert len(trend_frame) == 1440 and trend_frame["sma_slow"].notna().all()  # warmed up
     fund = read(io, analytics_key("funding"), "2024-01-03", "BTCUSDT")
@@ -155,8 +188,10 @@ def test_cross_symbol_correlation_per_day_and_rolling(lake):
     pooled = pd.concat(returns)
     want = np.corrcoef(pooled["BTCUSDT"], pooled["ETHUSDT"])[0, 1]
     assert rolling["correlation"].iloc[0] == pytest.approx(want, rel=1e-9)
-    assert set(CROSS_SYMBOL_KEYS) == {analytics_key("correlation"),
-                                      analytics_key("correlation_rolling")}
+    assert set(CROSS_SYMBOL_KEYS) == {
+        analytics_key("correlation"),
+        analytics_key("correlation_rolling"),
+    }
 
 
 def test_multi_timeframe_assets_only_emit_complete_intervals(lake):
@@ -176,8 +211,9 @@ def test_multi_timeframe_assets_only_emit_complete_intervals(lake):
     assert trades_out.success
     secs = read(io, analytics_key("candles_from_trades"), "2024-01-02", "ETHUSDT")
     one = secs[secs["interval"] == "1s"]
-    assert one["volume"].sum() == pytest.approx(float(sum(
-        r["q"] for r in realdata.hft_trade_rows())) if one["is_complete"].all() else 0, rel=1e-9)
+    assert one["is_complete"].all()
+    total = sum(r["q"] for r in realdata.hft_trade_rows())
+    assert one["volume"].sum() == pytest.approx(float(total), rel=1e-12)
     # closed day: every second up to midnight is complete, filled flat after the last trade
     assert one["close_time"].max() == pd.Timestamp("2024-01-02 23:59:59.999", tz="UTC")
     assert Decimal(str(one["close"].iloc[-1])) == realdata.hft_trade_rows()[-1]["p"]

@@ -52,8 +52,17 @@ def simulate_gbm(sigma_annual: float, n_bars: int, steps: int, seed: int = 7) ->
     path = np.cumsum(rng.normal(0.0, sd, n_bars * steps)).reshape(n_bars, steps)
     start = np.concatenate([[0.0], path[:-1, -1]])
     full = np.column_stack([start, path])
-    return pd.DataFrame({"open": np.exp(full[:, 0]), "high": np.exp(full.max(axis=1)),
-                         "low": np.exp(full.min(axis=1)), "close": np.exp(full[:, -1])}) * 100
+    return (
+        pd.DataFrame(
+            {
+                "open": np.exp(full[:, 0]),
+                "high": np.exp(full.max(axis=1)),
+                "low": np.exp(full.min(axis=1)),
+                "close": np.exp(full[:, -1]),
+            }
+        )
+        * 100
+    )
 
 
 @pytest.mark.parametrize("method", volatility.METHODS)
@@ -78,8 +87,9 @@ def reference_terms(rows, method):
         elif method == "rogers_satchell":
             out.append((h - c) * (h - o) + (lo - c) * (lo - o))
         elif prev_close is not None:
-            out.append((o - prev_close, c - o, (h - c) * (h - o) + (lo - c) * (lo - o),
-                        c - prev_close))
+            out.append(
+                (o - prev_close, c - o, (h - c) * (h - o) + (lo - c) * (lo - o), c - prev_close)
+            )
         prev_close = c
     return out
 
@@ -98,9 +108,11 @@ def test_estimators_match_plain_python_on_real_klines(method):
     else:
         n = len(terms)
         k = 0.34 / (1.34 + (n + 1) / (n - 1))
-        variance = (statistics.variance([t[0] for t in terms])
-                    + k * statistics.variance([t[1] for t in terms])
-                    + (1 - k) * statistics.fmean([t[2] for t in terms]))
+        variance = (
+            statistics.variance([t[0] for t in terms])
+            + k * statistics.variance([t[1] for t in terms])
+            + (1 - k) * statistics.fmean([t[2] for t in terms])
+        )
     expected = math.sqrt(variance * 365 * 1440)
     got = volatility.annualised_volatility(frame, method)
     assert got == pytest.approx(expected, rel=1e-10)
@@ -195,7 +207,8 @@ def test_zscore_and_percent_b_on_real_closes():
     valid = bb["percent_b"].notna()
     # Bollinger's identity with the population sd: %b = 0.5 + z / (2k)
     assert bb["percent_b"][valid].to_numpy() == pytest.approx(
-        (0.5 + deviation.zscore(close, n) / (2 * k))[valid].to_numpy(), rel=1e-9)
+        (0.5 + deviation.zscore(close, n) / (2 * k))[valid].to_numpy(), rel=1e-9
+    )
     # the maintenance window (flat closes) has sd = 0: NaN, never inf
     assert not np.isinf(bb["percent_b"]).any()
     assert bb["percent_b"].isna().sum() > n - 1

@@ -42,11 +42,19 @@ def test_imbalance_textbook():
 
 
 def test_volume_profile_buckets_and_point_of_control():
-    frame = realdata.trades_frame([
-        {"id": i, "T": i, "p": Decimal(p), "q": Decimal(q), "m": m}
-        for i, (p, q, m) in enumerate([("100.0", "1", False), ("100.9", "2", True),
-                                       ("101.0", "5", False), ("102.5", "1", True)])
-    ])
+    frame = realdata.trades_frame(
+        [
+            {"id": i, "T": i, "p": Decimal(p), "q": Decimal(q), "m": m}
+            for i, (p, q, m) in enumerate(
+                [
+                    ("100.0", "1", False),
+                    ("100.9", "2", True),
+                    ("101.0", "5", False),
+                    ("102.5", "1", True),
+                ]
+            )
+        ]
+    )
     prof = volume.volume_profile(frame, bucket_width=1.0)
     assert list(prof["price_low"]) == [100.0, 101.0, 102.0]
     assert list(prof["volume"]) == [3.0, 5.0, 1.0]
@@ -66,11 +74,13 @@ def test_volume_profile_on_real_trades_conserves_volume():
 
 
 def test_trade_size_distribution_textbook_and_real():
-    frame = realdata.trades_frame([
-        {"id": 1, "T": 1, "p": Decimal("10"), "q": Decimal("0.5"), "m": False},  # 5
-        {"id": 2, "T": 2, "p": Decimal("10"), "q": Decimal("1"), "m": False},  # 10 -> [10, 100)
-        {"id": 3, "T": 3, "p": Decimal("10"), "q": Decimal("200"), "m": True},  # 2000
-    ])
+    frame = realdata.trades_frame(
+        [
+            {"id": 1, "T": 1, "p": Decimal("10"), "q": Decimal("0.5"), "m": False},  # 5
+            {"id": 2, "T": 2, "p": Decimal("10"), "q": Decimal("1"), "m": False},  # 10 -> [10, 100)
+            {"id": 3, "T": 3, "p": Decimal("10"), "q": Decimal("200"), "m": True},  # 2000
+        ]
+    )
     dist = volume.trade_size_distribution(frame)
     assert list(dist["trade_count"][:4]) == [1, 1, 0, 1]
     assert dist["quote_share"].iloc[3] == pytest.approx(2000 / 2015)
@@ -92,7 +102,8 @@ def test_book_metrics_match_decimal_on_the_real_1000_level_snapshot():
         assert got["bid_depth"] == pytest.approx(float(bid_depth), rel=1e-12)
         assert got["ask_depth"] == pytest.approx(float(ask_depth), rel=1e-12)
         assert got["depth_imbalance"] == pytest.approx(
-            float((bid_depth - ask_depth) / (bid_depth + ask_depth)), rel=1e-9)
+            float((bid_depth - ask_depth) / (bid_depth + ask_depth)), rel=1e-9
+        )
         (qb, qa) = (snap["bids"][0][1], snap["asks"][0][1])
         assert got["top_imbalance"] == pytest.approx(float((qb - qa) / (qb + qa)), rel=1e-12)
 
@@ -103,8 +114,9 @@ def test_spread_of_real_book_ticker_stream_per_snapshot_and_per_interval():
     last = {r["T"]: r for r in rows}
     books = [(t, [(r["b"], r["B"])], [(r["a"], r["A"])]) for t, r in sorted(last.items())]
     metrics = liquidity.book_metrics(realdata.depth_frame(books))
-    want = [float((r["a"] - r["b"]) / ((r["a"] + r["b"]) / 2) * 10_000)
-            for _, r in sorted(last.items())]
+    want = [
+        float((r["a"] - r["b"]) / ((r["a"] + r["b"]) / 2) * 10_000) for _, r in sorted(last.items())
+    ]
     assert metrics["spread_bps"].to_numpy() == pytest.approx(want, rel=1e-9)
     minutes = liquidity.per_interval(metrics, 10_000)  # the 2,000 messages span ~30 s
     first_minute = metrics[metrics["snapshot_time"] < minutes["bucket_start"].iloc[1]]
@@ -115,8 +127,11 @@ def test_spread_of_real_book_ticker_stream_per_snapshot_and_per_interval():
 def test_liquidity_heatmap_is_mean_resting_quantity_per_snapshot():
     books = [
         (0, [(Decimal("99.5"), Decimal("2"))], [(Decimal("100.5"), Decimal("1"))]),
-        (1_000, [(Decimal("99.5"), Decimal("4")), (Decimal("98.2"), Decimal("1"))],
-         [(Decimal("100.5"), Decimal("3"))]),
+        (
+            1_000,
+            [(Decimal("99.5"), Decimal("4")), (Decimal("98.2"), Decimal("1"))],
+            [(Decimal("100.5"), Decimal("3"))],
+        ),
     ]
     heat = liquidity.liquidity_heatmap(realdata.depth_frame(books), 60_000, price_bucket=1.0)
     cell = heat.set_index(["price_low", "side"])["quantity"]
@@ -132,15 +147,19 @@ def test_amihud_textbook_and_real():
     assert terms.iloc[2] == pytest.approx(0.01 / 1e6 * 1e6)
     assert np.isnan(terms.iloc[3])  # nothing traded: excluded, not zero
     rows = realdata.vision_rows("BTCUSDT", "2022-05-01")
-    ref = [abs(float(b["close"] / a["close"] - 1)) / float(b["quote_volume"]) * 1e6
-           for a, b in zip(rows, rows[1:], strict=False) if b["quote_volume"] > 0]
+    ref = [
+        abs(float(b["close"] / a["close"] - 1)) / float(b["quote_volume"]) * 1e6
+        for a, b in zip(rows, rows[1:], strict=False)
+        if b["quote_volume"] > 0
+    ]
     got = liquidity.amihud(realdata.candles_frame(rows, "BTCUSDT"))
     assert got == pytest.approx(statistics.fmean(ref), rel=1e-9)
 
 
 def test_seasonality_matches_groupby_on_real_klines():
-    frame = pd.concat([realdata.vision_candles("BTCUSDT", d) for d in realdata.VISION_DAYS],
-                      ignore_index=True)
+    frame = pd.concat(
+        [realdata.vision_candles("BTCUSDT", d) for d in realdata.VISION_DAYS], ignore_index=True
+    )
     prof = seasonality.profiles(frame).set_index(["profile", "bucket"])
     rows = [r for d in realdata.VISION_DAYS for r in realdata.vision_rows("BTCUSDT", d)]
     by_hour: dict[int, list[float]] = {}
@@ -183,14 +202,16 @@ def test_correlation_textbook_and_constant_series():
 
 
 def test_funding_textbook():
-    times = pd.to_datetime(["2024-01-01 00:00:00.000", "2024-01-01 08:00:00.006", "2024-01-01 16:00:00.000"],
-                           utc=True)
+    times = pd.to_datetime(
+        ["2024-01-01 00:00:00.000", "2024-01-01 08:00:00.006", "2024-01-01 16:00:00.000"], utc=True
+    )
     f = pd.DataFrame({"funding_time": times, "funding_rate": [0.0001, 0.0001, -0.0002]})
     out = funding.funding_analytics(f)
     assert (out["interval_hours"] == 8).all()  # a few ms off the hour still reads as 8 h
     assert out["annualised_rate"].iloc[0] == pytest.approx(0.0001 * 1095)
     assert out["cumulative_rate"].iloc[-1] == pytest.approx(0.0)
     assert out["cumulative_compounded"].iloc[-1] == pytest.approx(1.0001 * 1.0001 * 0.9998 - 1)
-    hourly = funding.funding_analytics(f.assign(funding_time=pd.date_range(
-        "2024-01-01", periods=3, freq="4h", tz="UTC")))
+    hourly = funding.funding_analytics(
+        f.assign(funding_time=pd.date_range("2024-01-01", periods=3, freq="4h", tz="UTC"))
+    )
     assert hourly["annualised_rate"].iloc[0] == pytest.approx(0.0001 * 2190)

@@ -22,13 +22,19 @@ def reference_klines(rows: list[dict], step_ms: int) -> list[dict]:
         groups.setdefault(r["open_time"] // step_ms * step_ms, []).append(r)
     out = []
     for start, g in sorted(groups.items()):
-        out.append({
-            "open_time": start, "close_time": start + step_ms - 1,
-            "open": g[0]["open"], "high": max(r["high"] for r in g),
-            "low": min(r["low"] for r in g), "close": g[-1]["close"],
-            **{k: sum((r[k] for r in g), Decimal(0)) for k in SUM_FIELDS},
-            "count": sum(r["count"] for r in g), "n": len(g),
-        })
+        out.append(
+            {
+                "open_time": start,
+                "close_time": start + step_ms - 1,
+                "open": g[0]["open"],
+                "high": max(r["high"] for r in g),
+                "low": min(r["low"] for r in g),
+                "close": g[-1]["close"],
+                **{k: sum((r[k] for r in g), Decimal(0)) for k in SUM_FIELDS},
+                "count": sum(r["count"] for r in g),
+                "n": len(g),
+            }
+        )
     return out
 
 
@@ -79,11 +85,11 @@ def test_missing_minute_makes_its_hour_and_day_partial():
 def test_as_of_flags_intervals_that_have_not_ended():
     frame = realdata.vision_candles("BTCUSDT", "2022-01-01")
     as_of = pd.Timestamp("2022-01-01 05:30", tz="UTC")
-    out = resample.resample_candles(frame[frame["open_time"] < as_of], "1h", as_of=as_of,
-                                    include_partial=True)
+    out = resample.resample_candles(
+        frame[frame["open_time"] < as_of], "1h", as_of=as_of, include_partial=True
+    )
     assert list(out["is_complete"]) == [True] * 5 + [False]
-    assert len(resample.resample_candles(frame[frame["open_time"] < as_of], "4h",
-                                         as_of=as_of)) == 1
+    assert len(resample.resample_candles(frame[frame["open_time"] < as_of], "4h", as_of=as_of)) == 1
 
 
 def reference_trade_candles(rows: list[dict], step_ms: int) -> dict[int, dict]:
@@ -92,12 +98,14 @@ def reference_trade_candles(rows: list[dict], step_ms: int) -> dict[int, dict]:
         groups.setdefault(r["T"] // step_ms * step_ms, []).append(r)
     return {
         start: {
-            "open": g[0]["p"], "high": max(r["p"] for r in g), "low": min(r["p"] for r in g),
-            "close": g[-1]["p"], "volume": sum((r["q"] for r in g), Decimal(0)),
+            "open": g[0]["p"],
+            "high": max(r["p"] for r in g),
+            "low": min(r["p"] for r in g),
+            "close": g[-1]["p"],
+            "volume": sum((r["q"] for r in g), Decimal(0)),
             "quote_volume": sum((r["p"] * r["q"] for r in g), Decimal(0)),
             "taker_buy_volume": sum((r["q"] for r in g if not r["m"]), Decimal(0)),
-            "taker_buy_quote_volume": sum((r["p"] * r["q"] for r in g if not r["m"]),
-                                          Decimal(0)),
+            "taker_buy_quote_volume": sum((r["p"] * r["q"] for r in g if not r["m"]), Decimal(0)),
             "trade_count": sum(r.get("l", r["id"]) - r.get("f", r["id"]) + 1 for r in g),
         }
         for start, g in groups.items()
@@ -122,8 +130,16 @@ def test_trade_candles_match_decimal_reference_on_real_trades(interval):
             assert got.open == got.high == got.low == got.close == prev_close
             assert got.volume == 0 and got.trade_count == 0 and got.source_rows == 0
         else:
-            for k in ("open", "high", "low", "close", "volume", "quote_volume",
-                      "taker_buy_volume", "taker_buy_quote_volume"):
+            for k in (
+                "open",
+                "high",
+                "low",
+                "close",
+                "volume",
+                "quote_volume",
+                "taker_buy_volume",
+                "taker_buy_quote_volume",
+            ):
                 assert getattr(got, k) == float(want[k]), (interval, start, k)
             assert got.trade_count == want["trade_count"]
         prev_close = got.close
@@ -144,20 +160,23 @@ def test_aggregate_trades_count_underlying_trades():
 
 
 def test_trade_candle_textbook_case_and_as_of():
-    frame = realdata.trades_frame([
-        {"id": 1, "T": 1_000, "p": Decimal("10"), "q": Decimal("1"), "m": False},
-        {"id": 2, "T": 1_500, "p": Decimal("12"), "q": Decimal("2"), "m": True},
-        {"id": 3, "T": 1_900, "p": Decimal("9"), "q": Decimal("1"), "m": False},
-        {"id": 4, "T": 4_100, "p": Decimal("11"), "q": Decimal("3"), "m": True},
-    ])
+    frame = realdata.trades_frame(
+        [
+            {"id": 1, "T": 1_000, "p": Decimal("10"), "q": Decimal("1"), "m": False},
+            {"id": 2, "T": 1_500, "p": Decimal("12"), "q": Decimal("2"), "m": True},
+            {"id": 3, "T": 1_900, "p": Decimal("9"), "q": Decimal("1"), "m": False},
+            {"id": 4, "T": 4_100, "p": Decimal("11"), "q": Decimal("3"), "m": True},
+        ]
+    )
     out = resample.candles_from_trades(frame, "1s")  # complete up to the last trade seen
     assert list(out["open_time"].map(lambda t: t.value // 1_000_000)) == [1_000, 2_000, 3_000]
     first = out.iloc[0]
     assert (first.open, first.high, first.low, first.close) == (10, 12, 9, 9)
     assert (first.volume, first.quote_volume, first.taker_buy_volume) == (4, 43, 2)
     assert list(out["close"]) == [9, 9, 9] and list(out["volume"]) == [4, 0, 0]
-    closed = resample.candles_from_trades(frame, "1s", as_of=pd.Timestamp(5_000, unit="ms",
-                                                                          tz="UTC"))
+    closed = resample.candles_from_trades(
+        frame, "1s", as_of=pd.Timestamp(5_000, unit="ms", tz="UTC")
+    )
     assert len(closed) == 4 and closed.iloc[-1].close == 11
     assert closed["close_time"].iloc[0] == pd.Timestamp(1_999, unit="ms", tz="UTC")
 

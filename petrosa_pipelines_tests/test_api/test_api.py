@@ -83,7 +83,10 @@ def test_higher_intervals_are_resampled_exactly(lake):
     hour = one_m.iloc[:60]
     assert (first.open, first.close) == (hour.open.iloc[0], hour.close.iloc[-1])
     assert (first.high, first.low, first.trade_count) == (
-        hour.high.max(), hour.low.min(), hour.trade_count.sum())  # fmt: skip
+        hour.high.max(),
+        hour.low.min(),
+        hour.trade_count.sum(),
+    )
     assert first.close_time == pd.Timestamp("2024-01-02T00:59:59.999Z")
     assert [f.check for f in r.failed_checks] == ["completeness", "incomplete_bar"]
     with pytest.raises(api.DataError, match="interval"):
@@ -147,8 +150,12 @@ def test_today_comes_from_the_landing_zone(lake):
         frames.trades(day=today - dt.timedelta(days=1), n=10),
         today - dt.timedelta(days=1),
     )
-    r = api.load_trades("BTCUSDT", today - dt.timedelta(days=1), NOW + dt.timedelta(hours=5),
-                        sources=sources(lake, landing=landing))  # fmt: skip
+    r = api.load_trades(
+        "BTCUSDT",
+        today - dt.timedelta(days=1),
+        NOW + dt.timedelta(hours=5),
+        sources=sources(lake, landing=landing),
+    )
     assert [p.source for p in r.partitions] == ["lake", "landing"]
     assert landing.calls[0][4] == int(NOW.timestamp() * 1000)  # never past now
     assert r.frame.trade_time.max() < pd.Timestamp(NOW)
@@ -165,8 +172,13 @@ def test_warehouse_fills_what_the_lake_lacks(lake, postgres_db):
             "candles", frames.candles(day=D2), exchange="binance", symbol="BTCUSDT", day=D2
         )
         ts = pd.date_range("2024-01-02", periods=3, freq="h", tz="UTC")
-        wh.load_analytics("volatility", pd.DataFrame({"ts": ts, "parkinson": [0.1, 0.2, 0.3]}),
-                          exchange="binance", symbol="BTCUSDT", day=D1)  # fmt: skip
+        wh.load_analytics(
+            "volatility",
+            pd.DataFrame({"ts": ts, "parkinson": [0.1, 0.2, 0.3]}),
+            exchange="binance",
+            symbol="BTCUSDT",
+            day=D1,
+        )
         src = sources(lake, warehouse=wh)
         r = api.load_candles("BTCUSDT", D1, D3, sources=src)
         assert [p.source for p in r.partitions] == ["lake", "warehouse"] and r.complete
@@ -181,8 +193,15 @@ def test_warehouse_fills_what_the_lake_lacks(lake, postgres_db):
 
 
 def test_health_from_the_lake(lake):
-    health = pd.DataFrame({"dataset": ["trades"], "exchange": "binance", "symbol": "BTCUSDT",
-                           "day": pd.Timestamp("2024-01-02", tz="UTC"), "score": [0.97]})  # fmt: skip
+    health = pd.DataFrame(
+        {
+            "dataset": ["trades"],
+            "exchange": "binance",
+            "symbol": "BTCUSDT",
+            "day": pd.Timestamp("2024-01-02", tz="UTC"),
+            "score": [0.97],
+        }
+    )
     lake.write_frame(lake_path(api.HEALTH_LAKE_DATASET, "binance", "BTCUSDT", "2024-01-02"), health)
     r = api.load_health("BTCUSDT", D1, D2, sources=sources(lake))
     assert r.frame["score"].tolist() == [0.97] and r.complete
@@ -197,10 +216,13 @@ def test_s3_lake_by_settings(monkeypatch):
     try:
         host, port = server.get_host_and_port()
         for key, value in {
-            "AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_ACCESS_KEY_ID": "test",
-            "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1",
-            "PETROSA_LAKE_PATH": "s3://petrosa-lake/lake", "PETROSA_SYMBOLS": "BTCUSDT",
-        }.items():  # fmt: skip
+            "AWS_ENDPOINT_URL": f"http://{host}:{port}",
+            "AWS_ACCESS_KEY_ID": "test",
+            "AWS_SECRET_ACCESS_KEY": "test",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "PETROSA_LAKE_PATH": "s3://petrosa-lake/lake",
+            "PETROSA_SYMBOLS": "BTCUSDT",
+        }.items():
             monkeypatch.setenv(key, value)
         monkeypatch.delenv(api.WAREHOUSE_URL_VAR, raising=False)
         src = api.DataSources.from_settings()

@@ -18,8 +18,12 @@ from resources.warehouse import WarehouseResource
 D1, D3 = dt.date(2024, 1, 2), dt.date(2024, 1, 4)
 
 
-@dg.asset(key=["market_data", "trades"], partitions_def=daily_symbol_partitions,
-          group_name="market_data", metadata={"exchange": "binance"})  # fmt: skip
+@dg.asset(
+    key=["market_data", "trades"],
+    partitions_def=daily_symbol_partitions,
+    group_name="market_data",
+    metadata={"exchange": "binance"},
+)
 def fake_trades(context: dg.AssetExecutionContext):
     """Stands in for the exchange-backed asset: a small deterministic frame per symbol-day."""
     day, symbol = split_partition_key(context.partition_key)
@@ -29,10 +33,16 @@ def fake_trades(context: dg.AssetExecutionContext):
 def make_defs(lake_dir, url):
     return dg.Definitions(
         assets=[fake_trades, build_warehouse_asset("trades")],
-        jobs=[dg.define_asset_job("market_data_job", selection=dg.AssetSelection.groups("market_data"))],
-        resources={"io_manager": LakeIOManager(base_path=str(lake_dir)),
-                   "warehouse": WarehouseResource(url=url)},
-    )  # fmt: skip
+        jobs=[
+            dg.define_asset_job(
+                "market_data_job", selection=dg.AssetSelection.groups("market_data")
+            )
+        ],
+        resources={
+            "io_manager": LakeIOManager(base_path=str(lake_dir)),
+            "warehouse": WarehouseResource(url=url),
+        },
+    )
 
 
 @pytest.fixture
@@ -50,7 +60,11 @@ def pg_instance(tmp_path, postgres_db):
 
 def test_partition_keys_cover_days_times_symbols():
     assert partition_keys(["btcusdt", "ETHUSDT"], D1, D3) == [
-        "2024-01-02|BTCUSDT", "2024-01-02|ETHUSDT", "2024-01-03|BTCUSDT", "2024-01-03|ETHUSDT"]  # fmt: skip
+        "2024-01-02|BTCUSDT",
+        "2024-01-02|ETHUSDT",
+        "2024-01-03|BTCUSDT",
+        "2024-01-03|ETHUSDT",
+    ]
     with pytest.raises(ValueError, match="unknown datasets"):
         api.materialize_partitions(["klines"], ["BTCUSDT"], D1, D3)
 
@@ -62,7 +76,9 @@ def test_materialise_load_and_read_back_on_postgres_instance(pg_instance, tmp_pa
         "trades", ["BTCUSDT"], D1, D3, instance=pg_instance, defs=defs
     )
     assert [(o.partition_key, o.success) for o in outcomes] == [
-        ("2024-01-02|BTCUSDT", True), ("2024-01-03|BTCUSDT", True)]  # fmt: skip
+        ("2024-01-02|BTCUSDT", True),
+        ("2024-01-03|BTCUSDT", True),
+    ]
     lake = LocalLake(tmp_path / "lake")
     assert lake.exists(lake_path("market_data/trades", "binance", "BTCUSDT", "2024-01-03"))
     mats = pg_instance.get_materialized_partitions(dg.AssetKey(["market_data", "trades"]))
@@ -75,16 +91,21 @@ def test_materialise_load_and_read_back_on_postgres_instance(pg_instance, tmp_pa
             selection=[warehouse_asset_key("trades")],
             partition_key="2024-01-02|BTCUSDT",
             instance=pg_instance,
-            resources={"io_manager": LakeIOManager(base_path=str(tmp_path / "lake")),
-                       "warehouse": WarehouseResource(url=postgres_db)},
-        )  # fmt: skip
+            resources={
+                "io_manager": LakeIOManager(base_path=str(tmp_path / "lake")),
+                "warehouse": WarehouseResource(url=postgres_db),
+            },
+        )
         assert result.success
     wh = Warehouse(postgres_db)
     try:
         loaded = wh.loaded("trades", exchange="binance", symbols=["BTCUSDT"], days=[D1, D3])
         assert loaded == {("BTCUSDT", D1): 50}
-        src = api.DataSources(lake=LocalLake(tmp_path / "empty"), warehouse=wh,
-                              now=lambda: dt.datetime(2024, 2, 1, tzinfo=dt.UTC))  # fmt: skip
+        src = api.DataSources(
+            lake=LocalLake(tmp_path / "empty"),
+            warehouse=wh,
+            now=lambda: dt.datetime(2024, 2, 1, tzinfo=dt.UTC),
+        )
         r = api.load_trades("BTCUSDT", D1, D1 + dt.timedelta(days=1), sources=src)
         assert r.complete and len(r.frame) == 50 and r.partitions[0].source == "warehouse"
     finally:
@@ -93,8 +114,9 @@ def test_materialise_load_and_read_back_on_postgres_instance(pg_instance, tmp_pa
 
 def test_launch_backfill_records_an_asset_backfill(pg_instance, tmp_path, postgres_db):
     defs = make_defs(tmp_path / "lake", postgres_db)
-    backfill_id = api.launch_backfill(["trades"], ["BTCUSDT", "ETHUSDT"], D1, D3,
-                                      instance=pg_instance, defs=defs)  # fmt: skip
+    backfill_id = api.launch_backfill(
+        ["trades"], ["BTCUSDT", "ETHUSDT"], D1, D3, instance=pg_instance, defs=defs
+    )
     backfill = pg_instance.get_backfill(backfill_id)
     assert backfill.status.value == "REQUESTED"
     subset = backfill.asset_backfill_data.target_subset

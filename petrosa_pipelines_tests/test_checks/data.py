@@ -48,8 +48,11 @@ def trades_for_candles(candles: pd.DataFrame, first_agg_id: int = 1_000_000) -> 
             prices = [c.open]
         else:
             path = [c.open, c.high, c.low, c.close]
-            prices = path if n >= 4 else [c.open, c.high if c.low in (c.open, c.close) else c.low,
-                                          c.close][:n]
+            prices = (
+                path
+                if n >= 4
+                else [c.open, c.high if c.low in (c.open, c.close) else c.low, c.close][:n]
+            )
         taker, maker = c.taker_buy_volume, c.volume - c.taker_buy_volume
         if taker > 0 and maker > 0 and len(prices) == 1:
             prices = prices * 2  # a taker-buy and a taker-sell print at the same price
@@ -64,12 +67,31 @@ def trades_for_candles(candles: pd.DataFrame, first_agg_id: int = 1_000_000) -> 
         spans = [n // k + (1 if i < n % k else 0) for i in range(k)]
         for i, (p, maker_side) in enumerate(zip(prices, sides, strict=True)):
             qty = (maker / n_maker) if maker_side else (taker / n_taker)
-            rows.append((agg_id, p, qty, trade_id, trade_id + spans[i] - 1,
-                         t0 + 1 + i * (59_000 // k), maker_side))
+            rows.append(
+                (
+                    agg_id,
+                    p,
+                    qty,
+                    trade_id,
+                    trade_id + spans[i] - 1,
+                    t0 + 1 + i * (59_000 // k),
+                    maker_side,
+                )
+            )
             agg_id += 1
             trade_id += spans[i]
-    frame = pd.DataFrame(rows, columns=["agg_trade_id", "price", "quantity", "first_trade_id",
-                                        "last_trade_id", "trade_time", "is_buyer_maker"])
+    frame = pd.DataFrame(
+        rows,
+        columns=[
+            "agg_trade_id",
+            "price",
+            "quantity",
+            "first_trade_id",
+            "last_trade_id",
+            "trade_time",
+            "is_buyer_maker",
+        ],
+    )
     frame["trade_time"] = pd.to_datetime(frame["trade_time"], unit="ms", utc=True)
     frame.insert(0, "symbol", candles["symbol"].iat[0])
     frame.insert(0, "exchange", "binance")
@@ -84,11 +106,22 @@ def real_ws_trades(symbol: str) -> pd.DataFrame:
     for line in (FIXTURES / "aggTrade_cryptofeed_2021-07-22.jsonl").read_bytes().splitlines():
         d = orjson.loads(line)["data"]
         if d["s"] == symbol:
-            rows.append((d["a"], float(d["p"]), float(d["q"]), d["f"], d["l"], d["T"], d["m"],
-                         d["E"]))
-    frame = pd.DataFrame(rows, columns=["agg_trade_id", "price", "quantity", "first_trade_id",
-                                        "last_trade_id", "trade_time", "is_buyer_maker",
-                                        "received_at"])
+            rows.append(
+                (d["a"], float(d["p"]), float(d["q"]), d["f"], d["l"], d["T"], d["m"], d["E"])
+            )
+    frame = pd.DataFrame(
+        rows,
+        columns=[
+            "agg_trade_id",
+            "price",
+            "quantity",
+            "first_trade_id",
+            "last_trade_id",
+            "trade_time",
+            "is_buyer_maker",
+            "received_at",
+        ],
+    )
     for col in ("trade_time", "received_at"):
         frame[col] = pd.to_datetime(frame[col], unit="ms", utc=True)
     frame.insert(0, "symbol", symbol)
@@ -109,13 +142,20 @@ def depth_frame(day: dt.date, seconds: int, top_n: int = 10) -> pd.DataFrame:
     level = np.tile(np.r_[np.arange(top_n), np.arange(top_n)], seconds)
     price = np.tile([p for p, _ in bids] + [p for p, _ in asks], seconds)
     qty = np.tile([q for _, q in bids] + [q for _, q in asks], seconds)
-    frame = pd.DataFrame({
-        "exchange": "binance", "symbol": "BTCUSDT",
-        "snapshot_time": pd.to_datetime(t, unit="ms", utc=True),
-        "last_update_id": np.repeat(snap["lastUpdateId"] + np.arange(seconds) * 7, 2 * top_n),
-        "side": side, "level": level, "price": price, "quantity": qty,
-        "source": "ws", "received_at": pd.NaT,
-    })
+    frame = pd.DataFrame(
+        {
+            "exchange": "binance",
+            "symbol": "BTCUSDT",
+            "snapshot_time": pd.to_datetime(t, unit="ms", utc=True),
+            "last_update_id": np.repeat(snap["lastUpdateId"] + np.arange(seconds) * 7, 2 * top_n),
+            "side": side,
+            "level": level,
+            "price": price,
+            "quantity": qty,
+            "source": "ws",
+            "received_at": pd.NaT,
+        }
+    )
     assert len(frame) == n
     return conform(frame, DEPTH)
 
@@ -124,11 +164,16 @@ def funding_frame(day: dt.date, symbol: str = "BTCUSDT", hours: int = 8) -> pd.D
     """A day of settlements, stamped a few ms late as Binance does (1640995200006)."""
     start = day_window_ms(day)[0]
     times = [start + i * hours * HOUR_MS + 6 for i in range(24 // hours)]
-    frame = pd.DataFrame({
-        "exchange": "binance", "symbol": symbol,
-        "funding_time": pd.to_datetime(times, unit="ms", utc=True),
-        "funding_rate": [0.0001, -0.00005, 0.000125][: len(times)] + [0.0001] * (len(times) - 3),
-        "mark_price": [46210.5, 46300.1, 46150.0][: len(times)] + [46000.0] * (len(times) - 3),
-        "source": "rest", "received_at": pd.NaT,
-    })
+    frame = pd.DataFrame(
+        {
+            "exchange": "binance",
+            "symbol": symbol,
+            "funding_time": pd.to_datetime(times, unit="ms", utc=True),
+            "funding_rate": [0.0001, -0.00005, 0.000125][: len(times)]
+            + [0.0001] * (len(times) - 3),
+            "mark_price": [46210.5, 46300.1, 46150.0][: len(times)] + [46000.0] * (len(times) - 3),
+            "source": "rest",
+            "received_at": pd.NaT,
+        }
+    )
     return conform(frame, FUNDING)

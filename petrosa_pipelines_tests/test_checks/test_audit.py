@@ -130,7 +130,9 @@ def test_ohlc_inconsistency_and_nonpositive_price_caught(maintenance_day):
     o = candles_ohlc(bad)
     assert not o.passed and o.offending == 3
     assert [e["open_time"] for e in o.examples] == [
-        "2024-05-01T00:10:00Z", "2024-05-01T00:20:00Z", "2024-05-01T00:30:00Z",
+        "2024-05-01T00:10:00Z",
+        "2024-05-01T00:20:00Z",
+        "2024-05-01T00:30:00Z",
     ]
     assert o.counts == {"nonpositive": 2, "inverted": 1}
 
@@ -191,7 +193,8 @@ def test_trade_id_gaps_reported_as_id_ranges(maintenance_day):
     assert not o.passed and o.severity == "ERROR"
     assert o.counts["missing_ids"] == 4 and o.counts["gap_ranges"] == 2
     assert [(e["first_missing_id"], e["last_missing_id"]) for e in o.examples] == [
-        (1_000_010, 1_000_012), (1_000_500, 1_000_500),
+        (1_000_010, 1_000_012),
+        (1_000_500, 1_000_500),
     ]
 
 
@@ -232,16 +235,23 @@ def test_depth_clean_and_faults():
     assert not o.passed and o.counts["misordered"] == 1
     assert o.examples[0]["level"] == 3
     back = clean.copy()
-    back.loc[back["snapshot_time"] == back["snapshot_time"].iloc[0] + pd.Timedelta(seconds=100),
-             "last_update_id"] = 1
+    back.loc[
+        back["snapshot_time"] == back["snapshot_time"].iloc[0] + pd.Timedelta(seconds=100),
+        "last_update_id",
+    ] = 1
     o = depth_sequence(back, [{"cause": "resync"}])
     assert o.offending == 1 and o.counts["resyncs_recorded"] == 1
     assert o.examples[0]["snapshot_time"] == "2024-05-01T00:01:40Z"
-    holed = clean[(clean["snapshot_time"] < clean["snapshot_time"].iloc[0] + pd.Timedelta(seconds=60))
-                  | (clean["snapshot_time"] >= clean["snapshot_time"].iloc[0] + pd.Timedelta(seconds=120))]
+    holed = clean[
+        (clean["snapshot_time"] < clean["snapshot_time"].iloc[0] + pd.Timedelta(seconds=60))
+        | (clean["snapshot_time"] >= clean["snapshot_time"].iloc[0] + pd.Timedelta(seconds=120))
+    ]
     o = depth_coverage(holed, START, END, now, 1000, 0.95)
     assert not o.passed and o.counts["coverage"] == pytest.approx(0.9)
-    assert (o.examples[0]["start"], o.examples[0]["end"]) == ("2024-05-01T00:01:00Z", "2024-05-01T00:02:00Z")
+    assert (o.examples[0]["start"], o.examples[0]["end"]) == (
+        "2024-05-01T00:01:00Z",
+        "2024-05-01T00:02:00Z",
+    )
 
 
 def test_funding_clean_and_faults():
@@ -279,8 +289,9 @@ def test_reconciliation_of_three_sources(maintenance_day):
     assert agree.passed and agree.counts["pairs_overlapping"] == 3
     ws_bad = ws.copy()
     ws_bad.loc[ws_bad.index[5], "close"] += 1.0
-    o = reconcile("candles", {"ws": ws_bad.iloc[:-1], "rest": rest, "archive": archive},
-                  "open_time")
+    o = reconcile(
+        "candles", {"ws": ws_bad.iloc[:-1], "rest": rest, "archive": archive}, "open_time"
+    )
     assert not o.passed
     assert o.extra["pairs"]["archive~ws"]["value_mismatches"] == 1
     assert o.extra["pairs"]["rest~ws"]["only_one_side"] == 0  # overlap ends where ws ends

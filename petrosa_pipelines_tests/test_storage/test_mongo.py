@@ -22,9 +22,13 @@ END = START + dt.timedelta(days=1)
 
 @pytest.mark.parametrize(
     "dataset, make",
-    [("trades", frames.trades), ("candles", frames.candles), ("funding", frames.funding),
-     ("depth", frames.depth)],
-)  # fmt: skip
+    [
+        ("trades", frames.trades),
+        ("candles", frames.candles),
+        ("funding", frames.funding),
+        ("depth", frames.depth),
+    ],
+)
 def test_documents_roundtrip_exactly(dataset, make):
     frame = make()
     docs = mongo.frame_to_documents(dataset, frame, "L1")
@@ -45,26 +49,45 @@ def test_nulls_are_left_out_of_documents():
 
 def test_candle_interval_is_series_identity():
     doc = mongo.frame_to_documents("candles", frames.candles(n=1), "L")[0]
-    assert doc["meta"] == {"exchange": "binance", "symbol": "BTCUSDT", "interval": "1m",
-                           "day": "2024-01-02", "load": "L"}  # fmt: skip
+    assert doc["meta"] == {
+        "exchange": "binance",
+        "symbol": "BTCUSDT",
+        "interval": "1m",
+        "day": "2024-01-02",
+        "load": "L",
+    }
     assert "interval" not in doc and "symbol" not in doc
 
 
 def test_timeseries_options_and_index_specs():
     assert mongo.timeseries_options("candles") == {
-        "timeField": "open_time", "metaField": "meta", "granularity": "minutes"}  # fmt: skip
+        "timeField": "open_time",
+        "metaField": "meta",
+        "granularity": "minutes",
+    }
     specs = dict((o["name"], k) for k, o in mongo.index_specs("trades"))
     assert specs["trades_load_series_time"] == [
-        ("meta.load", 1), ("meta.exchange", 1), ("meta.symbol", 1), ("trade_time", 1)]  # fmt: skip
+        ("meta.load", 1),
+        ("meta.exchange", 1),
+        ("meta.symbol", 1),
+        ("trade_time", 1),
+    ]
     assert specs["trades_natural_key"] == [
-        ("meta.exchange", 1), ("meta.symbol", 1), ("agg_trade_id", 1)]  # fmt: skip
+        ("meta.exchange", 1),
+        ("meta.symbol", 1),
+        ("agg_trade_id", 1),
+    ]
     assert all(not o.get("unique") for _, o in mongo.index_specs("depth"))
 
 
 def test_queries_filter_on_meta_and_time():
     flt = mongo.partition_filter("candles", "binance", "BTCUSDT", DAY, "1m")
-    assert flt == {"meta.exchange": "binance", "meta.symbol": "BTCUSDT",
-                   "meta.day": "2024-01-02", "meta.interval": "1m"}  # fmt: skip
+    assert flt == {
+        "meta.exchange": "binance",
+        "meta.symbol": "BTCUSDT",
+        "meta.day": "2024-01-02",
+        "meta.interval": "1m",
+    }
     q = mongo.read_query("trades", "binance", ["BTCUSDT"], START, END, ["a", "b"])
     assert q["meta.load"] == {"$in": ["a", "b"]}
     assert q["trade_time"] == {"$gte": START, "$lt": END}
@@ -75,12 +98,16 @@ def test_queries_filter_on_meta_and_time():
 def test_upserts_match_on_natural_key_within_the_current_load():
     doc = mongo.frame_to_documents("trades", frames.trades(n=1), "L9")[0]
     op = mongo.upsert_operations("trades", [doc])[0]
-    assert op._filter == {"meta.load": "L9", "meta.exchange": "binance",
-                          "meta.symbol": "BTCUSDT", "agg_trade_id": 1}  # fmt: skip
+    assert op._filter == {
+        "meta.load": "L9",
+        "meta.exchange": "binance",
+        "meta.symbol": "BTCUSDT",
+        "agg_trade_id": 1,
+    }
     assert op._upsert is True and op._doc is doc
 
 
-# -- integration (real server) ----------------------------------------------------------------------
+# -- integration (real server) ---------------------------------------------------------------
 MONGO_URL = os.environ.get("PETROSA_TEST_MONGODB_URL")
 needs_mongo = pytest.mark.skipif(
     not MONGO_URL,

@@ -8,7 +8,8 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 
-from petrosa_pipelines.storage import pgcopy, warehouse as warehouse_mod
+from petrosa_pipelines.storage import pgcopy
+from petrosa_pipelines.storage import warehouse as warehouse_mod
 from petrosa_pipelines.storage.schema import (
     LATEST_VERSION,
     SCHEMA,
@@ -81,7 +82,8 @@ def test_newer_database_is_refused(warehouse):
     with warehouse.engine.begin() as conn:
         conn.execute(
             sa.text(
-                f"insert into {SCHEMA}.schema_version values ({LATEST_VERSION + 1}, 'future', now())"
+                f"insert into {SCHEMA}.schema_version "
+                f"values ({LATEST_VERSION + 1}, 'future', now())"
             )
         )
     with pytest.raises(WarehouseError, match="newer than this code"):
@@ -138,8 +140,13 @@ def test_replace_touches_only_its_partition(warehouse):
     load = warehouse.load_partition
     load("trades", frames.trades(n=100), exchange="binance", symbol="BTCUSDT", day=DAY)
     load("trades", frames.trades("ETHUSDT", n=50), exchange="binance", symbol="ETHUSDT", day=DAY)
-    load("trades", frames.trades(day=other_day, n=70, first_id=1000), exchange="binance",
-         symbol="BTCUSDT", day=other_day)  # fmt: skip
+    load(
+        "trades",
+        frames.trades(day=other_day, n=70, first_id=1000),
+        exchange="binance",
+        symbol="BTCUSDT",
+        day=other_day,
+    )
     load("trades", frames.trades(n=10, seed=3), exchange="binance", symbol="BTCUSDT", day=DAY)
     assert count(warehouse, where="symbol='BTCUSDT' and trade_time < '2024-01-03'") == 10
     assert count(warehouse, where="symbol='ETHUSDT'") == 50
@@ -161,8 +168,9 @@ def test_candle_intervals_are_separate_partitions(warehouse):
     )
     assert count(warehouse, "candles", "interval='1m'") == 5
     assert count(warehouse, "candles", "interval='1h'") == 1
-    back = warehouse.read("candles", exchange="binance", symbols=["BTCUSDT"], start=START, end=END,
-                          qualifier="1m")  # fmt: skip
+    back = warehouse.read(
+        "candles", exchange="binance", symbols=["BTCUSDT"], start=START, end=END, qualifier="1m"
+    )
     pd.testing.assert_frame_equal(back, one_m.head(5).reset_index(drop=True))
 
 
@@ -180,8 +188,9 @@ def test_rows_outside_the_partition_are_refused_before_anything_changes(warehous
         "trades", frames.trades(n=10), exchange="binance", symbol="BTCUSDT", day=DAY
     )
     with pytest.raises(PartitionMismatchError, match=message):
-        warehouse.load_partition("trades", mutate(frames.trades(n=5)), exchange="binance",
-                                 symbol="BTCUSDT", day=DAY)  # fmt: skip
+        warehouse.load_partition(
+            "trades", mutate(frames.trades(n=5)), exchange="binance", symbol="BTCUSDT", day=DAY
+        )
     assert count(warehouse) == 10
 
 
@@ -209,8 +218,9 @@ def test_exception_mid_copy_leaves_previous_state(warehouse, monkeypatch):
 
     monkeypatch.setattr(warehouse_mod.pgcopy, "encode_frame", failing)
     with pytest.raises(RuntimeError, match="injected"):
-        warehouse.load_partition("trades", frames.trades(n=3000, seed=9), exchange="binance",
-                                 symbol="BTCUSDT", day=DAY)  # fmt: skip
+        warehouse.load_partition(
+            "trades", frames.trades(n=3000, seed=9), exchange="binance", symbol="BTCUSDT", day=DAY
+        )
     pd.testing.assert_frame_equal(read_trades(warehouse), snapshot)
     assert warehouse.loaded("trades", exchange="binance", symbols=["BTCUSDT"], days=[DAY]) == {
         ("BTCUSDT", DAY): 3000
@@ -237,8 +247,9 @@ def test_connection_killed_mid_copy_leaves_previous_state(warehouse, monkeypatch
 
     monkeypatch.setattr(warehouse_mod.pgcopy, "encode_frame", killed)
     with pytest.raises((psycopg.OperationalError, sa.exc.OperationalError, sa.exc.DBAPIError)):
-        warehouse.load_partition("trades", frames.trades(n=1000, seed=4), exchange="binance",
-                                 symbol="BTCUSDT", day=DAY)  # fmt: skip
+        warehouse.load_partition(
+            "trades", frames.trades(n=1000, seed=4), exchange="binance", symbol="BTCUSDT", day=DAY
+        )
     monkeypatch.undo()
     pd.testing.assert_frame_equal(read_trades(warehouse), snapshot)
     # the pool recovers: the next load works
@@ -306,8 +317,13 @@ def test_readers_never_see_half_a_partition(warehouse):
     reader.start()
     try:
         for i in range(6):
-            warehouse.load_partition("trades", large if i % 2 == 0 else small, exchange="binance",
-                                     symbol="BTCUSDT", day=DAY)  # fmt: skip
+            warehouse.load_partition(
+                "trades",
+                large if i % 2 == 0 else small,
+                exchange="binance",
+                symbol="BTCUSDT",
+                day=DAY,
+            )
     finally:
         stop.set()
         reader.join()
@@ -323,8 +339,14 @@ def test_analytics_long_and_back(warehouse):
         "volatility", wide, exchange="binance", symbol="BTCUSDT", day=DAY
     )
     assert report.rows == 48
-    long = warehouse.read("analytics", exchange="binance", symbols=["BTCUSDT"], start=START,
-                          end=END, qualifier="volatility")  # fmt: skip
+    long = warehouse.read(
+        "analytics",
+        exchange="binance",
+        symbols=["BTCUSDT"],
+        start=START,
+        end=END,
+        qualifier="volatility",
+    )
     back = analytics_to_wide(long)
     assert list(back.columns) == ["symbol", "ts", "parkinson", "yang_zhang"]
     pd.testing.assert_series_equal(back["parkinson"], wide["parkinson"], check_names=False)

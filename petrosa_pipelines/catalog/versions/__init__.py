@@ -36,8 +36,12 @@ def snapshot(schema: DatasetSchema) -> dict[str, Any]:
         "natural_key": list(schema.natural_key),
         "time_column": schema.time_column,
         "columns": [
-            {"name": c.name, "type": str(c.type), "nullable": c.nullable,
-             "description": c.description}
+            {
+                "name": c.name,
+                "type": str(c.type),
+                "nullable": c.nullable,
+                "description": c.description,
+            }
             for c in schema.columns
         ],
     }
@@ -141,5 +145,12 @@ def main() -> int:
     return 1 if problems else 0
 
 
-__all__ = ["Compatibility", "check_all", "check_schema", "compare", "snapshot",
-           "stored_versions", "write_snapshot"]
+__all__ = [
+    "Compatibility",
+    "check_all",
+    "check_schema",
+    "compare",
+    "snapshot",
+    "stored_versions",
+    "write_snapshot",
+]

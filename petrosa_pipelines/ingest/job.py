@@ -1,0 +1,156 @@
+"""The ``ingest`` job: one run per stream group, running until it is terminated.
+
+A sensor cannot host a websocket (sensor evaluations time out after 60 s), so the loop lives in a
+run that the supervisor sensor keeps alive. Terminating the run from the UI raises an interrupt
+in the op; the engine then flushes, publishes every open segment and writes a final heartbeat
+before the run ends as canceled.
+"""
+
+import asyncio
+import time
+from typing import Any
+
+import dagster as dg
+
+from petrosa_pipelines.ingest.config import ALL_DATASETS, IngestConfig
+from petrosa_pipelines.ingest.engine import IngestEngine
+from petrosa_pipelines.landing.writer import WriterConfig
+
+INGEST_JOB_NAME = "ingest"
+#: run tag naming the stream group of an ingest run (the supervisor's mutual-exclusion key)
+GROUP_TAG = "petrosa/ingest_group"
+EXCHANGE_TAG = "petrosa/exchange"
+
+
+class IngestRunConfig(dg.Config):
+    """What one ingest run streams. Unset endpoints and paths come from ``PETROSA_*`` settings."""
+
+    group: str
+    symbols: list[str]
+    exchange: str = "binance"
+    datasets: list[str] = list(ALL_DATASETS)
+    landing_path: str | None = None
+    ws_base_url: str | None = None
+    rest_base_url: str | None = None
+    max_connection_age_s: float = 23 * 3600.0
+    heartbeat_interval_s: float = 5.0
+    metrics_port: int | None = None
+    segment_max_age_s: float = 15.0
+    #: follow the ``symbols`` dynamic partitions (intersected with ``symbols`` unless empty)
+    follow_dynamic_symbols: bool = False
+    #: stop on its own after this many seconds (demos, tests); None: until terminated
+    max_runtime_s: float | None = None
+    #: log a statistics line every this many seconds
+    log_every_s: float = 60.0
+
+
+def engine_config(cfg: IngestRunConfig) -> IngestConfig:
+    """The engine's config from the run config plus settings for what the run left unset."""
+    from petrosa_pipelines.settings import from_env
+
+    settings = from_env()
+    return IngestConfig(
+        group=cfg.group,
+        symbols=tuple(cfg.symbols),
+        datasets=tuple(cfg.datasets),
+        exchange=cfg.exchange,
+        landing_path=cfg.landing_path or settings.landing_path,
+        ws_base_url=cfg.ws_base_url or settings.endpoints.ws_base_url,
+        rest_base_url=cfg.rest_base_url or settings.endpoints.rest_base_url,
+        max_connection_age_s=cfg.max_connection_age_s,
+        heartbeat_interval_s=cfg.heartbeat_interval_s,
+        metrics_port=cfg.metrics_port,
+        writer=WriterConfig(segment_max_age_s=cfg.segment_max_age_s),
+    )
+
+
+def _metadata(snap: dict[str, Any]) -> dict[str, Any]:
+    streams = snap["streams"]
+    return {
+        "liveness": snap["liveness"],
+        "messages_processed": sum(s["processed"] for s in streams.values()),
+        "messages_failed": sum(s["failed"] for s in streams.values()),
+        "duplicates_dropped": sum(s["duplicates"] for s in streams.values()),
+        "lines_durable": snap["writer"]["lines_durable"],
+        "durable_latency_p99_ms": snap["writer"]["latency_p99_ms"] or 0,
+        **{k: v for k, v in snap["group_stats"].items()},
+        "streams": dg.MetadataValue.json(
+            {
+                n: {k: s[k] for k in ("received", "processed", "failed", "lag_ms", "status")}
+                for n, s in streams.items()
+            }
+        ),
+    }
+
+
+@dg.op(
+    description="Stream one group's websockets into the landing zone until terminated.",
+    out=dg.Out(dg.Nothing),
+    tags={"kind": "websocket"},
+)
+def ingest_stream_group(context: dg.OpExecutionContext, config: IngestRunConfig) -> None:
+    cfg = engine_config(config)
+    wanted = {s.upper() for s in config.symbols}
+
+    def dynamic_symbols() -> list[str]:
+        registered = set(context.instance.get_dynamic_partitions("symbols"))
+        return sorted(registered & wanted) if wanted else sorted(registered)
+
+    last_log = [0.0]
+
+    def on_heartbeat(snap: dict[str, Any]) -> None:
+        now = time.monotonic()
+        if now - last_log[0] >= config.log_every_s:
+            last_log[0] = now
+            m = _metadata(snap)
+            context.log.info(
+                f"ingest {cfg.group}: {m['liveness']}, processed={m['messages_processed']} "
+                f"failed={m['messages_failed']} reconnects={m['reconnects']} "
+                f"gaps={m['gaps_recorded']} p99={m['durable_latency_p99_ms']}ms"
+            )
+
+    engine = IngestEngine(
+        cfg,
+        run_id=context.run_id,
+        symbols_provider=dynamic_symbols if config.follow_dynamic_symbols else None,
+        on_heartbeat=on_heartbeat,
+    )
+
+    async def main() -> None:
+        task = asyncio.create_task(engine.run())
+        if config.max_runtime_s is not None:
+            done, _ = await asyncio.wait({task}, timeout=config.max_runtime_s)
+            if not done:
+                engine.stop()
+        await task
+
+    context.log.info(f"ingest {cfg.group}: streams {engine.stream_names()}")
+    try:
+        asyncio.run(main())
+    finally:
+        # a termination interrupts asyncio.run; the engine's own shutdown ran inside it, but
+        # make sure the segments are published even if it was cut short
+        if engine.writer.alive:
+            engine.writer.close()
+        snap = engine.last_snapshot or engine.snapshot()
+        context.add_output_metadata(_metadata(snap))
+        context.log.info(f"ingest {cfg.group} stopped cleanly: {_metadata(snap)}")
+
+
+@dg.job(
+    name=INGEST_JOB_NAME,
+    description="Long-running websocket ingest of one stream group (kept alive by a sensor).",
+    tags={"petrosa/long_running": "true"},
+)
+def ingest_job() -> None:
+    ingest_stream_group()
+
+
+def run_config_for(
+    group: str, symbols: list[str], datasets: list[str] | None = None, **overrides: Any
+) -> dict[str, Any]:
+    """The run config of an ingest run (what the supervisor sensor sends)."""
+    op_config: dict[str, Any] = {"group": group, "symbols": list(symbols), **overrides}
+    if datasets is not None:
+        op_config["datasets"] = list(datasets)
+    return {"ops": {"ingest_stream_group": {"config": op_config}}}

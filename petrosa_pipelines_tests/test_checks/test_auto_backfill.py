@@ -1,0 +1,127 @@
+"""Auto-backfill: limits, unrecoverable gaps, and an injected gap closed end to end."""
+
+import datetime as dt
+
+import dagster as dg
+import pandas as pd
+
+from petrosa_pipelines.checks.definitions import ALL_CHECKS
+from petrosa_pipelines.checks.records import FAILED, SUCCEEDED, latest_by_partition
+from petrosa_pipelines.checks.settings import BackfillSettings
+from petrosa_pipelines.landing.records import GapRecord
+from petrosa_pipelines.lib.timeutil import day_window_ms
+from petrosa_pipelines_tests.test_checks.conftest import (
+    FakeExchangeResource,
+    FakeLandingResource,
+    make_market_asset,
+)
+from petrosa_pipelines_tests.test_checks.data import real_candles, trades_for_candles
+from sensors.auto_backfill_sensor import (
+    GapTarget,
+    build_auto_backfill_sensor,
+    ledger_targets,
+    plan_backfill,
+)
+
+DAY = dt.date(2024, 5, 1)
+START, END = day_window_ms(DAY)
+NOW = END / 1000 + 3600
+COMPLETE = dg.AssetCheckKey(dg.AssetKey(["market_data", "candles"]), "candles_complete")
+
+
+def _t(dataset="candles", pk="2024-05-01|BTCUSDT", gap_ms=600_000, seen=NOW - 10):
+    return GapTarget(dataset, pk, "check:x", gap_ms, seen)
+
+
+def test_limits_min_gap_concurrency_cooldown_attempts():
+    cfg = BackfillSettings(min_gap_s=60, max_concurrent_runs=2, cooldown_s=900, max_attempts=2)
+    state: dict = {}
+    targets = [
+        _t(gap_ms=5_000),
+        _t(pk="2024-05-01|ETHUSDT"),
+        _t(pk="2024-05-02|BTCUSDT"),
+        _t(pk="2024-05-02|ETHUSDT"),
+    ]
+    plan = plan_backfill(targets, state, active_runs=1, now=NOW, settings=cfg)
+    assert [t.partition for t in plan.requests] == ["2024-05-01|ETHUSDT"]
+    assert plan.skipped == {"below minimum gap": 1, "max concurrent runs": 2}
+    again = [_t(pk="2024-05-01|ETHUSDT", seen=NOW + 5)]  # the check failed again after the run
+    assert plan_backfill(again, state, 0, NOW + 10, cfg).skipped == {"cooling down": 1}
+    assert plan_backfill(again, state, 0, NOW + 1000, cfg).requests
+    last = plan_backfill([_t(pk="2024-05-01|ETHUSDT", seen=NOW + 2000)], state, 0, NOW + 3000, cfg)
+    assert not last.requests and "after 2 attempts" in last.unrecoverable[0][1]
+    never = plan_backfill([_t(pk="2024-05-01|ETHUSDT", seen=NOW + 9000)], state, 0, NOW + 9999, cfg)
+    assert never.skipped == {"unrecoverable": 1}
+
+
+def test_depth_gaps_are_unrecoverable_and_ledger_is_split_by_day():
+    gap = GapRecord("*", "BTCUSDT", END - 120_000, END + 60_000, "disconnect", END)
+    targets = ledger_targets([gap], ["BTCUSDT", "ETHUSDT"], START)
+    got = sorted((t.dataset, t.partition, t.gap_ms) for t in targets)
+    assert ("candles", "2024-05-01|BTCUSDT", 120_000) in got
+    assert ("candles", "2024-05-02|BTCUSDT", 60_000) in got and len(got) == 8
+    plan = plan_backfill(targets, {}, 0, NOW, BackfillSettings(max_concurrent_runs=10))
+    assert {t.dataset for t, _ in plan.unrecoverable} == {"depth"}
+    assert {t.partition for t in plan.requests} == {"2024-05-01|BTCUSDT", "2024-05-02|BTCUSDT"}
+
+
+def test_injected_gap_is_backfilled_and_the_check_then_passes(world, lake, instance):
+    pk = f"{DAY}|ETHUSDT"
+    candles = real_candles("ETHUSDT-1m-2022-05-01.csv", DAY)
+    hole = (candles["open_time"] >= pd.Timestamp("2024-05-01 03:00", tz="UTC")) & (
+        candles["open_time"] < pd.Timestamp("2024-05-01 03:30", tz="UTC")
+    )
+    world.landing[("candles", pk)] = candles[~hole]  # the websocket missed 30 minutes
+    world.history[("candles", pk)] = candles
+    world.landing[("trades", pk)] = trades_for_candles(candles)
+    world.rest_up = False  # ... and REST was down when the window closed
+    assets = [make_market_asset("candles", world), make_market_asset("trades", world)]
+    resources = {
+        "io_manager": lake,
+        "landing": FakeLandingResource(),
+        "exchange": FakeExchangeResource(),
+    }
+    dg.materialize(
+        [*assets, *ALL_CHECKS],
+        partition_key=pk,
+        instance=instance,
+        resources=resources,
+        raise_on_error=False,
+    )
+    assert latest_by_partition(instance, COMPLETE) == {pk: FAILED}
+
+    ledger = [GapRecord("trades", "ETHUSDT", START + 10_000, START + 12_000, "disconnect", START)]
+    sensor = build_auto_backfill_sensor(
+        settings=lambda: BackfillSettings(min_gap_s=60, dedup_keep="last"),
+        landing=lambda: ("/unused", "binance"),
+        gap_reader=lambda root, exchange, a, b: ledger,
+        clock=lambda: NOW,
+    )
+    defs = dg.Definitions(
+        assets=assets, asset_checks=ALL_CHECKS, sensors=[sensor], resources=resources
+    )
+    ctx = dg.build_sensor_context(instance=instance, definitions=defs)
+    result = sensor(ctx)
+    assert [r.partition_key for r in result.run_requests] == [pk]  # 2 s trades gap: below min
+    req = result.run_requests[0]
+    assert req.asset_selection == [dg.AssetKey(["market_data", "candles"])]
+    assert COMPLETE in req.asset_check_keys
+    assert req.run_config["ops"]["market_data__candles"]["config"]["dedup_keep"] == "last"
+
+    world.rest_up = True  # REST is back: the re-materialisation refills the hole
+    run = dg.materialize(
+        [*assets, *ALL_CHECKS],
+        partition_key=req.partition_key,
+        instance=instance,
+        selection=dg.AssetSelection.assets(*req.asset_selection)
+        | dg.AssetSelection.checks(*req.asset_check_keys),
+        run_config=req.run_config,
+        tags=req.tags,
+        resources=resources,
+    )
+    assert run.success
+    assert latest_by_partition(instance, COMPLETE) == {pk: SUCCEEDED}
+    stored = lake.lake().read_frame("market_data/candles/binance/ETHUSDT/2024-05-01.parquet")
+    assert len(stored) == 1440  # the 30 missing minutes came back from REST
+    ctx2 = dg.build_sensor_context(instance=instance, cursor=ctx.cursor, definitions=defs)
+    assert not sensor(ctx2).run_requests  # closed: nothing more to do

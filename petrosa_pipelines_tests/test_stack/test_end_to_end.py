@@ -1,0 +1,215 @@
+"""The production topology, end to end: separate processes, PostgreSQL storage, GraphQL.
+
+What the code location holds is read from the running stack through GraphQL, so the checks,
+analytics and ingest supervisor tests start asserting as soon as those parts are wired into
+``definitions.py``; until then they skip, naming what is missing.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from urllib.parse import urlsplit
+
+import dagster as dg
+import pytest
+import yaml
+from dagster._grpc.client import DagsterGrpcClient
+
+from petrosa_pipelines.lake import LocalLake, lake_path
+from petrosa_pipelines.stack import http_get, psycopg_url
+from petrosa_pipelines_tests.test_stack.harness import (
+    KEYS,
+    MARKET_DATA,
+    MARKET_DATA_PATHS,
+    REPO,
+    SHARED,
+    asset_nodes_by_path,
+    checks_of,
+    http_ok,
+    pretty,
+    repository,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+#: analytics run on the automation sensor's 30 s cadence after the backfill lands
+ANALYTICS_TIMEOUT = 240.0
+INGEST_TIMEOUT = 120.0
+CHECKS_TIMEOUT = 90.0
+ACTIVE = ["QUEUED", "NOT_STARTED", "STARTING", "STARTED"]
+
+
+def test_every_part_answers(stack):
+    assert {s.name for s in stack.services} == {"exchange", "code", "webserver", "daemon"}
+    assert all(s.running() for s in stack.services)
+    assert http_ok(f"{stack.exchange_url}/fapi/v1/ping")
+    client = DagsterGrpcClient(port=stack.grpc_port, host="127.0.0.1")
+    assert client.ping("x")["echo"] == "x"
+    assert client.health_check_query() == "SERVING"
+    info = json.loads(http_get(f"{stack.webserver_url}/server_info"))
+    assert info["dagster_version"] == dg.__version__
+    daemons = stack.graphql(
+        "{ instance { daemonHealth { allDaemonStatuses { daemonType required healthy } } } }"
+    )["instance"]["daemonHealth"]["allDaemonStatuses"]
+    required = {d["daemonType"]: d["healthy"] for d in daemons if d["required"]}
+    assert {"BACKFILL", "SENSOR", "SCHEDULER", "QUEUED_RUN_COORDINATOR"} <= set(required)
+    assert all(required.values()), required
+    with stack.instance() as instance:
+        assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+        assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
+        assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
+
+
+def test_production_instance_config_opens_the_stack_storage(stack, tmp_path, monkeypatch):
+    """docker/dagster.yaml (compose and images) loads and reaches the same PostgreSQL."""
+    home = tmp_path / "prod_home"
+    home.mkdir()
+    shutil.copy(REPO / "docker" / "dagster.yaml", home / "dagster.yaml")
+    url = urlsplit(psycopg_url(stack.postgres_url))
+    monkeypatch.setenv("DAGSTER_PG_USER", url.username or "postgres")
+    monkeypatch.setenv("DAGSTER_PG_PASSWORD", url.password or "")
+    monkeypatch.setenv("DAGSTER_PG_HOST", url.hostname or "127.0.0.1")
+    monkeypatch.setenv("DAGSTER_PG_PORT", str(url.port or 5432))
+    monkeypatch.setenv("DAGSTER_PG_DB", url.path.lstrip("/"))
+    with dg.DagsterInstance.from_config(str(home)) as prod, stack.instance() as local:
+        assert type(prod.run_storage).__name__ == "PostgresRunStorage"
+        assert type(prod.run_coordinator).__name__ == "QueuedRunCoordinator"
+        assert prod.run_monitoring_enabled
+        oldest_local = {r.run_id for r in local.get_runs(limit=50, ascending=True)}
+        oldest_prod = {r.run_id for r in prod.get_runs(limit=50, ascending=True)}
+        assert oldest_local == oldest_prod
+    cfg = yaml.safe_load((REPO / "docker" / "dagster.yaml").read_text())
+    assert cfg["storage"]["postgres"]["postgres_db"]["password"] == {"env": "DAGSTER_PG_PASSWORD"}
+
+
+def test_the_four_datasets_are_partitioned_by_day_and_symbol(stack):
+    nodes = asset_nodes_by_path(repository(stack))
+    for path in MARKET_DATA_PATHS:
+        assert path in nodes, sorted(nodes)
+        assert nodes[path]["groupName"] == "market_data"
+        assert nodes[path]["isPartitioned"]
+
+
+def test_backfill_launched_through_graphql_completes(stack):
+    done = SHARED.backfilled()
+    progress = done.progress
+    assert progress.status == "COMPLETED_SUCCESS", "\n".join(done.lines[-5:])
+    assert progress.partitions_total == progress.partitions_done == len(KEYS)
+    assert progress.asset_partitions_done == len(KEYS) * len(MARKET_DATA)
+    assert progress.partitions_failed == 0
+    assert progress.rows > 0 and progress.rows_per_second > 0
+    # progress was reported while the backfill ran, not only at the end
+    assert len(done.lines) >= 2 and "100%" in done.lines[-1] and "100%" not in done.lines[0]
+    backfill = stack.graphql(
+        """query($id: String!) { partitionBackfillOrError(backfillId: $id) {
+             ... on PartitionBackfill { status isAssetBackfill runs { status } } } }""",
+        {"id": done.backfill_id},
+    )["partitionBackfillOrError"]
+    assert backfill["status"] == "COMPLETED_SUCCESS" and backfill["isAssetBackfill"]
+    assert backfill["runs"] and {r["status"] for r in backfill["runs"]} == {"SUCCESS"}
+    with stack.instance() as instance:
+        for path in MARKET_DATA_PATHS:
+            landed = instance.get_materialized_partitions(dg.AssetKey(list(path)))
+            assert set(KEYS) <= landed, (path, landed)
+    lake = LocalLake(stack.workdir / "lake")
+    for key in KEYS:
+        day, symbol = key.split("|")
+        candles = lake.read_frame(lake_path("market_data/candles", "binance", symbol, day))
+        assert len(candles) == 1440, key
+
+
+def test_checks_ran_on_every_backfilled_partition(stack):
+    nodes = asset_nodes_by_path(repository(stack))
+    checks = [(p, c["name"]) for p in MARKET_DATA_PATHS for c in checks_of(nodes[p])]
+    if not checks:
+        pytest.skip("no asset checks on the market-data assets in the code location yet")
+    SHARED.backfilled()
+    missing = _wait_for(lambda: _unevaluated_checks(stack, checks), CHECKS_TIMEOUT)
+    assert not missing, f"checks without an evaluation for a backfilled partition: {missing}"
+
+
+def test_analytics_follow_the_backfill(stack):
+    nodes = asset_nodes_by_path(repository(stack))
+    analytics = [p for p, n in nodes.items() if n["groupName"] == "analytics"]
+    if not analytics:
+        pytest.skip("no analytics assets (group 'analytics') in the code location yet")
+    SHARED.backfilled()
+    missing = _wait_for(lambda: _keys_without_analytics(stack, analytics), ANALYTICS_TIMEOUT)
+    assert not missing, f"no analytics materialised for backfilled partitions {missing}"
+
+
+def test_ingest_supervisor_starts_one_ingest_run_per_stream_group(stack):
+    repo = repository(stack)
+    sensors = [s for s in repo["sensors"] if "ingest" in s["name"]]
+    if not sensors:
+        pytest.skip("no ingest supervisor sensor in the code location yet")
+    assert all(s["sensorState"]["status"] == "RUNNING" for s in sensors), pretty(sensors)
+    jobs = {t["pipelineName"] for s in sensors for t in s["targets"]} or {
+        j["name"] for j in repo["jobs"] if "ingest" in j["name"]
+    }
+    assert jobs, "the ingest supervisor targets no job and no ingest job exists"
+
+    def not_started() -> list[str]:
+        runs = _runs(stack, jobs, ["STARTED"])
+        return [] if runs else sorted(jobs)
+
+    assert not _wait_for(not_started, INGEST_TIMEOUT), f"no ingest run STARTED for {jobs}"
+    groups: dict[str, int] = {}
+    for run in _runs(stack, jobs, ACTIVE):
+        tags = {t["key"]: t["value"] for t in run["tags"]}
+        group = tags.get("petrosa/stream_group", run["pipelineName"])
+        groups[group] = groups.get(group, 0) + 1
+    assert groups and max(groups.values()) == 1, f"more than one active ingest run: {groups}"
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+
+def _wait_for(missing_now, timeout: float) -> list:
+    """Poll until ``missing_now()`` is empty or the timeout passes; returns what is missing."""
+    deadline = time.monotonic() + timeout
+    while True:
+        missing = missing_now()
+        if not missing or time.monotonic() > deadline:
+            return missing
+        time.sleep(3)
+
+
+def _unevaluated_checks(stack, checks) -> list[tuple]:
+    missing = []
+    for path, name in checks:
+        for key in KEYS:
+            execs = stack.graphql(
+                """query($key: AssetKeyInput!, $name: String!, $partition: String) {
+                     assetCheckExecutions(assetKey: $key, checkName: $name,
+                                          partition: $partition, limit: 1) {
+                       status evaluation { success } } }""",
+                {"key": {"path": list(path)}, "name": name, "partition": key},
+            )["assetCheckExecutions"]
+            if not execs or execs[0]["status"] not in ("SUCCEEDED", "FAILED"):
+                missing.append(("/".join(path), name, key))
+    return missing
+
+
+def _keys_without_analytics(stack, analytics) -> list[str]:
+    with stack.instance() as instance:
+        landed: set[str] = set()
+        for path in analytics:
+            landed |= set(instance.get_materialized_partitions(dg.AssetKey(list(path))))
+    # per-symbol analytics carry the date|symbol key, cross-symbol ones only the date
+    return [k for k in KEYS if k not in landed and k.split("|")[0] not in landed]
+
+
+def _runs(stack, jobs, statuses) -> list[dict]:
+    runs = []
+    for job in sorted(jobs):
+        data = stack.graphql(
+            """query($job: String!, $statuses: [RunStatus!]) {
+                 runsOrError(filter: {pipelineName: $job, statuses: $statuses}) {
+                   ... on Runs { results { runId status pipelineName tags { key value } } } } }""",
+            {"job": job, "statuses": statuses},
+        )
+        runs.extend(data["runsOrError"].get("results", []))
+    return runs

@@ -1,0 +1,13 @@
+"""The shared stack, as in ``test_stack`` (one stack per session whichever directory runs)."""
+
+import pytest
+
+from petrosa_pipelines.stack import Stack
+from petrosa_pipelines_tests.test_stack.harness import SHARED
+
+
+@pytest.fixture(scope="session")
+def ui_stack(tmp_path_factory, postgres_server_url) -> Stack:
+    running = SHARED.acquire(tmp_path_factory.mktemp("stack"), postgres_server_url)
+    yield running
+    SHARED.release()
