@@ -56,14 +56,15 @@ def upstream_day(io: LakeIOManager, day: str, symbol: str, source_day: str) -> N
 
 @functools.cache
 def upstream_frames(day: str, symbol: str, source_day: str) -> dict[dg.AssetKey, pd.DataFrame]:
+    """The upstream frames of one symbol-day, built once per test session."""
     target = dt.date.fromisoformat(day)
     out = {}
     shift = (target - dt.date.fromisoformat(source_day)).days
-    out[CANDLES_KEY] = (realdata.vision_candles(symbol, source_day, shift))
+    out[CANDLES_KEY] = realdata.vision_candles(symbol, source_day, shift)
     trades = realdata.trades_frame(realdata.hft_trade_rows(), symbol)
     start = pd.Timestamp(target, tz="UTC")
     delta = start + pd.Timedelta(hours=12) - trades["trade_time"].min()
-    out[TRADES_KEY] = (shift_ms(trades, ["trade_time"], delta))
+    out[TRADES_KEY] = shift_ms(trades, ["trade_time"], delta)
     ticks = realdata.book_ticker_rows()[:300]
     snap = realdata.depth_snapshot()
     books = [
@@ -72,24 +73,18 @@ def upstream_frames(day: str, symbol: str, source_day: str) -> dict[dg.AssetKey,
     ]
     depth = realdata.depth_frame(books, symbol)
     delta = start + pd.Timedelta(hours=6) - depth["snapshot_time"].min()
-    out[DEPTH_KEY] = (shift_ms(depth, ["snapshot_time", "received_at"], delta))
+    out[DEPTH_KEY] = shift_ms(depth, ["snapshot_time", "received_at"], delta)
     times = pd.date_range(start, periods=3, freq="8h", tz="UTC").astype("datetime64[ms, UTC]")
-    write(
-        io,
-        FUNDING_KEY,
-        day,
-        symbol,
-        pd.DataFrame(
-            {
-                "exchange": "binance",
-                "symbol": symbol,
-                "funding_time": times,
-                "funding_rate": [0.0001, 0.00005, -0.00002],
-                "mark_price": 40_000.0,
-                "source": "rest",
-                "received_at": times,
-            }
-        ),
+    out[FUNDING_KEY] = pd.DataFrame(
+        {
+            "exchange": "binance",
+            "symbol": symbol,
+            "funding_time": times,
+            "funding_rate": [0.0001, 0.00005, -0.00002],
+            "mark_price": 40_000.0,
+            "source": "rest",
+            "received_at": times,
+        }
     )
     return out
 

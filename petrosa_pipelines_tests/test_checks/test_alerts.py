@@ -184,8 +184,11 @@ def test_sensor_alerts_once_folds_repeats_and_clears(http_receiver, instance, tm
     defs = dg.Definitions(assets=[candles], asset_checks=[candles_complete], sensors=[sensor])
     cursor = None
 
+    beat_age = [10.0]
+
     def tick():
         nonlocal cursor
+        os.utime(beat, (clock[0] - beat_age[0], clock[0] - beat_age[0]))
         ctx = dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs)
         sensor(ctx)
         cursor = ctx.cursor
@@ -207,7 +210,7 @@ def test_sensor_alerts_once_folds_repeats_and_clears(http_receiver, instance, tm
     run("2024-05-01|ETHUSDT")
     tick()
     assert len(received) == 2 and received[1][1]["repeats"] == 1
-    os.utime(beat, (clock[0] - 900, clock[0] - 900))  # ingest heartbeat stale: down
+    beat_age[0] = 900  # ingest heartbeat stale: down
     tick()
     assert received[-1][1]["kind"] == "ingest_down"
     assert received[-1][1]["subject"] == "binance/g1"
