@@ -1,0 +1,36 @@
+"""petrosa_pipelines: crypto market data kept complete, correct and analysable, on Dagster.
+
+The Python API for notebooks and services::
+
+    from petrosa_pipelines import load_candles
+    result = load_candles("BTCUSDT", "2024-01-02", "2024-01-05", interval="1h")
+    result.frame, result.missing_partitions, result.failed_checks
+
+Names are imported lazily so that ``import petrosa_pipelines.exchanges`` stays light.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_API = {
+    "load_candles": "petrosa_pipelines.api",
+    "load_trades": "petrosa_pipelines.api",
+    "load_depth": "petrosa_pipelines.api",
+    "load_funding": "petrosa_pipelines.api",
+    "load_analytics": "petrosa_pipelines.api",
+    "load_health": "petrosa_pipelines.api",
+    "LoadResult": "petrosa_pipelines.api",
+    "DataError": "petrosa_pipelines.api",
+    "materialize_partitions": "petrosa_pipelines.storage.launch",
+    "launch_backfill": "petrosa_pipelines.storage.launch",
+}
+
+__all__ = sorted(_API)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _API:
+        return getattr(importlib.import_module(_API[name]), name)
+    raise AttributeError(f"module 'petrosa_pipelines' has no attribute {name!r}")

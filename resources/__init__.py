@@ -7,6 +7,8 @@ import dagster as dg
 from resources.exchange_client import ExchangeResource
 from resources.lake_io_manager import LakeIOManager
 from resources.landing_store import LandingResource
+from resources.mongo_sink import MongoSinkResource
+from resources.warehouse import WarehouseResource
 
 
 def defs() -> dg.Definitions:
@@ -16,8 +18,18 @@ def defs() -> dg.Definitions:
             "exchange": ExchangeResource(),
             "landing": LandingResource(),
             "io_manager": LakeIOManager(),
+            # secrets only through the environment, resolved when a run starts
+            "warehouse": WarehouseResource(url=dg.EnvVar("PETROSA_WAREHOUSE_URL")),
+            "mongo_sink": MongoSinkResource(url=dg.EnvVar("PETROSA_MONGODB_URL")),
         }
     )
 
 
-__all__ = ["ExchangeResource", "LakeIOManager", "LandingResource", "defs"]
+__all__ = [
+    "ExchangeResource",
+    "LakeIOManager",
+    "LandingResource",
+    "MongoSinkResource",
+    "WarehouseResource",
+    "defs",
+]

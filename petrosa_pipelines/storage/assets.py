@@ -7,7 +7,7 @@ a re-materialisation of the input is followed by a replace of the same warehouse
 import dagster as dg
 import pandas as pd
 
-from petrosa_pipelines.market_data.assets import DEFAULT_EXCHANGE, asset_key
+from petrosa_pipelines.market_data.assets import DEFAULT_EXCHANGE, OWNER, asset_key
 from petrosa_pipelines.market_data.partitions import daily_symbol_partitions, split_partition_key
 from resources.warehouse import WarehouseResource
 
@@ -31,6 +31,7 @@ def build_warehouse_asset(dataset: str) -> dg.AssetsDefinition:
             "replaced atomically from the lake by binary COPY."
         ),
         kinds={"postgres"},
+        owners=[OWNER],
         tags={"dataset": dataset, "layer": LAYER},
         code_version=f"warehouse-{dataset}-v1",
     )
