@@ -7,6 +7,7 @@ before the run ends as canceled.
 """
 
 import asyncio
+import dataclasses
 import time
 from typing import Any
 
@@ -109,6 +110,11 @@ def ingest_stream_group(context: dg.OpExecutionContext, config: IngestRunConfig)
                 f"gaps={m['gaps_recorded']} p99={m['durable_latency_p99_ms']}ms"
             )
 
+    if config.follow_dynamic_symbols:
+        initial = dynamic_symbols() or sorted(wanted)
+        if not initial:
+            raise dg.Failure(f"ingest {cfg.group}: no symbols (allow-list and partitions empty)")
+        cfg = dataclasses.replace(cfg, symbols=tuple(initial))
     engine = IngestEngine(
         cfg,
         run_id=context.run_id,
