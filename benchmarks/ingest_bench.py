@@ -83,7 +83,7 @@ def _seed_books(engine: IngestEngine, frames: list[bytes]) -> None:
         rec = adapter.parse(f)
         sync = engine._books[rec.symbol]
         if not sync.book.synced:
-            snap = DepthSnapshotRecord("binance", rec.symbol, rec.first_update_id - 1,
+            snap = DepthSnapshotRecord("binance", rec.symbol, rec.prev_final_update_id,
                                        rec.event_time, None, (), (), rec.event_time)  # fmt: skip
             sync.on_snapshot(snap)
         if all(s.book.synced for s in engine._books.values()):
@@ -121,7 +121,7 @@ def bench_depth(depth: list[bytes]) -> float:
         if r.symbol not in books:
             b = BookSync(r.symbol, cadence_ms=1000, top_n=20)
             seed = DepthSnapshotRecord(
-                "binance", r.symbol, r.first_update_id - 1, r.event_time, None, (), (), None
+                "binance", r.symbol, r.prev_final_update_id, r.event_time, None, (), (), None
             )
             b.on_snapshot(seed)
             books[r.symbol] = b
@@ -137,7 +137,7 @@ def bench_depth(depth: list[bytes]) -> float:
             first[r.symbol] = r
             sync.on_snapshot(
                 DepthSnapshotRecord(
-                    "binance", r.symbol, r.first_update_id - 1, r.event_time, None, (), (), None
+                    "binance", r.symbol, r.prev_final_update_id, r.event_time, None, (), (), None
                 )
             )
         sync.on_diff(r)

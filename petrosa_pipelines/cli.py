@@ -31,6 +31,28 @@ def _instance(args: argparse.Namespace) -> int:
     return 0
 
 
+def _catalog(args: argparse.Namespace) -> int:
+    import os
+
+    import dagster as dg
+
+    from petrosa_pipelines.catalog.export import export_catalog
+    from petrosa_pipelines.definitions import defs
+
+    fmt = "markdown" if args.format in ("md", "markdown") else "json"
+    if os.environ.get("DAGSTER_HOME"):
+        with dg.DagsterInstance.get() as instance:
+            text = export_catalog(defs, fmt, instance=instance)
+    else:
+        text = export_catalog(defs, fmt)
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as f:
+            f.write(text)
+    else:
+        print(text)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="petrosa", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -48,17 +70,33 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--port", type=int, default=3000, help="Dagster UI port (127.0.0.1)")
     demo.add_argument("--workdir", default=None, help="where lake, landing and DAGSTER_HOME go")
 
+    cat = sub.add_parser("catalog", help="export the catalog from the asset graph")
+    cat.add_argument("--format", choices=["json", "markdown", "md"], default="markdown")
+    cat.add_argument("--output", "-o", default=None, help="write to a file instead of stdout")
+
     inst = sub.add_parser("instance", help="write $DAGSTER_HOME/dagster.yaml")
     inst.add_argument("--home", default=None)
     return parser
 
 
+def _quiet_preview_warnings() -> None:
+    """Partitioned asset checks and multi-partition mappings are Dagster preview/beta features
+    we use on purpose (REFERENCE.md 2.2); their warnings would bury the command's output."""
+    import warnings
+
+    import dagster as dg
+
+    warnings.filterwarnings("ignore", category=dg.PreviewWarning)
+    warnings.filterwarnings("ignore", category=dg.BetaWarning)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    _quiet_preview_warnings()
     if argv and argv[0] == "exchange":
         return _exchange(argv[1:])
     args = build_parser().parse_args(argv)
-    handlers = {"demo": _demo, "instance": _instance}
+    handlers = {"demo": _demo, "instance": _instance, "catalog": _catalog}
     return handlers[args.command](args)
 
 

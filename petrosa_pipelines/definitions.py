@@ -1,15 +1,43 @@
 """The code location: only wiring, read top to bottom in data-flow order.
 
 ① exchanges -> ② ingest -> ③ landing -> ④ market_data -> ⑤ checks -> ⑥ analytics -> ⑦ catalog
+
+Schedule intervals are deployment settings that a cron needs when the definitions load, so
+they are read here, once, from the environment (the only place that does so at load time).
 """
 
 from __future__ import annotations
+
+import os
 
 import dagster as dg
 
 import resources
 import sensors
-from petrosa_pipelines.market_data.assets import MARKET_DATA_ASSETS
+from petrosa_pipelines.analytics import (
+    ANALYTICS_ASSETS,
+    ANALYTICS_JOBS,
+    ANALYTICS_SENSORS,
+    build_analytics_schedules,
+)
+from petrosa_pipelines.analytics.schedule import DEFAULT_REFRESH_SECONDS
+from petrosa_pipelines.catalog.schema_checks import build_schema_version_checks
+from petrosa_pipelines.checks import CHECK_ASSETS, CHECK_JOBS, CHECK_SENSORS, CHECKS
+from petrosa_pipelines.checks.definitions import (
+    RECONCILE_CHECK,
+    SCHEDULED_CHECKS,
+    audit_job,
+    build_audit_schedule,
+)
+from petrosa_pipelines.checks.settings import audit_settings
+from petrosa_pipelines.market_data.assets import (
+    CANDLES_KEY,
+    DEPTH_KEY,
+    FUNDING_KEY,
+    MARKET_DATA_ASSETS,
+    TRADES_KEY,
+)
+from petrosa_pipelines.settings import SettingError
 from petrosa_pipelines.storage.assets import STORAGE_ASSETS
 
 #: one symbol-day of every market-data asset (the demo's and the window sensor's job)
@@ -19,14 +47,60 @@ market_data_job = dg.define_asset_job(
     description="Materialise one symbol-day of trades, candles, depth and funding.",
 )
 
-defs = dg.Definitions.merge(
-    # in-process steps: a symbol-day's steps are small and process start-up (~2 s of imports
-    # per step) dominates on small machines; runs stay isolated from each other
-    dg.Definitions(
-        assets=[*MARKET_DATA_ASSETS, *STORAGE_ASSETS],
-        jobs=[market_data_job],
-        executor=dg.in_process_executor,
-    ),
-    sensors.defs(),
-    resources.defs(),
-)
+
+def _analytics_refresh_seconds() -> int:
+    raw = os.environ.get("PETROSA_ANALYTICS_REFRESH_SECONDS", str(DEFAULT_REFRESH_SECONDS))
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingError(
+            "PETROSA_ANALYTICS_REFRESH_SECONDS", raw, "an integer number of seconds"
+        ) from None
+    if value < 60 or value % 60 or (3600 % value and 86400 % value):
+        raise SettingError(
+            "PETROSA_ANALYTICS_REFRESH_SECONDS",
+            raw,
+            "a multiple of 60 s that divides an hour or a day evenly (default 900)",
+        )
+    return value
+
+
+def build_definitions() -> dg.Definitions:
+    audit_schedule = build_audit_schedule(
+        audit_job,
+        SCHEDULED_CHECKS,
+        audit_settings().audit_interval_s,
+        reconcile_checks=[RECONCILE_CHECK],
+    )
+    schema_checks = build_schema_version_checks(
+        {TRADES_KEY: "trades", CANDLES_KEY: "candles", DEPTH_KEY: "depth", FUNDING_KEY: "funding"}
+    )
+    return dg.Definitions.merge(
+        # ④ market data: in-process steps (a symbol-day's steps are small and process
+        # start-up, ~2 s of imports per step, dominates on small machines)
+        dg.Definitions(
+            assets=[*MARKET_DATA_ASSETS, *STORAGE_ASSETS],
+            jobs=[market_data_job],
+            executor=dg.in_process_executor,
+        ),
+        # ⑤ checks and health
+        dg.Definitions(
+            assets=CHECK_ASSETS,
+            asset_checks=[*CHECKS, *schema_checks],
+            jobs=CHECK_JOBS,
+            schedules=[audit_schedule],
+            sensors=CHECK_SENSORS,
+        ),
+        # ⑥ analytics
+        dg.Definitions(
+            assets=ANALYTICS_ASSETS,
+            jobs=ANALYTICS_JOBS,
+            schedules=build_analytics_schedules(_analytics_refresh_seconds()),
+            sensors=ANALYTICS_SENSORS,
+        ),
+        sensors.defs(),
+        resources.defs(),
+    )
+
+
+defs = build_definitions()

@@ -23,7 +23,7 @@ DEMO_SEED = 7
 DEMO_TRADES_PER_DAY = 20_000
 MARKET_JOB = "market_data_job"
 #: the demo prints one progress line per partition; Dagster's own log stays in the run's logs
-QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
 
 
 def demo_days(days: int, today: dt.date | None = None) -> list[dt.date]:
@@ -45,16 +45,13 @@ def _point_settings_at(exchange, workdir: Path) -> dict[str, str]:
     return env
 
 
-def materialise_days(
-    days: Sequence[dt.date], symbols: Sequence[str], instance, log=print
+def _run_partitions(
+    job_name: str, keys: Sequence[str], instance, label: str, log=print
 ) -> list[tuple[str, bool, dict[str, int]]]:
-    """Run the market-data job for every symbol-day; returns (partition, ok, rows per asset)."""
+    """Run ``job_name`` for each partition key, one progress line per partition."""
     from petrosa_pipelines.definitions import defs
-    from petrosa_pipelines.market_data.partitions import SYMBOLS_PARTITIONS_NAME, partition_key
 
-    instance.add_dynamic_partitions(SYMBOLS_PARTITIONS_NAME, list(symbols))
-    job = defs.resolve_job_def(MARKET_JOB)
-    keys = [partition_key(day, sym) for day in days for sym in symbols]
+    job = defs.resolve_job_def(job_name)
     results = []
     started = time.monotonic()
     total_rows = 0
@@ -63,20 +60,47 @@ def materialise_days(
         result = job.execute_in_process(
             partition_key=key, instance=instance, raise_on_error=False, run_config=QUIET
         )
-        rows = {}
+        rows: dict[str, int] = {}
         for event in result.get_asset_materialization_events():
             mat = event.event_specific_data.materialization
             count = mat.metadata.get("dagster/row_count")
             rows[mat.asset_key.path[-1]] = int(count.value) if count is not None else -1
+        checks = [
+            e.event_specific_data
+            for e in result.all_events
+            if e.event_type_value == "ASSET_CHECK_EVALUATION"
+        ]
+        failed_checks = sorted(c.check_name for c in checks if not c.passed)
         total_rows += sum(v for v in rows.values() if v > 0)
         results.append((str(key), result.success, rows))
         rate = total_rows / max(time.monotonic() - started, 1e-9)
         status = "ok" if result.success else "FAILED"
-        log(
-            f"[{n}/{len(keys)}] {key} {status} in {time.monotonic() - t0:.1f}s "
-            + " ".join(f"{k}={v}" for k, v in sorted(rows.items()))
-            + f" | {total_rows} rows, {rate:,.0f} rows/s"
+        shown = " ".join(f"{k}={v}" for k, v in sorted(rows.items()))
+        check_text = (
+            f" checks {len(checks) - len(failed_checks)}/{len(checks)} passed" if checks else ""
         )
+        if failed_checks:
+            check_text += f" (failed: {', '.join(failed_checks)})"
+        log(
+            f"{label} [{n}/{len(keys)}] {key} {status} in {time.monotonic() - t0:.1f}s "
+            f"{shown}{check_text} | {total_rows} rows, {rate:,.0f} rows/s"
+        )
+    return results
+
+
+def materialise_days(
+    days: Sequence[dt.date], symbols: Sequence[str], instance, log=print
+) -> list[tuple[str, bool, dict[str, int]]]:
+    """Market data (with its checks), then analytics, for every symbol-day of ``days``."""
+    from petrosa_pipelines.market_data.partitions import SYMBOLS_PARTITIONS_NAME, partition_key
+
+    instance.add_dynamic_partitions(SYMBOLS_PARTITIONS_NAME, list(symbols))
+    keys = [str(partition_key(day, sym)) for day in days for sym in symbols]
+    results = _run_partitions(MARKET_JOB, keys, instance, "market data", log)
+    ok_keys = [key for key, ok, _ in results if ok]
+    results += _run_partitions("analytics_job", ok_keys, instance, "analytics", log)
+    dates = sorted({key.split("|")[0] for key in ok_keys})
+    results += _run_partitions("analytics_cross_symbol_job", dates, instance, "correlation", log)
     return results
 
 
@@ -143,7 +167,7 @@ def run_demo(
         if failed:
             print(f"FAILED partitions: {failed}", file=sys.stderr)
             return 1
-        print(f"all {len(results)} partitions materialised")
+        print(f"all {len(results)} runs succeeded: market data, checks and analytics materialised")
         if not ui:
             return 0
         return _serve_ui(port, {**env, "DAGSTER_HOME": str(home)})

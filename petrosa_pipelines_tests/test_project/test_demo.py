@@ -38,6 +38,7 @@ def test_demo_no_ui_materialises_everything(tmp_path):
         timeout=300,
     )
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
-    assert "[1/1]" in out.stdout and "candles=1440" in out.stdout
-    assert "all 1 partitions materialised" in out.stdout
+    assert "market data [1/1]" in out.stdout and "candles=1440" in out.stdout
+    assert "analytics [1/1]" in out.stdout and "volatility=" in out.stdout
+    assert "all 3 runs succeeded" in out.stdout
     assert list((tmp_path / "lake" / "market_data" / "candles").rglob("*.parquet"))
