@@ -130,6 +130,31 @@ def _is_stale(
     return None
 
 
+def _supervise_runs(
+    instance: dg.DagsterInstance,
+    runs: list[dg.DagsterRun],
+    group: StreamGroup,
+    root: str,
+    now: float,
+    stale_after_s: float,
+    startup_grace_s: float,
+) -> list[str]:
+    """Leave live runs alone; cancel (so the next tick relaunches) the ones that went stale."""
+    notes = []
+    for run in runs:
+        rec = instance.get_run_record_by_id(run.run_id)
+        started = None
+        if rec is not None:
+            started = rec.start_time or rec.create_timestamp.timestamp()
+        hb = read_heartbeat(root, group.exchange, group.name)
+        why = _is_stale(run, started, hb, now, stale_after_s, startup_grace_s)
+        if why:
+            notes.append("relaunch: " + _cancel(instance, run, why))
+        else:
+            notes.append(f"{group.name}: {run.run_id[:8]} {run.status.value}")
+    return notes
+
+
 def build_ingest_supervisor(
     groups: Callable[[], Sequence[StreamGroup]] = groups_from_env,
     landing_root: Callable[[], str] = _landing_root,
@@ -172,24 +197,9 @@ def build_ingest_supervisor(
         for group in wanted.values():
             runs = by_group.get(group.name, [])
             if runs:
-                for run in runs:
-                    rec = instance.get_run_record_by_id(run.run_id)
-                    hb = read_heartbeat(root, group.exchange, group.name)
-                    started = None
-                    if rec is not None:
-                        started = rec.start_time or rec.create_timestamp.timestamp()
-                    why = _is_stale(
-                        run,
-                        started,
-                        hb,
-                        now,
-                        stale_after_s,
-                        startup_grace_s,
-                    )
-                    if why:
-                        notes.append("relaunch: " + _cancel(instance, run, why))
-                    else:
-                        notes.append(f"{group.name}: {run.run_id[:8]} {run.status.value}")
+                notes += _supervise_runs(
+                    instance, runs, group, root, now, stale_after_s, startup_grace_s
+                )
                 continue
             generation = instance.get_runs_count(
                 dg.RunsFilter(job_name=INGEST_JOB_NAME, tags={GROUP_TAG: group.name})

@@ -29,7 +29,12 @@ class Applied(enum.Enum):
 
 
 class _Side:
-    """One side: price -> qty plus an ascending price list for cheap top-N reads."""
+    """One side: price -> qty plus an ascending price list, so a top-N read is a slice.
+
+    Most diff levels change the quantity of a known price (a dict write); only new and removed
+    prices touch the sorted list. Measured against ``dict.update`` + ``heapq`` per sample, this
+    is about twice as fast at one sample per second (benchmarks/ingest_bench.py).
+    """
 
     __slots__ = ("levels", "prices")
 
@@ -55,10 +60,7 @@ class _Side:
 
     def best(self, n: int, descending: bool) -> list[Level]:
         book = self.levels
-        if descending:
-            ps = self.prices[: -n - 1 : -1] if n else []
-        else:
-            ps = self.prices[:n]
+        ps = (self.prices[: -n - 1 : -1] if n else []) if descending else self.prices[:n]
         return [(p, book[p]) for p in ps]
 
 

@@ -99,15 +99,25 @@ def materialise_partition(
     window = PartitionWindow(day=day, symbol=symbol, now_ms=now_ms or utc_now_ms())
     settings = exchange.settings()
     use_history = dataset != "depth"
+    store = landing.store() if landing is not None else None
     sources = sources_for(
         dataset,
-        landing=landing.store() if landing is not None else None,
+        landing=store,
         archive=exchange.archive() if use_history else None,
         rest=exchange.rest() if use_history else None,
         exchange=settings.exchange,
     )
-    result = fill_partition(_spec(dataset, config), window, sources, keep=config.dedup_keep)
+    ledger = (
+        store.gaps(settings.exchange, window.start_ms, window.end_ms, dataset, symbol)
+        if store is not None
+        else []
+    )
+    known_gaps = [(max(g.start_ms, window.start_ms), min(g.end_ms, window.end_ms)) for g in ledger]
+    result = fill_partition(
+        _spec(dataset, config), window, sources, keep=config.dedup_keep, known_gaps=known_gaps
+    )
     meta = output_metadata(DATASETS[dataset], result, window)
+    meta["ledger_gaps"] = len(ledger)
     if dataset == "depth":
         meta["history_available"] = False
         if result.frame.empty:

@@ -9,7 +9,6 @@ import sys
 import time
 from pathlib import Path
 
-import dagster as dg
 import orjson
 import pytest
 

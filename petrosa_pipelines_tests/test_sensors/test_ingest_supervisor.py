@@ -86,8 +86,8 @@ def test_stale_heartbeat_leads_to_relaunch(instance, tmp_path):
     now = [time.time()]
     sensor = _sensor(tmp_path, groups=GROUPS[:1], clock=lambda: now[0])
     run = _started(instance, "majors")
-    write_heartbeat(tmp_path / "landing", "binance", "majors",
-                    {"run_id": run.run_id, "written_at": int(now[0] * 1000), "liveness": "alive"})  # fmt: skip
+    beat = {"run_id": run.run_id, "written_at": int(now[0] * 1000), "liveness": "alive"}
+    write_heartbeat(tmp_path / "landing", "binance", "majors", beat)
     res = _tick(sensor, instance)
     assert not res.run_requests  # fresh heartbeat: leave it alone
     assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.STARTED

@@ -155,7 +155,8 @@ query($sel: RepositorySelector!) {
         groupName
         isPartitioned
         dependencyKeys { path }
-        assetChecksOrError { ... on AssetChecks { checks { name blocking } } }
+        assetChecksOrError { ... on AssetChecks {
+          checks { name blocking partitionDefinition { type } } } }
       }
     }
   }
