@@ -19,6 +19,7 @@ import multiprocessing
 import resource
 import tempfile
 import time
+from pathlib import Path
 
 import orjson
 
@@ -179,6 +180,15 @@ def _serve_exchange(port_q: multiprocessing.Queue) -> None:
         time.sleep(3600)
 
 
+def _peak_rss_mb() -> float:
+    """This process's own peak RSS (VmHWM); ``ru_maxrss`` survives exec and would report the
+    benchmark parent's frames."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def _ingest_child(port: int, seconds: float, out_q: multiprocessing.Queue) -> None:
     """A fresh process holding only the engine, so its max RSS is the ingest's own."""
     with tempfile.TemporaryDirectory() as root:
@@ -200,7 +210,7 @@ def _ingest_child(port: int, seconds: float, out_q: multiprocessing.Queue) -> No
     streams = snap.get("streams", {})
     out_q.put(
         (
-            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            _peak_rss_mb(),
             len(streams),
             sum(s["processed"] for s in streams.values()),
         )

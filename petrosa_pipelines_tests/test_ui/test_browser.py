@@ -166,19 +166,35 @@ def test_partition_view_shows_the_partition_and_its_checks(ui):
         )
         expect(page.get_by_text(PARTITION, exact=True).first).to_be_visible()
         expect(page.get_by_text("Materialized", exact=True).first).to_be_visible()
-        expect(page.get_by_text("dagster/row_count").first).to_be_visible()
         checks = checks_of(ui.nodes[path])
         if not checks:
             continue
+        partitioned = [c for c in checks if c["partitionDefinition"] is not None]
+        shown = (partitioned or checks)[0]["name"]
         page = ui.visit(
-            f"/assets/{'/'.join(path)}?view=checks",
+            f"/assets/{'/'.join(path)}?view=checks&checkDetail={shown}",
             f"checks_{name}",
-            ready=(checks[0]["name"],),
+            ready=("Latest execution",),
         )
         for check in checks:
             expect(page.get_by_text(check["name"], exact=True).first).to_be_visible()
-        # a check that ran shows its outcome, not "Not evaluated"
-        assert page.get_by_text(re.compile(r"^(Passed|Failed|Warning)$")).count() >= 1
+        # every check in the list shows the outcome of its latest run
+        outcomes = page.get_by_text(re.compile(r"^(Succeeded|Failed|Warning)$"))
+        assert outcomes.count() >= len(checks), (name, outcomes.count(), len(checks))
+        if not partitioned:
+            continue
+        # the check's own partition view: one result per backfilled symbol-day
+        page.get_by_role("tab", name="Partitions").last.click()
+        passed = page.get_by_text(re.compile(r"^Passed \(\d+\)$")).first
+        expect(passed).to_be_visible()
+        failed = page.get_by_text(re.compile(r"^Failed \(\d+\)$")).first.inner_text()
+        evaluated = _count(passed.inner_text()) + _count(failed)
+        assert evaluated >= len(KEYS), (name, shown, passed.inner_text(), failed)
+        page.screenshot(path=str(ARTIFACTS / f"check_partitions_{name}.png"), full_page=True)
+
+
+def _count(label: str) -> int:
+    return int(re.search(r"\((\d+)\)", label).group(1))
 
 
 def test_a_backfill_run_shows_its_steps_succeeded(ui):
@@ -205,15 +221,19 @@ def test_health_and_analytics_charts_are_visible(ui):
     expect = _expect()
     page = ui.visit("/assets/market_data/candles", "asset_candles", ready=("Row count",))
     expect(page.get_by_text("Latest materialization").first).to_be_visible()
-    expect(page.get_by_text("Row count").first).to_be_visible()
     health = [
-        (p, c["name"]) for p, n in ui.nodes.items() for c in checks_of(n) if "health" in c["name"]
-    ] + [(p, None) for p in ui.nodes if "health" in p[-1]]
+        (p, c["name"]) for p, n in ui.nodes.items() for c in checks_of(n) if c["name"] == "health"
+    ]
     if health:
-        path, check = health[0]
-        view = "?view=checks" if check else ""
-        page = ui.visit(f"/assets/{'/'.join(path)}{view}", "health")
-        expect(page.get_by_text(re.compile("health", re.I)).first).to_be_visible()
+        path, check = sorted(health)[0]
+        page = ui.visit(
+            f"/assets/{'/'.join(path)}?view=checks&checkDetail={check}",
+            "health",
+            ready=("Latest execution",),
+        )
+        # the health score and its components, as the check's metadata
+        for key in ("score", "completeness", "validity", "consistency", "freshness"):
+            expect(page.get_by_text(key, exact=True).first).to_be_visible()
     if not any(n["groupName"] == "analytics" for n in ui.nodes.values()):
         pytest.skip("no analytics assets in the code location yet (charts not checked)")
     # analytics follow the backfill on the automation sensor's cadence
@@ -223,9 +243,14 @@ def test_health_and_analytics_charts_are_visible(ui):
     assert charted is not None, "analytics assets exist but none has a chart yet"
     path, partition = charted
     query = f"?view=partitions&partition={partition.replace('|', '%7C')}"
-    page = ui.visit(f"/assets/{'/'.join(path)}{query}", f"chart_{path[-1]}", ready=(partition,))
-    images = page.locator("img[src^='data:image/png']")
-    expect(images.first).to_be_visible()
+    page = ui.visit(
+        f"/assets/{'/'.join(path)}{query}", f"asset_{path[-1]}", ready=(partition, "chart")
+    )
+    # markdown metadata opens in a dialog: the chart is a PNG inside it
+    page.get_by_role("row", name=re.compile(r"^chart")).get_by_text("[Show Markdown]").click()
+    chart = page.locator("img[src^='data:image/png']")
+    expect(chart.first).to_be_visible()
+    page.screenshot(path=str(ARTIFACTS / f"chart_{path[-1]}.png"))
 
 
 def _asset_with_chart(ui) -> tuple[tuple[str, ...], str] | None:
