@@ -21,6 +21,7 @@ def _demo(args: argparse.Namespace) -> int:
         ui=not args.no_ui,
         port=args.port,
         workdir=args.workdir,
+        ingest_seconds=args.ingest_seconds,
     )
 
 
@@ -69,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--no-ui", action="store_true", help="materialise, report, exit (CI form)")
     demo.add_argument("--port", type=int, default=3000, help="Dagster UI port (127.0.0.1)")
     demo.add_argument("--workdir", default=None, help="where lake, landing and DAGSTER_HOME go")
+    demo.add_argument(
+        "--ingest-seconds", type=float, default=15.0, help="stream the ingest this long (0: skip)"
+    )
 
     cat = sub.add_parser("catalog", help="export the catalog from the asset graph")
     cat.add_argument("--format", choices=["json", "markdown", "md"], default="markdown")

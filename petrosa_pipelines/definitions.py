@@ -30,6 +30,7 @@ from petrosa_pipelines.checks.definitions import (
     build_audit_schedule,
 )
 from petrosa_pipelines.checks.settings import audit_settings
+from petrosa_pipelines.ingest.job import ingest_job
 from petrosa_pipelines.market_data.assets import (
     CANDLES_KEY,
     DEPTH_KEY,
@@ -76,6 +77,8 @@ def build_definitions() -> dg.Definitions:
         {TRADES_KEY: "trades", CANDLES_KEY: "candles", DEPTH_KEY: "depth", FUNDING_KEY: "funding"}
     )
     return dg.Definitions.merge(
+        # ② ingest: one long-running run per stream group, kept alive by a sensor
+        dg.Definitions(jobs=[ingest_job]),
         # ④ market data: in-process steps (a symbol-day's steps are small and process
         # start-up, ~2 s of imports per step, dominates on small machines)
         dg.Definitions(

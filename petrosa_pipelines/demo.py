@@ -1,9 +1,11 @@
 """The demo: the whole pipeline offline against the local exchange.
 
 Starts the local exchange (a deterministic market speaking Binance's wire formats), points
-every endpoint setting at it, registers the symbols and materialises the last closed days of
-every dataset, printing progress. ``--no-ui`` exits with 0 when everything materialised; the
-interactive form then serves the Dagster UI and daemon on 127.0.0.1 until Ctrl-C.
+every endpoint setting at it, registers the symbols, materialises the last closed days of every
+dataset with their checks and analytics, then streams the websocket ingest for a few seconds
+and reads today's data back from the landing zone, printing progress. ``--no-ui`` exits with 0
+when everything materialised; the interactive form then serves the Dagster UI and daemon on
+127.0.0.1 until Ctrl-C, where the supervisor sensor keeps an ingest run streaming.
 """
 
 from __future__ import annotations
@@ -104,6 +106,53 @@ def materialise_days(
     return results
 
 
+def ingest_for(
+    seconds: float, exchange, symbols: Sequence[str], landing_path: Path, log=print
+) -> dict:
+    """Run the websocket ingest against the local exchange for ``seconds``; print what landed."""
+    import asyncio
+
+    from petrosa_pipelines.ingest import IngestConfig, IngestEngine
+    from petrosa_pipelines.landing import LandingStore
+    from petrosa_pipelines.lib.timeutil import day_window_ms, utc_now_ms
+
+    config = IngestConfig(
+        group="demo",
+        symbols=tuple(symbols),
+        landing_path=str(landing_path),
+        ws_base_url=exchange.ws_base_url,
+        rest_base_url=exchange.rest_base_url,
+    )
+    engine = IngestEngine(config)
+
+    async def run() -> None:
+        task = asyncio.create_task(engine.run())
+        await asyncio.sleep(seconds)
+        engine.stop()
+        await task
+
+    log(f"ingest: streaming {len(engine.stream_names())} streams for {seconds:.0f}s", flush=True)
+    asyncio.run(run())
+    snap = engine.snapshot()
+    received = sum(s["received"] for s in snap["streams"].values())
+    failed = sum(s["failed"] for s in snap["streams"].values())
+    log(
+        f"ingest: {received} messages landed, {failed} failed, "
+        f"{snap['group_stats']['dead_letters']} dead letters, "
+        f"{snap['group_stats']['gaps_recorded']} gaps recorded"
+    )
+    store = LandingStore(str(landing_path))
+    start, _ = day_window_ms(dt.datetime.now(tz=dt.UTC).date())
+    now = utc_now_ms()
+    for symbol in symbols:
+        counts = {
+            ds: len(store.read_frame("binance", ds, symbol, start, now + 1))
+            for ds in ("trades", "candles", "depth", "funding")
+        }
+        log(f"today so far from the landing zone, {symbol}: {counts}")
+    return snap
+
+
 def _serve_ui(port: int, env: dict[str, str]) -> int:
     bin_dir = Path(sys.executable).parent
     full_env = {**os.environ, **env}
@@ -140,6 +189,7 @@ def run_demo(
     ui: bool = True,
     port: int = 3000,
     workdir: str | None = None,
+    ingest_seconds: float = 15.0,
 ) -> int:
     import dagster as dg
 
@@ -157,6 +207,7 @@ def run_demo(
     )
     with LocalExchange(market=market, faults=Faults(), host="127.0.0.1", port=0) as exchange:
         env = _point_settings_at(exchange, base)
+        env["PETROSA_SYMBOLS"] = os.environ["PETROSA_SYMBOLS"] = ",".join(symbols)
         print(f"local exchange: {exchange.rest_base_url} (ws {exchange.ws_base_url})")
         print(f"lake: {env['PETROSA_LAKE_PATH']}  DAGSTER_HOME: {home}")
         picked = demo_days(days)
@@ -168,6 +219,8 @@ def run_demo(
             print(f"FAILED partitions: {failed}", file=sys.stderr)
             return 1
         print(f"all {len(results)} runs succeeded: market data, checks and analytics materialised")
+        if ingest_seconds > 0:
+            ingest_for(ingest_seconds, exchange, symbols, base / "landing")
         if not ui:
             return 0
         return _serve_ui(port, {**env, "DAGSTER_HOME": str(home)})

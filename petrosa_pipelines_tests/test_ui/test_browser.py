@@ -137,17 +137,26 @@ def _expect():
 
 def test_lineage_shows_the_four_datasets(ui):
     partitions = re.compile(r"^\d[\d,]* partitions$")
-    page = ui.visit(
-        "/locations/petrosa_pipelines/asset-groups/market_data/lineage",
-        "lineage",
-        ready=("Latest event", partitions),
-    )
-    expect = _expect()
-    for name in MARKET_DATA:
-        expect(page.get_by_text(name, exact=True).first).to_be_visible()
-    # every node has its status rows filled in: the partition count and a recent event
-    assert page.get_by_text(partitions).count() >= len(MARKET_DATA)
-    assert page.get_by_text(re.compile(r"ago$")).count() >= len(MARKET_DATA)
+    # the graph renders only the nodes inside the viewport: make it tall enough for all four
+    ui.page.set_viewport_size({"width": 1600, "height": 2600})
+    try:
+        page = ui.visit(
+            "/locations/petrosa_pipelines/asset-groups/market_data/lineage",
+            "lineage",
+            ready=("Latest event", partitions),
+        )
+        expect = _expect()
+        for name in MARKET_DATA:
+            expect(page.get_by_text(name, exact=True).first).to_be_visible()
+        # every node has its status rows filled in: the partition count and a recent event
+        assert page.get_by_text(partitions).count() >= len(MARKET_DATA)
+        assert page.get_by_text(re.compile(r"ago$")).count() >= len(MARKET_DATA)
+        if any(checks_of(ui.nodes[p]) for p in MARKET_DATA_PATHS):
+            # the node's check row summarises the latest results, e.g. "7 / 7 Passed"
+            summaries = page.get_by_text(re.compile(r"^\d+ / \d+ Passed$"))
+            assert summaries.count() >= len(MARKET_DATA)
+    finally:
+        ui.page.set_viewport_size({"width": 1600, "height": 1000})
     analytics = [p for p, n in ui.nodes.items() if n["groupName"] == "analytics"]
     if analytics:
         page = ui.visit("/asset-groups", "lineage_global", ready=("Global asset lineage",))
