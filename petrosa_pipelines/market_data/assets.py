@@ -4,6 +4,7 @@ Each asset body is thin: it reads its partition window, calls ``fill_partition``
 sources in failover order, and reports what it did in the output metadata.
 """
 
+import os
 from typing import Literal
 
 import dagster as dg
@@ -15,6 +16,7 @@ from petrosa_pipelines.market_data.datasets import SPECS, DepthSpec, FundingSpec
 from petrosa_pipelines.market_data.fill import FillResult, PartitionWindow, fill_partition
 from petrosa_pipelines.market_data.partitions import daily_symbol_partitions, split_partition_key
 from petrosa_pipelines.market_data.sources import sources_for
+from petrosa_pipelines.settings import SettingError
 from resources.exchange_client import EXCHANGE_POOL, ExchangeResource
 from resources.landing_store import LandingResource
 
@@ -35,8 +37,9 @@ TRADES_KEY, CANDLES_KEY, DEPTH_KEY, FUNDING_KEY = (
 class MarketDataConfig(dg.Config):
     """Run settings of a market-data materialisation."""
 
-    #: which row wins when two sources give the same natural key
-    dedup_keep: Literal["first", "last"] = "first"
+    #: which row wins when two sources give the same natural key: "first" keeps the earlier
+    #: source in failover order, "last" the later; None reads PETROSA_DEDUP_KEEP (default first)
+    dedup_keep: str | None = None
     #: funding settlement interval of the symbol, hours
     funding_interval_hours: int = 8
     #: depth sampling cadence, milliseconds
@@ -78,6 +81,18 @@ def output_metadata(
     return meta
 
 
+def dedup_keep(config: MarketDataConfig) -> Literal["first", "last"]:
+    """The run's dedup rule, else the PETROSA_DEDUP_KEEP setting, else "first"."""
+    if config.dedup_keep is not None:
+        name, raw = "dedup_keep (run config)", config.dedup_keep
+    else:
+        name, raw = "PETROSA_DEDUP_KEEP", os.environ.get("PETROSA_DEDUP_KEEP", "first")
+    raw = raw.strip().lower()
+    if raw not in ("first", "last"):
+        raise SettingError(name, raw, "first or last")
+    return raw  # type: ignore[return-value]
+
+
 def _spec(dataset: str, config: MarketDataConfig):
     if dataset == "funding":
         return FundingSpec(config.funding_interval_hours)
@@ -114,7 +129,7 @@ def materialise_partition(
     )
     known_gaps = [(max(g.start_ms, window.start_ms), min(g.end_ms, window.end_ms)) for g in ledger]
     result = fill_partition(
-        _spec(dataset, config), window, sources, keep=config.dedup_keep, known_gaps=known_gaps
+        _spec(dataset, config), window, sources, keep=dedup_keep(config), known_gaps=known_gaps
     )
     meta = output_metadata(DATASETS[dataset], result, window)
     meta["ledger_gaps"] = len(ledger)

@@ -12,7 +12,7 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from petrosa_pipelines.market_data.assets import MarketDataConfig
+from petrosa_pipelines.market_data.assets import MarketDataConfig, dedup_keep
 from petrosa_pipelines.market_data.datasets import SPECS
 from petrosa_pipelines.market_data.fill import (
     HistorySource,
@@ -75,7 +75,8 @@ def make_market_asset(dataset: str, world: World):
         sources = [_Landing(world.landing.get((dataset, pk)))]
         if (dataset, pk) in world.history:
             sources.append(_Rest(world, world.history[(dataset, pk)], dataset))
-        return fill_partition(SPECS[dataset](), window, sources, keep=config.dedup_keep).frame
+        keep = dedup_keep(config)
+        return fill_partition(SPECS[dataset](), window, sources, keep=keep).frame
 
     return _asset
 

@@ -184,3 +184,17 @@ def test_rest_beyond_its_reach_confirms_nothing():
     client = EmptyRest()
     result = fill_partition(TradesSpec(), old, [RestSource(client, "trades", 24 * 3_600_000)])
     assert client.calls == [] and result.missing == [(START, START + DAY_MS)]
+
+
+def test_dedup_rule_from_run_config_else_setting(monkeypatch):
+    from petrosa_pipelines.market_data.assets import MarketDataConfig, dedup_keep
+    from petrosa_pipelines.settings import SettingError
+
+    monkeypatch.delenv("PETROSA_DEDUP_KEEP", raising=False)
+    assert dedup_keep(MarketDataConfig()) == "first"
+    monkeypatch.setenv("PETROSA_DEDUP_KEEP", "last")
+    assert dedup_keep(MarketDataConfig()) == "last"
+    assert dedup_keep(MarketDataConfig(dedup_keep="first")) == "first"
+    monkeypatch.setenv("PETROSA_DEDUP_KEEP", "newest")
+    with pytest.raises(SettingError, match="PETROSA_DEDUP_KEEP"):
+        dedup_keep(MarketDataConfig())

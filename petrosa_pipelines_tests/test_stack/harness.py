@@ -49,6 +49,11 @@ class Backfilled:
     backfill_id: str
     progress: BackfillProgress
     lines: list[str]
+    #: why runs of the backfill failed (step and run failure messages), for assertion messages
+    failures: list[str]
+
+    def explain(self) -> str:
+        return "\n".join(self.lines[-3:] + self.failures)
 
 
 class SharedStack:
@@ -120,7 +125,8 @@ class SharedStack:
                 progress = follow_backfill(
                     instance, backfill_id, interval=2.0, timeout=BACKFILL_TIMEOUT, log=log
                 )
-            self._backfilled = Backfilled(backfill_id, progress, lines)
+                failures = _failure_messages(instance, backfill_id)
+            self._backfilled = Backfilled(backfill_id, progress, lines, failures)
         return self._backfilled
 
     def _require(self) -> Stack:
@@ -139,6 +145,25 @@ class SharedStack:
 
 
 SHARED = SharedStack()
+
+
+def _failure_messages(instance: Any, backfill_id: str) -> list[str]:
+    import dagster as dg
+
+    messages = []
+    runs = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/backfill": backfill_id}))
+    for run in runs:
+        if run.status != dg.DagsterRunStatus.FAILURE:
+            continue
+        for event in instance.all_logs(run.run_id):
+            if event.is_dagster_event and event.dagster_event.event_type_value in (
+                "STEP_FAILURE",
+                "RUN_FAILURE",
+            ):
+                error = getattr(event.dagster_event.event_specific_data, "error", None)
+                detail = error.to_string()[-1500:] if error is not None else ""
+                messages.append(f"{run.tags.get('dagster/partition')}: {event.message} {detail}")
+    return messages
 
 
 # --- what the running code location holds (read through GraphQL, so new wiring shows up) -----

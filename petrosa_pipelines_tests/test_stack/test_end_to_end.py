@@ -95,7 +95,7 @@ def test_the_four_datasets_are_partitioned_by_day_and_symbol(stack):
 def test_backfill_launched_through_graphql_completes(stack):
     done = SHARED.backfilled()
     progress = done.progress
-    assert progress.status == "COMPLETED_SUCCESS", "\n".join(done.lines[-5:])
+    assert progress.status == "COMPLETED_SUCCESS", done.explain()
     assert progress.partitions_total == progress.partitions_done == len(KEYS)
     assert progress.asset_partitions_done == len(KEYS) * len(MARKET_DATA)
     assert progress.partitions_failed == 0

@@ -120,7 +120,7 @@ class UI:
 @pytest.fixture(scope="module")
 def ui(ui_stack, browser):
     backfilled = SHARED.backfilled()
-    assert backfilled.progress.status == "COMPLETED_SUCCESS", backfilled.lines[-3:]
+    assert backfilled.progress.status == "COMPLETED_SUCCESS", backfilled.explain()
     context = browser.new_context(viewport={"width": 1600, "height": 1000})
     context.set_default_timeout(PAGE_TIMEOUT_MS)
     page = context.new_page()
