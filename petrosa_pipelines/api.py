@@ -26,7 +26,7 @@ import pandas as pd
 import pyarrow as pa
 
 from petrosa_pipelines.catalog.schemas import DATASETS, conform
-from petrosa_pipelines.lake import Lake, LocalLake, S3Lake, lake_path
+from petrosa_pipelines.lake import Lake, lake_from_path, lake_path
 from petrosa_pipelines.storage.launch import launch_backfill, materialize_partitions
 from petrosa_pipelines.storage.quality import FailedCheck, check_partition
 from petrosa_pipelines.storage.warehouse import Warehouse, analytics_to_wide
@@ -161,16 +161,6 @@ def _shared_warehouse(url: str) -> Warehouse:
     if url not in _WAREHOUSES:
         _WAREHOUSES[url] = Warehouse(url)
     return _WAREHOUSES[url]
-
-
-def lake_from_path(path: str) -> Lake:
-    """A LocalLake for a directory, an S3Lake (dagster-aws client) for ``s3://bucket/prefix``."""
-    if path.startswith("s3://"):
-        from dagster_aws.s3 import S3Resource
-
-        bucket, _, prefix = path[len("s3://") :].partition("/")
-        return S3Lake(S3Resource().get_client(), bucket, prefix)
-    return LocalLake(path)
 
 
 # -- argument checking ---------------------------------------------------------------------------

@@ -170,3 +170,19 @@ class S3Lake(Lake):
 
     def uri(self, relpath: str) -> str:
         return f"s3://{self.bucket}/{self._key(relpath)}"
+
+
+def lake_from_path(path: str) -> Lake:
+    """A LocalLake for a directory, an S3Lake (dagster-aws client) for ``s3://bucket/prefix``.
+
+    The S3 endpoint and credentials come from the standard AWS settings (``AWS_ENDPOINT_URL``
+    for MinIO or another S3-compatible store), never from this path.
+    """
+    if path.startswith("s3://"):
+        from dagster_aws.s3 import S3Resource
+
+        bucket, _, prefix = path[len("s3://") :].partition("/")
+        if not bucket:
+            raise ValueError(f"lake path {path!r} must look like s3://bucket/prefix")
+        return S3Lake(S3Resource().get_client(), bucket, prefix)
+    return LocalLake(path)

@@ -8,7 +8,7 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
-from petrosa_pipelines.lake import Lake, LocalLake, S3Lake, lake_path
+from petrosa_pipelines.lake import Lake, S3Lake, lake_from_path, lake_path
 
 ALL_SYMBOLS = "ALL"
 
@@ -33,7 +33,7 @@ class LakeIOManager(dg.ConfigurableIOManager):
     over ONE frame sorted by time, never a dict or a bare frame depending on the count.
     """
 
-    #: local lake directory (default: PETROSA_LAKE_PATH, else data/lake)
+    #: lake directory or s3://bucket/prefix (default: PETROSA_LAKE_PATH, else data/lake)
     base_path: str | None = None
     s3_bucket: str | None = None
     s3_prefix: str = "lake"
@@ -46,7 +46,7 @@ class LakeIOManager(dg.ConfigurableIOManager):
 
             client = S3Resource(endpoint_url=self.s3_endpoint_url).get_client()
             return S3Lake(client, self.s3_bucket, self.s3_prefix)
-        return LocalLake(self.base_path or os.environ.get("PETROSA_LAKE_PATH", "data/lake"))
+        return lake_from_path(self.base_path or os.environ.get("PETROSA_LAKE_PATH", "data/lake"))
 
     def _relpath(self, asset_key: dg.AssetKey, partition_key: str | None, exchange: str) -> str:
         date, symbol = _key_parts(partition_key)
