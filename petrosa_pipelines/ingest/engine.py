@@ -1,9 +1,13 @@
 """The long-running websocket ingest of one stream group (asyncio).
 
 One combined-stream connection carries every stream of the group. Each frame is stamped with its
-receipt time, parsed once (bad ones go to the dead-letter store), de-duplicated by a per-stream
-position (aggregate trade id, depth final update id, event time for klines and mark prices) and
-handed to the landing writer, whose own thread makes it durable. Around that hot path:
+receipt time, validated once (bad ones go to the dead-letter store), de-duplicated by a
+per-stream position (aggregate trade id, depth final update id, event time for klines and mark
+prices) and handed to the landing writer, whose own thread makes it durable. Trades and depth
+diffs take a fast path (``fastpath``: no ``Decimal`` records, book levels as floats) that only
+accepts what the full parser accepts; anything else goes through the full parser, which also
+writes the dead-letter reasons. Frames reach the writer in one batch per burst of the socket
+(``LineBatch``), not one queue operation each. Around that hot path:
 
 * **drops**: reconnect with exponential backoff and full jitter; the URL resubscribes every
   stream; each stream's outage becomes a gap-ledger entry when its first message is back.
@@ -30,6 +34,7 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from decimal import InvalidOperation
 from typing import Any
 
 import msgspec
@@ -47,8 +52,22 @@ from petrosa_pipelines.exchanges.base import (
     Record,
     TradeRecord,
 )
+from petrosa_pipelines.exchanges.binance.schemas import (
+    _SYMBOL_RE,
+    CONVERTERS,
+    BinanceAggTradeData,
+)
 from petrosa_pipelines.ingest import heartbeat as hb
 from petrosa_pipelines.ingest.config import IngestConfig
+from petrosa_pipelines.ingest.fastpath import (
+    DEC_MAX,
+    DEC_ZERO,
+    DECODE_ERRORS,
+    FAST_DECODER,
+    DepthRoute,
+    FastDepth,
+    depth_levels,
+)
 from petrosa_pipelines.ingest.stats import (
     DISCONNECTED,
     STOPPED,
@@ -58,7 +77,7 @@ from petrosa_pipelines.ingest.stats import (
 )
 from petrosa_pipelines.landing.book import Applied, BookSample, BookSync
 from petrosa_pipelines.landing.records import BOOK_CHECKPOINT, GapRecord
-from petrosa_pipelines.landing.writer import LandingWriter
+from petrosa_pipelines.landing.writer import LandingWriter, LineBatch, format_line
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +104,10 @@ def _position(rec: Record) -> int:
 DEDUP_WINDOW = 4096
 #: trade ids missing for this long (receipt ms) are recorded as an id gap
 ID_GAP_GRACE_MS = 3000
+#: frames are handed to the writer at the end of each burst, or once this many bytes wait
+LAND_BATCH_BYTES = 256 << 10
+
+_fast_decode = FAST_DECODER.decode
 
 
 @dataclass
@@ -182,6 +205,12 @@ class IngestEngine:
         self.stats = GroupStats()
         self._streams: dict[tuple[type, str], _StreamState] = {}
         self._books: dict[str, BookSync] = {}
+        #: fast-path routes: exchange symbol -> trade stream; stream name -> depth stream
+        self._trade_routes: dict[str, _StreamState] = {}
+        self._depth_routes: dict[str, tuple[DepthRoute, _StreamState, BookSync | None]] = {}
+        self._batch = LineBatch()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._flush_scheduled = False
         self._snapshot_tasks: dict[str, asyncio.Task] = {}
         self._book_break_from: dict[str, int] = {}
         self.latest_samples: dict[str, BookSample] = {}
@@ -228,6 +257,7 @@ class IngestEngine:
     async def run(self) -> None:
         """Ingest until :meth:`stop`; always flushes and publishes what was landed."""
         loop = asyncio.get_running_loop()
+        self._loop = loop
         await loop.run_in_executor(None, self.writer.start)
         self._started_ms = self.now_ms()
         self._record_restart_gap()
@@ -267,6 +297,7 @@ class IngestEngine:
             switched = all(s.source == c.id for s in self._streams.values())
             if switched or now - c.opened_mono >= self.config.rotation_overlap_s:
                 self._finish_rotation()
+        self.flush_landing()  # normally done at the end of each burst already
         self._request_snapshots()
         if now - self._last_checkpoint >= self.config.book_checkpoint_s:
             self._last_checkpoint = now
@@ -413,7 +444,138 @@ class IngestEngine:
 
     # -- hot path --------------------------------------------------------------------------------
     def _on_frame(self, conn: _Conn, raw: bytes, recv: int) -> None:
+        """One frame: the fast path for trades and depth diffs, the full parser otherwise.
+
+        Every early ``return self._on_frame_full(...)`` is a case the fast path does not vouch
+        for (see ``fastpath``); the full parser then decides, exactly as without a fast path.
+        """
         conn.messages += 1
+        try:
+            msg = _fast_decode(raw)
+        except DECODE_ERRORS:
+            return self._on_frame_full(conn, raw, recv)
+        d = msg.data
+        t = type(d)
+        if t is BinanceAggTradeData:
+            st = self._trade_routes.get(d.s)
+            if st is None or st.source != conn.id:
+                return self._on_frame_full(conn, raw, recv)
+            p = d.p
+            q = d.q
+            try:  # to_trade's checks, without building the TradeRecord
+                ok = DEC_ZERO < p < DEC_MAX and DEC_ZERO < q < DEC_MAX and d.f <= d.l
+            except InvalidOperation:  # NaN
+                ok = False
+            if not ok:
+                return self._on_frame_full(conn, raw, recv)
+            self._accept_trade(st, conn, raw, recv, d.a, d.T, d.E)
+        elif t is FastDepth:
+            route = self._depth_routes.get(msg.stream)
+            if route is None or d.U > d.u:
+                return self._on_frame_full(conn, raw, recv)
+            droute, st, sync = route
+            if st.source != conn.id:
+                return self._on_frame_full(conn, raw, recv)
+            try:
+                levels = depth_levels(raw, droute, d)
+            except DECODE_ERRORS:
+                levels = None
+            if levels is None:
+                return self._on_frame_full(conn, raw, recv)
+            self._accept_depth(st, sync, conn, raw, recv, d, levels[0], levels[1])
+        else:  # kline, markPriceUpdate: the full parser's converter on the same struct
+            try:
+                rec = CONVERTERS[t](d, recv)
+            except MessageError:
+                return self._on_frame_full(conn, raw, recv)
+            self._on_record(conn, rec, raw, recv)
+        return None
+
+    def _accept_trade(
+        self, st: _StreamState, conn: _Conn, raw: bytes, recv: int, a: int, trade_time: int, e: int
+    ) -> None:
+        """:meth:`_accept` of a fast-path trade (same steps, inlined, no record)."""
+        stats = st.stats
+        stats.received += 1
+        floor = st.floor
+        if a in st.seen or (floor is not None and a <= floor):
+            stats.duplicates += 1
+            return
+        st.remember(a)
+        outage = st.outage_from is not None
+        if outage:
+            self._gap(stats, st.outage_from, e, st.outage_cause)  # type: ignore[arg-type]
+            st.outage_from = None
+        top = st.max_trade_id
+        if top is not None and a == top + 1 and not st.missing:
+            st.max_trade_id = a
+            st.max_trade_time = trade_time
+        else:
+            self._track_trade_id(st, a, trade_time, recv, outage)
+        if st.max_event is None or e > st.max_event:
+            st.max_event = e
+        self._land(recv, raw)
+        stats.processed += 1
+        stats.last_message_ms = recv
+        stats.last_event_ms = e
+        lag = recv - e
+        stats.lag_ms = lag
+        stats.lag_ms_sum += lag
+        if lag > stats.lag_ms_max:
+            stats.lag_ms_max = lag
+        if st.held and st.held[0].event_time <= st.max_event:
+            self._switch(st, self._candidate.id if self._candidate else st.source)
+        if self._attempt and conn.messages > 1:
+            self._attempt = 0
+
+    def _accept_depth(
+        self,
+        st: _StreamState,
+        sync: BookSync | None,
+        conn: _Conn,
+        raw: bytes,
+        recv: int,
+        d: FastDepth,
+        bids: tuple[tuple[float, float], ...],
+        asks: tuple[tuple[float, float], ...],
+    ) -> None:
+        """:meth:`_accept` of a fast-path depth diff (same steps, inlined, no record)."""
+        stats = st.stats
+        stats.received += 1
+        u = d.u
+        floor = st.floor
+        if u in st.seen or (floor is not None and u <= floor):
+            stats.duplicates += 1
+            return
+        st.remember(u)
+        e = d.E
+        if st.outage_from is not None:
+            self._gap(stats, st.outage_from, e, st.outage_cause)
+            st.outage_from = None
+        if st.max_event is None or e > st.max_event:
+            st.max_event = e
+        self._land(recv, raw)
+        if sync is not None:
+            result, samples = sync.on_update(e, d.U, u, d.pu, recv, bids, asks)
+            if samples:
+                self._samples(samples)
+            if result is Applied.BREAK:
+                self._book_broke(sync, stats, e)
+        stats.processed += 1
+        stats.last_message_ms = recv
+        stats.last_event_ms = e
+        lag = recv - e
+        stats.lag_ms = lag
+        stats.lag_ms_sum += lag
+        if lag > stats.lag_ms_max:
+            stats.lag_ms_max = lag
+        if st.held and st.held[0].event_time <= st.max_event:
+            self._switch(st, self._candidate.id if self._candidate else st.source)
+        if self._attempt and conn.messages > 1:
+            self._attempt = 0
+
+    def _on_frame_full(self, conn: _Conn, raw: bytes, recv: int) -> None:
+        """The general path: the full parser decides (record, control frame or dead letter)."""
         try:
             rec = self.adapter.parse(raw, recv)
         except MessageError as exc:
@@ -421,6 +583,9 @@ class IngestEngine:
             return
         if rec is None:
             return
+        self._on_record(conn, rec, raw, recv)
+
+    def _on_record(self, conn: _Conn, rec: Record, raw: bytes, recv: int) -> None:
         st = self._streams.get((type(rec), rec.symbol))
         if st is None:
             self._dead_letter(raw, recv, f"not subscribed: {rec.symbol}", "data.s")
@@ -457,7 +622,7 @@ class IngestEngine:
             st.outage_from = None
         t = type(rec)
         if t is TradeRecord:
-            self._track_trade_id(st, rec, recv, outage)  # type: ignore[arg-type]
+            self._track_trade_id(st, rec.agg_trade_id, rec.trade_time, recv, outage)  # type: ignore[union-attr]
         if event_time is not None and (st.max_event is None or event_time > st.max_event):
             st.max_event = event_time
         self._land(recv, raw)
@@ -474,23 +639,22 @@ class IngestEngine:
                 stats.lag_ms_max = lag
 
     def _track_trade_id(
-        self, st: _StreamState, rec: TradeRecord, recv: int, after_outage: bool
+        self, st: _StreamState, a: int, trade_time: int, recv: int, after_outage: bool
     ) -> None:
         """Aggregate trade ids are consecutive: an id still missing after a grace is a gap.
 
         The grace absorbs small reorderings (ids arriving a little late); an outage already
         has its own gap entry, so the jump right after it is not recorded twice.
         """
-        a = rec.agg_trade_id
         top = st.max_trade_id
         if top is None or a > top:
             prev_time = st.max_trade_time
-            st.max_trade_id, st.max_trade_time = a, rec.trade_time
+            st.max_trade_id, st.max_trade_time = a, trade_time
             if top is None or after_outage:
                 return
             if a > top + 1:
-                t0 = prev_time if prev_time is not None else rec.trade_time
-                st.missing.append([top + 1, a - 1, t0, rec.trade_time, recv + ID_GAP_GRACE_MS])
+                t0 = prev_time if prev_time is not None else trade_time
+                st.missing.append([top + 1, a - 1, t0, trade_time, recv + ID_GAP_GRACE_MS])
         elif st.missing:
             for i, (lo, hi, t0, t1, dl) in enumerate(st.missing):
                 if lo <= a <= hi:
@@ -505,14 +669,38 @@ class IngestEngine:
                 self._gap(st.stats, t0, t1, "id_gap", f"agg_trade_id {lo}..{hi}")
 
     def _land(self, recv: int, raw: bytes) -> None:
-        if self._blocked or not self.writer.put(recv, raw):
-            self._blocked.append((recv, raw, None))
+        """Batch the frame for the writer; the batch goes at the end of the burst (or when
+        big, or when the receipt hour changes). While the writer refuses (queue and spill
+        full), frames wait in ``_blocked`` in order and the socket is not read."""
+        batch = self._batch
+        if batch.lines and recv >= batch.hour_end:
+            self.flush_landing()
+        if self._blocked:
+            self._blocked.append((recv, format_line(recv, raw), None))
+            return
+        batch.add(recv, raw)
+        if batch.nbytes >= LAND_BATCH_BYTES:
+            self.flush_landing()
+        elif not self._flush_scheduled and self._loop is not None:
+            self._flush_scheduled = True
+            self._loop.call_soon(self.flush_landing)
+
+    def flush_landing(self) -> None:
+        """Hand the batched frames to the writer (what the end of a socket burst does)."""
+        self._flush_scheduled = False
+        if self._batch.lines:
+            for recv, line in self.writer.put_batch(self._batch):
+                self._blocked.append((recv, line, None))
 
     async def _drain_blocked(self) -> None:
         """The writer's queue and spill are full: hold the socket (back-pressure), never drop."""
         while self._blocked:
-            recv, raw, snap = self._blocked[0]
-            ok = self.writer.put(recv, raw) if snap is None else self.writer.put_snapshot(*snap)
+            recv, line, snap = self._blocked[0]
+            ok = (
+                self.writer.put_line(recv, line)
+                if snap is None
+                else self.writer.put_snapshot(*snap)
+            )
             if ok:
                 self._blocked.pop(0)
             else:
@@ -563,10 +751,15 @@ class IngestEngine:
         if samples:
             self._samples(samples)
         if result is Applied.BREAK:
-            stats.resyncs += 1
-            self._book_break_from.setdefault(d.symbol, sync.book.last_event_time or d.event_time)
-            if sync.book.last_event_time is None:
-                self._book_break_from[d.symbol] = d.event_time
+            self._book_broke(sync, stats, d.event_time)
+
+    def _book_broke(self, sync: BookSync, stats: StreamStats, event_time: int) -> None:
+        """A diff broke the sequence: count it; the gap opens at the book's last event."""
+        stats.resyncs += 1
+        sym = sync.book.symbol
+        self._book_break_from.setdefault(sym, sync.book.last_event_time or event_time)
+        if sync.book.last_event_time is None:
+            self._book_break_from[sym] = event_time
 
     def _samples(self, samples: list[BookSample]) -> None:
         self.samples_emitted += len(samples)
@@ -626,6 +819,7 @@ class IngestEngine:
         self._snapshot_tasks.pop(sym, None)
 
     def _land_snapshot(self, snap: DepthSnapshotRecord, kind: bytes) -> None:
+        self.flush_landing()  # the snapshot lands after the frames the book saw before it
         if self._blocked or not self.writer.put_snapshot(snap, kind):
             self._blocked.append((snap.received_at or 0, None, (snap, kind)))
 
@@ -655,6 +849,7 @@ class IngestEngine:
                 self._streams[key] = _StreamState(StreamStats(name, ds, key[1]), source=src)
                 self.stats.streams[name] = self._streams[key].stats
         if "depth" not in self.config.datasets:
+            self._sync_routes()
             return
         cfg = self.config
         for sym in self.symbols:
@@ -664,6 +859,24 @@ class IngestEngine:
                 )
         for sym in [s for s in self._books if s not in self.symbols]:
             del self._books[sym]
+        self._sync_routes()
+
+    def _sync_routes(self) -> None:
+        """The fast path's lookups, rebuilt whenever streams or books change.
+
+        Trades route by the symbol exactly as Binance sends it; symbols the full parser would
+        reject (or only accept after upper-casing) get no route, so they take the full parser.
+        """
+        self._trade_routes = {}
+        self._depth_routes = {}
+        for (kind, sym), st in self._streams.items():
+            if not _SYMBOL_RE.fullmatch(sym) or sym != sym.upper():
+                continue
+            if kind is TradeRecord:
+                self._trade_routes[sym] = st
+            elif kind is DepthUpdateRecord:
+                route = DepthRoute(st.stats.stream, sym)
+                self._depth_routes[st.stats.stream] = (route, st, self._books.get(sym))
 
     _last_symbols_poll = 0.0
 
@@ -803,6 +1016,7 @@ class IngestEngine:
         for t in [*tasks, heartbeat]:
             t.cancel()
         await asyncio.gather(*tasks, heartbeat, return_exceptions=True)
+        self.flush_landing()
         while self._blocked:
             await self._drain_blocked()
         await asyncio.to_thread(self.writer.close)

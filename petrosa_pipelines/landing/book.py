@@ -6,19 +6,35 @@ a snapshot, drop diffs with ``u < lastUpdateId``, the first applied diff must st
 snapshot (``U <= lastUpdateId <= u``), then every diff's ``pu`` must equal the previous ``u``;
 anything else is a sequence break that forces a new snapshot. A checkpoint of our own book
 (``pu`` of the next diff equals its id) is accepted like a snapshot.
+
+**Numbers.** Levels are kept as ``(price, quantity)`` floats, keyed by the float price. This is
+what makes the live path cheap (msgspec parses the level strings to floats in C, see
+``petrosa_pipelines.ingest.fastpath``; building and hashing ~40 ``Decimal`` per diff was the
+ingest's bottleneck) and it loses nothing the dataset keeps: the catalog stores depth prices and
+quantities as float64. It also normalises spellings: ``"100.10"``, ``"100.1"`` and a REST
+snapshot's ``Decimal("100.1")`` are one level, because float conversion (msgspec's parser and
+``float(Decimal)`` are both correctly rounded) maps equal decimal values to the same float.
+Two *different* prices only share a key when they differ beyond ~15 significant digits, which
+no Binance tick size comes near. Samples hand out ``Decimal`` levels (the ``Level`` contract of
+the records), converted lazily from the shortest float repr, so a sample nobody reads costs
+nothing.
 """
 
 from __future__ import annotations
 
-import bisect
 import collections
 import enum
-from dataclasses import dataclass
+from bisect import bisect_left, insort
+from collections.abc import Iterable, Sequence
 from decimal import Decimal
 
 from petrosa_pipelines.exchanges.base import DepthSnapshotRecord, DepthUpdateRecord
 
+#: a level as records and samples expose it
 Level = tuple[Decimal, Decimal]
+#: a level as the book keeps it
+FloatLevel = tuple[float, float]
+FloatLevels = Sequence[FloatLevel]
 
 
 class Applied(enum.Enum):
@@ -28,40 +44,73 @@ class Applied(enum.Enum):
     BREAK = "break"  # sequence broken: the book is dropped until the next snapshot
 
 
-class _Side:
-    """One side: price -> qty plus an ascending price list, so a top-N read is a slice.
+def float_levels(levels: Iterable[tuple[Decimal | float | str, Decimal | float | str]]) -> list:
+    """Record levels (``Decimal`` pairs) as the book's float pairs."""
+    return [(float(p), float(q)) for p, q in levels]
 
-    Most diff levels change the quantity of a known price (a dict write); only new and removed
-    prices touch the sorted list. Measured against ``dict.update`` + ``heapq`` per sample, this
-    is about twice as fast at one sample per second (benchmarks/ingest_bench.py).
+
+def to_decimal(x: float) -> Decimal:
+    """The shortest decimal that round-trips ``x``: ``31193.7`` -> ``Decimal("31193.7")``."""
+    return Decimal(repr(x))
+
+
+class _Side:
+    """One side: price -> level plus a sorted key list whose *last* element is the best price.
+
+    Most diff levels change the quantity of a known price (one dict write); only new and removed
+    prices touch the sorted list. Keeping the best price at the end (bids ascending by price,
+    asks ascending by negated price) puts the busy top of the book where ``list.insert`` and
+    ``del`` move the fewest elements, which matters once a book holds thousands of levels.
     """
 
-    __slots__ = ("levels", "prices")
+    __slots__ = ("levels", "keys", "negate")
 
-    def __init__(self) -> None:
-        self.levels: dict[Decimal, Decimal] = {}
-        self.prices: list[Decimal] = []
+    def __init__(self, negate: bool) -> None:
+        self.negate = negate
+        self.levels: dict[float, FloatLevel] = {}
+        self.keys: list[float] = []
 
-    def load(self, levels: tuple[Level, ...]) -> None:
-        self.levels = {p: q for p, q in levels if q}
-        self.prices = sorted(self.levels)
+    def load(self, levels: FloatLevels) -> None:
+        self.levels = {lv[0]: lv for lv in levels if lv[1]}
+        self.keys = sorted([-p for p in self.levels] if self.negate else self.levels)
 
-    def update(self, levels: tuple[Level, ...]) -> None:
+    def update(self, levels: FloatLevels) -> None:
         book = self.levels
-        prices = self.prices
-        for p, q in levels:
-            if q:
-                if p not in book:
-                    bisect.insort(prices, p)
-                book[p] = q
-            elif p in book:  # removing an unknown level is normal (Binance rule 9)
-                del book[p]
-                del prices[bisect.bisect_left(prices, p)]
+        keys = self.keys
+        if self.negate:
+            for lv in levels:
+                p = lv[0]
+                if lv[1]:
+                    if p not in book:
+                        insort(keys, -p)
+                    book[p] = lv
+                elif p in book:  # removing an unknown level is normal (Binance rule 9)
+                    del book[p]
+                    del keys[bisect_left(keys, -p)]
+        else:
+            for lv in levels:
+                p = lv[0]
+                if lv[1]:
+                    if p not in book:
+                        insort(keys, p)
+                    book[p] = lv
+                elif p in book:
+                    del book[p]
+                    del keys[bisect_left(keys, p)]
 
-    def best(self, n: int, descending: bool) -> list[Level]:
+    def best(self, n: int) -> list[FloatLevel]:
+        """The ``n`` best levels, best first."""
+        if n <= 0:
+            return []
         book = self.levels
-        ps = (self.prices[: -n - 1 : -1] if n else []) if descending else self.prices[:n]
-        return [(p, book[p]) for p in ps]
+        top = self.keys[-n:]
+        top.reverse()
+        if self.negate:
+            return [book[-k] for k in top]
+        return [book[k] for k in top]
+
+    def __len__(self) -> int:
+        return len(self.keys)
 
 
 class OrderBook:
@@ -79,8 +128,8 @@ class OrderBook:
 
     def __init__(self, symbol: str):
         self.symbol = symbol
-        self.bids = _Side()
-        self.asks = _Side()
+        self.bids = _Side(negate=False)
+        self.asks = _Side(negate=True)
         self.last_update_id: int | None = None
         self.last_event_time: int | None = None
         self.last_received_at: int | None = None
@@ -92,53 +141,73 @@ class OrderBook:
 
     def load(self, snap: DepthSnapshotRecord) -> None:
         """Start from a snapshot (REST) or a checkpoint of our own book."""
-        self.bids.load(snap.bids)
-        self.asks.load(snap.asks)
+        self.bids.load(float_levels(snap.bids))
+        self.asks.load(float_levels(snap.asks))
         self.last_update_id = snap.last_update_id
         self.last_event_time = snap.event_time
         self.last_received_at = snap.received_at
         self._first = True
 
     def reset(self) -> None:
-        self.bids = _Side()
-        self.asks = _Side()
+        self.bids = _Side(negate=False)
+        self.asks = _Side(negate=True)
         self.last_update_id = None
         self._first = False
 
     def apply(self, d: DepthUpdateRecord) -> Applied:
-        """Apply one diff under the sequence rules; a break drops the book."""
+        """Apply one diff record under the sequence rules; a break drops the book."""
+        return self.apply_update(
+            d.event_time,
+            d.first_update_id,
+            d.final_update_id,
+            d.prev_final_update_id,
+            d.received_at,
+            float_levels(d.bids),
+            float_levels(d.asks),
+        )
+
+    def apply_update(
+        self,
+        event_time: int,
+        first: int,
+        final: int,
+        prev: int | None,
+        received_at: int | None,
+        bids: FloatLevels,
+        asks: FloatLevels,
+    ) -> Applied:
+        """:meth:`apply` on the diff's fields with float levels (the ingest's fast path)."""
         lid = self.last_update_id
         if lid is None:
             return Applied.BUFFERED
-        u = d.final_update_id
         if self._first:
-            if u < lid:
+            if final < lid:
                 return Applied.STALE
-            if not (d.first_update_id <= lid <= u or d.prev_final_update_id == lid):
+            if not (first <= lid <= final or prev == lid):
                 self.reset()
                 return Applied.BREAK
             self._first = False
         else:
-            if u <= lid:
+            if final <= lid:
                 return Applied.STALE
-            if d.prev_final_update_id is not None and d.prev_final_update_id != lid:
+            if prev is not None and prev != lid:
                 self.reset()
                 return Applied.BREAK
-            if d.prev_final_update_id is None and d.first_update_id != lid + 1:
+            if prev is None and first != lid + 1:
                 self.reset()
                 return Applied.BREAK
-        if d.bids:
-            self.bids.update(d.bids)
-        if d.asks:
-            self.asks.update(d.asks)
-        self.last_update_id = u
-        self.last_event_time = d.event_time
-        self.last_received_at = d.received_at
+        if bids:
+            self.bids.update(bids)
+        if asks:
+            self.asks.update(asks)
+        self.last_update_id = final
+        self.last_event_time = event_time
+        self.last_received_at = received_at
         return Applied.APPLIED
 
-    def top(self, n: int) -> tuple[list[Level], list[Level]]:
-        """(bids best first, asks best first), ``n`` levels each."""
-        return self.bids.best(n, descending=True), self.asks.best(n, descending=False)
+    def top(self, n: int) -> tuple[list[FloatLevel], list[FloatLevel]]:
+        """(bids best first, asks best first), ``n`` levels each, as floats."""
+        return self.bids.best(n), self.asks.best(n)
 
     def checkpoint(self, exchange: str, received_at: int | None = None) -> DepthSnapshotRecord:
         """The whole book as a snapshot record (landed so a day can be rebuilt without REST)."""
@@ -149,22 +218,91 @@ class OrderBook:
             last_update_id=self.last_update_id,
             event_time=self.last_event_time,
             transaction_time=None,
-            bids=tuple(self.bids.best(len(self.bids.prices), descending=True)),
-            asks=tuple(self.asks.best(len(self.asks.prices), descending=False)),
+            bids=_decimal_levels(self.bids.best(len(self.bids))),
+            asks=_decimal_levels(self.asks.best(len(self.asks))),
             received_at=received_at,
         )
 
 
-@dataclass(frozen=True)
-class BookSample:
-    """Top-N of one book at one cadence tick."""
+def _decimal_levels(levels: FloatLevels) -> tuple[Level, ...]:
+    return tuple((to_decimal(p), to_decimal(q)) for p, q in levels)
 
-    symbol: str
-    snapshot_time: int
-    last_update_id: int
-    bids: list[Level]
-    asks: list[Level]
-    received_at: int | None = None
+
+class BookSample:
+    """Top-N of one book at one cadence tick.
+
+    Taken at every tick of every symbol but mostly never read by the live ingest (only the
+    latest one is kept), so the ``Decimal`` levels are built on first access; ``bid_floats`` /
+    ``ask_floats`` are the levels as the book holds them.
+    """
+
+    __slots__ = (
+        "symbol",
+        "snapshot_time",
+        "last_update_id",
+        "bid_floats",
+        "ask_floats",
+        "received_at",
+        "_bids",
+        "_asks",
+    )
+
+    def __init__(
+        self,
+        symbol: str,
+        snapshot_time: int,
+        last_update_id: int,
+        bid_floats: list[FloatLevel],
+        ask_floats: list[FloatLevel],
+        received_at: int | None = None,
+    ) -> None:
+        self.symbol = symbol
+        self.snapshot_time = snapshot_time
+        self.last_update_id = last_update_id
+        self.bid_floats = bid_floats
+        self.ask_floats = ask_floats
+        self.received_at = received_at
+        self._bids: list[Level] | None = None
+        self._asks: list[Level] | None = None
+
+    @property
+    def bids(self) -> list[Level]:
+        if self._bids is None:
+            self._bids = list(_decimal_levels(self.bid_floats))
+        return self._bids
+
+    @property
+    def asks(self) -> list[Level]:
+        if self._asks is None:
+            self._asks = list(_decimal_levels(self.ask_floats))
+        return self._asks
+
+    def _key(self) -> tuple:
+        return (
+            self.symbol,
+            self.snapshot_time,
+            self.last_update_id,
+            self.bid_floats,
+            self.ask_floats,
+            self.received_at,
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, BookSample):
+            return NotImplemented
+        return self._key() == other._key()
+
+    __hash__ = None  # type: ignore[assignment]  # mutable lazily, like the dataclass it replaced
+
+    def __repr__(self) -> str:
+        return (
+            f"BookSample({self.symbol!r}, {self.snapshot_time}, {self.last_update_id}, "
+            f"bids={self.bid_floats!r}, asks={self.ask_floats!r})"
+        )
+
+
+#: a buffered diff: (event_time, first, final, prev, received_at, bids, asks)
+_Diff = tuple[int, int, int, "int | None", "int | None", FloatLevels, FloatLevels]
 
 
 class BookSync:
@@ -173,6 +311,8 @@ class BookSync:
     ``on_diff`` returns what happened to the diff plus the samples due before it: a sample at
     tick ``T`` reflects every diff with event time ``<= T``. Diffs seen while there is no book
     are buffered (bounded) so the next snapshot can be caught up, as Binance prescribes.
+    ``on_update`` is the same for a diff given as fields with float levels (the live ingest's
+    fast path); both feed the same book, so the ingest's samples equal a rebuild from landing.
     """
 
     def __init__(
@@ -181,7 +321,7 @@ class BookSync:
         self.book = OrderBook(symbol)
         self.cadence_ms = cadence_ms
         self.top_n = top_n
-        self.buffer: collections.deque[DepthUpdateRecord] = collections.deque(maxlen=max_buffer)
+        self.buffer: collections.deque[_Diff] = collections.deque(maxlen=max_buffer)
         self.next_tick: int | None = None
         self.breaks = 0
         self.syncs = 0
@@ -208,19 +348,41 @@ class BookSync:
         return out
 
     def on_diff(self, d: DepthUpdateRecord) -> tuple[Applied, list[BookSample]]:
-        self.last_diff_event_time = d.event_time
-        if self.book.last_update_id is None:
-            self.buffer.append(d)
+        return self.on_update(
+            d.event_time,
+            d.first_update_id,
+            d.final_update_id,
+            d.prev_final_update_id,
+            d.received_at,
+            float_levels(d.bids),
+            float_levels(d.asks),
+        )
+
+    def on_update(
+        self,
+        event_time: int,
+        first: int,
+        final: int,
+        prev: int | None,
+        received_at: int | None,
+        bids: FloatLevels,
+        asks: FloatLevels,
+    ) -> tuple[Applied, list[BookSample]]:
+        self.last_diff_event_time = event_time
+        book = self.book
+        if book.last_update_id is None:
+            self.buffer.append((event_time, first, final, prev, received_at, bids, asks))
             return Applied.BUFFERED, []
-        samples = self._samples_before(d.event_time)
-        result = self.book.apply(d)
+        nt = self.next_tick
+        samples = self._samples_before(event_time) if nt is not None and nt < event_time else []
+        result = book.apply_update(event_time, first, final, prev, received_at, bids, asks)
         if result is Applied.APPLIED:
             self.applied += 1
         elif result is Applied.BREAK:
             self.breaks += 1
             self.next_tick = None
             self.buffer.clear()
-            self.buffer.append(d)
+            self.buffer.append((event_time, first, final, prev, received_at, bids, asks))
         return result, samples
 
     def on_snapshot(self, snap: DepthSnapshotRecord) -> tuple[bool, list[BookSample]]:
@@ -237,16 +399,16 @@ class BookSync:
         samples: list[BookSample] = []
         pending = list(self.buffer)
         self.buffer.clear()
-        for d in pending:
+        for i, d in enumerate(pending):
             if self.next_tick is None:
-                self.next_tick = self._tick_after(d.event_time)
-            samples.extend(self._samples_before(d.event_time))
-            r = self.book.apply(d)
+                self.next_tick = self._tick_after(d[0])
+            samples.extend(self._samples_before(d[0]))
+            r = self.book.apply_update(*d)
             if r is Applied.BREAK:
                 # the snapshot is older than the oldest buffered diff: need a newer snapshot
                 self.breaks += 1
                 self.next_tick = None
-                self.buffer.extend(pending[pending.index(d) :])
+                self.buffer.extend(pending[i:])
                 return False, samples
             if r is Applied.APPLIED:
                 self.applied += 1

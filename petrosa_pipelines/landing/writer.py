@@ -88,6 +88,53 @@ def format_line(recv_ms: int, payload: bytes) -> bytes:
     return b"%d %b\n" % (recv_ms, payload)
 
 
+class LineBatch:
+    """Frames formatted as landing lines, handed to the writer as one queue item.
+
+    Queueing every frame on its own (a lock, a condition notify, a tuple) cost more than
+    decoding it; the engine appends frames here and :meth:`LandingWriter.put_batch` queues the
+    joined lines once per burst. A batch never spans a receipt hour (segments are filed by it):
+    :meth:`add` reports when the hour changed so the caller hands the batch over first.
+    """
+
+    __slots__ = ("parts", "lines", "nbytes", "first_recv", "hour_end", "_recv", "_prefix")
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+        self.lines = 0
+        self.nbytes = 0
+        self.first_recv = 0
+        self.hour_end = 0
+        self._recv = -1
+        self._prefix = b""
+
+    def fits(self, recv_ms: int) -> bool:
+        """False when ``recv_ms`` belongs to a later receipt hour than the batched lines."""
+        return not self.lines or recv_ms < self.hour_end
+
+    def add(self, recv_ms: int, payload: bytes) -> None:
+        """Append ``<recv_ms> <payload>\\n`` (see :func:`format_line`); check :meth:`fits` first."""
+        if recv_ms != self._recv:
+            self._recv = recv_ms
+            self._prefix = b"%d " % recv_ms
+            if not self.lines:
+                self.first_recv = recv_ms
+                self.hour_end = layout.hour_floor(recv_ms) + 3_600_000
+        if b"\n" in payload:
+            payload = payload.replace(b"\n", b" ")
+        self.parts += (self._prefix, payload, b"\n")
+        self.lines += 1
+        self.nbytes += len(payload)
+
+    def take(self) -> tuple[int, bytes, int]:
+        """(first receipt time, joined lines, line count); empties the batch."""
+        out = (self.first_recv, b"".join(self.parts), self.lines)
+        self.parts = []
+        self.lines = 0
+        self.nbytes = 0
+        return out
+
+
 class _Store:
     """The open segment of one store (data or dead letters) and its rotation rules."""
 
@@ -98,6 +145,8 @@ class _Store:
         self.seq = 0
         self.current: OpenSegment | None = None
         self.hour = -1
+        #: start of the open segment's receipt hour (ms), for the writer's per-item check
+        self.hour_start = -1
         self.opened_at = 0.0
 
     def segment_for(self, recv_ms: int) -> OpenSegment:
@@ -110,6 +159,7 @@ class _Store:
         name = layout.SegmentName(recv_ms, self.writer_id, self.seq)
         self.current = OpenSegment(self.dir_for(recv_ms), name, fsync=self.config.fsync)
         self.hour = hour
+        self.hour_start = hour
         self.opened_at = time.monotonic()
         return self.current
 
@@ -251,6 +301,35 @@ class LandingWriter:
         """Queue one raw frame; False means full (memory and spill): wait and retry, never drop."""
         return self.queue.put(DATA, recv_ms, format_line(recv_ms, payload))
 
+    def put_batch(self, batch: LineBatch) -> list[tuple[int, bytes]]:
+        """Queue a batch of frames; returns the lines the queue refused (in order, formatted).
+
+        The common case queues the joined lines as *one* item. That is only done when the item
+        is sure to stay in memory (no spill in progress and room left): a spilled item is read
+        back line by line, so a multi-line item must never reach the spill file. Both
+        conditions can only improve between the check and the put because the consumer only
+        drains, which holds as long as one thread produces (the engine's loop does every put).
+        Otherwise the lines are queued one by one, spilling like single :meth:`put` calls.
+        """
+        if not batch.lines:
+            return []
+        first, chunk, _ = batch.take()
+        q = self.queue
+        if q.spill_bytes == 0 and q.memory_bytes + len(chunk) <= q.max_memory_bytes:
+            if q.put(DATA, first, chunk):
+                return []
+            raise AssertionError("landing queue refused a batch that fitted in memory")
+        refused: list[tuple[int, bytes]] = []
+        for line in chunk.splitlines(keepends=True):
+            recv = int(line[: line.index(b" ")])
+            if refused or not q.put(DATA, recv, line):
+                refused.append((recv, line))
+        return refused
+
+    def put_line(self, recv_ms: int, line: bytes) -> bool:
+        """Queue one already formatted line (a refused line of :meth:`put_batch`, retried)."""
+        return self.queue.put(DATA, recv_ms, line)
+
     def put_snapshot(self, snap: DepthSnapshotRecord, kind: bytes = DEPTH_SNAPSHOT) -> bool:
         """Land a REST depth snapshot (or a book checkpoint) in line with the frames."""
         recv = snap.received_at if snap.received_at is not None else self._clock_ms()
@@ -314,34 +393,55 @@ class LandingWriter:
                 self._rotated.notify_all()
 
     def _write_batch(self, batch: list[Item]) -> None:
-        touched: set[int] = set()
+        """Write a batch, make it durable with one sync per store, account latency per line.
+
+        An item is one line or, from :meth:`put_batch`, several lines of one receipt hour; its
+        receipt time is its first (oldest) line's, so the recorded latency of the other lines
+        is an upper bound (by the length of one burst).
+        """
         stores = self._stores
+        data = stores[DATA]
         nbytes = 0
+        touched = [False, False]  # DATA, DEAD
+        counts: list[int] = []
         for store, recv, line in batch:
-            stores[store].segment_for(recv).write(line)
-            touched.add(store)
+            s = data if store == DATA else stores[store]
+            cur = s.current
+            if (
+                cur is None
+                or recv < s.hour_start
+                or recv >= s.hour_start + 3_600_000
+                or cur.bytes >= s.config.segment_max_bytes
+            ):
+                cur = s.segment_for(recv)
+            cur.write(line)
+            n = line.count(b"\n")
+            cur.lines += n - 1  # write() counted one
+            counts.append(n)
             nbytes += len(line)
-        for store in touched:
+            touched[store] = True
+        for store in (DATA, DEAD):
             seg = stores[store].current
-            if seg is not None:
+            if touched[store] and seg is not None:
                 seg.sync()
         durable = self._clock_ms()
         hist = self.stats.latency_hist
         top = LATENCY_BUCKETS - 1
-        dead = 0
-        for store, recv, _ in batch:
+        lines = dead = 0
+        for (store, recv, _), n in zip(batch, counts, strict=True):
             if store == DATA:
                 d = durable - recv
-                hist[d if 0 <= d < top else (top if d > 0 else 0)] += 1
+                hist[d if 0 <= d < top else (top if d > 0 else 0)] += n
+                lines += n
             else:
-                dead += 1
+                dead += n
         st = self.stats
-        st.lines_durable += len(batch) - dead
+        st.lines_durable += lines
         st.dead_letters += dead
         st.batches += 1
         st.bytes_written += nbytes
         for fn in self._durable_listeners:
-            fn(len(batch))
+            fn(lines + dead)
 
 
 def recover_group(root: str | Path, exchange: str, group: str) -> list[Path]:
@@ -360,6 +460,7 @@ __all__ = [
     "DATA",
     "DEAD",
     "LandingWriter",
+    "LineBatch",
     "WriterConfig",
     "WriterStats",
     "format_line",

@@ -39,6 +39,14 @@ ANALYTICS_TIMEOUT = 240.0
 INGEST_TIMEOUT = 120.0
 CHECKS_TIMEOUT = 90.0
 ACTIVE = ["QUEUED", "NOT_STARTED", "STARTING", "STARTED"]
+#: the tag the queue limits to one run per value (dagster.yaml, tag_concurrency_limits)
+GROUP_TAG = next(
+    limit["key"]
+    for limit in yaml.safe_load((REPO / "dagster.yaml").read_text())["concurrency"]["runs"][
+        "tag_concurrency_limits"
+    ]
+    if isinstance(limit.get("value"), dict) and limit["value"].get("applyLimitPerUniqueValue")
+)
 
 
 def test_every_part_answers(stack):
@@ -171,7 +179,7 @@ def test_ingest_supervisor_starts_one_ingest_run_per_stream_group(stack):
     groups: dict[str, int] = {}
     for run in _runs(stack, jobs, ACTIVE):
         tags = {t["key"]: t["value"] for t in run["tags"]}
-        group = tags.get("petrosa/stream_group", run["pipelineName"])
+        group = tags.get(GROUP_TAG, run["pipelineName"])
         groups[group] = groups.get(group, 0) + 1
     assert groups and max(groups.values()) == 1, f"more than one active ingest run: {groups}"
 

@@ -1,0 +1,134 @@
+"""The ingest's cheap validation of Binance combined-stream frames (the hot path's decoder).
+
+The full parser (``BinanceUsdmAdapter.parse``) builds a normalised record with ``Decimal``
+fields for every frame. The ingest lands the raw frame and needs only ids and times from it
+(dedup, gap detection) plus, for depth diffs, the levels as numbers for the book, so building
+~40 ``Decimal`` per diff was most of its cost. This module decodes a frame once into what the
+engine needs, under one rule:
+
+    **the fast path accepts a frame only if the full parser would accept it** (a subset).
+
+Everything the fast path is unsure about goes to the full parser, which either returns a record
+(the engine's general path) or raises the ``MessageError`` that lands in the dead-letter store,
+so the reasons and fields of dead letters are exactly the full parser's. Per message type:
+
+* ``aggTrade``: decoded with the full parser's own struct (``Decimal`` price and quantity, the
+  same msgspec types, so the same frames decode), then the converter's checks inline; only the
+  ``TradeRecord`` is not built.
+* ``depthUpdate``: the envelope and ids decode strictly, the two level arrays as ``Raw``; the
+  levels are then decoded with ``strict=False`` into floats constrained to the full parser's
+  ranges (price in (0, 1e18), quantity in [0, 1e18)). msgspec's lax float only takes strings in
+  JSON-number form, a subset of what ``Decimal`` takes. Because a lax field would skip a
+  *duplicate* key's earlier value that the full parser rejects, a diff is accepted only if the
+  frame is byte-for-byte the canonical Binance serialisation of what was decoded (key order, no
+  whitespace, no escapes, no duplicate or extra keys): :func:`depth_levels` checks the exact
+  prefix and the total length (see there why that suffices).
+* ``kline`` and ``markPriceUpdate``: the full parser's structs and converters (they are rare).
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Annotated
+
+import msgspec
+
+from petrosa_pipelines.exchanges.binance.schemas import (
+    BinanceAggTradeData,
+    BinanceKlineData,
+    BinanceMarkPriceData,
+    Id64,
+)
+
+_LIMIT = 1e18  # the full parser's _MAX: bigger prices and quantities are corrupt
+#: the full parser's checks on a trade, as ``Decimal`` bounds
+DEC_ZERO = Decimal(0)
+DEC_MAX = Decimal(10) ** 18
+
+Price = Annotated[float, msgspec.Meta(gt=0.0, lt=_LIMIT)]
+Quantity = Annotated[float, msgspec.Meta(ge=0.0, lt=_LIMIT)]
+
+
+class FastDepth(msgspec.Struct, frozen=True, gc=False, tag_field="e", tag="depthUpdate"):
+    """``depthUpdate`` with the level arrays undecoded. ``T`` and ``pu`` are required here
+    (futures always send them); a diff without them takes the full parser."""
+
+    E: Id64  # event time (ms)
+    T: Id64  # transaction time (ms)
+    s: str  # symbol
+    U: Id64  # first update id in this event
+    u: Id64  # final update id in this event
+    pu: Id64  # final update id of the previous event
+    b: msgspec.Raw  # bids, decoded by LEVELS_DECODER after the canonical-form check
+    a: msgspec.Raw  # asks
+
+
+class FastFrame(msgspec.Struct, frozen=True, gc=False):
+    """Combined-stream envelope of the fast path."""
+
+    stream: str
+    data: BinanceAggTradeData | FastDepth | BinanceKlineData | BinanceMarkPriceData
+
+
+FAST_DECODER = msgspec.json.Decoder(FastFrame)
+LEVELS_DECODER = msgspec.json.Decoder(tuple[tuple[Price, Quantity], ...], strict=False)
+_decode_levels = LEVELS_DECODER.decode
+
+#: the errors that send a frame to the full parser
+DECODE_ERRORS = (msgspec.ValidationError, msgspec.DecodeError)
+
+
+class DepthRoute:
+    """What the engine knows about one subscribed depth stream, prepared once: the canonical
+    frame head (``{"stream":"<stream>","data":{"e":"depthUpdate","E":``) and the symbol."""
+
+    __slots__ = ("head", "symbol", "symbol_bytes")
+
+    def __init__(self, stream: str, symbol: str) -> None:
+        self.head = b'{"stream":"%b","data":{"e":"depthUpdate","E":' % stream.encode()
+        self.symbol = symbol
+        self.symbol_bytes = symbol.encode()
+
+
+def depth_levels(
+    raw: bytes, route: DepthRoute, d: FastDepth
+) -> tuple[tuple[tuple[float, float], ...], tuple[tuple[float, float], ...]] | None:
+    """(bids, asks) as floats if ``raw`` is the canonical form of ``d``; None otherwise.
+
+    Why prefix + length is enough: the prefix ``P`` (everything up to and including ``"b":``)
+    is rebuilt from the decoded values, so it holds each of its keys exactly once. The rest of
+    the frame must hold the value of that first ``"b"`` key, at least one ``"a"`` key with a
+    value, and the two closing braces: at least ``len(b) + 5 + len(a) + 2`` bytes for the values
+    msgspec kept (the last of each key). Equality therefore leaves no room for a second ``b`` or
+    ``a``, an extra key, whitespace between tokens or an envelope key after ``data``. Escapes in
+    ``stream`` or ``s`` make the prefix differ. Levels that are not arrays of two JSON-number
+    strings (or numbers) in range raise ``msgspec.ValidationError`` (full parser decides).
+    """
+    if d.s != route.symbol:
+        return None
+    b, a = d.b, d.a
+    prefix = b'%b%d,"T":%d,"s":"%b","U":%d,"u":%d,"pu":%d,"b":' % (
+        route.head,
+        d.E,
+        d.T,
+        route.symbol_bytes,
+        d.U,
+        d.u,
+        d.pu,
+    )
+    if len(raw) != len(prefix) + len(b) + len(a) + 7 or not raw.startswith(prefix):
+        return None
+    return _decode_levels(b), _decode_levels(a)
+
+
+__all__ = [
+    "DECODE_ERRORS",
+    "DEC_MAX",
+    "DEC_ZERO",
+    "FAST_DECODER",
+    "LEVELS_DECODER",
+    "DepthRoute",
+    "FastDepth",
+    "FastFrame",
+    "depth_levels",
+]
