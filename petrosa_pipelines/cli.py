@@ -12,6 +12,12 @@ def _exchange(argv: list[str]) -> int:
     return exchange_main(argv)
 
 
+def _stack(argv: list[str]) -> int:
+    from petrosa_pipelines.stack import main as stack_main
+
+    return stack_main(argv)
+
+
 def _demo(args: argparse.Namespace) -> int:
     from petrosa_pipelines.demo import run_demo
 
@@ -64,6 +70,13 @@ def build_parser() -> argparse.ArgumentParser:
         add_help=False,
     )
 
+    sub.add_parser(
+        "stack",
+        help="the production topology on loopback (code server, webserver, daemon, PostgreSQL, "
+        "local exchange): petrosa stack --help",
+        add_help=False,
+    )
+
     demo = sub.add_parser("demo", help="run the pipeline offline against the local exchange")
     demo.add_argument("--days", type=int, default=3, help="closed days to materialise")
     demo.add_argument("--symbols", default="BTCUSDT,ETHUSDT")
@@ -99,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     _quiet_preview_warnings()
     if argv and argv[0] == "exchange":
         return _exchange(argv[1:])
+    if argv and argv[0] == "stack":
+        return _stack(argv[1:])
     args = build_parser().parse_args(argv)
     handlers = {"demo": _demo, "instance": _instance, "catalog": _catalog}
     return handlers[args.command](args)

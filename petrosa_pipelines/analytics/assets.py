@@ -51,6 +51,17 @@ def analytics_key(name: str) -> dg.AssetKey:
     return dg.AssetKey([LAYER, name])
 
 
+#: a rolling asset of day d also depends on this same-day asset (identity mapping), and does
+#: not run while it is missing: an update of day d-3 then refreshes only the days that have
+#: their own data, instead of requesting every later day of the window (measured in the stack
+#: test: a 4-key backfill fanned out into ~150 runs without this anchor)
+SAME_DAY_ANCHOR = analytics_key("candles_from_1m")
+GATED_ROLLING_WITH_DATA = (
+    GATED_ROLLING
+    & ~AC.any_deps_match(AC.missing()).allow(dg.AssetSelection.assets(SAME_DAY_ANCHOR))
+).with_label("on upstream update in window, own day present, upstream blocking checks passed")
+
+
 def partition_mapping(spec: AnalyticSpec, inp: InputSpec) -> dg.PartitionMapping | None:
     """The mapping that brings the input's window to one partition of ``spec``."""
     if inp.all_symbols:
@@ -142,7 +153,10 @@ def build_analytics_asset(spec: AnalyticSpec) -> dg.AssetsDefinition:
             "rolling_window_days": max(i.window_days for i in spec.inputs.values()),
             "cross_symbol": not spec.per_symbol,
         },
-        automation_condition=GATED_ROLLING if spec.rolling else GATED_ANY_DATE,
+        deps=[SAME_DAY_ANCHOR] if spec.rolling and spec.per_symbol else None,
+        automation_condition=(
+            GATED_ROLLING_WITH_DATA if spec.rolling and spec.per_symbol else GATED_ANY_DATE
+        ),
         code_version=f"{spec.name}-v1",
     )
     def _analytics_asset(

@@ -57,11 +57,19 @@ def test_automation_requests_only_partitions_whose_blocking_checks_passed(dagste
     second = dg.evaluate_automation_conditions(
         defs=defs, instance=inst, evaluation_time=now, cursor=first.cursor
     )
-    for key in SELECTED:
-        requested = {str(k) for k in second.get_requested_partitions(key)}
-        assert "2024-01-09|BTCUSDT" in requested, key
-        assert "2024-01-03|BTCUSDT" in requested, key  # not only the latest day
-        assert "2024-01-09|ETHUSDT" not in requested, key  # gated by the failed check
+    anchor = analytics_key("candles_from_1m")
+    requested = {str(k) for k in second.get_requested_partitions(anchor)}
+    assert requested == {"2024-01-03|BTCUSDT", "2024-01-09|BTCUSDT"}  # ETH gated, any date
+    # the rolling asset waits for its own day's anchor, so it does not fan out over the window
+    assert not second.get_requested_partitions(analytics_key("volatility"))
+    for key in requested:  # what the requested runs would land
+        inst.report_runless_asset_event(dg.AssetMaterialization(anchor, partition=key))
+    third = dg.evaluate_automation_conditions(
+        defs=defs, instance=inst, evaluation_time=now, cursor=second.cursor
+    )
+    rolled = {str(k) for k in third.get_requested_partitions(analytics_key("volatility"))}
+    # 2024-01-04..08 lie in the 7-day window of the updated 01-03 but have no data of their own
+    assert rolled == {"2024-01-03|BTCUSDT", "2024-01-09|BTCUSDT"}
 
 
 def test_cron_for_interval():

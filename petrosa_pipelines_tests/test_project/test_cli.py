@@ -10,7 +10,7 @@ def test_help_lists_subcommands(capsys):
         main(["--help"])
     assert info.value.code == 0
     out = capsys.readouterr().out
-    for sub in ("exchange", "demo", "instance"):
+    for sub in ("exchange", "demo", "instance", "catalog", "stack"):
         assert sub in out
 
 
@@ -25,3 +25,10 @@ def test_instance_writes_dagster_yaml(tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("PETROSA_DAGSTER_POSTGRES_URL", raising=False)
     assert main(["instance", "--home", str(tmp_path)]) == 0
     assert (tmp_path / "dagster.yaml").read_text().startswith("# Dagster instance")
+
+
+def test_stack_delegates(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["stack", "--help"])
+    assert info.value.code == 0
+    assert "stack" in capsys.readouterr().out
