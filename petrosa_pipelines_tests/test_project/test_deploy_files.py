@@ -57,3 +57,19 @@ def test_container_dagster_yaml_extends_the_repo_one():
     assert "postgres" in docker_cfg["storage"]
     for key in ("run_coordinator", "concurrency", "run_monitoring", "retention"):
         assert docker_cfg[key] == repo_cfg[key], key
+
+
+def test_env_example_lists_every_variable_the_code_reads():
+    """A setting nobody can discover is a setting nobody sets: the code's PETROSA_* names."""
+    names = set()
+    for folder in ("petrosa_pipelines", "sensors", "resources"):
+        for path in (REPO / folder).rglob("*.py"):
+            names |= set(re.findall(r"\b(PETROSA_[A-Z0-9_]*[A-Z0-9])\b", path.read_text()))
+    prefixes = {n for n in names if any(o.startswith(n + "_") for o in names)}
+    listed = {
+        line.split("=", 1)[0]
+        for line in (REPO / ".env.example").read_text().splitlines()
+        if line and not line.startswith("#")
+    }
+    missing = sorted(names - prefixes - listed)
+    assert not missing, missing
