@@ -31,6 +31,7 @@ from petrosa_pipelines.checks.definitions import (
 )
 from petrosa_pipelines.checks.settings import audit_settings
 from petrosa_pipelines.ingest.job import ingest_job
+from petrosa_pipelines.maintenance import purge_old_runs_job, purge_old_runs_schedule
 from petrosa_pipelines.market_data.assets import (
     CANDLES_KEY,
     DEPTH_KEY,
@@ -101,6 +102,8 @@ def build_definitions() -> dg.Definitions:
             schedules=build_analytics_schedules(_analytics_refresh_seconds()),
             sensors=ANALYTICS_SENSORS,
         ),
+        # housekeeping: runs and their logs do not grow without bound
+        dg.Definitions(jobs=[purge_old_runs_job], schedules=[purge_old_runs_schedule]),
         sensors.defs(),
         resources.defs(),
     )
