@@ -113,3 +113,30 @@ def dagster_instance(tmp_path):
     home.mkdir()
     with dg.instance_for_test(temp_dir=str(home)) as instance:
         yield instance
+
+
+LOCAL_TRADES_PER_DAY = 5_000
+LOCAL_SYMBOLS = ("BTCUSDT", "ETHUSDT")
+
+
+@pytest.fixture(scope="module")
+def local_exchange():
+    """The local exchange (deterministic market, Binance wire formats) on a free port."""
+    from petrosa_pipelines.local_exchange import Faults, LocalExchange, MarketConfig
+
+    market = MarketConfig(seed=11, symbols=LOCAL_SYMBOLS, trades_per_day=LOCAL_TRADES_PER_DAY)
+    with LocalExchange(market=market, faults=Faults(), host="127.0.0.1", port=0) as ex:
+        yield ex
+
+
+@pytest.fixture
+def exchange_resource(local_exchange):
+    """The exchange resource pointed at the local exchange, faults cleared."""
+    from resources import ExchangeResource
+
+    local_exchange.faults.bad_checksum = False
+    return ExchangeResource(
+        rest_base_url=local_exchange.rest_base_url,
+        ws_base_url=local_exchange.ws_base_url,
+        vision_base_url=local_exchange.vision_base_url,
+    )

@@ -14,7 +14,6 @@ from dagster._core.event_api import PartitionKeyFilter
 from petrosa_pipelines.checks.definitions import ALL_CHECKS
 from petrosa_pipelines.lib.timeutil import DAY_MS, HOUR_MS, day_start_ms
 from petrosa_pipelines.market_data.assets import CANDLES_KEY, MARKET_DATA_ASSETS, TRADES_KEY
-from petrosa_pipelines_tests.test_market_data.conftest import local_exchange  # noqa: F401 - fixture
 from petrosa_pipelines_tests.test_market_data.test_landing_fill import agg_trade_frames, land
 from resources import ExchangeResource, LakeIOManager, LandingResource
 from sensors.auto_backfill_sensor import build_auto_backfill_sensor

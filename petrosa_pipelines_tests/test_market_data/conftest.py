@@ -1,29 +1,13 @@
-"""A local exchange and resources pointed at it, for end-to-end materialisation tests."""
+"""Resources pointed at the local exchange, for end-to-end materialisation tests.
+
+The ``local_exchange`` and ``exchange_resource`` fixtures live in the root conftest.
+"""
 
 import pytest
 
-from petrosa_pipelines.local_exchange import Faults, LocalExchange, MarketConfig
-from resources import ExchangeResource, LakeIOManager, LandingResource
-
-TRADES_PER_DAY = 5_000
-SYMBOLS = ("BTCUSDT", "ETHUSDT")
-
-
-@pytest.fixture(scope="module")
-def local_exchange():
-    market = MarketConfig(seed=11, symbols=SYMBOLS, trades_per_day=TRADES_PER_DAY)
-    with LocalExchange(market=market, faults=Faults(), host="127.0.0.1", port=0) as ex:
-        yield ex
-
-
-@pytest.fixture
-def exchange_resource(local_exchange):
-    local_exchange.faults.bad_checksum = False
-    return ExchangeResource(
-        rest_base_url=local_exchange.rest_base_url,
-        ws_base_url=local_exchange.ws_base_url,
-        vision_base_url=local_exchange.vision_base_url,
-    )
+from petrosa_pipelines_tests.conftest import LOCAL_SYMBOLS as SYMBOLS  # noqa: F401
+from petrosa_pipelines_tests.conftest import LOCAL_TRADES_PER_DAY as TRADES_PER_DAY  # noqa: F401
+from resources import LakeIOManager, LandingResource
 
 
 @pytest.fixture
