@@ -181,16 +181,7 @@ class VisionArchive:
                 lines.extend(
                     f"{a},{fmt_fixed(p, spec.price_decimals)},{fmt_fixed(q, spec.qty_decimals)},"
                     f"{fi},{li},{tt},{'true' if mk else 'false'}"
-                    for a, p, q, fi, li, tt, mk in zip(
-                        t.agg_id.tolist(),
-                        t.price.tolist(),
-                        t.qty.tolist(),
-                        t.first_id.tolist(),
-                        t.last_id.tolist(),
-                        t.time.tolist(),
-                        t.maker.tolist(),
-                        strict=True,
-                    )
+                    for a, p, q, fi, li, tt, mk in t.rows()
                 )
         else:
             if self.header_for(f):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from functools import lru_cache
@@ -175,6 +175,10 @@ class DayTrades(NamedTuple):
 
     def slice(self, lo: int, hi: int) -> DayTrades:
         return DayTrades(*(a[lo:hi] for a in self))
+
+    def rows(self) -> Iterator[tuple[int, int, int, int, int, int, bool]]:
+        """(agg_id, price, qty, first_id, last_id, time, maker) per trade, as Python scalars."""
+        return zip(*(a.tolist() for a in self), strict=True)
 
 
 class KlineArrays(NamedTuple):
@@ -760,16 +764,7 @@ class Market:
                 "T": tt,
                 "m": m,
             }
-            for a, p, q, f, last, tt, m in zip(
-                t.agg_id.tolist(),
-                t.price.tolist(),
-                t.qty.tolist(),
-                t.first_id.tolist(),
-                t.last_id.tolist(),
-                t.time.tolist(),
-                t.maker.tolist(),
-                strict=True,
-            )
+            for a, p, q, f, last, tt, m in t.rows()
         ]
 
     def kline_payload(

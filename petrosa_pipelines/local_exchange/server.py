@@ -474,16 +474,7 @@ class LocalExchange:
                 "T": tt,
                 "m": m,
             }
-            for a, p, qq, f, last, tt, m in zip(
-                t.agg_id.tolist(),
-                t.price.tolist(),
-                t.qty.tolist(),
-                t.first_id.tolist(),
-                t.last_id.tolist(),
-                t.time.tolist(),
-                t.maker.tolist(),
-                strict=True,
-            )
+            for a, p, qq, f, last, tt, m in t.rows()
         ]
 
     def _funding_rate(self, q: dict[str, str]) -> tuple[int, Any]:
