@@ -59,11 +59,13 @@ def test_terminated_run_flushes_and_closes_cleanly(tmp_path):
         )  # fmt: skip
         (tmp_path / "run.json").write_bytes(orjson.dumps(rc))
         env = {**os.environ, "DAGSTER_HOME": str(home)}
+        log_path = tmp_path / "run.log"
+        log_file = log_path.open("wb")
         proc = subprocess.Popen(
             [sys.executable, "-m", "dagster", "job", "execute", "-f", str(tmp_path / "defs.py"),
              "-j", "ingest", "-c", str(tmp_path / "run.json")],
-            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            cwd=REPO, env=env, stdout=log_file, stderr=subprocess.STDOUT,
+        )  # fmt: skip  (a file, not a pipe: an undrained pipe would block the run's logging)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             hb = read_heartbeat(landing, "binance", "g1")
@@ -72,11 +74,14 @@ def test_terminated_run_flushes_and_closes_cleanly(tmp_path):
             time.sleep(0.2)
         else:
             proc.kill()
-            raise AssertionError(proc.communicate()[0].decode()[-3000:])
+            proc.wait()
+            raise AssertionError(log_path.read_text()[-3000:])
         # segments are still open (an hour of age allowed): the termination must publish them
         assert list(landing.rglob(".seg-*.tmp"))
         proc.send_signal(signal.SIGTERM)  # what terminating a run does to its process
-        out = proc.communicate(timeout=60)[0].decode()
+        proc.wait(timeout=60)
+        log_file.close()
+        out = log_path.read_text()
     assert "stopped cleanly" in out, out[-3000:]
     assert not list(landing.rglob(".seg-*.tmp")), "open segments left behind"
     hb = read_heartbeat(landing, "binance", "g1")

@@ -52,6 +52,8 @@ def test_backfill_of_three_days_two_symbols_completes(local_exchange, tmp_path):
             run_config=None,
         )
         instance.add_backfill(backfill)
+        # the daemon logs a lot: to a file, never to a pipe nobody drains (it would block)
+        daemon_log = (tmp_path / "daemon.log").open("wb")
         daemon = subprocess.Popen(
             [
                 str(Path(sys.executable).parent / "dagster-daemon"),
@@ -61,8 +63,8 @@ def test_backfill_of_three_days_two_symbols_completes(local_exchange, tmp_path):
             ],
             env=env,
             cwd=REPO,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+            stdout=daemon_log,
+            stderr=subprocess.STDOUT,
         )
         try:
             deadline = time.monotonic() + 420
@@ -71,12 +73,16 @@ def test_backfill_of_three_days_two_symbols_completes(local_exchange, tmp_path):
                 status = instance.get_backfill("petrosatest").status
                 if status not in (BulkActionStatus.REQUESTED,):
                     break
-                assert daemon.poll() is None, daemon.stderr.read().decode()[-3000:]
+                assert daemon.poll() is None, (tmp_path / "daemon.log").read_text()[-3000:]
                 time.sleep(2)
         finally:
             daemon.terminate()
             daemon.wait(timeout=60)
-        assert status == BulkActionStatus.COMPLETED_SUCCESS, status
+            daemon_log.close()
+        assert status == BulkActionStatus.COMPLETED_SUCCESS, (
+            status,
+            (tmp_path / "daemon.log").read_text()[-3000:],
+        )
         runs = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/backfill": "petrosatest"}))
         assert runs and all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
     lake = LocalLake(tmp_path / "lake")
