@@ -33,7 +33,8 @@ def test_json_export_covers_every_asset_with_catalog_fields():
         assert e["columns"] and all(c["description"] for c in e["columns"]), key
         assert not any(t.startswith("dagster/kind/") for t in e["tags"]), key
     vol = entries["analytics/volatility"]
-    assert vol["upstream"] == ["market_data/candles"]
+    # its window of candles, and the same-day anchor that keeps automation from fanning out
+    assert vol["upstream"] == ["analytics/candles_from_1m", "market_data/candles"]
     assert "market_data/candles.high" in vol["column_lineage"]["volatility_day"]
     assert "analytics/volatility" in entries["market_data/candles"]["downstream"]
     assert entries["market_data/candles"]["schema_version"] == CANDLES.version
