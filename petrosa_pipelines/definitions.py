@@ -50,6 +50,14 @@ market_data_job = dg.define_asset_job(
 )
 
 
+#: load one symbol-day of every dataset from the lake into the PostgreSQL warehouse
+warehouse_job = dg.define_asset_job(
+    "warehouse_job",
+    selection=dg.AssetSelection.groups("storage"),
+    description="Replace one symbol-day of every dataset in the warehouse from the lake.",
+)
+
+
 def _analytics_refresh_seconds() -> int:
     raw = os.environ.get("PETROSA_ANALYTICS_REFRESH_SECONDS", str(DEFAULT_REFRESH_SECONDS))
     try:
@@ -84,7 +92,7 @@ def build_definitions() -> dg.Definitions:
         # start-up, ~2 s of imports per step, dominates on small machines)
         dg.Definitions(
             assets=[*MARKET_DATA_ASSETS, *STORAGE_ASSETS],
-            jobs=[market_data_job],
+            jobs=[market_data_job, warehouse_job],
             executor=dg.in_process_executor,
         ),
         # ⑤ checks and health

@@ -103,6 +103,8 @@ def materialise_days(
     results += _run_partitions("analytics_job", ok_keys, instance, "analytics", log)
     dates = sorted({key.split("|")[0] for key in ok_keys})
     results += _run_partitions("analytics_cross_symbol_job", dates, instance, "correlation", log)
+    if os.environ.get("PETROSA_WAREHOUSE_URL"):
+        results += _run_partitions("warehouse_job", ok_keys, instance, "warehouse", log)
     return results
 
 

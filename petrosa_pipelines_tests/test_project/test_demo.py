@@ -44,3 +44,41 @@ def test_demo_no_ui_materialises_everything(tmp_path):
     assert "ingest: " in out.stdout and "today so far from the landing zone, BTCUSDT" in out.stdout
     assert list((tmp_path / "landing").rglob("seg-*"))
     assert list((tmp_path / "lake" / "market_data" / "candles").rglob("*.parquet"))
+
+
+def test_demo_on_postgresql_by_settings_alone(tmp_path, postgres_db):
+    """Dagster's storage and the warehouse both on PostgreSQL, chosen by two variables."""
+    import psycopg
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PETROSA_", "DAGSTER_HOME"))}
+    env["PETROSA_DAGSTER_POSTGRES_URL"] = postgres_db.replace(
+        "postgresql://", "postgresql+psycopg2://", 1
+    )
+    env["PETROSA_WAREHOUSE_URL"] = postgres_db
+    out = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "petrosa"),
+            "demo",
+            "--no-ui",
+            "--days",
+            "1",
+            "--symbols",
+            "BTCUSDT",
+            "--workdir",
+            str(tmp_path),
+            "--ingest-seconds",
+            "0",
+        ],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    assert "warehouse [1/1]" in out.stdout
+    with psycopg.connect(postgres_db) as conn:
+        candles = conn.execute("select count(*) from petrosa.candles").fetchone()[0]
+        runs = conn.execute("select count(*) from runs").fetchone()[0]  # Dagster's own table
+    assert candles == 1440
+    assert runs >= 4
