@@ -1,6 +1,8 @@
 """A backfill of 3 days x 2 symbols launched through Dagster completes (real daemon, real runs)."""
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -33,6 +35,8 @@ def test_backfill_of_three_days_two_symbols_completes(local_exchange, tmp_path):
         "PETROSA_VISION_BASE_URL": local_exchange.vision_base_url,
         "PETROSA_LAKE_PATH": str(tmp_path / "lake"),
         "PETROSA_LANDING_PATH": str(tmp_path / "landing"),
+        # no ingest group: this test is about the backfill, and an ingest run would outlive it
+        "PETROSA_INGEST_GROUPS": "[]",
     }
     keys = [f"{d}|{s}" for d in DAYS for s in SYMBOLS]
     selection = [CANDLES_KEY, TRADES_KEY, FUNDING_KEY]
@@ -65,6 +69,7 @@ def test_backfill_of_three_days_two_symbols_completes(local_exchange, tmp_path):
             cwd=REPO,
             stdout=daemon_log,
             stderr=subprocess.STDOUT,
+            start_new_session=True,  # its code server and run workers die with it
         )
         try:
             deadline = time.monotonic() + 420
@@ -76,9 +81,13 @@ def test_backfill_of_three_days_two_symbols_completes(local_exchange, tmp_path):
                 assert daemon.poll() is None, (tmp_path / "daemon.log").read_text()[-3000:]
                 time.sleep(2)
         finally:
-            daemon.terminate()
-            daemon.wait(timeout=60)
-            daemon_log.close()
+            os.killpg(daemon.pid, signal.SIGTERM)
+            try:
+                daemon.wait(timeout=60)
+            finally:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(daemon.pid, signal.SIGKILL)
+                daemon_log.close()
         assert status == BulkActionStatus.COMPLETED_SUCCESS, (
             status,
             (tmp_path / "daemon.log").read_text()[-3000:],
