@@ -144,6 +144,32 @@ def materialise_partition(
     return result.frame, meta
 
 
+def backfill_progress(context: dg.AssetExecutionContext) -> dict[str, object] | None:
+    """Where the run's backfill stands (asset partitions done of total), for run metadata.
+
+    Read from the backfill's own bookkeeping, which the daemon updates once per tick, so it lags
+    by up to a tick; the terminal view (``petrosa stack backfill``) also counts runs' events.
+    """
+    backfill_id = context.run.tags.get("dagster/backfill")
+    if not backfill_id:
+        return None
+    try:
+        backfill = context.instance.get_backfill(backfill_id)
+        data = backfill.get_asset_backfill_data(context.repository_def.asset_graph)
+        total = data.target_subset.num_partitions_and_non_partitioned_assets
+        done = data.materialized_subset.num_partitions_and_non_partitioned_assets
+        failed = data.failed_and_downstream_subset.num_partitions_and_non_partitioned_assets
+    except Exception as exc:  # noqa: BLE001 - progress is informative, never fatal
+        return {"backfill": backfill_id, "error": f"{type(exc).__name__}: {exc}"}
+    return {
+        "backfill": backfill_id,
+        "asset_partitions_done": done,
+        "asset_partitions_failed": failed,
+        "asset_partitions_total": total,
+        "percent_done": round(100.0 * done / total, 1) if total else 0.0,
+    }
+
+
 def build_market_data_asset(dataset: str, exchange_name: str = DEFAULT_EXCHANGE):
     schema = DATASETS[dataset]
 
@@ -173,6 +199,10 @@ def build_market_data_asset(dataset: str, exchange_name: str = DEFAULT_EXCHANGE)
         frame, meta = materialise_partition(
             dataset, context.partition_key, config, exchange, landing
         )
+        progress = backfill_progress(context)
+        if progress:
+            meta["backfill_progress"] = dg.MetadataValue.json(progress)
+            context.log.info(f"backfill progress: {progress}")
         context.log.info(
             f"{dataset} {context.partition_key}: {len(frame)} rows, sources "
             f"{meta['source_mix'].value}, {meta['missing_range_count']} missing ranges"

@@ -94,6 +94,14 @@ def test_backfill_of_three_days_two_symbols_completes(local_exchange, tmp_path):
         )
         runs = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/backfill": "petrosatest"}))
         assert runs and all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
+        # each run reports where the backfill stood, in its materialisations' metadata
+        progress = [
+            rec.event_log_entry.asset_materialization.metadata["backfill_progress"].value
+            for rec in instance.get_records_for_run(
+                runs[0].run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
+            ).records
+        ]
+        assert progress and all(p["asset_partitions_total"] == 18 for p in progress), progress
     lake = LocalLake(tmp_path / "lake")
     for key in keys:
         day, symbol = key.split("|")
