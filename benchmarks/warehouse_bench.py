@@ -33,9 +33,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from petrosa_pipelines import api  # noqa: E402
 from petrosa_pipelines.catalog.schemas import CANDLES, TRADES, conform  # noqa: E402
 from petrosa_pipelines.lake import LocalLake, lake_path  # noqa: E402
-from petrosa_pipelines.storage import pgcopy  # noqa: E402
-from petrosa_pipelines.storage.schema import TABLE_SPECS  # noqa: E402
-from petrosa_pipelines.storage.warehouse import Warehouse  # noqa: E402
+from petrosa_pipelines.serving import pgcopy  # noqa: E402
+from petrosa_pipelines.serving.schema import TABLE_SPECS  # noqa: E402
+from petrosa_pipelines.serving.warehouse import Warehouse  # noqa: E402
 
 DAY = dt.date(2024, 1, 2)
 DAY_MS = 1_704_153_600_000

@@ -23,8 +23,8 @@ _API = {
     "load_health": "petrosa_pipelines.api",
     "LoadResult": "petrosa_pipelines.api",
     "DataError": "petrosa_pipelines.api",
-    "materialize_partitions": "petrosa_pipelines.storage.launch",
-    "launch_backfill": "petrosa_pipelines.storage.launch",
+    "materialize_partitions": "petrosa_pipelines.serving.launch",
+    "launch_backfill": "petrosa_pipelines.serving.launch",
 }
 
 __all__ = sorted(_API)

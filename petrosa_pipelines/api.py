@@ -27,9 +27,9 @@ import pyarrow as pa
 
 from petrosa_pipelines.catalog.schemas import DATASETS, conform
 from petrosa_pipelines.lake import Lake, lake_from_path, lake_path
-from petrosa_pipelines.storage.launch import launch_backfill, materialize_partitions
-from petrosa_pipelines.storage.quality import FailedCheck, check_partition
-from petrosa_pipelines.storage.warehouse import Warehouse, analytics_to_wide
+from petrosa_pipelines.serving.launch import launch_backfill, materialize_partitions
+from petrosa_pipelines.serving.quality import FailedCheck, check_partition
+from petrosa_pipelines.serving.warehouse import Warehouse, analytics_to_wide
 
 WAREHOUSE_URL_VAR = "PETROSA_WAREHOUSE_URL"
 #: lake layer of the health scores (one file per symbol-day, a row per dataset)

@@ -39,8 +39,8 @@ from petrosa_pipelines.market_data.assets import (
     MARKET_DATA_ASSETS,
     TRADES_KEY,
 )
+from petrosa_pipelines.serving.assets import STORAGE_ASSETS
 from petrosa_pipelines.settings import SettingError
-from petrosa_pipelines.storage.assets import STORAGE_ASSETS
 
 #: one symbol-day of every market-data asset (the demo's and the window sensor's job)
 market_data_job = dg.define_asset_job(

@@ -8,7 +8,7 @@ from __future__ import annotations
 import dagster as dg
 from pydantic import PrivateAttr
 
-from petrosa_pipelines.storage.mongo import MongoSink
+from petrosa_pipelines.serving.mongo import MongoSink
 
 
 class MongoSinkResource(dg.ConfigurableResource):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dagster as dg
 from pydantic import PrivateAttr
 
-from petrosa_pipelines.storage.warehouse import Warehouse
+from petrosa_pipelines.serving.warehouse import Warehouse
 
 
 class WarehouseResource(dg.ConfigurableResource):

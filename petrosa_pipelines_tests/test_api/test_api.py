@@ -8,7 +8,7 @@ import pytest
 
 from petrosa_pipelines import api
 from petrosa_pipelines.lake import LocalLake, S3Lake, lake_path
-from petrosa_pipelines.storage.warehouse import Warehouse
+from petrosa_pipelines.serving.warehouse import Warehouse
 from petrosa_pipelines_tests.test_storage import frames
 
 D1, D2, D3 = dt.date(2024, 1, 2), dt.date(2024, 1, 3), dt.date(2024, 1, 4)

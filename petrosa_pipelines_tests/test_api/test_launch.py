@@ -8,9 +8,9 @@ import pytest
 from petrosa_pipelines import api
 from petrosa_pipelines.lake import LocalLake, lake_path
 from petrosa_pipelines.market_data.partitions import daily_symbol_partitions, split_partition_key
-from petrosa_pipelines.storage.assets import build_warehouse_asset, warehouse_asset_key
-from petrosa_pipelines.storage.launch import partition_keys
-from petrosa_pipelines.storage.warehouse import Warehouse
+from petrosa_pipelines.serving.assets import build_warehouse_asset, warehouse_asset_key
+from petrosa_pipelines.serving.launch import partition_keys
+from petrosa_pipelines.serving.warehouse import Warehouse
 from petrosa_pipelines_tests.test_storage import frames
 from resources.lake_io_manager import LakeIOManager
 from resources.warehouse import WarehouseResource

@@ -62,9 +62,23 @@ def test_terminated_run_flushes_and_closes_cleanly(tmp_path):
         log_path = tmp_path / "run.log"
         log_file = log_path.open("wb")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "dagster", "job", "execute", "-f", str(tmp_path / "defs.py"),
-             "-j", "ingest", "-c", str(tmp_path / "run.json")],
-            cwd=REPO, env=env, stdout=log_file, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "dagster",
+                "job",
+                "execute",
+                "-f",
+                str(tmp_path / "defs.py"),
+                "-j",
+                "ingest",
+                "-c",
+                str(tmp_path / "run.json"),
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
         )  # fmt: skip  (a file, not a pipe: an undrained pipe would block the run's logging)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:

@@ -1,6 +1,6 @@
 import pytest
 
-from petrosa_pipelines.storage.warehouse import Warehouse
+from petrosa_pipelines.serving.warehouse import Warehouse
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import bson
 import pandas as pd
 import pytest
 
-from petrosa_pipelines.storage import mongo
+from petrosa_pipelines.serving import mongo
 from petrosa_pipelines_tests.test_storage import frames
 
 DAY = dt.date(2024, 1, 2)

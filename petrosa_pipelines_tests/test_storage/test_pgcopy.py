@@ -8,7 +8,7 @@ import pandas as pd
 import psycopg
 import pytest
 
-from petrosa_pipelines.storage.pgcopy import HEADER, TRAILER, CopyColumn, encode_frame
+from petrosa_pipelines.serving.pgcopy import HEADER, TRAILER, CopyColumn, encode_frame
 
 COLS = [
     CopyColumn("s", "text"),

@@ -8,16 +8,16 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 
-from petrosa_pipelines.storage import pgcopy
-from petrosa_pipelines.storage import warehouse as warehouse_mod
-from petrosa_pipelines.storage.schema import (
+from petrosa_pipelines.serving import pgcopy
+from petrosa_pipelines.serving import warehouse as warehouse_mod
+from petrosa_pipelines.serving.schema import (
     LATEST_VERSION,
     SCHEMA,
     TABLE_SPECS,
     hypertable_statements,
     metadata,
 )
-from petrosa_pipelines.storage.warehouse import (
+from petrosa_pipelines.serving.warehouse import (
     PartitionMismatchError,
     Warehouse,
     WarehouseError,

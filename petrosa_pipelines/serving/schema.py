@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
 
 from petrosa_pipelines.catalog.schemas import CANDLES, DEPTH, FUNDING, TRADES, TS, DatasetSchema
-from petrosa_pipelines.storage.pgcopy import CopyColumn, Kind
+from petrosa_pipelines.serving.pgcopy import CopyColumn, Kind
 
 SCHEMA = "petrosa"
 metadata = sa.MetaData(schema=SCHEMA)

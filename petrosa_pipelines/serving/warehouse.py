@@ -27,8 +27,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from petrosa_pipelines.catalog.schemas import DATASETS, conform
-from petrosa_pipelines.storage import pgcopy
-from petrosa_pipelines.storage.schema import (
+from petrosa_pipelines.serving import pgcopy
+from petrosa_pipelines.serving.schema import (
     LATEST_VERSION,
     MIGRATIONS,
     SCHEMA,

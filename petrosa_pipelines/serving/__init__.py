@@ -1,12 +1,12 @@
 """Serving storage: the PostgreSQL warehouse, the MongoDB time-series sink, and their loaders.
 
 See README.md in this folder for what is tested where. ``STORAGE_ASSETS`` lives in
-``petrosa_pipelines.storage.assets`` (import it from there: it needs Dagster and the
+``petrosa_pipelines.serving.assets`` (import it from there: it needs Dagster and the
 ``resources`` package, which plain warehouse users do not).
 """
 
-from petrosa_pipelines.storage.mongo import MongoSink
-from petrosa_pipelines.storage.warehouse import (
+from petrosa_pipelines.serving.mongo import MongoSink
+from petrosa_pipelines.serving.warehouse import (
     LoadReport,
     Partition,
     PartitionMismatchError,
