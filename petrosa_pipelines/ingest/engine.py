@@ -515,14 +515,11 @@ class IngestEngine:
         if st.max_event is None or e > st.max_event:
             st.max_event = e
         self._land(recv, raw)
-        stats.processed += 1
-        stats.last_message_ms = recv
-        stats.last_event_ms = e
-        lag = recv - e
-        stats.lag_ms = lag
-        stats.lag_ms_sum += lag
-        if lag > stats.lag_ms_max:
-            stats.lag_ms_max = lag
+        stats.processed_one(recv, e)
+        self._after_accept(st, conn)
+
+    def _after_accept(self, st: _StreamState, conn: _Conn) -> None:
+        """Fast-path tail: finish a held rotation switch; a healthy connection resets backoff."""
         if st.held and st.held[0].event_time <= st.max_event:
             self._switch(st, self._candidate.id if self._candidate else st.source)
         if self._attempt and conn.messages > 1:
@@ -561,18 +558,8 @@ class IngestEngine:
                 self._samples(samples)
             if result is Applied.BREAK:
                 self._book_broke(sync, stats, e)
-        stats.processed += 1
-        stats.last_message_ms = recv
-        stats.last_event_ms = e
-        lag = recv - e
-        stats.lag_ms = lag
-        stats.lag_ms_sum += lag
-        if lag > stats.lag_ms_max:
-            stats.lag_ms_max = lag
-        if st.held and st.held[0].event_time <= st.max_event:
-            self._switch(st, self._candidate.id if self._candidate else st.source)
-        if self._attempt and conn.messages > 1:
-            self._attempt = 0
+        stats.processed_one(recv, e)
+        self._after_accept(st, conn)
 
     def _on_frame_full(self, conn: _Conn, raw: bytes, recv: int) -> None:
         """The general path: the full parser decides (record, control frame or dead letter)."""
@@ -628,15 +615,7 @@ class IngestEngine:
         self._land(recv, raw)
         if t is DepthUpdateRecord:
             self._on_depth(rec, stats)  # type: ignore[arg-type]
-        stats.processed += 1
-        stats.last_message_ms = recv
-        if event_time is not None:
-            stats.last_event_ms = event_time
-            lag = recv - event_time
-            stats.lag_ms = lag
-            stats.lag_ms_sum += lag
-            if lag > stats.lag_ms_max:
-                stats.lag_ms_max = lag
+        stats.processed_one(recv, event_time)
 
     def _track_trade_id(
         self, st: _StreamState, a: int, trade_time: int, recv: int, after_outage: bool

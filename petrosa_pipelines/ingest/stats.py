@@ -36,6 +36,19 @@ class StreamStats:
     resyncs: int = 0
     gaps: int = 0
 
+    def processed_one(self, recv_ms: int, event_ms: int | None) -> None:
+        """Count one landed message: receipt time, event time and lag (exchange -> us)."""
+        self.processed += 1
+        self.last_message_ms = recv_ms
+        if event_ms is None:
+            return
+        self.last_event_ms = event_ms
+        lag = recv_ms - event_ms
+        self.lag_ms = lag
+        self.lag_ms_sum += lag
+        if lag > self.lag_ms_max:
+            self.lag_ms_max = lag
+
     def status(self, now_ms: int, stale_ms: int, feed_alive: bool) -> str:
         """ok / quiet (market quiet, feed alive) / dead / waiting (nothing yet)."""
         if self.last_message_ms is None:

@@ -17,26 +17,20 @@ def test_demo_days_are_closed_days_oldest_first():
     assert days == [dt.date(2024, 2, 27), dt.date(2024, 2, 28), dt.date(2024, 2, 29)]
 
 
-def test_demo_no_ui_materialises_everything(tmp_path):
+def run_demo_cli(workdir: Path, ingest_seconds: int, **settings: str):
+    """``petrosa demo --no-ui`` for one symbol-day in a clean environment plus ``settings``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PETROSA_", "DAGSTER_HOME"))}
-    out = subprocess.run(
-        [
-            str(Path(sys.executable).parent / "petrosa"),
-            "demo",
-            "--no-ui",
-            "--days",
-            "1",
-            "--symbols",
-            "BTCUSDT",
-            "--workdir",
-            str(tmp_path),
-        ],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    env.update(settings)
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "petrosa"), "demo", "--no-ui", "--days", "1",
+         "--symbols", "BTCUSDT", "--workdir", str(workdir),
+         "--ingest-seconds", str(ingest_seconds)],
+        env=env, cwd=REPO, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+
+
+def test_demo_no_ui_materialises_everything(tmp_path):
+    out = run_demo_cli(tmp_path, ingest_seconds=4)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
     assert "market data [1/1]" in out.stdout and "candles=1440" in out.stdout
     assert "analytics [1/1]" in out.stdout and "volatility=" in out.stdout
@@ -50,30 +44,13 @@ def test_demo_on_postgresql_by_settings_alone(tmp_path, postgres_db):
     """Dagster's storage and the warehouse both on PostgreSQL, chosen by two variables."""
     import psycopg
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PETROSA_", "DAGSTER_HOME"))}
-    env["PETROSA_DAGSTER_POSTGRES_URL"] = postgres_db.replace(
-        "postgresql://", "postgresql+psycopg2://", 1
-    )
-    env["PETROSA_WAREHOUSE_URL"] = postgres_db
-    out = subprocess.run(
-        [
-            str(Path(sys.executable).parent / "petrosa"),
-            "demo",
-            "--no-ui",
-            "--days",
-            "1",
-            "--symbols",
-            "BTCUSDT",
-            "--workdir",
-            str(tmp_path),
-            "--ingest-seconds",
-            "0",
-        ],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    out = run_demo_cli(
+        tmp_path,
+        ingest_seconds=0,
+        PETROSA_DAGSTER_POSTGRES_URL=postgres_db.replace(
+            "postgresql://", "postgresql+psycopg2://", 1
+        ),
+        PETROSA_WAREHOUSE_URL=postgres_db,
     )
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
     assert "warehouse [1/1]" in out.stdout
