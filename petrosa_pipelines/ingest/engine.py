@@ -100,6 +100,20 @@ def _position(rec: Record) -> int:
     return rec.event_time  # type: ignore[union-attr, return-value]
 
 
+def _data_time(rec: Record) -> int | None:
+    """The time in the dataset's own time column (what partitions and gap entries are cut by).
+
+    A trade's event time is when Binance pushed it, a little after the trade: a gap bounded by
+    event times could start after a lost trade's own time and miss it.
+    """
+    t = type(rec)
+    if t is TradeRecord:
+        return rec.trade_time  # type: ignore[union-attr]
+    if t is CandleRecord:
+        return rec.open_time  # type: ignore[union-attr]
+    return rec.event_time  # type: ignore[union-attr]
+
+
 #: positions remembered per stream for de-duplication (the exchange may reorder a little)
 DEDUP_WINDOW = 4096
 #: trade ids missing for this long (receipt ms) are recorded as an id gap
@@ -138,7 +152,7 @@ class _StreamState:
     #: connection id whose messages are authoritative for this stream
     source: int = 0
     held: list[_Held] = field(default_factory=list)
-    #: event time of the last message before an outage (gap opens there)
+    #: data time (see ``_data_time``) of the last message before an outage (gap opens there)
     outage_from: int | None = None
     outage_cause: str = "disconnect"
 
@@ -395,7 +409,7 @@ class IngestEngine:
         self.stats.disconnects += 1
         for st in self._streams.values():
             if st.outage_from is None:
-                st.outage_from = st.stats.last_event_ms or now_ms
+                st.outage_from = st.stats.last_data_ms or now_ms
                 st.outage_cause = "disconnect"
         # books cannot be trusted across a drop: diffs were missed
         for sym, sync in self._books.items():
@@ -504,7 +518,7 @@ class IngestEngine:
         st.remember(a)
         outage = st.outage_from is not None
         if outage:
-            self._gap(stats, st.outage_from, e, st.outage_cause)  # type: ignore[arg-type]
+            self._gap(stats, st.outage_from, trade_time, st.outage_cause)  # type: ignore[arg-type]
             st.outage_from = None
         top = st.max_trade_id
         if top is not None and a == top + 1 and not st.missing:
@@ -515,7 +529,7 @@ class IngestEngine:
         if st.max_event is None or e > st.max_event:
             st.max_event = e
         self._land(recv, raw)
-        stats.processed_one(recv, e)
+        stats.processed_one(recv, e, trade_time)
         self._after_accept(st, conn)
 
     def _after_accept(self, st: _StreamState, conn: _Conn) -> None:
@@ -558,7 +572,7 @@ class IngestEngine:
                 self._samples(samples)
             if result is Applied.BREAK:
                 self._book_broke(sync, stats, e)
-        stats.processed_one(recv, e)
+        stats.processed_one(recv, e, e)
         self._after_accept(st, conn)
 
     def _on_frame_full(self, conn: _Conn, raw: bytes, recv: int) -> None:
@@ -603,9 +617,10 @@ class IngestEngine:
         stats = st.stats
         st.remember(pos)
         event_time = rec.event_time  # type: ignore[union-attr]
+        data_time = _data_time(rec)
         outage = st.outage_from is not None
         if outage:
-            self._gap(stats, st.outage_from, event_time or recv, st.outage_cause)  # type: ignore[arg-type]
+            self._gap(stats, st.outage_from, data_time or recv, st.outage_cause)  # type: ignore[arg-type]
             st.outage_from = None
         t = type(rec)
         if t is TradeRecord:
@@ -615,7 +630,7 @@ class IngestEngine:
         self._land(recv, raw)
         if t is DepthUpdateRecord:
             self._on_depth(rec, stats)  # type: ignore[arg-type]
-        stats.processed_one(recv, event_time)
+        stats.processed_one(recv, event_time, data_time)
 
     def _track_trade_id(
         self, st: _StreamState, a: int, trade_time: int, recv: int, after_outage: bool
@@ -642,10 +657,17 @@ class IngestEngine:
                     st.missing[i : i + 1] = pieces
                     break
         if st.missing and st.missing[0][4] <= recv:
-            due = [m for m in st.missing if m[4] <= recv]
-            st.missing = [m for m in st.missing if m[4] > recv]
-            for lo, hi, t0, t1, _ in due:
-                self._gap(st.stats, t0, t1, "id_gap", f"agg_trade_id {lo}..{hi}")
+            self._record_id_gaps(st, recv)
+
+    def _record_id_gaps(self, st: _StreamState, until_recv: int | None = None) -> None:
+        """Ledger the missing id ranges whose grace ended (all of them at shutdown)."""
+        due: list[list[int]] = []
+        keep: list[list[int]] = []
+        for m in st.missing:
+            (due if until_recv is None or m[4] <= until_recv else keep).append(m)
+        st.missing = keep
+        for lo, hi, t0, t1, _ in due:
+            self._gap(st.stats, t0, t1, "id_gap", f"agg_trade_id {lo}..{hi}")
 
     def _land(self, recv: int, raw: bytes) -> None:
         """Batch the frame for the writer; the batch goes at the end of the burst (or when
@@ -983,7 +1005,8 @@ class IngestEngine:
         if prev is None:
             return
         for st in self._streams.values():
-            last = prev.get("streams", {}).get(st.stats.stream, {}).get("last_event_ms")
+            prev_stream = prev.get("streams", {}).get(st.stats.stream, {})
+            last = prev_stream.get("last_data_ms") or prev_stream.get("last_event_ms")
             if last is not None:
                 st.outage_from = last
                 st.outage_cause = "writer_restart"
@@ -995,6 +1018,9 @@ class IngestEngine:
         for t in [*tasks, heartbeat]:
             t.cancel()
         await asyncio.gather(*tasks, heartbeat, return_exceptions=True)
+        for st in self._streams.values():  # ids still missing now will not come in this run
+            if st.missing:
+                self._record_id_gaps(st)
         self.flush_landing()
         while self._blocked:
             await self._drain_blocked()

@@ -30,16 +30,21 @@ class StreamStats:
     failed: int = 0
     last_message_ms: int | None = None
     last_event_ms: int | None = None
+    #: newest time in the dataset's own time column (trade time, candle open time, event time):
+    #: where an outage's gap opens, so the ledger speaks the time the partitions are cut by
+    last_data_ms: int | None = None
     lag_ms: int | None = None
     lag_ms_max: int = 0
     lag_ms_sum: int = 0
     resyncs: int = 0
     gaps: int = 0
 
-    def processed_one(self, recv_ms: int, event_ms: int | None) -> None:
-        """Count one landed message: receipt time, event time and lag (exchange -> us)."""
+    def processed_one(self, recv_ms: int, event_ms: int | None, data_ms: int | None) -> None:
+        """Count one landed message: receipt time, event and data time, lag (exchange -> us)."""
         self.processed += 1
         self.last_message_ms = recv_ms
+        if data_ms is not None:
+            self.last_data_ms = data_ms
         if event_ms is None:
             return
         self.last_event_ms = event_ms

@@ -1,0 +1,120 @@
+"""Gap-ledger bounds: each entry is in the time its dataset is partitioned by, and none is lost.
+
+Regression for a bug the fault test found one run in three: an outage's trade gap opened at the
+last trade's *event* time, which Binance stamps after the trade, so a lost trade whose own time
+lay between the two fell outside every entry (and a refill by the ledger would not ask for it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from petrosa_pipelines.ingest import IngestConfig, IngestEngine
+from petrosa_pipelines.ingest.engine import ID_GAP_GRACE_MS, _Conn
+from petrosa_pipelines.landing import LandingStore
+from petrosa_pipelines_tests.test_landing import binance_frames as bf
+
+T0 = 1_704_240_000_000
+S = "BTCUSDT"
+PUSH_LAG = 40  # ms between a trade and its push (event time), as on the live exchange
+
+
+def _trade(agg_id: int, trade_time: int, symbol: str = S) -> bytes:
+    data = {
+        "e": "aggTrade", "E": trade_time + PUSH_LAG, "a": agg_id, "s": symbol, "p": "100.5",
+        "q": "0.01", "f": agg_id * 2, "l": agg_id * 2 + 1, "T": trade_time, "m": False,
+    }  # fmt: skip
+    return bf._frame(f"{S.lower()}@aggTrade", data)
+
+
+@pytest.fixture
+def engine(tmp_path):
+    cfg = IngestConfig(
+        group="gl", symbols=(S,), landing_path=str(tmp_path), datasets=("trades", "candles")
+    )
+    eng = IngestEngine(cfg)
+    conn = _Conn(1, "t")
+    eng._primary = conn
+    for st in eng._streams.values():
+        st.source = conn.id
+    eng.writer.start()
+    yield eng
+    if eng.writer.alive:
+        eng.writer.close()
+
+
+def _gaps(engine: IngestEngine, tmp_path, dataset: str):
+    engine.flush_landing()
+    engine.writer.close()
+    return LandingStore(tmp_path).gaps("binance", T0 - 600_000, T0 + 600_000, dataset, S)
+
+
+@pytest.mark.parametrize("symbol", [S, S.lower()], ids=["fast path", "full parser"])
+def test_a_disconnect_gap_on_trades_is_bounded_by_trade_times(engine, tmp_path, symbol):
+    conn = engine._primary
+    engine._on_frame(conn, _trade(100, T0, symbol), T0 + PUSH_LAG)
+    # trade 101 (time T0 + 10, pushed at T0 + 50) is lost with the connection
+    engine._drop_primary(conn, T0 + 60)
+    conn2 = _Conn(2, "t")
+    engine._primary = conn2
+    for st in engine._streams.values():
+        st.source = conn2.id
+    engine._on_frame(conn2, _trade(102, T0 + 900, symbol), T0 + 900 + PUSH_LAG)
+    (gap,) = _gaps(engine, tmp_path, "trades")
+    assert gap.cause == "disconnect"
+    assert (gap.start_ms, gap.end_ms) == (T0, T0 + 900)
+    assert gap.start_ms <= T0 + 10 <= gap.end_ms
+
+
+def test_a_disconnect_gap_on_candles_is_bounded_by_open_times(engine, tmp_path):
+    conn = engine._primary
+    minute = 60_000
+    # the 12:00 candle is in progress when the connection drops; its final kline is lost
+    engine._on_frame(conn, bf.kline(S, T0, False, T0 + 30_000), T0 + 30_000)
+    engine._drop_primary(conn, T0 + 31_000)
+    conn2 = _Conn(2, "t")
+    engine._primary = conn2
+    for st in engine._streams.values():
+        st.source = conn2.id
+    engine._on_frame(conn2, bf.kline(S, T0 + 2 * minute, False, T0 + 2 * minute + 5), T0 + 125_000)
+    (gap,) = _gaps(engine, tmp_path, "candles")
+    assert (gap.start_ms, gap.end_ms) == (T0, T0 + 2 * minute)  # both lost finals' open times
+
+
+def test_trade_ids_still_missing_at_shutdown_are_ledgered(engine, tmp_path):
+    conn = engine._primary
+    engine._on_frame(conn, _trade(100, T0), T0 + PUSH_LAG)
+    engine._on_frame(conn, _trade(103, T0 + 300), T0 + 300 + PUSH_LAG)  # 101..102 not yet seen
+    assert engine.stats.gaps_recorded == 0  # within the grace a late id may still come
+
+    async def stop():
+        heartbeat = asyncio.create_task(asyncio.sleep(3600))
+        await engine._shutdown(heartbeat)
+
+    asyncio.run(stop())
+    gaps = LandingStore(tmp_path).gaps("binance", T0 - 1, T0 + ID_GAP_GRACE_MS, "trades", S)
+    assert [(g.cause, g.detail, g.start_ms, g.end_ms) for g in gaps] == [
+        ("id_gap", "agg_trade_id 101..102", T0, T0 + 300)
+    ]
+
+
+def test_restart_gap_opens_at_the_previous_runs_last_trade_time(tmp_path):
+    cfg = IngestConfig(group="gl", symbols=(S,), landing_path=str(tmp_path), datasets=("trades",))
+    first = IngestEngine(cfg)
+    conn = _Conn(1, "t")
+    first._primary = conn
+    for st in first._streams.values():
+        st.source = conn.id
+    first.writer.start()
+    first._on_frame(conn, _trade(100, T0), T0 + PUSH_LAG)
+
+    async def stop():
+        await first._shutdown(asyncio.create_task(asyncio.sleep(3600)))
+
+    asyncio.run(stop())
+    second = IngestEngine(cfg)
+    second._record_restart_gap()
+    trades = next(st for st in second._streams.values() if st.stats.dataset == "trades")
+    assert trades.outage_from == T0 and trades.outage_cause == "writer_restart"
