@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from petrosa_pipelines.exchanges.base import DepthSnapshotRecord, DepthUpdateRecord
 from petrosa_pipelines.exchanges.binance.adapter import BinanceUsdmAdapter
 from petrosa_pipelines.ingest.fastpath import FAST_DECODER, DepthRoute, depth_levels
@@ -87,3 +90,44 @@ def test_a_break_drops_the_book_and_buffers_the_diff():
     assert ok and s.book.last_update_id == 6
     assert s.on_diff(_diff(8, 9, 7, T0 + 10))[0] is Applied.BREAK
     assert not s.book.synced and len(s.buffer) == 1
+
+
+_price = st.integers(1, 40).map(lambda i: i / 4)  # a small grid: diffs hit the same prices often
+_level = st.tuples(_price, st.sampled_from([0.0, 0.0, 1.0, 2.5, 7.0]))
+_diffs = st.lists(
+    st.tuples(st.lists(_level, max_size=6), st.lists(_level, max_size=6), st.booleans()),
+    max_size=60,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(snapshot=st.tuples(st.lists(_level, max_size=10), st.lists(_level, max_size=10)),
+       diffs=_diffs)  # fmt: skip
+def test_book_equals_applying_every_level_in_order(snapshot, diffs):
+    """Against the definition: a level's quantity is its last update, zero removes it.
+
+    Reads (top-N, length, checkpoint) are interleaved at random, since the book may defer work
+    until it is read.
+    """
+    book = OrderBook("BTCUSDT")
+    book.load(_snap(10, [(str(p), str(q)) for p, q in snapshot[0]],
+                    [(str(p), str(q)) for p, q in snapshot[1]]))  # fmt: skip
+    ref_bids = {p: q for p, q in snapshot[0] if q}
+    ref_asks = {p: q for p, q in snapshot[1] if q}
+    for i, (bids, asks, read) in enumerate(diffs):
+        r = book.apply_update(T0 + i, 11 + i, 11 + i, 10 + i, None, bids, asks)
+        assert r is Applied.APPLIED
+        for ref, levels in ((ref_bids, bids), (ref_asks, asks)):
+            for p, q in levels:
+                if q:
+                    ref[p] = q
+                else:
+                    ref.pop(p, None)
+        if read:
+            want_bids = sorted(ref_bids.items(), reverse=True)[:3]
+            want_asks = sorted(ref_asks.items())[:3]
+            assert book.top(3) == (want_bids, want_asks)
+    assert book.top(100) == (sorted(ref_bids.items(), reverse=True), sorted(ref_asks.items()))
+    cp = book.checkpoint("binance", T0)
+    assert [(float(p), float(q)) for p, q in cp.bids] == sorted(ref_bids.items(), reverse=True)
+    assert len(book.bids) == len(ref_bids) and len(book.asks) == len(ref_asks)
