@@ -378,13 +378,7 @@ class IngestEngine:
     def _on_close(self, conn: _Conn) -> None:
         now_ms = self.now_ms()
         if conn is self._candidate:
-            self._candidate = None
-            for st in self._streams.values():
-                if st.source != conn.id:
-                    st.held.clear()
-            if any(st.source == conn.id for st in self._streams.values()):
-                # some streams had switched: the candidate was carrying them, treat as a drop
-                self._drop_primary(conn, now_ms)
+            self._candidate_closed(conn, now_ms)
             return
         if conn is self._primary:
             c = self._candidate
@@ -401,6 +395,27 @@ class IngestEngine:
                 self._rotation_retry_at = time.monotonic() + self.config.backoff_max_s / 10
             elif self._primary is None:
                 self._schedule_reconnect()
+
+    def _candidate_closed(self, conn: _Conn, now_ms: int) -> None:
+        """A rotation's new connection ended before the old one was retired."""
+        self._candidate = None
+        for st in self._streams.values():
+            if st.source != conn.id:
+                st.held.clear()
+        carried = [st for st in self._streams.values() if st.source == conn.id]
+        old = self._primary
+        if carried and old is not None and old.ws is not None:
+            # the streams that had switched go back to the old connection, which still carries
+            # them; what it sent meanwhile was discarded as the candidate's, so each of those
+            # streams has a gap until its next message
+            self.stats.disconnects += 1
+            for st in carried:
+                st.source = old.id
+                if st.outage_from is None:
+                    st.outage_from = st.stats.last_data_ms or now_ms
+                    st.outage_cause = "disconnect"
+        elif carried:
+            self._drop_primary(conn, now_ms)
 
     def _drop_primary(self, conn: _Conn, now_ms: int) -> None:
         self._primary = None

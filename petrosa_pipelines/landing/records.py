@@ -21,7 +21,9 @@ class GapRecord(msgspec.Struct, frozen=True):
     ``cause`` is one of ``disconnect`` (no connection), ``sequence_break`` (depth ``pu`` did not
     chain), ``resync`` (book rebuilt from a new snapshot), ``id_gap`` (aggregate trade ids
     skipped), ``writer_restart`` (the ingest was down). The auditing and backfill work reads
-    these entries to decide which partitions to repair.
+    these entries to decide which partitions to repair, so ``start_ms``/``end_ms`` are in the
+    time the dataset's partitions are cut by: trade time for trades (Binance pushes a trade a
+    little after it happened), candle open time for candles, event time for depth and funding.
     """
 
     dataset: str

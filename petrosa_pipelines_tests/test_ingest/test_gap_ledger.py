@@ -118,3 +118,27 @@ def test_restart_gap_opens_at_the_previous_runs_last_trade_time(tmp_path):
     second._record_restart_gap()
     trades = next(st for st in second._streams.values() if st.stats.dataset == "trades")
     assert trades.outage_from == T0 and trades.outage_cause == "writer_restart"
+
+
+def test_a_rotation_candidate_dying_hands_its_streams_back_to_the_live_connection(engine, tmp_path):
+    """The old connection still carries every stream: no reconnect, no leaked socket; the
+    streams the candidate had taken over get a gap, since what the old connection sent
+    meanwhile was discarded as the candidate's."""
+    old = engine._primary
+    old.ws = object()  # open
+    cand = _Conn(2, "t", candidate=True)
+    cand.ws = object()
+    engine._candidate = cand
+    trades = next(st for st in engine._streams.values() if st.stats.dataset == "trades")
+    engine._on_frame(old, _trade(100, T0), T0 + PUSH_LAG)
+    engine._on_frame(cand, _trade(101, T0 + 10), T0 + 10 + PUSH_LAG)  # held by the candidate
+    engine._on_frame(old, _trade(101, T0 + 10), T0 + 10 + PUSH_LAG)  # overlap reached: switch
+    assert trades.source == cand.id
+    engine._on_frame(cand, _trade(102, T0 + 20), T0 + 20 + PUSH_LAG)
+    engine._on_frame(old, _trade(103, T0 + 30), T0 + 30 + PUSH_LAG)  # discarded: not its stream
+    engine._on_close(cand)  # the candidate dies before it sends 103
+    assert engine._primary is old and engine._candidate is None and trades.source == old.id
+    assert engine.stats.disconnects == 1
+    engine._on_frame(old, _trade(104, T0 + 40), T0 + 40 + PUSH_LAG)
+    (gap,) = _gaps(engine, tmp_path, "trades")
+    assert (gap.cause, gap.start_ms, gap.end_ms) == ("disconnect", T0 + 20, T0 + 40)
