@@ -399,6 +399,8 @@ class IngestEngine:
     def _candidate_closed(self, conn: _Conn, now_ms: int) -> None:
         """A rotation's new connection ended before the old one was retired."""
         self._candidate = None
+        if self._stop.is_set():
+            return
         # try the rotation again a little later, not on the next tick
         self._rotation_retry_at = time.monotonic() + self.config.backoff_max_s / 10
         for st in self._streams.values():
