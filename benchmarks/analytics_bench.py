@@ -92,7 +92,6 @@ def candles_of(trades: pd.DataFrame) -> pd.DataFrame:
         taker_buy_volume=("taker_buy_volume", "sum"),
         taker_buy_quote_volume=("taker_buy_quote_volume", "sum"),
     ).reset_index()
-    out = out.rename(columns={"open_time": "open_time"})
     out["close_time"] = out["open_time"] + pd.Timedelta(milliseconds=59_999)
     out["exchange"], out["symbol"], out["interval"] = "binance", "BTCUSDT", "1m"
     return out

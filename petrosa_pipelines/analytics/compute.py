@@ -181,18 +181,7 @@ def liquidity_table(inputs: dict, part: Part, cfg: AnalyticsConfig) -> pd.DataFr
     return _stamp(book[LIQUIDITY_COLUMNS], part)
 
 
-LIQUIDITY_COLUMNS = [
-    "bucket_start",
-    "mid",
-    "spread_bps",
-    "bid_depth",
-    "ask_depth",
-    "depth_imbalance",
-    "top_imbalance",
-    "snapshots",
-    "band_bps",
-    "amihud",
-]
+LIQUIDITY_COLUMNS = [*liquidity.INTERVAL_COLUMNS, "band_bps", "amihud"]
 
 
 def heatmap_table(inputs: dict, part: Part, cfg: AnalyticsConfig) -> pd.DataFrame:

@@ -88,18 +88,22 @@ def book_metrics(depth: pd.DataFrame, band_bps: float = 10.0) -> pd.DataFrame:
     return out
 
 
+#: columns of :func:`per_interval`
+INTERVAL_COLUMNS = [
+    "bucket_start",
+    "mid",
+    "spread_bps",
+    "bid_depth",
+    "ask_depth",
+    "depth_imbalance",
+    "top_imbalance",
+    "snapshots",
+]
+
+
 def per_interval(book: pd.DataFrame, interval_ms: int = 60_000) -> pd.DataFrame:
     """Book metrics averaged per interval (mid is the last one): 86,400 snapshots -> 1,440 rows."""
-    cols = [
-        "bucket_start",
-        "mid",
-        "spread_bps",
-        "bid_depth",
-        "ask_depth",
-        "depth_imbalance",
-        "top_imbalance",
-        "snapshots",
-    ]
+    cols = INTERVAL_COLUMNS
     if book.empty:
         return pd.DataFrame({c: [] for c in cols})
     ms = book["snapshot_time"].astype("datetime64[ms, UTC]").to_numpy("datetime64[ms]")

@@ -49,6 +49,24 @@ def float_levels(levels: Iterable[tuple[Decimal | float | str, Decimal | float |
     return [(float(p), float(q)) for p, q in levels]
 
 
+#: a buffered diff: (event_time, first, final, prev, received_at, bids, asks)
+_Diff = tuple[int, int, int, "int | None", "int | None", FloatLevels, FloatLevels]
+
+
+def diff_fields(d: DepthUpdateRecord) -> _Diff:
+    """A diff record as the book's arguments: (event_time, first, final, prev, received_at,
+    bids, asks), levels as floats."""
+    return (
+        d.event_time,
+        d.first_update_id,
+        d.final_update_id,
+        d.prev_final_update_id,
+        d.received_at,
+        float_levels(d.bids),
+        float_levels(d.asks),
+    )
+
+
 def to_decimal(x: float) -> Decimal:
     """The shortest decimal that round-trips ``x``: ``31193.7`` -> ``Decimal("31193.7")``."""
     return Decimal(repr(x))
@@ -156,15 +174,7 @@ class OrderBook:
 
     def apply(self, d: DepthUpdateRecord) -> Applied:
         """Apply one diff record under the sequence rules; a break drops the book."""
-        return self.apply_update(
-            d.event_time,
-            d.first_update_id,
-            d.final_update_id,
-            d.prev_final_update_id,
-            d.received_at,
-            float_levels(d.bids),
-            float_levels(d.asks),
-        )
+        return self.apply_update(*diff_fields(d))
 
     def apply_update(
         self,
@@ -301,10 +311,6 @@ class BookSample:
         )
 
 
-#: a buffered diff: (event_time, first, final, prev, received_at, bids, asks)
-_Diff = tuple[int, int, int, "int | None", "int | None", FloatLevels, FloatLevels]
-
-
 class BookSync:
     """One symbol's book fed by diffs and snapshots in receipt order, sampled at a cadence.
 
@@ -348,15 +354,7 @@ class BookSync:
         return out
 
     def on_diff(self, d: DepthUpdateRecord) -> tuple[Applied, list[BookSample]]:
-        return self.on_update(
-            d.event_time,
-            d.first_update_id,
-            d.final_update_id,
-            d.prev_final_update_id,
-            d.received_at,
-            float_levels(d.bids),
-            float_levels(d.asks),
-        )
+        return self.on_update(*diff_fields(d))
 
     def on_update(
         self,

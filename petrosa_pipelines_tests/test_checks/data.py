@@ -24,6 +24,18 @@ FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "checks"
 REAL_DAYS = sorted(p.name for p in FIXTURES.glob("*-1m-*.csv"))
 
 
+#: aggTrade fields as the trades dataset names them, in the order the archive and ws carry them
+AGG_TRADE_COLUMNS = [
+    "agg_trade_id",
+    "price",
+    "quantity",
+    "first_trade_id",
+    "last_trade_id",
+    "trade_time",
+    "is_buyer_maker",
+]
+
+
 def real_candles(name: str, day: dt.date) -> pd.DataFrame:
     """A real Vision kline file relabelled to ``day``."""
     symbol, _, rest = name.partition("-1m-")
@@ -82,15 +94,7 @@ def trades_for_candles(candles: pd.DataFrame, first_agg_id: int = 1_000_000) -> 
             trade_id += spans[i]
     frame = pd.DataFrame(
         rows,
-        columns=[
-            "agg_trade_id",
-            "price",
-            "quantity",
-            "first_trade_id",
-            "last_trade_id",
-            "trade_time",
-            "is_buyer_maker",
-        ],
+        columns=AGG_TRADE_COLUMNS,
     )
     frame["trade_time"] = pd.to_datetime(frame["trade_time"], unit="ms", utc=True)
     frame.insert(0, "symbol", candles["symbol"].iat[0])
@@ -111,16 +115,7 @@ def real_ws_trades(symbol: str) -> pd.DataFrame:
             )
     frame = pd.DataFrame(
         rows,
-        columns=[
-            "agg_trade_id",
-            "price",
-            "quantity",
-            "first_trade_id",
-            "last_trade_id",
-            "trade_time",
-            "is_buyer_maker",
-            "received_at",
-        ],
+        columns=[*AGG_TRADE_COLUMNS, "received_at"],
     )
     for col in ("trade_time", "received_at"):
         frame[col] = pd.to_datetime(frame[col], unit="ms", utc=True)
