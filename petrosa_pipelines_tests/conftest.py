@@ -140,3 +140,50 @@ def exchange_resource(local_exchange):
         ws_base_url=local_exchange.ws_base_url,
         vision_base_url=local_exchange.vision_base_url,
     )
+
+
+# --- the fast lane: ``python3 tasks.py test --fast`` (pure and in-process tests only) --------
+
+#: fixtures that start servers, clusters, daemons or browsers: a test using one is not "fast"
+SLOW_FIXTURES = frozenset(
+    {
+        "postgres_server_url",
+        "postgres_db",
+        "warehouse",
+        "local_exchange",
+        "exchange_resource",
+        "exchange",
+        "resources",
+        "stack",
+        "ui_stack",
+    }
+)
+#: folders whose every test drives a whole process topology
+SLOW_FOLDERS = frozenset({"test_stack", "test_ui"})
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--fast",
+        action="store_true",
+        help="only pure, in-process tests (no servers, daemons, browsers or subprocesses)",
+    )
+
+
+def is_slow(item: pytest.Item) -> bool:
+    """Slow by marker, by folder, or by using a fixture that starts a server."""
+    if any(any(item.iter_markers(name)) for name in ("slow", "integration", "live")):
+        return True
+    if SLOW_FOLDERS & set(Path(str(item.path)).parts):
+        return True
+    return bool(SLOW_FIXTURES & set(getattr(item, "fixturenames", ())))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not config.getoption("--fast"):
+        return
+    keep = [i for i in items if not is_slow(i)]
+    dropped = [i for i in items if is_slow(i)]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+    items[:] = keep
