@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import petrosa_pipelines.local_exchange as local_exchange
 from petrosa_pipelines.catalog import schemas
 from petrosa_pipelines.exchanges.base import DepthSnapshotRecord, ExchangeError, MessageError
 from petrosa_pipelines.exchanges.binance.rest import (
@@ -381,7 +382,6 @@ def test_funding_malformed_rate_names_field():
 # Against the local exchange
 # ---------------------------------------------------------------------------------------------
 
-local_exchange = pytest.importorskip("petrosa_pipelines.local_exchange")
 LocalExchange = local_exchange.LocalExchange
 MarketConfig = local_exchange.MarketConfig
 Faults = local_exchange.Faults

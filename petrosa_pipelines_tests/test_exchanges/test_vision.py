@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import petrosa_pipelines.local_exchange as local_exchange
 from petrosa_pipelines.catalog import schemas
 from petrosa_pipelines.exchanges.base import ExchangeError, MessageError
 from petrosa_pipelines.exchanges.binance.vision import (
@@ -400,8 +401,6 @@ def test_parse_listing_rejects_entities():
 # ---------------------------------------------------------------------------------------------
 # Against the local exchange's archive tree
 # ---------------------------------------------------------------------------------------------
-
-local_exchange = pytest.importorskip("petrosa_pipelines.local_exchange")
 
 
 @pytest.fixture(params=["always", "never"])

@@ -243,8 +243,9 @@ def test_health_and_analytics_charts_are_visible(ui):
         # the health score and its components, as the check's metadata
         for key in ("score", "completeness", "validity", "consistency", "freshness"):
             expect(page.get_by_text(key, exact=True).first).to_be_visible()
-    if not any(n["groupName"] == "analytics" for n in ui.nodes.values()):
-        pytest.skip("no analytics assets in the code location yet (charts not checked)")
+    assert any(n["groupName"] == "analytics" for n in ui.nodes.values()), (
+        "no analytics assets in the code location: a wiring regression"
+    )
     # analytics follow the backfill on the automation sensor's cadence
     deadline = time.monotonic() + ANALYTICS_TIMEOUT
     while (charted := _asset_with_chart(ui)) is None and time.monotonic() < deadline:
