@@ -26,14 +26,16 @@ import pandas as pd
 import pyarrow as pa
 
 from petrosa_pipelines.catalog.schemas import DATASETS, conform
+from petrosa_pipelines.checks.definitions import HEALTH_KEY
 from petrosa_pipelines.lake import Lake, lake_from_path, lake_path
 from petrosa_pipelines.serving.launch import launch_backfill, materialize_partitions
 from petrosa_pipelines.serving.quality import FailedCheck, check_partition
 from petrosa_pipelines.serving.warehouse import Warehouse, analytics_to_wide
 
 WAREHOUSE_URL_VAR = "PETROSA_WAREHOUSE_URL"
-#: lake layer of the health scores (one file per symbol-day, a row per dataset)
-HEALTH_LAKE_DATASET = "analytics/health"
+#: lake layer of the health scores (one file per symbol-day, a row per dataset): where the
+#: ``checks/health`` asset's IO manager writes them (its asset key is the lake path)
+HEALTH_LAKE_DATASET = "/".join(HEALTH_KEY.path)
 #: candle intervals derivable from 1m candles, in minutes
 INTERVAL_MINUTES = {
     "1m": 1,
