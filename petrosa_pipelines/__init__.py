@@ -12,7 +12,19 @@ Names are imported lazily so that ``import petrosa_pipelines.exchanges`` stays l
 from __future__ import annotations
 
 import importlib
+import warnings
 from typing import Any
+
+#: Dagster beta/preview features this project uses on purpose (partitioned asset checks,
+#: multi-partition mappings, sensor owners): their warnings would bury every command's output.
+#: Matched by message, so a warning about anything else still shows.
+KNOWN_DAGSTER_WARNINGS = (
+    r"Class `(MultiPartitionMapping|MultiToSingleDimensionPartitionMapping)` is currently in beta",
+    r"Parameter `owners` of initializer `\w+Definition.__init__` is currently in beta",
+    r"Specifying a partitions_def on an AssetCheckSpec is currently in preview",
+)
+for _message in KNOWN_DAGSTER_WARNINGS:
+    warnings.filterwarnings("ignore", message=_message)
 
 _API = {
     "load_candles": "petrosa_pipelines.api",

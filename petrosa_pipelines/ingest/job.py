@@ -1,14 +1,17 @@
 """The ``ingest`` job: one run per stream group, running until it is terminated.
 
 A sensor cannot host a websocket (sensor evaluations time out after 60 s), so the loop lives in a
-run that the supervisor sensor keeps alive. Terminating the run from the UI raises an interrupt
-in the op; the engine then flushes, publishes every open segment and writes a final heartbeat
-before the run ends as canceled.
+run that the supervisor sensor keeps alive. Ctrl-C, or terminating the run from the UI, sends
+SIGINT; the op turns it into a graceful stop: the engine flushes, publishes every open segment
+and writes a final heartbeat, and the run ends without a traceback.
 """
 
 import asyncio
 import dataclasses
+import signal
+import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import dagster as dg
@@ -63,6 +66,25 @@ def engine_config(cfg: IngestRunConfig) -> IngestConfig:
         metrics_port=cfg.metrics_port,
         writer=WriterConfig(segment_max_age_s=cfg.segment_max_age_s),
     )
+
+
+def _stop_on_interrupt(stop: Callable[[], None]) -> Callable[[], bool]:
+    """Turn SIGINT (Ctrl-C, or Dagster's run termination) into a graceful engine stop.
+
+    Dagster's own handler raises an exception wherever the op happens to be, which prints a
+    traceback and records the run as a failure although the engine would have stopped cleanly
+    (flush, publish segments, final heartbeat). Returns "was a stop requested?". Only the main
+    thread may own signal handlers; elsewhere the previous behaviour stays.
+    """
+    interrupted = [False]
+
+    def on_interrupt() -> None:
+        interrupted[0] = True
+        stop()
+
+    if threading.current_thread() is threading.main_thread():
+        asyncio.get_running_loop().add_signal_handler(signal.SIGINT, on_interrupt)
+    return lambda: interrupted[0]
 
 
 def _metadata(snap: dict[str, Any]) -> dict[str, Any]:
@@ -123,17 +145,25 @@ def ingest_stream_group(context: dg.OpExecutionContext, config: IngestRunConfig)
     )
 
     async def main() -> None:
+        stop_requested = _stop_on_interrupt(engine.stop)
         task = asyncio.create_task(engine.run())
         if config.max_runtime_s is not None:
             done, _ = await asyncio.wait({task}, timeout=config.max_runtime_s)
             if not done:
                 engine.stop()
         await task
+        if stop_requested():
+            context.log.info(f"ingest {cfg.group}: interrupted (Ctrl-C or terminate), stopped")
 
     context.log.info(f"ingest {cfg.group}: streams {engine.stream_names()}")
+    previous = signal.getsignal(signal.SIGINT)
     try:
         asyncio.run(main())
     finally:
+        # asyncio resets SIGINT to Python's default when its loop closes: give Dagster its own
+        # handler back (it turns a later interrupt into a clean run termination)
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, previous)
         # a termination interrupts asyncio.run; the engine's own shutdown ran inside it, but
         # make sure the segments are published even if it was cut short
         if engine.writer.alive:
