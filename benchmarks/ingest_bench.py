@@ -39,7 +39,10 @@ from petrosa_pipelines.landing.book import BookSync
 from petrosa_pipelines.local_exchange import Market, MarketConfig
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT", "DOGEUSDT")
-T0 = 1_704_240_000_000  # 2024-01-03
+#: the hour before the current one: the frames (~35 min of market) are then plausible for an
+#: engine stamping receipt with the wall clock (it rejects times far from their receipt), and
+#: identical for every run within the hour
+T0 = (time.time_ns() // 3_600_000_000_000 - 1) * 3_600_000
 
 
 def make_frames(n: int) -> tuple[list[bytes], list[bytes]]:

@@ -18,7 +18,7 @@ import datetime as dt
 import os
 import re
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,6 +52,9 @@ INTERVAL_MINUTES = {
     "1d": 1440,
 }
 _SYMBOL = re.compile(r"^[A-Z0-9]{2,30}$")
+#: the longest range one call may ask for (about ten years of days); Binance USD-M history
+#: starts in 2019, and an open-ended range (0001..9999) would walk 3.6 million days
+MAX_RANGE_DAYS = 3660
 
 
 class DataError(ValueError):
@@ -139,6 +142,8 @@ class DataSources:
         env = os.environ if environ is None else environ
         settings = settings_mod.from_env(env)
         url = env.get(WAREHOUSE_URL_VAR, "").strip()
+        if url:  # checked here: the driver's own parse errors are untyped and echo the password
+            url = settings_mod.check_database_url(WAREHOUSE_URL_VAR, url, "postgresql")
         return cls(
             lake=lake_from_path(settings.lake_path),
             landing=LandingStore(settings.landing_path),
@@ -167,23 +172,32 @@ def _shared_warehouse(url: str) -> Warehouse:
 
 # -- argument checking ---------------------------------------------------------------------------
 def to_utc(value: dt.datetime | dt.date | str | pd.Timestamp, name: str) -> dt.datetime:
-    """A timezone-aware UTC datetime; naive datetimes are refused (which zone did you mean?)."""
+    """A timezone-aware UTC datetime; naive datetimes are refused (which zone did you mean?).
+
+    Every bad value raises ``InvalidRangeError`` naming the argument (``start=...``).
+    """
     if isinstance(value, str):
-        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
-            value = dt.date.fromisoformat(value)
-        else:
-            try:
-                value = pd.Timestamp(value)
-            except ValueError:
-                raise InvalidRangeError(
-                    f"{name}={value!r} is not an ISO date or datetime"
-                ) from None
+        text = value.strip()
+        try:
+            if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+                value = dt.date.fromisoformat(text)
+            else:
+                value = pd.Timestamp(text)
+        except (ValueError, OverflowError) as exc:
+            raise InvalidRangeError(
+                f"{name}={value!r} is not an ISO date or datetime ({exc})"
+            ) from None
+    if value is pd.NaT or (isinstance(value, float) and value != value):
+        raise InvalidRangeError(f"{name}={value!r} is not a date or datetime")
     if isinstance(value, dt.datetime):  # includes pd.Timestamp
         if value.tzinfo is None:
             raise InvalidRangeError(
                 f"{name}={value!r} is naive; pass a timezone-aware datetime (e.g. tzinfo=UTC)"
             )
-        return pd.Timestamp(value).tz_convert("UTC").to_pydatetime()
+        try:
+            return pd.Timestamp(value).tz_convert("UTC").to_pydatetime()
+        except (ValueError, OverflowError) as exc:
+            raise InvalidRangeError(f"{name}={value!r} is out of range ({exc})") from None
     if isinstance(value, dt.date):
         return dt.datetime(value.year, value.month, value.day, tzinfo=dt.UTC)
     raise InvalidRangeError(f"{name}={value!r} is not a date or datetime")
@@ -193,6 +207,11 @@ def _range(start: Any, end: Any) -> tuple[dt.datetime, dt.datetime]:
     lo, hi = to_utc(start, "start"), to_utc(end, "end")
     if hi <= lo:
         raise InvalidRangeError(f"end {hi.isoformat()} is not after start {lo.isoformat()}")
+    if hi - lo > dt.timedelta(days=MAX_RANGE_DAYS):
+        raise InvalidRangeError(
+            f"[start, end) = [{lo.date()}, {hi.date()}) spans {(hi - lo).days} days, more than "
+            f"the {MAX_RANGE_DAYS} one call may read; split the range"
+        )
     return lo, hi
 
 
@@ -202,16 +221,37 @@ def days_between(start: dt.datetime, end: dt.datetime) -> list[dt.date]:
     return [d.date() for d in pd.date_range(start.date(), last, freq="D")]
 
 
-def _symbols(symbols: str | Iterable[str], known: Callable[[], set[str]]) -> list[str]:
-    wanted = [symbols] if isinstance(symbols, str) else list(symbols)
+def symbol_names(symbols: str | Iterable[str]) -> list[str]:
+    """``symbols`` as distinct upper-case venue symbols, checked for form only (not existence).
+
+    Anything else (None, bytes, a number, ``"../x"``) is an ``UnknownSymbolError`` naming
+    ``symbols``.
+    """
+    if isinstance(symbols, str):
+        wanted: list[Any] = [symbols]
+    elif symbols is None or isinstance(symbols, bytes | bytearray | Mapping):
+        raise UnknownSymbolError(
+            f"symbols={symbols!r}: pass a symbol or a list of symbols (e.g. ['BTCUSDT'])"
+        )
+    else:
+        try:
+            wanted = list(symbols)
+        except TypeError:
+            raise UnknownSymbolError(
+                f"symbols={symbols!r}: pass a symbol or a list of symbols (e.g. ['BTCUSDT'])"
+            ) from None
     if not wanted:
-        raise UnknownSymbolError("no symbols given")
+        raise UnknownSymbolError("symbols is empty: no symbols given")
     out = []
     for s in wanted:
-        sym = str(s).strip().upper()
-        if not _SYMBOL.match(sym):
-            raise UnknownSymbolError(f"{s!r} is not a symbol (e.g. BTCUSDT)")
+        if not isinstance(s, str) or not _SYMBOL.match(sym := s.strip().upper()):
+            raise UnknownSymbolError(f"symbols: {s!r} is not a symbol (e.g. BTCUSDT)")
         out.append(sym)
+    return list(dict.fromkeys(out))
+
+
+def _symbols(symbols: str | Iterable[str], known: Callable[[], set[str]]) -> list[str]:
+    out = symbol_names(symbols)
     have = known()
     unknown = [s for s in out if s not in have]
     if unknown:
@@ -338,34 +378,38 @@ def _finish(result: LoadResult, as_arrow: bool) -> LoadResult:
 def resample_candles(frame: pd.DataFrame, interval: str) -> tuple[pd.DataFrame, pd.Series]:
     """1m candles -> ``interval`` candles, and how many 1m candles each bar was built from.
 
-    Bars start on UTC multiples of the interval, like Binance's. Sums of float volumes can
-    differ from the exchange's own bars in the last ulp.
+    The project's one resampler, ``analytics.resample.resample_candles`` (the one behind
+    ``analytics/candles_from_1m``): bars start on UTC multiples of the interval like Binance's,
+    and volumes are decimal-exact sums per UTC day, so a bar is bit for bit the exchange's own
+    and the asset's. Incomplete bars are kept (the count says how many minutes they hold);
+    provenance is the first minute's ``source`` and the latest ``received_at``.
     """
-    minutes = INTERVAL_MINUTES[interval]
+    # imported here: the analytics package builds its Dagster definitions on import
+    from petrosa_pipelines.analytics import resample as exact
+
+    if interval not in INTERVAL_MINUTES:
+        raise DataError(f"interval {interval!r} not supported; one of {list(INTERVAL_MINUTES)}")
+    schema = DATASETS["candles"]
     if frame.empty:
-        empty = DATASETS["candles"].empty_frame()
-        return empty, pd.Series(dtype="int64")
-    f = frame.sort_values("open_time", kind="stable")
-    bar = f["open_time"].dt.floor(f"{minutes}min")
-    g = f.groupby([f["exchange"], f["symbol"], bar], sort=True)
-    out = g.agg(
-        open=("open", "first"),
-        high=("high", "max"),
-        low=("low", "min"),
-        close=("close", "last"),
-        volume=("volume", "sum"),
-        quote_volume=("quote_volume", "sum"),
-        trade_count=("trade_count", "sum"),
-        taker_buy_volume=("taker_buy_volume", "sum"),
-        taker_buy_quote_volume=("taker_buy_quote_volume", "sum"),
-        source=("source", "first"),
-        received_at=("received_at", "max"),
-        minutes=("open", "size"),
-    ).reset_index()
-    out["interval"] = interval
-    out["close_time"] = out["open_time"] + pd.Timedelta(minutes=minutes) - pd.Timedelta(1, "ms")
-    counts = out.pop("minutes")
-    return conform(out, DATASETS["candles"]), counts
+        return schema.empty_frame(), pd.Series(dtype="int64")
+    f = frame.sort_values(["exchange", "symbol", "open_time"], kind="stable")
+    keys = ["exchange", "symbol", "open_time"]
+    bar = f["open_time"].dt.floor(f"{INTERVAL_MINUTES[interval]}min")
+    provenance = (
+        f.groupby([f["exchange"], f["symbol"], bar], sort=False)
+        .agg(source=("source", "first"), received_at=("received_at", "max"))
+        .reset_index()
+    )
+    parts = [
+        exact.resample_candles(one, interval, include_partial=True)
+        for _, one in f.groupby([f["exchange"], f["symbol"]], sort=True, observed=True)
+    ]
+    bars = pd.concat(parts, ignore_index=True)
+    for k in ("exchange", "symbol"):
+        bars[k] = bars[k].astype("string")
+        provenance[k] = provenance[k].astype("string")
+    out = bars.merge(provenance, on=keys, how="left", validate="one_to_one")
+    return conform(out, schema), out["source_rows"].astype("int64").rename(None)
 
 
 # -- public functions ----------------------------------------------------------------------------
@@ -380,7 +424,7 @@ def load_candles(
     strict: bool = False,
 ) -> LoadResult:
     """Closed candles of any Binance interval up to 1d (derived from 1m), with quality."""
-    if interval not in INTERVAL_MINUTES:
+    if not isinstance(interval, str) or interval not in INTERVAL_MINUTES:
         raise DataError(f"interval {interval!r} not supported; one of {list(INTERVAL_MINUTES)}")
     result = _load(
         "candles",
@@ -474,7 +518,7 @@ def load_analytics(
     strict: bool = False,
 ) -> LoadResult:
     """One analytics asset (``analytics/<name>`` in the lake) as its wide frame."""
-    if not re.fullmatch(r"[a-z0-9_]+", name):
+    if not isinstance(name, str) or not re.fullmatch(r"[a-z0-9_]+", name):
         raise DataError(f"analytics name {name!r} must be lower-case letters, digits, _")
     r = _load(
         name,

@@ -23,11 +23,12 @@ def _demo(args: argparse.Namespace) -> int:
 
     return run_demo(
         days=args.days,
-        symbols=tuple(s.strip().upper() for s in args.symbols.split(",") if s.strip()),
+        symbols=tuple(args.symbols),
         ui=not args.no_ui,
         port=args.port,
         workdir=args.workdir,
         ingest_seconds=args.ingest_seconds,
+        stream_depth_day=not args.no_depth_day,
     )
 
 
@@ -61,6 +62,10 @@ def _catalog(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``petrosa`` parser; option values are checked by their argparse ``type`` so a bad
+    one exits with the option's name and what is allowed (``petrosa_pipelines.lib.argtypes``)."""
+    from petrosa_pipelines.lib.argtypes import float_in, int_in, symbol_list
+
     parser = argparse.ArgumentParser(prog="petrosa", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -78,13 +83,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     demo = sub.add_parser("demo", help="run the pipeline offline against the local exchange")
-    demo.add_argument("--days", type=int, default=3, help="closed days to materialise")
-    demo.add_argument("--symbols", default="BTCUSDT,ETHUSDT")
+    demo.add_argument("--days", type=int_in(1, 366), default=3, help="closed days to materialise")
+    demo.add_argument("--symbols", type=symbol_list, default=("BTCUSDT", "ETHUSDT"))
     demo.add_argument("--no-ui", action="store_true", help="materialise, report, exit (CI form)")
-    demo.add_argument("--port", type=int, default=3000, help="Dagster UI port (127.0.0.1)")
+    demo.add_argument(
+        "--port", type=int_in(1, 65535), default=3000, help="Dagster UI port (127.0.0.1)"
+    )
     demo.add_argument("--workdir", default=None, help="where lake, landing and DAGSTER_HOME go")
     demo.add_argument(
-        "--ingest-seconds", type=float, default=15.0, help="stream the ingest this long (0: skip)"
+        "--ingest-seconds",
+        type=float_in(0.0),
+        default=15.0,
+        help="stream the ingest this long (0: skip)",
+    )
+    demo.add_argument(
+        "--no-depth-day",
+        action="store_true",
+        help="skip streaming yesterday through the ingest (then no day has depth or a heatmap)",
     )
 
     cat = sub.add_parser("catalog", help="export the catalog from the asset graph")

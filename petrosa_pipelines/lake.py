@@ -4,15 +4,22 @@ Layout: ``{base}/{layer}/{dataset}/{exchange}/{symbol}/{YYYY-MM-DD}.parquet``. I
 and only here: the IO manager, the Python API and the warehouse loaders all go through
 ``lake_path``. Local writes go to a temporary file that is fsynced and renamed into place, so
 a reader sees the old file or the new one, never half of one; S3 ``PutObject`` is atomic.
+
+Files get the mode of any new file (``0666`` less the umask, like ``open()``), so the serving
+user of a shared lake can read them. A write killed between the temporary file and the rename
+leaves the temporary file behind; the next write to the same directory removes those older than
+``STALE_TEMP_SECONDS`` (``LocalLake.clean_temp_files`` does the whole lake).
 """
 
 from __future__ import annotations
 
 import abc
 import io
+import logging
 import os
 import re
-import tempfile
+import secrets
+import time
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -21,6 +28,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 _SAFE = re.compile(r"^[A-Za-z0-9._-]+$")
+log = logging.getLogger(__name__)
+#: a temporary file this old is an orphan of a killed write (a write holds its bytes in memory
+#: and takes seconds), never one in progress
+STALE_TEMP_SECONDS = 3600.0
+#: our temporary files: ``.<target>.<16 hex>.tmp``, and ``.<target>.<8 chars>.tmp`` from the
+#: ``tempfile.mkstemp`` naming of earlier versions
+_TEMP_NAME = re.compile(r"^\.[A-Za-z0-9._-]+\.(?:[0-9a-f]{16}|[a-z0-9_]{8})\.tmp$")
 
 
 def lake_path(dataset: str, exchange: str, symbol: str, date: str) -> str:
@@ -87,7 +101,9 @@ class LocalLake(Lake):
     def write_bytes(self, relpath: str, data: bytes) -> None:
         target = self._full(relpath)
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        # os.open with 0o666 applies the umask like any new file (mkstemp forces 0600)
+        tmp = target.parent / f".{target.name}.{secrets.token_hex(8)}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
@@ -95,13 +111,24 @@ class LocalLake(Lake):
                 os.fsync(f.fileno())
             os.replace(tmp, target)
         except BaseException:
-            Path(tmp).unlink(missing_ok=True)
+            tmp.unlink(missing_ok=True)
             raise
         dir_fd = os.open(target.parent, os.O_RDONLY)
         try:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+        remove_stale_temp_files(target.parent)
+
+    def clean_temp_files(self, older_than_s: float = STALE_TEMP_SECONDS) -> list[Path]:
+        """Remove orphaned temporary files anywhere in the lake (maintenance)."""
+        if not self.base.is_dir():
+            return []
+        removed = remove_stale_temp_files(self.base, older_than_s)
+        for root, dirs, _ in os.walk(self.base):
+            for d in dirs:
+                removed += remove_stale_temp_files(Path(root, d), older_than_s)
+        return removed
 
     def read_bytes(self, relpath: str) -> bytes:
         return self._full(relpath).read_bytes()
@@ -124,6 +151,33 @@ class LocalLake(Lake):
 
     def uri(self, relpath: str) -> str:
         return self._full(relpath).resolve().as_uri()
+
+
+def remove_stale_temp_files(
+    directory: str | os.PathLike[str],
+    older_than_s: float = STALE_TEMP_SECONDS,
+    now: float | None = None,
+) -> list[Path]:
+    """Delete our temporary files in ``directory`` (not below) last modified more than
+    ``older_than_s`` ago; anything else, and a younger write in progress, is left alone."""
+    now = time.time() if now is None else now
+    removed = []
+    try:
+        entries = list(os.scandir(directory))
+    except FileNotFoundError:
+        return []
+    for entry in entries:
+        if not _TEMP_NAME.match(entry.name) or not entry.is_file(follow_symlinks=False):
+            continue
+        try:
+            if now - entry.stat(follow_symlinks=False).st_mtime <= older_than_s:
+                continue
+            os.unlink(entry.path)
+        except FileNotFoundError:  # another writer cleaned it first
+            continue
+        log.info("removed orphaned lake temporary file %s", entry.path)
+        removed.append(Path(entry.path))
+    return removed
 
 
 class S3Lake(Lake):

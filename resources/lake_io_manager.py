@@ -56,6 +56,20 @@ class LakeIOManager(dg.ConfigurableIOManager):
         value = (metadata or {}).get("exchange")
         return str(getattr(value, "value", value) or self.exchange)
 
+    def read_partition(
+        self, asset_key: dg.AssetKey, partition_key: str | None, exchange: str | None = None
+    ) -> pd.DataFrame | None:
+        """The partition file as the lake holds it now, None when there is none.
+
+        Assets that must never publish fewer rows than they already hold read it before
+        replacing it (``market_data/assets.py``: ``refuse_to_shrink``).
+        """
+        relpath = self._relpath(asset_key, partition_key, exchange or self.exchange)
+        try:
+            return self.lake().read_frame(relpath)
+        except FileNotFoundError:
+            return None
+
     def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame | None) -> None:
         if obj is None:
             return

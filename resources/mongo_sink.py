@@ -9,6 +9,9 @@ import dagster as dg
 from pydantic import PrivateAttr
 
 from petrosa_pipelines.serving.mongo import MongoSink
+from petrosa_pipelines.settings import check_database_url
+
+URL_VAR = "PETROSA_MONGODB_URL"
 
 
 class MongoSinkResource(dg.ConfigurableResource):
@@ -21,7 +24,9 @@ class MongoSinkResource(dg.ConfigurableResource):
 
     def sink(self) -> MongoSink:
         if self._sink is None:
-            self._sink = MongoSink.from_url(self.url, self.database)
+            # checked first: pymongo's URI errors are untyped and may echo the password
+            url = check_database_url(URL_VAR, self.url, "mongodb")
+            self._sink = MongoSink.from_url(url, self.database)
             self._sink.ensure()
         return self._sink
 

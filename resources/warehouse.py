@@ -11,6 +11,9 @@ import dagster as dg
 from pydantic import PrivateAttr
 
 from petrosa_pipelines.serving.warehouse import Warehouse
+from petrosa_pipelines.settings import check_database_url
+
+URL_VAR = "PETROSA_WAREHOUSE_URL"
 
 
 class WarehouseResource(dg.ConfigurableResource):
@@ -23,8 +26,15 @@ class WarehouseResource(dg.ConfigurableResource):
 
     _warehouse: Warehouse | None = PrivateAttr(default=None)
 
+    def _connect(self) -> Warehouse:
+        """The warehouse, after checking the URL ourselves: SQLAlchemy's parse errors are
+        untyped and the URL carries the password (``SettingError`` masks it)."""
+        return Warehouse(
+            check_database_url(URL_VAR, self.url, "postgresql"), pool_size=self.pool_size
+        )
+
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        self._warehouse = Warehouse(self.url, pool_size=self.pool_size)
+        self._warehouse = self._connect()
         if self.auto_migrate:
             self._warehouse.migrate()
 
@@ -36,7 +46,7 @@ class WarehouseResource(dg.ConfigurableResource):
     def warehouse(self) -> Warehouse:
         """The shared ``Warehouse`` (created on first use outside a run, e.g. in tests)."""
         if self._warehouse is None:
-            self._warehouse = Warehouse(self.url, pool_size=self.pool_size)
+            self._warehouse = self._connect()
             if self.auto_migrate:
                 self._warehouse.migrate()
         return self._warehouse

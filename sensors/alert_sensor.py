@@ -16,7 +16,7 @@ import os
 import smtplib
 import time
 import urllib.request
-from collections.abc import Callable, Iterable, MutableMapping
+from collections.abc import Callable, Collection, Iterable, MutableMapping
 from dataclasses import asdict, dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
@@ -26,6 +26,7 @@ import dagster as dg
 
 from petrosa_pipelines.checks.records import CheckRecord, new_check_records
 from petrosa_pipelines.checks.settings import AlertSettings, alert_settings
+from petrosa_pipelines.settings import check_url, redact
 
 log = logging.getLogger(__name__)
 _SEVERITY_RANK = {"WARN": 0, "ERROR": 1}
@@ -83,22 +84,47 @@ def send_smtp(alert: Alert, settings: AlertSettings) -> None:
         smtp.send_message(msg)
 
 
+def sink_secrets(settings: AlertSettings) -> list[str]:
+    """What must never reach a log line: webhook URLs (the path is the token) and the SMTP
+    password."""
+    values = [
+        settings.webhook_url,
+        settings.slack_webhook_url,
+        os.environ.get(settings.smtp_password_env),
+    ]
+    return [v for v in values if v]
+
+
+_SINK_URLS = {
+    "webhook": ("PETROSA_ALERT_WEBHOOK_URL", "webhook_url"),
+    "slack": ("PETROSA_ALERT_SLACK_WEBHOOK_URL", "slack_webhook_url"),
+}
+
+
+def _sink_url(sink: str, settings: AlertSettings) -> str:
+    """The sink's URL, checked before use (settings built in code skip ``alert_settings``)."""
+    var, attr = _SINK_URLS[sink]
+    return check_url(var, getattr(settings, attr) or "", ("http", "https"), secret=True)
+
+
 def send_alert(alert: Alert, settings: AlertSettings, logger: Any = log) -> list[str]:
-    """Send to every configured sink; returns the sinks that failed (each failure is logged)."""
+    """Send to every configured sink; returns the sinks that failed (each failure is logged,
+    with every sink secret redacted: libraries echo the URL they failed on)."""
     failed = []
     for sink in settings.sinks:
         try:
             if sink == "log":
                 (logger.error if alert.severity == "ERROR" else logger.warning)(alert.text())
             elif sink == "webhook":
-                _post_json(settings.webhook_url, asdict(alert), settings.timeout_s)
+                _post_json(_sink_url(sink, settings), asdict(alert), settings.timeout_s)
             elif sink == "slack":
-                _post_json(settings.slack_webhook_url, {"text": alert.text()}, settings.timeout_s)
+                _post_json(_sink_url(sink, settings), {"text": alert.text()}, settings.timeout_s)
             elif sink == "smtp":
                 send_smtp(alert, settings)
         except Exception as exc:  # noqa: BLE001 - one dead sink must not silence the others
             failed.append(sink)
-            logger.error(f"alert sink {sink} failed: {type(exc).__name__}: {exc}")
+            message = f"alert sink {sink} failed: {type(exc).__name__}: {exc}"
+            logger.error(redact(message, sink_secrets(settings)))
     return failed
 
 
@@ -168,9 +194,18 @@ def heartbeat_ages(landing_root: str | os.PathLike[str], now: float) -> dict[str
     return out
 
 
-def ingest_alerts(ages: dict[str, float], down_after_s: int) -> tuple[list[Alert], list[str]]:
+def ingest_alerts(
+    ages: dict[str, float], down_after_s: int, expected: Collection[str] | None = None
+) -> tuple[list[Alert], list[str]]:
+    """Down alerts for stale heartbeats of the ``expected`` groups (``exchange/name``).
+
+    A heartbeat left by a group that is not configured to run (the demo's short ingest, a
+    retired group) says nothing about liveness: judging it would raise a false alarm forever.
+    """
     alerts, healthy = [], []
     for group, age in sorted(ages.items()):
+        if expected is not None and group not in expected:
+            continue
         fp = f"ingest_down|{group}"
         if age <= down_after_s:
             healthy.append(fp)
@@ -194,10 +229,18 @@ def _landing_root() -> str:
     return from_env().landing_path
 
 
+def _expected_groups() -> set[str]:
+    """``exchange/name`` of every enabled stream group: the ones the supervisor keeps alive."""
+    from sensors.ingest_supervisor import groups_from_env
+
+    return {f"{g.exchange}/{g.name}" for g in groups_from_env() if g.enabled}
+
+
 def build_alert_sensor(
     settings: Callable[[], AlertSettings] = alert_settings,
     landing_root: Callable[[], str | None] = _landing_root,
     clock: Callable[[], float] = time.time,
+    expected_groups: Callable[[], Collection[str] | None] = _expected_groups,
     name: str = "check_failure_alert_sensor",
     minimum_interval_seconds: int = 30,
 ) -> dg.SensorDefinition:
@@ -220,7 +263,9 @@ def build_alert_sensor(
         )
         root = landing_root()
         if root:
-            more, healthy = ingest_alerts(heartbeat_ages(root, now), cfg.ingest_down_after_s)
+            more, healthy = ingest_alerts(
+                heartbeat_ages(root, now), cfg.ingest_down_after_s, expected_groups()
+            )
             alerts += more
             cleared += healthy
         for fp in cleared:

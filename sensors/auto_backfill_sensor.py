@@ -3,7 +3,8 @@ names, within limits that are settings (minimum gap, concurrent runs, cooldown, 
 
 Re-materialising a partition refills it from the archive or REST (``market_data.fill``) and
 re-runs its checks in the same run, so a closed gap turns the check green. Gaps that history
-cannot fill (depth: Binance publishes no order-book history) are marked unrecoverable at once;
+cannot fill (depth: Binance publishes no order-book history; the rule and its words are shared
+with the checks in ``petrosa_pipelines/checks/applicability.py``) are marked unrecoverable at once;
 any other gap becomes unrecoverable after ``max_attempts`` and is never retried again. Both are
 recorded as asset observations so the UI shows them on the partition.
 """
@@ -19,8 +20,10 @@ from typing import Any
 
 import dagster as dg
 
+from petrosa_pipelines.checks.applicability import no_history_reason
 from petrosa_pipelines.checks.records import FAILED, latest_by_partition, latest_record
 from petrosa_pipelines.checks.settings import BackfillSettings, backfill_settings
+from petrosa_pipelines.landing.records import sane_gap
 from petrosa_pipelines.lib.timeutil import DAY_MS, day_window_ms
 from petrosa_pipelines.market_data.partitions import PARTITIONS_START, SYMBOLS_PARTITIONS_NAME
 
@@ -65,18 +68,28 @@ class GapTarget:
 
 # ------------------------------------------------------------------------------------- evidence
 def ledger_targets(
-    gaps: Iterable[Any], symbols: Sequence[str], lookback_start_ms: int
+    gaps: Iterable[Any],
+    symbols: Sequence[str],
+    lookback_start_ms: int,
+    end_ms: int | None = None,
 ) -> list[GapTarget]:
-    """Gap-ledger entries split into symbol-day partitions (``*`` = every symbol/dataset)."""
+    """Gap-ledger entries split into symbol-day partitions (``*`` = every symbol/dataset).
+
+    Bounded whatever an entry says: its window is clamped (``landing.records.sane_gap``) and
+    cut to [``lookback_start_ms``, ``end_ms``), so the days walked never exceed the lookback
+    (an entry ending at 2**63-1 once made this walk 10**14 days and the sensor fail every tick).
+    """
     out = []
     first_day_ms = day_window_ms(dt.date.fromisoformat(PARTITIONS_START))[0]
     for g in gaps:
+        g = sane_gap(g)
         lo = max(g.start_ms, lookback_start_ms, first_day_ms)
+        hi = g.end_ms if end_ms is None else min(g.end_ms, end_ms)
         syms = symbols if g.symbol == "*" else [g.symbol.upper()]
         dsets = DATASETS if g.dataset == "*" else [g.dataset]
         day_start = lo - lo % DAY_MS
-        while day_start < g.end_ms:
-            span = min(g.end_ms, day_start + DAY_MS) - max(lo, day_start)
+        while day_start < hi:
+            span = min(hi, day_start + DAY_MS) - max(lo, day_start)
             day = dt.datetime.fromtimestamp(day_start / 1000, tz=dt.UTC).date().isoformat()
             for ds in dsets:
                 for sym in syms:
@@ -152,7 +165,7 @@ def plan_backfill(
             skip("already attempted")
             continue
         if t.dataset in settings.unrecoverable_datasets:
-            entry["unrecoverable"] = f"no history exists for {t.dataset}"
+            entry["unrecoverable"] = no_history_reason(t.dataset)
             plan.unrecoverable.append((t, entry["unrecoverable"]))
             continue
         if 0 <= t.gap_ms < settings.min_gap_s * 1000:
@@ -244,7 +257,7 @@ def build_auto_backfill_sensor(
             gaps = []
         targets += [
             t
-            for t in ledger_targets(gaps, symbols, start_ms)
+            for t in ledger_targets(gaps, symbols, start_ms, int(now * 1000) + 1)
             if t.partition.split("|")[1] in symbols
         ]
         active = len(

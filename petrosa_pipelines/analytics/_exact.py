@@ -68,6 +68,24 @@ def group_sum(values: np.ndarray, starts: np.ndarray) -> np.ndarray:
     return np.add.reduceat(values, starts)
 
 
+def blocked_group_sum(values: np.ndarray, starts: np.ndarray, blocks: np.ndarray) -> np.ndarray:
+    """``group_sum`` within each block of rows on its own (its decimals detected on it alone).
+
+    ``blocks`` are the sorted row positions where a block begins (the first is 0), each also a
+    run start. Why: a multi-day frame summed per UTC day gives, bit for bit, what the per-day
+    partition computes; one odd day (more decimals, a computed value) cannot change the others.
+    """
+    values = np.asarray(values, dtype="float64")
+    starts = np.asarray(starts, dtype="int64")
+    edges = np.append(np.asarray(blocks, dtype="int64"), values.size)
+    first_run = np.searchsorted(starts, edges)
+    out = np.zeros(starts.size)
+    for a, b, ra, rb in zip(edges[:-1], edges[1:], first_run[:-1], first_run[1:], strict=True):
+        if rb > ra:
+            out[ra:rb] = group_sum(values[a:b], starts[ra:rb] - a)
+    return out
+
+
 def group_sum_product(a: np.ndarray, b: np.ndarray, starts: np.ndarray) -> np.ndarray:
     """Sum of ``a * b`` per run, exact as decimals when both factors are short decimals.
 

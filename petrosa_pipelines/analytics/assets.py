@@ -9,7 +9,9 @@ Each ``AnalyticSpec`` becomes one asset ``analytics/<name>`` in group ``analytic
   (``allow_missing_partitions``) and the IO manager hands over one frame sorted by time;
 * automation follows the inputs only once their blocking checks passed (DAGSTER_1_13 item 7);
 * the body is thin: it calls the spec's plain ``compute`` function and reports row count, time
-  range, column schema and lineage, and a chart.
+  range, column schema and lineage, and a chart (``summary`` inline, ``chart: <what>`` as a PNG);
+* an input without rows (e.g. no depth for a day from before the ingest ran) is not computed:
+  the asset writes 0 rows and a ``note`` saying which dataset had no data, never rows of NaN.
 """
 
 import datetime as dt
@@ -17,6 +19,7 @@ import datetime as dt
 import dagster as dg
 import pandas as pd
 
+from petrosa_pipelines.analytics.charts import ChartContext
 from petrosa_pipelines.analytics.compute import AnalyticsConfig, Part
 from petrosa_pipelines.analytics.specs import ALL_SPECS, AnalyticSpec, InputSpec
 from petrosa_pipelines.market_data.assets import table_schema
@@ -97,15 +100,31 @@ def _part(context: dg.AssetExecutionContext, per_symbol: bool) -> Part:
     return Part(day, symbol, pd.Timestamp.now(tz="UTC"))
 
 
-def output_metadata(spec: AnalyticSpec, frame: pd.DataFrame, part: Part) -> dict[str, object]:
-    """Row count, time range, schema, lineage and the chart of one materialisation."""
+def no_data_note(missing: list[str]) -> str:
+    """Why a materialisation has 0 rows: the upstream datasets that held none."""
+    names = ", ".join(missing)
+    return (
+        f"no {names} data for this partition (market_data/{missing[0]} has 0 rows): nothing to "
+        "compute, 0 rows written"
+    )
+
+
+def output_metadata(
+    spec: AnalyticSpec, frame: pd.DataFrame, part: Part, note: str | None = None
+) -> dict[str, object]:
+    """Row count, time range, schema, lineage and the chart (or the note) of one materialisation."""
+    ctx = ChartContext(part.day, part.symbol)
     meta: dict[str, object] = {
         "dagster/row_count": len(frame),
         "dagster/column_schema": table_schema_of(spec),
         "dagster/column_lineage": column_lineage(spec),
         "window_closed": part.closed,
-        "chart": spec.chart(frame),
     }
+    if note is not None:
+        meta["note"] = note
+        meta["summary"] = dg.MetadataValue.md(f"**{ctx.label}**: {note}")
+    else:
+        meta.update(spec.chart(frame, ctx))
     if len(frame) and spec.time_column in frame.columns:
         times = pd.to_datetime(frame[spec.time_column], utc=True)
         meta["first_time"] = str(times.min())
@@ -118,12 +137,19 @@ def output_metadata(spec: AnalyticSpec, frame: pd.DataFrame, part: Part) -> dict
     return meta
 
 
-def table_schema_of(spec: AnalyticSpec) -> dg.TableSchema:
+def _dataset_schema(spec: AnalyticSpec):
     from petrosa_pipelines.catalog.schemas import DatasetSchema
 
-    return table_schema(
-        DatasetSchema(spec.name, 1, spec.description, (), spec.time_column, spec.columns)
-    )
+    return DatasetSchema(spec.name, 1, spec.description, (), spec.time_column, spec.columns)
+
+
+def table_schema_of(spec: AnalyticSpec) -> dg.TableSchema:
+    return table_schema(_dataset_schema(spec))
+
+
+def table_schema_frame(spec: AnalyticSpec) -> pd.DataFrame:
+    """The asset's columns with their types and no rows."""
+    return _dataset_schema(spec).empty_frame()
 
 
 def build_analytics_asset(spec: AnalyticSpec) -> dg.AssetsDefinition:
@@ -163,10 +189,12 @@ def build_analytics_asset(spec: AnalyticSpec) -> dg.AssetsDefinition:
         context: dg.AssetExecutionContext, config: AnalyticsConfig, **inputs: pd.DataFrame
     ) -> dg.MaterializeResult:
         part = _part(context, spec.per_symbol)
-        frame = spec.compute(inputs, part, config)
-        meta = output_metadata(spec, frame, part)
+        missing = spec.missing_inputs(inputs)
+        note = no_data_note(missing) if missing else None
+        frame = table_schema_frame(spec) if missing else spec.compute(inputs, part, config)
+        meta = output_metadata(spec, frame, part, note)
         meta["input_rows"] = dg.MetadataValue.json({k: len(v) for k, v in inputs.items()})
-        context.log.info(f"{spec.name} {context.partition_key}: {len(frame)} rows")
+        context.log.info(f"{spec.name} {context.partition_key}: {len(frame)} rows {note or ''}")
         return dg.MaterializeResult(value=frame, metadata=meta)
 
     return _analytics_asset

@@ -157,22 +157,24 @@ def trade_sizes_table(inputs: dict, part: Part, cfg: AnalyticsConfig) -> pd.Data
 
 
 def liquidity_table(inputs: dict, part: Part, cfg: AnalyticsConfig) -> pd.DataFrame:
+    """Book metrics for the minutes that have book snapshots, with the minute's Amihud term.
+
+    A minute without depth has no spread or depth to report, so it has no row (rows of NaN
+    read as data; the asset notes a day without any depth instead).
+    """
     book = liquidity.per_interval(liquidity.book_metrics(inputs["depth"], cfg.depth_band_bps))
     candles = inputs["candles"].sort_values("open_time") if len(inputs["candles"]) else None
-    if candles is not None:
+    if candles is not None and len(book):
         illiq = pd.DataFrame(
             {
                 "bucket_start": candles["open_time"].astype("datetime64[ms, UTC]").to_numpy(),
                 "amihud": liquidity.amihud_terms(candles).to_numpy(),
             }
-        )
-        book = illiq.merge(book, on="bucket_start", how="outer") if len(book) else illiq
-    if "amihud" not in book.columns:
+        ).drop_duplicates("bucket_start")
+        book = book.merge(illiq, on="bucket_start", how="left")
+    else:
         book["amihud"] = np.nan
-    for col in LIQUIDITY_COLUMNS:
-        if col not in book.columns:
-            book[col] = 0 if col == "snapshots" else np.nan
-    book["snapshots"] = book["snapshots"].fillna(0).astype("int64")
+    book["snapshots"] = book["snapshots"].astype("int64")
     book["band_bps"] = float(cfg.depth_band_bps)
     book["bucket_start"] = pd.to_datetime(book["bucket_start"], utc=True).astype(
         "datetime64[ms, UTC]"

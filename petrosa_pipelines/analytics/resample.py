@@ -25,20 +25,29 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from petrosa_pipelines.analytics._exact import ExactColumn, group_sum
+from petrosa_pipelines.analytics._exact import ExactColumn, blocked_group_sum
 
+#: every interval this module builds; 1m and longer are Binance's kline intervals up to 1d
+#: (https://developers.binance.com/docs/derivatives/usds-margined-futures/market-data/rest-api/Kline-Candlestick-Data)
 INTERVAL_MS: dict[str, int] = {
     "1s": 1_000,
     "5s": 5_000,
     "15s": 15_000,
     "30s": 30_000,
     "1m": 60_000,
+    "3m": 180_000,
     "5m": 300_000,
     "15m": 900_000,
+    "30m": 1_800_000,
     "1h": 3_600_000,
+    "2h": 7_200_000,
     "4h": 14_400_000,
+    "6h": 21_600_000,
+    "8h": 28_800_000,
+    "12h": 43_200_000,
     "1d": 86_400_000,
 }
+_DAY_MS = 86_400_000
 TRADE_INTERVALS = ("1s", "5s", "15s", "30s")
 CANDLE_INTERVALS = ("5m", "15m", "1h", "4h", "1d")
 
@@ -228,11 +237,13 @@ def resample_candles(
     as_of: pd.Timestamp | None = None,
     include_partial: bool = False,
 ) -> pd.DataFrame:
-    """Candles of a longer ``interval`` (5m..1d) from 1m candles of one symbol.
+    """Candles of a longer ``interval`` (3m..1d) from 1m candles of one symbol, one day or many.
 
-    Complete means all ``interval / 1m`` candles are present (and, with ``as_of``, that the
-    interval ended by then). A day with a missing minute yields a partial 1h and a partial 1d,
-    never a silently short one.
+    Sums are decimal-exact per UTC day, so a range of days gives each day's bars bit for bit as
+    that day alone does (``analytics/candles_from_1m`` works per day, ``api.load_candles`` on
+    ranges). Complete means all ``interval / 1m`` candles are present (and, with ``as_of``,
+    that the interval ended by then). A day with a missing minute yields a partial 1h and a
+    partial 1d, never a silently short one.
     """
     step = interval_ms(interval)
     base = INTERVAL_MS["1m"]
@@ -245,6 +256,9 @@ def resample_candles(
     buckets = opens // step * step
     starts = _run_starts(buckets)
     ends = np.append(starts[1:], len(c)) - 1
+    # sums per UTC day (every interval here divides a day): a range of days resamples to
+    # exactly what each day's partition does
+    days = _run_starts(opens // _DAY_MS) if _DAY_MS % step == 0 else np.zeros(1, "int64")
     high = c["high"].to_numpy("float64")
     low = c["low"].to_numpy("float64")
     n = np.diff(np.append(starts, len(c)))
@@ -253,7 +267,7 @@ def resample_candles(
         "high": np.maximum.reduceat(high, starts),
         "low": np.minimum.reduceat(low, starts),
         "close": c["close"].to_numpy("float64")[ends],
-        **{s: group_sum(c[s].to_numpy("float64"), starts) for s in _SUMS},
+        **{s: blocked_group_sum(c[s].to_numpy("float64"), starts, days) for s in _SUMS},
         "trade_count": np.add.reduceat(c["trade_count"].to_numpy("int64"), starts),
         "source_rows": n,
     }

@@ -9,6 +9,10 @@ which gives yesterday its final refresh once its last window closed.
 
 Only symbol-days whose 1m candles exist are requested, and none whose candles carry a failed
 blocking check, so the schedule never pushes data the auditors stopped.
+
+Both schedules start RUNNING, as the README describes the refresh: a tick with nothing ready
+is a cheap skip (one query of materialisations), and a deployment that wants no refresh
+turns them off in the UI (the toggle persists in the instance).
 """
 
 from __future__ import annotations
@@ -117,6 +121,7 @@ def build_analytics_schedules(
         cron_schedule=cron,
         job=analytics_rolling_job,
         execution_timezone="UTC",
+        default_status=dg.DefaultScheduleStatus.RUNNING,
         description=f"Every {refresh_seconds}s: rolling analytics of the latest closed window.",
     )
     def rolling_refresh(context: dg.ScheduleEvaluationContext):
@@ -138,6 +143,7 @@ def build_analytics_schedules(
         cron_schedule=cron,
         job=analytics_cross_symbol_job,
         execution_timezone="UTC",
+        default_status=dg.DefaultScheduleStatus.RUNNING,
         description=f"Every {refresh_seconds}s: cross-symbol correlation of the latest window.",
     )
     def cross_symbol_refresh(context: dg.ScheduleEvaluationContext):

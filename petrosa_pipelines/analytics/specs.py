@@ -10,10 +10,11 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from petrosa_pipelines.analytics import charts, compute
+from petrosa_pipelines.analytics import charts, compute, correlation
 from petrosa_pipelines.catalog.schemas import TS, Column
 
 #: rolling windows, in days including the partition's own day (fixed: they are partition mappings)
@@ -43,9 +44,18 @@ class AnalyticSpec:
     lineage: Mapping[str, tuple[tuple[str, str], ...]]
     time_column: str
     compute: Callable[[dict, compute.Part, compute.AnalyticsConfig], pd.DataFrame]
-    chart: Callable[[pd.DataFrame], object]
+    #: the chart's metadata entries (``summary`` and ``chart: <what>``) for an output frame
+    chart: Callable[[pd.DataFrame, charts.ChartContext], dict[str, object]]
     per_symbol: bool = True
     tags: Mapping[str, str] = field(default_factory=dict)
+    #: inputs without which there is nothing to compute (default: every input); when one is
+    #: empty the asset writes 0 rows and says so instead of a frame of NaN
+    required: tuple[str, ...] | None = None
+
+    def missing_inputs(self, inputs: Mapping[str, pd.DataFrame]) -> list[str]:
+        """The required inputs that hold no rows, as upstream dataset names (e.g. depth)."""
+        names = self.required if self.required is not None else tuple(self.inputs)
+        return [self.inputs[n].key[-1] for n in names if len(inputs.get(n, ())) == 0]
 
     @property
     def rolling(self) -> bool:
@@ -95,33 +105,106 @@ def _from(inp: str, outputs: tuple[str, ...], sources: tuple[str, ...]) -> dict:
     return {o: tuple((inp, s) for s in sources) for o in outputs}
 
 
-def _line(x: str, ys: tuple[str, ...], title: str, where: Callable | None = None):
-    def chart(frame: pd.DataFrame):
+ChartFn = Callable[[pd.DataFrame, charts.ChartContext], dict[str, object]]
+
+
+def _entries(ctx: charts.ChartContext, what: str, md: object, facts: list[str]) -> dict:
+    """``summary`` (inline in the UI) and ``chart: <what>`` (the figure; the key titles the
+    dialog it opens in) for one materialisation; see analytics/charts.py."""
+    return {"summary": charts.summary(f"{ctx.label}: {what}", facts), f"chart: {what}": md}
+
+
+def _stats(values: pd.Series, unit: str, scale: float = 1.0) -> list[str]:
+    v = values.astype("float64").dropna() * scale
+    if v.empty:
+        return ["no values"]
+    return [f"min {v.min():.4g}", f"mean {v.mean():.4g}", f"max {v.max():.4g} {unit}".rstrip()]
+
+
+def _line(
+    x: str,
+    ys: tuple[str, ...],
+    what: str,
+    ylabel: str,
+    unit: str,
+    where: Callable | None = None,
+    scale: float = 1.0,
+) -> ChartFn:
+    """A line chart of ``ys`` against ``x``; ``ylabel``/``unit`` may name {quote} and {base}."""
+
+    def chart(frame: pd.DataFrame, ctx: charts.ChartContext) -> dict:
         f = where(frame) if where else frame
+        u = unit.format(quote=ctx.quote, base=ctx.base)
         if f.empty:
-            return charts.table_preview(f, title)
-        return charts.line_chart(f[x], {y: f[y] for y in ys}, title)
+            return {"summary": charts.summary(f"{ctx.label}: {what}", ["no rows to plot"])}
+        title = f"{ctx.label}: {what}"
+        series = {y: f[y].astype("float64") * scale for y in ys}
+        label = ylabel.format(quote=ctx.quote, base=ctx.base)
+        md = charts.line_chart(f[x], series, title, ylabel=label)
+        facts = [f"{len(f):,} points", *_stats(f[ys[0]], u, scale)]
+        return _entries(ctx, what, md, facts)
 
     return chart
 
 
-def _bars(label: str, value: str, title: str, where: Callable | None = None, h: bool = False):
-    def chart(frame: pd.DataFrame):
+def _bars(
+    label: str,
+    value: str,
+    what: str,
+    value_label: str,
+    label_label: str,
+    where: Callable | None = None,
+    h: bool = False,
+    scale: float = 1.0,
+) -> ChartFn:
+    """Bars of ``value`` per ``label``; axis labels may name {quote} and {base}."""
+
+    def chart(frame: pd.DataFrame, ctx: charts.ChartContext) -> dict:
         f = where(frame) if where else frame
         if f.empty:
-            return charts.table_preview(f, title)
-        return charts.bar_chart(f[label].round(6).tolist(), f[value].tolist(), title, horizontal=h)
-
-    return chart
-
-
-def _heat(x: str, y: str, v: str, title: str):
-    def chart(frame: pd.DataFrame):
-        return (
-            charts.heatmap_chart(frame, x, y, v, title)
-            if len(frame)
-            else charts.table_preview(frame, title)
+            return {"summary": charts.summary(f"{ctx.label}: {what}", ["no rows to plot"])}
+        title = f"{ctx.label}: {what}"
+        vl = value_label.format(quote=ctx.quote, base=ctx.base)
+        ll = label_label.format(quote=ctx.quote, base=ctx.base)
+        labels = [round(v, 6) if isinstance(v, float) else v for v in f[label].tolist()]
+        values = (f[value].astype("float64") * scale).tolist()
+        md = charts.bar_chart(
+            labels,
+            values,
+            title,
+            ylabel=ll if h else vl,
+            xlabel=vl if h else ll,
+            horizontal=h,
         )
+        top = int(np.nanargmax(values)) if np.isfinite(values).any() else 0
+        facts = [f"{len(f):,} bars", f"largest: {labels[top]} ({values[top]:.4g} {vl})"]
+        return _entries(ctx, what, md, facts)
+
+    return chart
+
+
+def _heat(x: str, y: str, v: str, what: str) -> ChartFn:
+    def chart(frame: pd.DataFrame, ctx: charts.ChartContext) -> dict:
+        if frame.empty:
+            return {"summary": charts.summary(f"{ctx.label}: {what}", ["no rows to plot"])}
+        title = f"{ctx.label}: {what}"
+        md = charts.heatmap_chart(
+            frame,
+            x,
+            y,
+            v,
+            title,
+            xlabel="time (UTC)",
+            ylabel=f"price bucket ({ctx.quote})",
+            colorbar_label=f"mean resting quantity, bids + asks ({ctx.base})",
+        )
+        times = pd.to_datetime(frame[x], utc=True)
+        facts = [
+            f"{times.nunique():,} time buckets {times.min():%H:%M}-{times.max():%H:%M} UTC",
+            f"prices {frame[y].min():.6g}-{frame[y].max():.6g} {ctx.quote}",
+            f"largest cell {frame[v].max():.4g} {ctx.base}",
+        ]
+        return _entries(ctx, what, md, facts)
 
     return chart
 
@@ -173,7 +256,14 @@ SPECS: tuple[AnalyticSpec, ...] = (
         lineage=_TRADE_CANDLE_LINEAGE,
         time_column="open_time",
         compute=compute.candles_from_trades,
-        chart=_line("open_time", ("close",), "30s close", _interval("30s")),
+        chart=_line(
+            "open_time",
+            ("close",),
+            "30-second close",
+            "price ({quote})",
+            "{quote}",
+            _interval("30s"),
+        ),
         tags={"timeframe": "1s-30s"},
     ),
     AnalyticSpec(
@@ -188,7 +278,14 @@ SPECS: tuple[AnalyticSpec, ...] = (
         lineage=_CANDLE_LINEAGE,
         time_column="open_time",
         compute=compute.candles_from_1m,
-        chart=_line("open_time", ("close",), "1h close", _interval("1h")),
+        chart=_line(
+            "open_time",
+            ("close",),
+            "1-hour close",
+            "price ({quote})",
+            "{quote}",
+            _interval("1h"),
+        ),
         tags={"timeframe": "5m-1d"},
     ),
     AnalyticSpec(
@@ -218,7 +315,14 @@ SPECS: tuple[AnalyticSpec, ...] = (
         | _from("candles", ("bars_day", "bars_window", "window_days"), ("open_time",)),
         time_column="date",
         compute=compute.volatility_table,
-        chart=_bars("method", "volatility_day", "annualised volatility of the day"),
+        chart=_bars(
+            "method",
+            "volatility_day",
+            "annualised volatility of the day by estimator",
+            "annualised volatility (%)",
+            "estimator",
+            scale=100.0,
+        ),
     ),
     AnalyticSpec(
         name="volume",
@@ -250,7 +354,12 @@ SPECS: tuple[AnalyticSpec, ...] = (
         time_column="bucket_start",
         compute=compute.volume_table,
         chart=_line(
-            "bucket_start", ("taker_imbalance",), "hourly taker imbalance", _interval("1h")
+            "bucket_start",
+            ("taker_imbalance",),
+            "hourly taker imbalance",
+            "taker imbalance (buy - sell) / (buy + sell)",
+            "",
+            _interval("1h"),
         ),
     ),
     AnalyticSpec(
@@ -281,7 +390,14 @@ SPECS: tuple[AnalyticSpec, ...] = (
         | _from("trades", ("trade_count",), ("price",)),
         time_column="date",
         compute=compute.volume_profile_table,
-        chart=_bars("price_low", "volume", "volume profile", h=True),
+        chart=_bars(
+            "price_low",
+            "volume",
+            "volume profile (volume per price bucket)",
+            "volume ({base})",
+            "price bucket low ({quote})",
+            h=True,
+        ),
     ),
     AnalyticSpec(
         name="trade_sizes",
@@ -316,7 +432,14 @@ SPECS: tuple[AnalyticSpec, ...] = (
         ),
         time_column="date",
         compute=compute.trade_sizes_table,
-        chart=_bars("notional_low", "quote_share", "quote volume share by trade notional"),
+        chart=_bars(
+            "notional_low",
+            "quote_share",
+            "share of quote volume by trade size",
+            "share of quote volume (%)",
+            "trade notional from ({quote})",
+            scale=100.0,
+        ),
     ),
     AnalyticSpec(
         name="liquidity",
@@ -336,7 +459,7 @@ SPECS: tuple[AnalyticSpec, ...] = (
             _c("ask_depth", F64, "Mean ask quantity within band_bps above mid."),
             _c("depth_imbalance", F64, "Mean (bid_depth - ask_depth) / (bid_depth + ask_depth)."),
             _c("top_imbalance", F64, "Mean level-0 size imbalance."),
-            Column("snapshots", I64, "Book snapshots in the minute (0: no depth recorded)."),
+            Column("snapshots", I64, "Book snapshots in the minute (always >= 1)."),
             Column("band_bps", F64, "Half-width N of the depth band, bps."),
             _c("amihud", F64, "|simple return| / quote volume x 1e6 for the minute."),
         ),
@@ -347,7 +470,14 @@ SPECS: tuple[AnalyticSpec, ...] = (
         | {"bucket_start": (("depth", "snapshot_time"), ("candles", "open_time"))},
         time_column="bucket_start",
         compute=compute.liquidity_table,
-        chart=_line("bucket_start", ("spread_bps",), "quoted spread (bps)"),
+        required=("depth",),
+        chart=_line(
+            "bucket_start",
+            ("spread_bps",),
+            "quoted spread per minute",
+            "quoted spread (bps)",
+            "bps",
+        ),
     ),
     AnalyticSpec(
         name="liquidity_heatmap",
@@ -371,7 +501,7 @@ SPECS: tuple[AnalyticSpec, ...] = (
         | _from("depth", ("quantity",), ("quantity", "snapshot_time")),
         time_column="bucket_start",
         compute=compute.heatmap_table,
-        chart=_heat("bucket_start", "price_low", "quantity", "resting liquidity"),
+        chart=_heat("bucket_start", "price_low", "quantity", "resting liquidity heatmap"),
     ),
     AnalyticSpec(
         name="trend",
@@ -414,7 +544,13 @@ SPECS: tuple[AnalyticSpec, ...] = (
         | _from("candles", ("plus_di", "minus_di", "adx"), ("high", "low", "close")),
         time_column="open_time",
         compute=compute.trend_table,
-        chart=_line("open_time", ("close", "sma_fast", "sma_slow"), "close and moving averages"),
+        chart=_line(
+            "open_time",
+            ("close", "sma_fast", "sma_slow"),
+            "1m close and moving averages",
+            "price ({quote})",
+            "{quote}",
+        ),
     ),
     AnalyticSpec(
         name="deviation",
@@ -438,7 +574,13 @@ SPECS: tuple[AnalyticSpec, ...] = (
         | _from("candles", ("zscore", "bb_mid", "bb_upper", "bb_lower", "percent_b"), ("close",)),
         time_column="open_time",
         compute=compute.deviation_table,
-        chart=_line("open_time", ("zscore",), "z-score of close"),
+        chart=_line(
+            "open_time",
+            ("zscore",),
+            "z-score of the 1m close",
+            "z-score (standard deviations)",
+            "sd",
+        ),
     ),
     AnalyticSpec(
         name="seasonality",
@@ -465,8 +607,11 @@ SPECS: tuple[AnalyticSpec, ...] = (
         chart=_bars(
             "bucket",
             "volatility",
-            "volatility by UTC hour",
+            f"annualised volatility by hour of day ({SEASONALITY_WINDOW_DAYS} days)",
+            "annualised volatility (%)",
+            "hour of day (UTC)",
             lambda f: f[f["profile"] == "hour_of_day"] if len(f) else f,
+            scale=100.0,
         ),
     ),
     AnalyticSpec(
@@ -496,7 +641,14 @@ SPECS: tuple[AnalyticSpec, ...] = (
         ),
         time_column="funding_time",
         compute=compute.funding_table,
-        chart=_line("funding_time", ("cumulative_rate",), "cumulative funding (long)"),
+        chart=_line(
+            "funding_time",
+            ("cumulative_rate",),
+            f"cumulative funding paid by a long ({FUNDING_WINDOW_DAYS}-day window)",
+            "cumulative funding rate (%)",
+            "%",
+            scale=100.0,
+        ),
     ),
 )
 
@@ -514,14 +666,20 @@ _PAIR_COLUMNS = (
 )
 
 
-def _corr_matrix(title: str):
-    def chart(frame: pd.DataFrame):
+def _corr_matrix(what: str) -> ChartFn:
+    def chart(frame: pd.DataFrame, ctx: charts.ChartContext) -> dict:
         if frame.empty:
-            return charts.table_preview(frame, title)
-        both = pd.concat(
-            [frame, frame.rename(columns={"symbol_a": "symbol_b", "symbol_b": "symbol_a"})]
-        )
-        return charts.heatmap_chart(both, "symbol_a", "symbol_b", "correlation", title)
+            note = "no symbol pair with common minutes (needs two or more symbols)"
+            return {"summary": charts.summary(f"{ctx.label}: {what}", [note])}
+        title = f"{ctx.label}: {what}"
+        md = charts.correlation_chart(correlation.matrix(frame), title)
+        facts = [
+            f"{a}/{b} {rho:.2f} (n={n:,})"
+            for a, b, rho, n in frame[["symbol_a", "symbol_b", "correlation", "n"]].itertuples(
+                index=False
+            )
+        ]
+        return _entries(ctx, what, md, facts)
 
     return chart
 
@@ -543,7 +701,7 @@ CROSS_SPECS: tuple[AnalyticSpec, ...] = (
         ),
         time_column="date",
         compute=compute.correlation_table,
-        chart=_corr_matrix("return correlation"),
+        chart=_corr_matrix("correlation of 1m log returns"),
         per_symbol=False,
     ),
     AnalyticSpec(
@@ -558,7 +716,7 @@ CROSS_SPECS: tuple[AnalyticSpec, ...] = (
         | {"days": (("correlation", "date"),)},
         time_column="date",
         compute=compute.correlation_rolling_table,
-        chart=_corr_matrix(f"{CORRELATION_WINDOW_DAYS}-day return correlation"),
+        chart=_corr_matrix(f"correlation of 1m log returns, {CORRELATION_WINDOW_DAYS} days"),
         per_symbol=False,
     ),
 )

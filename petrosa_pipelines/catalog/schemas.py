@@ -101,7 +101,11 @@ DEPTH = DatasetSchema(
     version=1,
     description=(
         "Top-N order-book snapshots sampled at a fixed cadence from a book kept in sync with "
-        "Binance's diff stream; one row per (snapshot, side, level). No REST history exists."
+        "Binance's diff stream; one row per (snapshot, side, level). **Cannot be backfilled**: "
+        "no exchange serves order-book history (no REST endpoint, no archive), so a partition "
+        "holds only what the websocket ingest landed that day. Materialising a day the ingest "
+        "did not cover succeeds with an empty partition whose metadata says "
+        "`history_available: false` and `depth_coverage: none`, with a note."
     ),
     natural_key=("exchange", "symbol", "snapshot_time", "side", "level"),
     time_column="snapshot_time",
@@ -133,6 +137,34 @@ FUNDING = DatasetSchema(
 )
 
 DATASETS: dict[str, DatasetSchema] = {s.name: s for s in (TRADES, CANDLES, DEPTH, FUNDING)}
+
+#: Individual trades of Binance's ``@trade`` stream (hftbacktest-style captures; the NATS feed
+#: of a later issue). Not a partitioned asset (yet), so not in ``DATASETS``: frames are built by
+#: ``exchanges.frames.raw_trades_to_frame``. Every print is a row, its type in ``trade_type``;
+#: only ``MARKET`` prints may feed candles and trade statistics
+#: (``exchanges.frames.market_trades_frame``), as in Binance's own klines.
+RAW_TRADES = DatasetSchema(
+    name="raw_trades",
+    version=1,
+    description="Individual trades (Binance trade stream), every print with its type (X).",
+    natural_key=("exchange", "symbol", "trade_id"),
+    time_column="trade_time",
+    columns=(
+        *_COMMON_HEAD,
+        Column("trade_id", pa.int64(), "Trade id; consecutive per symbol."),
+        Column("price", pa.float64(), "Trade price in quote asset."),
+        Column("quantity", pa.float64(), "Trade quantity in base asset."),
+        Column("trade_time", TS, "Matching-engine time of the trade (UTC)."),
+        Column("is_buyer_maker", pa.bool_(), "True when the buyer was the maker (a sell print)."),
+        Column(
+            "trade_type",
+            pa.string(),
+            "Print type (Binance X): MARKET, or INSURANCE_FUND / ADL / NA, which Binance's "
+            "klines leave out.",
+        ),
+        *_PROVENANCE,
+    ),
+)
 
 
 def dataset_schema(name: str) -> DatasetSchema:

@@ -1,6 +1,7 @@
 """⑤ Auditing: partition-aware asset checks, health scores, scheduled audits.
 
-Pure check functions live in ``audit`` / ``audit_book`` (no Dagster), scoring in ``health``,
+Pure check functions live in ``audit`` / ``audit_book`` (no Dagster), what can be judged at all
+in ``applicability``, the one-line reasons in ``explain``, scoring in ``health``,
 the great-expectations factory in ``gx``; ``definitions`` wraps them for Dagster. The alert
 and auto-backfill sensors live in the top-level ``sensors`` package.
 
@@ -9,7 +10,8 @@ benchmark, a notebook) does not build the definitions.
 
 - ``CHECKS``: every asset check definition (one multi-asset check per dataset, the
   candles/trades agreement, the three-way reconciliation)
-- ``CHECK_ASSETS``: the ``checks/health`` asset (group ``checks``)
+- ``CHECK_ASSETS``: the ``checks/health`` asset (group ``checks``), with the day x symbol x
+  dataset health grid (``grid``) and its ERROR check ``health_above_threshold``
 - ``CHECK_JOBS``: ``audit_job`` (checks only, partition passed as run tags)
 - ``CHECK_SCHEDULES``: ``audit_schedule`` (default interval 300 s; see ``build_audit_schedule``)
 - ``CHECK_SENSORS``: ``health_refresh_sensor`` (materialises health when results land)

@@ -12,6 +12,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from petrosa_pipelines.checks.applicability import (
+    freshness_applicability,
+    history_applicability,
+    not_applicable,
+)
 from petrosa_pipelines.checks.audit import (
     CheckOutcome,
     _rows,
@@ -157,6 +162,8 @@ def depth_coverage(
         missing.size,
         {
             "coverage": share,
+            "min_coverage": min_coverage,
+            "cadence_ms": cadence_ms,
             "uncovered_ranges": starts.size,
             "uncovered_ms": int(missing.size * cadence_ms),
         },
@@ -247,8 +254,9 @@ def freshness(
 ) -> CheckOutcome:
     """The newest row is no more than ``max_lag_ms`` behind the newest row that could exist.
 
-    For the open (today's) partition that is "now"; for a closed one, the end of its day. The
-    score decays linearly from 1 at the allowed lag to 0 at ten times it.
+    Only the open (today's) partition is judged, against "now": on a closed day it is not
+    applicable (its completeness checks judge it). The score decays linearly from 1 at the
+    allowed lag to 0 at ten times it.
     """
     stop = min(end_ms, now_ms)
     newest_expected = stop - step_ms
@@ -260,7 +268,7 @@ def freshness(
     lag = (newest_expected - newest) if newest is not None else stop - start_ms
     lag = max(int(lag), 0)
     score = 1.0 if lag <= max_lag_ms else max(0.0, 1.0 - (lag - max_lag_ms) / (9 * max_lag_ms))
-    return CheckOutcome(
+    result = CheckOutcome(
         "fresh",
         lag <= max_lag_ms,
         "WARN",
@@ -278,6 +286,8 @@ def freshness(
         else [],
         score=score,
     )
+    closed = freshness_applicability(end_ms, now_ms)
+    return result if closed.applicable else not_applicable(result, closed.reason)
 
 
 # ------------------------------------------------------------------------------ reconciliation
@@ -416,11 +426,18 @@ def audit_dataset(
     now_ms: int,
     settings: AuditSettings,
     ledger: Sequence[Mapping[str, Any]] = (),
+    ingest_started_ms: int | None = None,
 ) -> list[CheckOutcome]:
-    """Every single-dataset check of one partition, freshness included (no GX, no cross checks)."""
+    """Every single-dataset check of one partition, freshness included (no GX, no cross checks).
+
+    ``ingest_started_ms`` (the first landed frame, ``applicability.ingest_started_ms``) decides
+    whether a dataset without history can have data here: where it cannot, every outcome is
+    "not applicable" with the reason; on the day the ingest started, coverage counts from then.
+    """
     from petrosa_pipelines.checks.audit import audit_candles, audit_trades
 
     lag = settings.freshness_max_lag_s * 1000
+    app = history_applicability(dataset, start_ms, end_ms, len(frame), ingest_started_ms)
     if dataset == "candles":
         outs = audit_candles(frame, start_ms, end_ms, now_ms, settings)
         fresh = freshness(frame, "open_time", start_ms, end_ms, now_ms, lag)
@@ -428,7 +445,15 @@ def audit_dataset(
         outs = audit_trades(frame, settings)[1]
         fresh = freshness(frame, "trade_time", start_ms, end_ms, now_ms, lag, step_ms=0)
     elif dataset == "depth":
-        outs = audit_depth(frame, start_ms, end_ms, now_ms, settings, ledger)
+        judged_from = app.from_ms if app.from_ms is not None else start_ms
+        outs = audit_depth(frame, judged_from, end_ms, now_ms, settings, ledger)
+        if app.from_ms is not None:
+            outs = [
+                replace(o, note=f"{app.reason} (the ingest started then)")
+                if o.name == "depth_coverage"
+                else o
+                for o in outs
+            ]
         fresh = freshness(
             frame, "snapshot_time", start_ms, end_ms, now_ms, lag, step_ms=settings.depth_cadence_ms
         )
@@ -438,4 +463,7 @@ def audit_dataset(
         fresh = freshness(frame, "funding_time", start_ms, end_ms, now_ms, lag, step, grid=True)
     else:
         raise ValueError(f"no audit for dataset {dataset!r}")
-    return [*outs, fresh]
+    outs = [*outs, fresh]
+    if not app.applicable:
+        return [not_applicable(o, app.reason) for o in outs]
+    return outs

@@ -12,21 +12,40 @@ ERROR severity; staleness, anomalies and cross-source disagreements warn.
 import datetime as dt
 import json
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 from typing import Any
 
 import dagster as dg
 import pandas as pd
 
 from petrosa_pipelines.catalog.schemas import DATASETS
+from petrosa_pipelines.checks.applicability import ingest_started_ms
 from petrosa_pipelines.checks.audit import (
+    WICK_CHECK,
     CheckOutcome,
     TradeArrays,
     candles_match_trades,
     trades_within_candles,
 )
 from petrosa_pipelines.checks.audit_book import audit_dataset, reconcile
-from petrosa_pipelines.checks.health import HEALTH_CHECK, health_for, health_metadata
-from petrosa_pipelines.checks.records import new_check_records
+from petrosa_pipelines.checks.explain import describe, key_figures
+from petrosa_pipelines.checks.grid import (
+    LEGEND,
+    Cell,
+    cell,
+    grid_frame,
+    health_grid,
+    heatmap_png,
+    png_markdown,
+    recent_rows,
+)
+from petrosa_pipelines.checks.health import (
+    HEALTH_CHECK,
+    describe_health,
+    health_for,
+    health_metadata,
+)
+from petrosa_pipelines.checks.records import latest_record, new_check_records
 from petrosa_pipelines.checks.settings import AuditSettings, audit_settings
 from petrosa_pipelines.lib.timeutil import day_window_ms, utc_now_ms
 from petrosa_pipelines.market_data.partitions import (
@@ -62,6 +81,12 @@ DATASET_CHECKS: dict[str, list[tuple[str, bool, str]]] = {
         ("candles_volumes_valid", True, "Volumes >= 0; taker-buy volume <= total volume."),
         ("candles_continuous", False, "Each minute opens near the previous close."),
         ("candles_no_anomalies", False, "No return with an extreme robust z-score."),
+        (
+            WICK_CHECK,
+            True,
+            "No high or low implausibly far beyond its candle's body and its neighbours "
+            "(a lone bad print multiplies range-based volatility).",
+        ),
     ],
     "trades": [
         ("trades_id_continuous", True, "Aggregate trade ids consecutive; gaps as id ranges."),
@@ -109,14 +134,18 @@ def _metadata_value(v: Any) -> Any:
 
 
 def to_result(asset: dg.AssetKey, o: CheckOutcome) -> dg.AssetCheckResult:
-    """A CheckOutcome as a Dagster check result (examples and details as JSON metadata)."""
-    meta = {k: _metadata_value(v) for k, v in o.metadata().items() if v is not None}
+    """A CheckOutcome as a Dagster check result: a one-line description of why
+    (``explain.describe``), the key figures as top-level metadata, examples and details as
+    JSON."""
+    raw = {**o.metadata(), **key_figures(o)}
+    meta = {k: _metadata_value(v) for k, v in raw.items() if v is not None}
     return dg.AssetCheckResult(
         asset_key=asset,
         check_name=o.name,
         passed=bool(o.passed),
         severity=dg.AssetCheckSeverity(o.severity),
         metadata=meta,
+        description=describe(o),
     )
 
 
@@ -182,6 +211,57 @@ def _ledger(context: dg.AssetCheckExecutionContext, symbol: str, start: int, end
     return [{"cause": g.cause, "start_ms": g.start_ms, "end_ms": g.end_ms} for g in gaps]
 
 
+def _ingest_started(context: dg.AssetCheckExecutionContext) -> int | None:
+    """When the ingest first landed anything (None when the landing zone cannot be asked)."""
+    landing = getattr(context.resources, "landing", None)
+    try:
+        store = landing.store() if landing is not None else None
+        root = getattr(store, "root", None)
+        return ingest_started_ms(root, "binance") if root else None
+    except OSError as exc:
+        context.log.warning(f"landing zone unreadable: {type(exc).__name__}: {exc}")
+        return None
+
+
+def quality_verdict(meta: dict[str, Any], min_score: float) -> str:
+    """The health check's verdict as one line with its grid mark (``checks/grid.py``)."""
+    return f"{cell(meta, True, min_score).mark} {describe_health(meta, min_score)}"
+
+
+def _quality_is_news(
+    instance: dg.DagsterInstance, asset: dg.AssetKey, partition: str, verdict: str
+) -> bool:
+    """Whether the partition's shown verdict differs from ``verdict``: the UI shows only
+    observations newer than the latest materialisation, so one is due after each
+    materialisation and whenever the verdict changes (not every scheduled audit)."""
+    records_filter = dg.AssetRecordsFilter(asset_key=asset, asset_partitions=[partition])
+    seen = instance.fetch_observations(records_filter, limit=1).records
+    if not seen:
+        return True
+    built = instance.fetch_materializations(records_filter, limit=1).records
+    if built and built[0].storage_id > seen[0].storage_id:
+        return True
+    shown = seen[0].asset_observation.metadata.get("quality") if seen[0].asset_observation else None
+    return getattr(shown, "value", shown) != verdict
+
+
+def quality_observation(
+    asset: dg.AssetKey, partition: str, meta: dict[str, Any], min_score: float
+) -> dg.AssetObservation:
+    """The partition's quality where partitions are listed: the Partitions tab shows a
+    partition's materialisation metadata plus the observations newer than it, first
+    (dagster-io/dagster ``ui-core/src/assets/AssetPartitionDetail.tsx``); check results are
+    not shown there."""
+    metadata: dict[str, Any] = {
+        "quality": quality_verdict(meta, min_score),
+        "quality_status": str(meta.get("status", "")),
+        "failing_checks": ", ".join(meta.get("failed_checks", [])) or "none",
+    }
+    if "score" in meta:
+        metadata["quality_score"] = float(meta["score"])
+    return dg.AssetObservation(asset_key=asset, partition=partition, metadata=metadata)
+
+
 def build_dataset_check(
     dataset: str, settings: Callable[[], AuditSettings] = audit_settings
 ) -> dg.AssetChecksDefinition:
@@ -203,23 +283,42 @@ def build_dataset_check(
         day, symbol, start, end = _partition(context)
         frame = _conform(dataset, frame)
         ledger = _ledger(context, symbol, start, end) if dataset == "depth" else []
-        outcomes = audit_dataset(dataset, frame, start, end, utc_now_ms(), cfg, ledger)
+        started = _ingest_started(context) if dataset == "depth" else None
+        now = utc_now_ms()
+        outcomes = audit_dataset(dataset, frame, start, end, now, cfg, ledger, started)
         selected = {k.name for k in context.selected_asset_check_keys}
         if GX_CHECK in selected:
-            outcomes.append(gx_outcome(dataset, frame))
+            gx = gx_outcome(dataset, frame)
+            # a partition whose data cannot exist has nothing for the suite to judge either
+            na = outcomes[0].not_applicable if all(o.not_applicable for o in outcomes) else ""
+            outcomes.append(replace(gx, passed=True, not_applicable=na) if na else gx)
         for o in outcomes:
             if o.name in selected:
                 yield to_result(asset, o)
         if HEALTH_CHECK in selected:
-            meta = health_metadata(outcomes, cfg.health_weights)
+            judged_from = max(start, started) if started is not None and started < end else start
+            meta = health_metadata(
+                outcomes,
+                cfg.health_weights,
+                rows=len(frame),
+                data_expected=min(now, end) - judged_from > cfg.freshness_max_lag_s * 1000,
+                min_score=cfg.health_min_score,
+            )
             meta["min_score"] = cfg.health_min_score
             yield dg.AssetCheckResult(
                 asset_key=asset,
                 check_name=HEALTH_CHECK,
-                passed=meta["score"] >= cfg.health_min_score,
+                passed=meta["status"] != "failed",
                 severity=dg.AssetCheckSeverity.WARN,
                 metadata={k: _metadata_value(v) for k, v in meta.items()},
+                description=describe_health(meta, cfg.health_min_score),
             )
+            pk = str(context.partition_key)
+            verdict = quality_verdict(meta, cfg.health_min_score)
+            if _quality_is_news(context.instance, asset, pk, verdict):
+                context.op_execution_context.log_event(
+                    quality_observation(asset, pk, meta, cfg.health_min_score)
+                )
 
     return _audit
 
@@ -352,6 +451,84 @@ def build_reconcile_check(
     return _reconcile
 
 
+#: the health asset's own check: every applicable dataset of the partition at the threshold
+HEALTH_THRESHOLD_CHECK = "health_above_threshold"
+#: the grid on checks/health covers this many most recent days with materialised partitions
+GRID_DAYS = 7
+GRID_MAX_ROWS = 120
+GRID_DATASETS = ("candles", "trades", "depth", "funding")
+
+
+def _health_records(
+    instance: dg.DagsterInstance, rows: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str, str], dict[str, Any]]:
+    """Latest health-check metadata per (day, symbol, dataset) of ``rows``."""
+    out = {}
+    for ds in GRID_DATASETS:
+        key = dg.AssetCheckKey(market_key(ds), HEALTH_CHECK)
+        for day, sym in rows:
+            rec = latest_record(instance, key, f"{day}|{sym}")
+            if rec is not None and rec.metadata:
+                out[(day, sym, ds)] = {**rec.metadata, "passed": rec.passed}
+    return out
+
+
+def recent_grid(
+    instance: dg.DagsterInstance, min_score: float, include: str | None = None
+) -> dict[tuple[str, str], dict[str, Cell]]:
+    """The health grid over the ``GRID_DAYS`` most recent days with a materialised
+    market-data partition (``include``, a partition key, is always among them)."""
+    built: set[tuple[str, str, str]] = set()
+    for ds in GRID_DATASETS:
+        for pk in instance.get_materialized_partitions(market_key(ds)):
+            day, _, sym = str(pk).partition("|")
+            built.add((day, sym, ds))
+    keys = {f"{d}|{s}" for d, s, _ in built} | ({include} if include else set())
+    rows = recent_rows(sorted(keys), GRID_DAYS, GRID_MAX_ROWS)
+    return health_grid(_health_records(instance, rows), built, rows, GRID_DATASETS, min_score)
+
+
+def grid_table(grid: dict[tuple[str, str], dict[str, Cell]]) -> dg.MetadataValue:
+    """The grid as a Dagster table (rendered inline, every cell a string)."""
+    frame = grid_frame(grid)
+    columns = ["day", "symbol", *GRID_DATASETS]
+    return dg.MetadataValue.table(
+        records=[dg.TableRecord({c: str(r[c]) for c in columns}) for r in frame.to_dict("records")],
+        schema=dg.TableSchema(
+            columns=[dg.TableColumn(c, "string", description=LEGEND) for c in columns]
+        ),
+    )
+
+
+def threshold_result(frame: pd.DataFrame, min_score: float) -> tuple[bool, str, dict[str, Any]]:
+    """(passed, description, metadata) of ``health_above_threshold`` on one partition's rows."""
+    judged = frame[(frame["status"] != "not_applicable") & frame["score"].notna()]
+    if judged.empty:
+        why = "; ".join(
+            f"{r.dataset}: {str(r.reason).removeprefix('not applicable: ')}"
+            for r in frame.itertuples()
+        )
+        why = why or "nothing audited yet"
+        return True, f"not applicable: {why}", {"status": "not_applicable"}
+    low = judged[judged["score"] < min_score]
+    worst = judged.loc[judged["score"].idxmin()]
+    meta = {
+        "status": "failed" if len(low) else "passed",
+        "min_score": float(judged["score"].min()),
+        "threshold": min_score,
+        "worst_dataset": str(worst["dataset"]),
+        "datasets_below": ", ".join(low["dataset"]) or "none",
+    }
+    if len(low):
+        parts = []
+        for r in low.itertuples():
+            named = ", ".join(r.failed_checks) if len(r.failed_checks) else r.reason
+            parts.append(f"{r.dataset} {r.score:g} ({named})")
+        return False, f"below {min_score:g}: " + "; ".join(parts), meta
+    scores = ", ".join(f"{r.dataset} {r.score:g}" for r in judged.itertuples())
+    return True, f"every judged dataset at or above {min_score:g}: {scores}", meta
+
+
 @dg.asset(
     key=HEALTH_KEY,
     partitions_def=daily_symbol_partitions,
@@ -360,23 +537,68 @@ def build_reconcile_check(
     kinds={"pandas", "parquet"},
     tags={"layer": LAYER},
     metadata={"exchange": "binance"},
+    check_specs=[
+        dg.AssetCheckSpec(
+            HEALTH_THRESHOLD_CHECK,
+            asset=HEALTH_KEY,
+            partitions_def=daily_symbol_partitions,
+            description=(
+                "Every dataset of the symbol-day that can have data scores at or above the "
+                "health threshold (PETROSA_HEALTH_MIN_SCORE); fails with ERROR naming the "
+                "datasets and checks below it."
+            ),
+        )
+    ],
     description=(
         "Health score 0-100 of each market-data dataset for one symbol-day, from the latest "
         "results of its checks (completeness, validity, consistency, freshness; weights are "
         "settings). Refreshed by `health_refresh_sensor` whenever a dataset's checks re-run, "
-        "so a partition that degrades later shows here over time."
+        "so a partition that degrades later shows here over time. Each materialisation also "
+        "shows `health_grid`: day x symbol x dataset over the recent materialised partitions, "
+        "the failing check named in each cell."
     ),
 )
-def health(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+def health(context: dg.AssetExecutionContext):  # noqa: ANN201 - see below
+    # no return annotation: with check_specs, Dagster 1.13 reads `-> MaterializeResult` as a
+    # Nothing output and rejects the frame (and a parametrised one as a tuple of outputs)
     day, symbol = split_partition_key(context.partition_key)
+    min_score = audit_settings().health_min_score
     frames = [health_for(symbol, ds, day, day, instance=context.instance) for ds in DATASETS]
     frame = pd.concat([f for f in frames if len(f)] or [frames[0]], ignore_index=True)
     meta: dict[str, Any] = {"dagster/row_count": len(frame)}
+    not_applicable = []
     for row in frame.itertuples():
-        meta[f"score_{row.dataset}"] = float(row.score)
-    if len(frame):
-        meta["min_score"] = float(frame["score"].min())
-    return dg.MaterializeResult(value=frame, metadata=meta)
+        if row.status == "not_applicable":
+            not_applicable.append(f"{row.dataset}: {row.reason}")
+        elif pd.notna(row.score):
+            meta[f"score_{row.dataset}"] = float(row.score)
+    if not_applicable:  # a text key, so each score_* key stays a number for the UI's plots
+        meta["not_applicable"] = "; ".join(not_applicable)
+    scored = frame["score"].dropna() if len(frame) else frame
+    if len(scored):
+        meta["min_score"] = float(scored.min())
+    passed, text, figures = threshold_result(frame, min_score)
+    meta["verdict"] = text
+    grid = recent_grid(context.instance, min_score, include=str(context.partition_key))
+    meta["health_grid"] = grid_table(grid)
+    png = heatmap_png(
+        grid, min_score, f"Health by symbol-day and dataset (threshold {min_score:g})"
+    )
+    if png is not None:
+        meta["health_heatmap"] = dg.MetadataValue.md(png_markdown(png, "health heatmap"))
+    return dg.MaterializeResult(
+        value=frame,
+        metadata=meta,
+        check_results=[
+            dg.AssetCheckResult(
+                check_name=HEALTH_THRESHOLD_CHECK,
+                passed=passed,
+                severity=dg.AssetCheckSeverity.ERROR,
+                description=text,
+                metadata=figures,
+            )
+        ],
+    )
 
 
 def dataset_check_keys(checks: Sequence[dg.AssetChecksDefinition]) -> dict[str, list]:
@@ -483,7 +705,8 @@ def build_health_sensor(
 
     @dg.sensor(
         name="health_refresh_sensor",
-        target=[health],
+        # by key: the code location adds lineage to the asset (catalog/lineage.py)
+        target=[HEALTH_KEY],
         minimum_interval_seconds=minimum_interval_seconds,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="Refresh checks/health for partitions whose checks produced new results.",

@@ -5,6 +5,10 @@ outcome has a quality in [0, 1] (share of good units, or a decay for freshness) 
 one component; a component's quality is its WORST check's (a perfect duplicate check must not
 hide a broken OHLC check), and the score is the weighted mean over the components present
 (weights are settings, renormalised so a dataset without e.g. a freshness check is not punished).
+
+"Not applicable" outcomes (``checks/applicability.py``) are left out; a partition where every
+outcome is not applicable has no score. An empty partition where data should exist scores 0:
+its checks find no offending row in zero rows, which must not read as fully valid.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ def component_scores(outcomes: Iterable[CheckOutcome]) -> dict[str, float]:
     """Worst quality per component, over the components that have at least one outcome."""
     out: dict[str, float] = {}
     for o in outcomes:
+        if o.not_applicable:
+            continue
         out[o.component] = min(out.get(o.component, 1.0), o.quality)
     return out
 
@@ -40,14 +46,53 @@ def health_score(components: Mapping[str, float], weights: HealthWeights) -> flo
     return round(100.0 * value / total, 2)
 
 
-def health_metadata(outcomes: Iterable[CheckOutcome], weights: HealthWeights) -> dict[str, Any]:
-    """Score, component qualities and the names of failing checks, for check metadata."""
+def health_metadata(
+    outcomes: Iterable[CheckOutcome],
+    weights: HealthWeights,
+    *,
+    rows: int | None = None,
+    data_expected: bool = False,
+    min_score: float | None = None,
+) -> dict[str, Any]:
+    """Score, status, reason, component qualities and failing checks, for check metadata.
+
+    ``rows`` is the partition's row count and ``data_expected`` whether rows must exist by now
+    (the window has run long enough); together they make an empty partition score 0. Without
+    a score (every outcome not applicable) ``score`` is absent and ``status`` is
+    ``not_applicable``; else ``status`` is ``failed`` below ``min_score``.
+    """
     outcomes = list(outcomes)
-    comps = component_scores(outcomes)
+    failed = sorted(o.name for o in outcomes if not o.passed)
+    judged = [o for o in outcomes if not o.not_applicable]
+    if outcomes and not judged:
+        return {
+            "status": "not_applicable",
+            "reason": outcomes[0].not_applicable,
+            "failed_checks": failed,
+        }
+    comps = component_scores(judged)
     meta: dict[str, Any] = {"score": health_score(comps, weights)}
+    reason = ""
+    if rows == 0 and data_expected:
+        meta["score"] = 0.0
+        reason = "empty partition: 0 rows where data should exist"
     meta.update({c: round(comps[c], 6) for c in COMPONENTS if c in comps})
-    meta["failed_checks"] = sorted(o.name for o in outcomes if not o.passed)
+    meta["failed_checks"] = failed
+    if rows is not None:
+        meta["rows"] = int(rows)
+    low = min_score is not None and meta["score"] < min_score
+    meta["status"] = "failed" if low else "passed"
+    meta["reason"] = reason or (f"failing: {', '.join(failed)}" if failed else "every check passes")
     return meta
+
+
+def describe_health(meta: Mapping[str, Any], min_score: float) -> str:
+    """One line: the score against the threshold and why (for the check's description)."""
+    if meta.get("status") == "not_applicable":
+        return str(meta.get("reason", "not applicable"))
+    score = float(meta["score"])
+    cmp = "<" if score < min_score else ">="
+    return f"health {score:g} {cmp} {min_score:g}: {meta.get('reason', '')}".rstrip(": ")
 
 
 def _value(v: Any) -> Any:
@@ -65,8 +110,9 @@ def health_for(
 
     Reads the per-partition results of the dataset's ``health`` check back from the Dagster
     instance (``DagsterInstance.get()`` when none is given). Days never audited are absent.
-    Columns: date, symbol, dataset, score, the four components, failed_checks, passed,
-    evaluated_at (UTC), run_id.
+    Columns: date, symbol, dataset, score (NaN when not applicable), the four components,
+    failed_checks, passed, status (passed, failed, not_applicable), reason, evaluated_at
+    (UTC), run_id.
     """
     import dagster as dg
     from dagster._core.event_api import PartitionKeyFilter  # no public path in 1.13
@@ -97,6 +143,8 @@ def health_for(
                     **{c: meta.get(c) for c in COMPONENTS},
                     "failed_checks": meta.get("failed_checks", []),
                     "passed": bool(evaluation.passed),
+                    "status": meta.get("status") or ("passed" if evaluation.passed else "failed"),
+                    "reason": meta.get("reason", ""),
                     "evaluated_at": pd.Timestamp(rec.event.timestamp, unit="s", tz="UTC"),
                     "run_id": rec.run_id,
                 }
@@ -110,6 +158,8 @@ def health_for(
         *COMPONENTS,
         "failed_checks",
         "passed",
+        "status",
+        "reason",
         "evaluated_at",
         "run_id",
     ]

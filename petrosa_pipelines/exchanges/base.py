@@ -3,6 +3,14 @@
 Everything downstream of an adapter (landing, partitioned assets, checks, analytics) sees only
 these records and the dataset frames built from them, never an exchange's own field names.
 Adding an exchange means one module under ``exchanges/`` and one line in ``EXCHANGES``.
+
+Two records are parsed but not (yet) subscribed by the ingest: ``RawTradeRecord`` (individual
+trades, Binance ``@trade``, as in hftbacktest-style captures) and ``BookTickerRecord`` (best bid
+and ask, ``@bookTicker``). A raw trade keeps its print type (``trade_type``, Binance ``X``):
+only ``MARKET`` prints are market trades (Binance's klines and aggTrades exclude insurance-fund
+and ADL prints), so candles and trade statistics take ``frames.market_trades_frame`` while
+``frames.raw_trades_to_frame`` keeps every print visible as its own row. Both records are the
+foundation for consuming those streams live (landing them is a later issue's).
 """
 
 from __future__ import annotations
@@ -153,6 +161,62 @@ class MarkPriceRecord(msgspec.Struct, frozen=True, gc=False):
     received_at: int | None = None
 
 
+class TradeType(enum.StrEnum):
+    """What kind of print a raw trade is (Binance's ``X`` on the futures ``@trade`` stream).
+
+    Only ``MARKET`` prints are market trades: Binance's klines and aggTrades leave the others
+    out, so candles and trade statistics must too. Values outside this list are kept as sent.
+    """
+
+    MARKET = "MARKET"
+    INSURANCE_FUND = "INSURANCE_FUND"  # the insurance fund taking over a liquidated position
+    ADL = "ADL"  # auto-deleveraging
+    NA = "NA"
+
+
+class RawTradeRecord(msgspec.Struct, frozen=True, gc=False):
+    """One individual trade (``@trade``). Natural key: (exchange, symbol, trade_id).
+
+    ``trade_type`` is Binance's ``X``: every print is kept with its type, and only
+    ``TradeType.MARKET`` ones may enter candles or trade statistics (``is_market``).
+    """
+
+    exchange: str
+    symbol: str
+    trade_id: int
+    price: Decimal
+    quantity: Decimal
+    trade_time: int
+    is_buyer_maker: bool
+    trade_type: str = TradeType.MARKET
+    event_time: int | None = None
+    source: str = Source.WS
+    received_at: int | None = None
+
+    @property
+    def is_market(self) -> bool:
+        return self.trade_type == TradeType.MARKET
+
+
+class BookTickerRecord(msgspec.Struct, frozen=True, gc=False):
+    """Best bid and ask (``@bookTicker``): the cheapest exact top of book.
+
+    ``update_id`` is the order book's update id (same sequence as depth diffs' ``u``), so a
+    book ticker can be ordered against diffs. Natural key: (exchange, symbol, update_id).
+    """
+
+    exchange: str
+    symbol: str
+    update_id: int
+    bid_price: Decimal
+    bid_quantity: Decimal
+    ask_price: Decimal
+    ask_quantity: Decimal
+    transaction_time: int | None
+    event_time: int | None
+    received_at: int | None = None
+
+
 class FundingRecord(msgspec.Struct, frozen=True, gc=False):
     """A settled funding event. Natural key: (exchange, symbol, funding_time)."""
 
@@ -172,6 +236,8 @@ Record = (
     | DepthSnapshotRecord
     | MarkPriceRecord
     | FundingRecord
+    | RawTradeRecord
+    | BookTickerRecord
 )
 
 

@@ -3,6 +3,15 @@
 Frames are built column by column (one C-level transpose of the records, then numpy arrays),
 never as per-row dicts: a day of BTCUSDT aggTrades is millions of records. Decimal becomes
 float64 here and only here; the catalog explains why that is lossless for Binance's decimals.
+
+Raw trades (``@trade``, ``RawTradeRecord``) reach frames two ways, by design:
+
+* ``raw_trades_to_frame``: every print, its type in ``trade_type`` (catalog ``RAW_TRADES``), so an
+  insurance-fund or ADL print stays visible as its own row;
+* ``market_trades_frame``: only ``MARKET`` prints, in the aggTrade ``TRADES`` layout (each trade
+  its own aggregate), the input of candles-from-trades and trade statistics. Binance's klines
+  and aggTrades leave the other prints out: on 2023-04-05 00:01 an ``INSURANCE_FUND`` print at
+  28722.50 (the market traded 28141-28154) would otherwise be the candle's high.
 """
 
 from __future__ import annotations
@@ -16,13 +25,22 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from petrosa_pipelines.catalog.schemas import DEPTH, TS, conform, dataset_schema
+from petrosa_pipelines.catalog.schemas import (
+    DEPTH,
+    RAW_TRADES,
+    TRADES,
+    TS,
+    DatasetSchema,
+    conform,
+    dataset_schema,
+)
 from petrosa_pipelines.exchanges.base import (
     CandleRecord,
     Dataset,
     DepthSnapshotRecord,
     FundingRecord,
     MarkPriceRecord,
+    RawTradeRecord,
     Record,
     Source,
     TradeRecord,
@@ -79,7 +97,11 @@ def records_to_frame(dataset: str, records: Sequence[Record]) -> pd.DataFrame:
         records = [r for r in records if getattr(r, "is_closed", True)]
     if not records:
         return schema.empty_frame()
-    cols = _columns(records, _RECORD_TYPES[dataset])
+    return _frame(schema, _columns(records, _RECORD_TYPES[dataset]))
+
+
+def _frame(schema: DatasetSchema, cols: dict[str, list[Any]]) -> pd.DataFrame:
+    """Columns gathered from records (one list per schema column) as a conforming frame."""
     out: dict[str, Any] = {}
     for col in schema.columns:
         values = cols[col.name]
@@ -94,6 +116,30 @@ def records_to_frame(dataset: str, records: Sequence[Record]) -> pd.DataFrame:
         else:
             out[col.name] = values
     return conform(pd.DataFrame(out), schema)
+
+
+def raw_trades_to_frame(records: Sequence[RawTradeRecord]) -> pd.DataFrame:
+    """Every raw trade as a catalog ``RAW_TRADES`` row, whatever its print type."""
+    if not records:
+        return RAW_TRADES.empty_frame()
+    return _frame(RAW_TRADES, _columns(records, RawTradeRecord))
+
+
+def market_trades_frame(records: Sequence[RawTradeRecord]) -> pd.DataFrame:
+    """The ``MARKET`` prints of ``records`` as ``TRADES`` rows, each trade its own aggregate.
+
+    What candles-from-trades and trade statistics take from raw trades: ``agg_trade_id``,
+    ``first_trade_id`` and ``last_trade_id`` are all the trade id (so ``trade_count`` counts
+    trades, as Binance's klines do). Those ids are trade ids, not aggregate trade ids: never mix
+    these rows with aggTrade rows of the same symbol.
+    """
+    market = [r for r in records if r.is_market]
+    if not market:
+        return TRADES.empty_frame()
+    cols = _columns(market, RawTradeRecord)
+    ids = cols["trade_id"]
+    cols.update(agg_trade_id=ids, first_trade_id=ids, last_trade_id=ids)
+    return _frame(TRADES, cols)
 
 
 def depth_snapshots_to_frame(

@@ -14,11 +14,13 @@ so the reasons and fields of dead letters are exactly the full parser's. Per mes
 
 * ``aggTrade``: decoded with the full parser's own struct (``Decimal`` price and quantity, the
   same msgspec types, so the same frames decode), then the converter's checks inline; only the
-  ``TradeRecord`` is not built.
+  ``TradeRecord`` is not built. The engine also checks that the frame's stream is the trade
+  stream of the symbol in its data (the full parser rejects a mismatch).
 * ``depthUpdate``: the envelope and ids decode strictly, the two level arrays as ``Raw``; the
   levels are then decoded with ``strict=False`` into floats constrained to the full parser's
-  ranges (price in (0, 1e18), quantity in [0, 1e18)). msgspec's lax float only takes strings in
-  JSON-number form, a subset of what ``Decimal`` takes. Because a lax field would skip a
+  ranges (price in (1e-12, 1e18), strictly above the full parser's ``>= 1e-12`` so a float
+  rounded up to the bound cannot pass; quantity in [0, 1e18)). msgspec's lax float only takes
+  strings in JSON-number form, a subset of what ``Decimal`` takes. Because a lax field would skip a
   *duplicate* key's earlier value that the full parser rejects, a diff is accepted only if the
   frame is byte-for-byte the canonical Binance serialisation of what was decoded (key order, no
   whitespace, no escapes, no duplicate or extra keys): :func:`depth_levels` checks the exact
@@ -38,14 +40,16 @@ from petrosa_pipelines.exchanges.binance.schemas import (
     BinanceKlineData,
     BinanceMarkPriceData,
     Id64,
+    Ms,
 )
 
 _LIMIT = 1e18  # the full parser's _MAX: bigger prices and quantities are corrupt
 #: the full parser's checks on a trade, as ``Decimal`` bounds
 DEC_ZERO = Decimal(0)
+DEC_MIN = Decimal("1e-12")
 DEC_MAX = Decimal(10) ** 18
 
-Price = Annotated[float, msgspec.Meta(gt=0.0, lt=_LIMIT)]
+Price = Annotated[float, msgspec.Meta(gt=1e-12, lt=_LIMIT)]
 Quantity = Annotated[float, msgspec.Meta(ge=0.0, lt=_LIMIT)]
 
 
@@ -53,8 +57,8 @@ class FastDepth(msgspec.Struct, frozen=True, gc=False, tag_field="e", tag="depth
     """``depthUpdate`` with the level arrays undecoded. ``T`` and ``pu`` are required here
     (futures always send them); a diff without them takes the full parser."""
 
-    E: Id64  # event time (ms)
-    T: Id64  # transaction time (ms)
+    E: Ms  # event time (ms)
+    T: Ms  # transaction time (ms)
     s: str  # symbol
     U: Id64  # first update id in this event
     u: Id64  # final update id in this event
@@ -74,8 +78,9 @@ FAST_DECODER = msgspec.json.Decoder(FastFrame)
 LEVELS_DECODER = msgspec.json.Decoder(tuple[tuple[Price, Quantity], ...], strict=False)
 _decode_levels = LEVELS_DECODER.decode
 
-#: the errors that send a frame to the full parser
-DECODE_ERRORS = (msgspec.ValidationError, msgspec.DecodeError)
+#: the errors that send a frame to the full parser (which turns every one into a dead letter
+#: with its reason): invalid UTF-8 inside a string and deep nesting included
+DECODE_ERRORS = (msgspec.ValidationError, msgspec.DecodeError, UnicodeError, RecursionError)
 
 
 class DepthRoute:
@@ -124,6 +129,7 @@ def depth_levels(
 __all__ = [
     "DECODE_ERRORS",
     "DEC_MAX",
+    "DEC_MIN",
     "DEC_ZERO",
     "FAST_DECODER",
     "LEVELS_DECODER",

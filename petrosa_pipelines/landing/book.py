@@ -381,6 +381,9 @@ class BookSync:
             self.next_tick = None
             self.buffer.clear()
             self.buffer.append((event_time, first, final, prev, received_at, bids, asks))
+            # a diff between the last applied one and this one was missed, at an unknown
+            # time in between: the ticks in between are not samples of the real book
+            samples = []
         return result, samples
 
     def on_snapshot(self, snap: DepthSnapshotRecord) -> tuple[bool, list[BookSample]]:
@@ -400,17 +403,30 @@ class BookSync:
         for i, d in enumerate(pending):
             if self.next_tick is None:
                 self.next_tick = self._tick_after(d[0])
-            samples.extend(self._samples_before(d[0]))
+            due = self._samples_before(d[0])
             r = self.book.apply_update(*d)
             if r is Applied.BREAK:
                 # the snapshot is older than the oldest buffered diff: need a newer snapshot
+                # (and, as in on_update, the ticks before the breaking diff are not samples)
                 self.breaks += 1
                 self.next_tick = None
                 self.buffer.extend(pending[i:])
                 return False, samples
+            samples.extend(due)
             if r is Applied.APPLIED:
                 self.applied += 1
         return True, samples
+
+    def reset(self) -> None:
+        """Forget the book: the stream broke (a disconnect, a restart), so diffs were missed.
+
+        No sample is taken until a snapshot newer than the break re-syncs the book; the live
+        ingest calls this when its connection drops and the rebuild from landing when it
+        reaches a ledger window (``LandingStore.depth_samples``), so both sample the same.
+        """
+        self.book.reset()
+        self.buffer.clear()
+        self.next_tick = None
 
     def flush_until(self, t: int) -> list[BookSample]:
         """Samples for every tick before ``t`` (end of a window with no later diff)."""

@@ -159,6 +159,17 @@ def hour_dirs_between(base: Path, start_ms: int, end_ms: int) -> list[Path]:
     return out
 
 
+def hour_dirs_newest_first(base: Path) -> list[Path]:
+    """Every existing ``{base}/{YYYY-MM-DD}/{HH}`` directory, newest hour first."""
+    if not base.is_dir():
+        return []
+    out = []
+    for day in sorted((p for p in base.iterdir() if p.is_dir() and p.name[0].isdigit()),
+                      reverse=True):  # fmt: skip
+        out.extend(sorted((p for p in day.iterdir() if p.is_dir()), reverse=True))
+    return out
+
+
 def segments_for_receipt_window(
     root: Path, exchange: str, start_ms: int, end_ms: int, *, slack_ms: int = HOUR_MS
 ) -> list[tuple[SegmentName, Path]]:

@@ -13,6 +13,14 @@ import base64
 import msgspec
 
 from petrosa_pipelines.exchanges.base import DepthSnapshotRecord
+from petrosa_pipelines.lib.timeutil import HOUR_MS
+
+#: 2010-01-01: no market data predates it, so an earlier ledger time is corrupt
+EARLIEST_LEDGER_MS = 1_262_304_000_000
+#: 2100-01-01: the latest ``recorded_at`` a reader believes (ours is a receipt clock)
+LATEST_LEDGER_MS = 4_102_444_800_000
+#: how far a ledger entry's data time may run ahead of the clock that recorded it (skew)
+LEDGER_MAX_AHEAD_MS = HOUR_MS
 
 
 class GapRecord(msgspec.Struct, frozen=True):
@@ -62,12 +70,40 @@ _dl_decoder = msgspec.json.Decoder(_DeadLetterLine)
 _snap_decoder = msgspec.json.Decoder(DepthSnapshotRecord)
 
 
+def sane_gap(gap: GapRecord) -> GapRecord:
+    """``gap`` with its window clamped to times that can be real, the original kept in detail.
+
+    A window's data time cannot lie before any market existed nor far after the clock that
+    recorded it: one far-future trade time (``T`` near 2**63) once made an entry end at
+    2**63-1, and every reader that walked its days (the auto-backfill sensor) hung. Applied
+    when an entry is written and again when it is read, so a ledger poisoned before this
+    check is read safely.
+    """
+    rec = min(max(gap.recorded_at, EARLIEST_LEDGER_MS), LATEST_LEDGER_MS)
+    latest = rec + LEDGER_MAX_AHEAD_MS
+    start = min(max(gap.start_ms, EARLIEST_LEDGER_MS), latest)
+    end = min(max(gap.end_ms, EARLIEST_LEDGER_MS), latest)
+    start, end = min(start, end), max(start, end)
+    if (start, end, rec) == (gap.start_ms, gap.end_ms, gap.recorded_at):
+        return gap
+    note = f"clamped from {gap.start_ms}..{gap.end_ms} recorded_at {gap.recorded_at}"
+    return msgspec.structs.replace(
+        gap,
+        start_ms=start,
+        end_ms=end,
+        recorded_at=rec,
+        detail=f"{gap.detail}; {note}" if gap.detail else note,
+    )
+
+
 def encode_gap(gap: GapRecord) -> bytes:
-    return _gap_encoder.encode(gap)
+    return _gap_encoder.encode(sane_gap(gap))
 
 
 def decode_gap(data: bytes) -> GapRecord:
-    return _gap_decoder.decode(data)
+    """One ledger entry, its window made sane (see :func:`sane_gap`); ``msgspec`` errors on
+    a file that is not an entry."""
+    return sane_gap(_gap_decoder.decode(data))
 
 
 def encode_dead_letter(raw: bytes | str, reason: str, field: str) -> bytes:

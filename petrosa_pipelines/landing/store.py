@@ -11,10 +11,12 @@ from __future__ import annotations
 import datetime as dt
 import heapq
 import itertools
+import logging
 import re
 from collections.abc import Collection, Iterable, Iterator
 from pathlib import Path
 
+import msgspec
 import pandas as pd
 
 from petrosa_pipelines.catalog.schemas import conform, dataset_schema
@@ -46,6 +48,7 @@ from petrosa_pipelines.landing.records import (
 )
 from petrosa_pipelines.lib.timeutil import HOUR_MS, day_window_ms
 
+log = logging.getLogger(__name__)
 _STREAM_HEAD = b'{"stream":"'
 _SYMBOL_SCAN = re.compile(rb'\n\d+ (?:\{"stream":"([a-z0-9]+)@|!\w+ ([A-Z0-9]+) )')
 DEFAULT_DEPTH_CADENCE_MS = 1000
@@ -105,6 +108,8 @@ class LandingStore:
         self.depth_top_n = depth_top_n
         self.depth_lookback_ms = depth_lookback_ms
         self.parse_failures = 0
+        #: gap-ledger files that could not be read (path: error), see :meth:`gaps`
+        self.ledger_errors: list[str] = []
         self._adapters: dict[str, ExchangeAdapter] = {}
 
     def _adapter(self, exchange: str) -> ExchangeAdapter:
@@ -237,14 +242,33 @@ class LandingStore:
     def depth_samples(
         self, exchange: str, symbol: str, start_ms: int, end_ms: int
     ) -> Iterator[BookSample]:
-        """Top-N book samples with ``start_ms <= snapshot_time < end_ms`` rebuilt from landing."""
+        """Top-N book samples with ``start_ms <= snapshot_time < end_ms`` rebuilt from landing.
+
+        The gap ledger is honoured: at each depth window (disconnect, restart, break) the book
+        is dropped once the replay passes the window's start, exactly as the live ingest
+        dropped it, and sampling resumes only from a snapshot or checkpoint newer than the
+        break. Without this, the pre-cut book was sampled through the outage as if it were
+        current (diffs of the outage missing from it).
+        """
         symbol = symbol.upper()
         sync = BookSync(symbol, cadence_ms=self.depth_cadence_ms, top_n=self.depth_top_n)
         lo = start_ms - self.depth_lookback_ms
+        breaks = sorted(
+            {g.start_ms for g in self.gaps(exchange, lo, end_ms, "depth", symbol)}, reverse=True
+        )
         for rec in self._iter_parsed(exchange, lo, end_ms, [symbol]):
             if type(rec) is DepthUpdateRecord:
-                if rec.event_time < lo:
+                t = rec.event_time
+                if t < lo:
                     continue
+                if breaks and t > breaks[-1]:
+                    # the first diff after a break (a window opens at the last diff before
+                    # it); snapshots do not trigger this: one landed just before a cut can
+                    # carry a later event time than the last diff, and a re-sync snapshot
+                    # is only fetched once diffs flow again, so it always comes after
+                    while breaks and t > breaks[-1]:
+                        breaks.pop()
+                    sync.reset()
                 _, samples = sync.on_diff(rec)
             elif type(rec) is DepthSnapshotRecord:
                 _, samples = sync.on_snapshot(rec)
@@ -275,6 +299,52 @@ class LandingStore:
                         out.add(m.group(1) or m.group(2))
         return {s.decode().upper() for s in out}
 
+    def last_data_times(
+        self,
+        exchange: str,
+        group: str,
+        wanted: Collection[tuple[type, str]],
+        *,
+        max_segments: int = 1_000,
+    ) -> dict[tuple[type, str], int]:
+        """Newest *landed* data time (``record_time``) per (record type, symbol) of one group.
+
+        What a restarted ingest opens its ``writer_restart`` gaps at: a heartbeat can claim
+        messages that never became durable (a kill -9 loses the writer's queue) or be missing
+        altogether (killed before its first heartbeat with data). Segments are read newest
+        first; a stream is settled by the newest segment holding it (its maximum there absorbs
+        small reorderings); reading stops once every wanted stream is settled or after
+        ``max_segments`` segments.
+        """
+        adapter = self._adapter(exchange)
+        todo = set(wanted)
+        out: dict[tuple[type, str], int] = {}
+        seen = 0
+        base = layout.group_dir(self.root, exchange, group)
+        for hour_dir in layout.hour_dirs_newest_first(base):
+            for _, path in reversed(layout.closed_segments_in(hour_dir)):
+                if not todo or seen >= max_segments:
+                    return out
+                seen += 1
+                found: dict[tuple[type, str], int] = {}
+                for recv, payload in iter_segment_lines(path):
+                    if payload[:1] == b"!":
+                        continue
+                    try:
+                        rec = adapter.parse(payload, recv)
+                    except (MessageError, ValueError, RecursionError):
+                        continue  # a stricter parser later must not stop a restart
+                    if rec is None:
+                        continue
+                    key = (type(rec), rec.symbol)
+                    if key in todo:
+                        t = record_time(rec)
+                        if t > found.get(key, t - 1):
+                            found[key] = t
+                out.update(found)
+                todo -= found.keys()
+        return out
+
     def gaps(
         self,
         exchange: str,
@@ -285,14 +355,24 @@ class LandingStore:
     ) -> list[GapRecord]:
         """Gap-ledger entries overlapping [start_ms, end_ms), oldest first.
 
-        An entry with symbol ``*`` concerns every symbol of its group.
+        An entry with symbol ``*`` concerns every symbol of its group. Windows come back
+        clamped to plausible times (``records.sane_gap``); unreadable entries are listed in
+        ``ledger_errors``.
         """
         base = layout.exchange_dir(self.root, exchange) / layout.GAP_DIR
         if not base.is_dir():
             return []
         out = []
         for path in base.glob("*/gap-*.json"):
-            gap = decode_gap(path.read_bytes())
+            try:
+                gap = decode_gap(path.read_bytes())
+            except (OSError, msgspec.DecodeError) as exc:
+                # one corrupt entry must not hide the others (a reader that raised here made
+                # the auto-backfill sensor drop the whole ledger); it is reported, not skipped
+                # silently
+                self.ledger_errors.append(f"{path}: {type(exc).__name__}: {exc}")
+                log.warning("gap-ledger entry %s unreadable: %r", path, exc)
+                continue
             if gap.end_ms <= start_ms or gap.start_ms >= end_ms:
                 continue
             if dataset is not None and gap.dataset not in (dataset, "*"):

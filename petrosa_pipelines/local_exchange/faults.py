@@ -12,6 +12,8 @@ import random
 import threading
 from dataclasses import dataclass, field
 
+import orjson
+
 
 @dataclass
 class Faults:
@@ -34,6 +36,10 @@ class Faults:
     slow_response_seconds: float = 0.0
     #: archive ``.CHECKSUM`` files carry a wrong digest (a re-published archive)
     bad_checksum: bool = False
+    #: probability that a connection is cut between two aggTrades of one stream that share a
+    #: millisecond (the client has the first, not the second: the hardest cut for a repair by
+    #: time, since the millisecond of the last trade it has is not complete)
+    cut_same_ms_probability: float = 0.0
     _rng: random.Random = field(init=False, repr=False, compare=False)
     _lock: threading.Lock = field(init=False, repr=False, compare=False)
     #: bumped by ``disconnect_now``; connections opened before the bump close themselves
@@ -68,6 +74,23 @@ class Faults:
                 return True
             return False
 
+    def cut_before(self, last_trade_ms: dict[str, int], payload: bytes) -> bool:
+        """Whether to close the connection instead of sending ``payload`` (see
+        ``cut_same_ms_probability``); ``last_trade_ms`` is the connection's stream -> trade
+        time of the last aggTrade sent, updated here."""
+        if self.cut_same_ms_probability <= 0 or b'"aggTrade"' not in payload:
+            return False
+        try:
+            frame = orjson.loads(payload)
+            data = frame.get("data", frame)
+            stream, trade_ms = str(frame.get("stream", data["s"])), int(data["T"])
+        except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError):
+            return False
+        if last_trade_ms.get(stream) == trade_ms and self.chance(self.cut_same_ms_probability):
+            return True
+        last_trade_ms[stream] = trade_ms
+        return False
+
     def disconnect_now(self) -> None:
         """Close every websocket connection open right now (clients must reconnect)."""
         with self._lock:
@@ -83,6 +106,7 @@ class Faults:
             self.rate_limit_burst = 0
             self.slow_response_seconds = 0.0
             self.bad_checksum = False
+            self.cut_same_ms_probability = 0.0
 
 
 MALFORMED_SAMPLES: tuple[bytes, ...] = (
@@ -92,7 +116,7 @@ MALFORMED_SAMPLES: tuple[bytes, ...] = (
     b'"p":12.5,"q":null,"f":1,"l":0,"T":-1,"m":"maybe"}}',  # wrong types
     b'{"stream":"btcusdt@aggTrade","data":{"e":"aggTrade","E":1,"a":1,"s":"BTCUSDT",'
     b'"p":"NaN","q":"1e999","f":1,"l":1,"T":1,"m":false}}',  # NaN / huge numbers
-    b'{"stream":"nosuch@aggTrade","data":{"e":"aggTrade","E":1,"a":1,"s":"NOSUCHUSDT",'
+    b'{"stream":"nosuchusdt@aggTrade","data":{"e":"aggTrade","E":1,"a":1,"s":"NOSUCHUSDT",'
     b'"p":"1.0","q":"1","f":1,"l":1,"T":1,"m":false}}',  # unknown symbol
     b"\xff\xfe\x00garbage",  # not UTF-8
 )

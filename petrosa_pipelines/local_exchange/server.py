@@ -139,6 +139,8 @@ class _Session:
     opened: float
     sent: int = 0
     incoming: list[float] = field(default_factory=list)
+    #: stream -> trade time of the last aggTrade sent (``Faults.cut_before``)
+    trade_ms: dict[str, int] = field(default_factory=dict)
 
 
 _STREAM_RE = re.compile(
@@ -163,7 +165,10 @@ class LocalExchange:
         replay_speed: float | None = None,
         weight_limit_per_minute: int = 2400,
         ban_seconds: float = 120.0,
-        aggtrades_recent_hours: float = 24.0,
+        # Binance: aggTrades "support querying futures trade histories that are not older than
+        # one year" (https://developers.binance.com/docs/derivatives/usds-margined-futures/
+        # market-data/rest-api/Compressed-Aggregate-Trades-List)
+        aggtrades_recent_hours: float = 365 * 24.0,
         ping_interval: float | None = 180.0,
         ping_timeout: float | None = 600.0,
         max_connection_seconds: float = 24 * 3600.0,
@@ -459,7 +464,7 @@ class LocalExchange:
             else:
                 start = start if start is not None else end - HOUR_MS  # type: ignore[operator]
                 end = end if end is not None else start + HOUR_MS
-                # time-window queries only reach recent history (Binance: use fromId/Vision)
+                # time-window queries reach one year back, like Binance's (older: Vision)
                 t = self.market.trades_between(sym, max(start, oldest), min(end, now))
                 t = t.slice(0, limit)
         spec = self.market.spec(sym)
@@ -666,6 +671,9 @@ class LocalExchange:
     async def _send(self, session: _Session, payload: bytes) -> bool:
         """Send one data frame through the fault switches; False once the connection is done."""
         faults = self.faults
+        if faults.cut_same_ms_probability > 0 and faults.cut_before(session.trade_ms, payload):
+            await session.conn.close(1001, "cut injected inside a millisecond")
+            return False
         if faults.chance(faults.drop_probability):
             return True
         if faults.chance(faults.malformed_probability):
@@ -898,32 +906,46 @@ def _only(q: dict[str, str], allowed: set[str]) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The CLI; every option is checked by its argparse ``type`` (a bad value exits with
+    ``argument --port: -1 is not between 0 and 65535``, never a traceback)."""
+    from petrosa_pipelines.lib.argtypes import float_in, int_in, iso_date, iso_time, symbol_list
+
     parser = argparse.ArgumentParser(
         prog="python -m petrosa_pipelines.local_exchange",
         description="A local Binance USD-M futures exchange (REST, websocket, Vision archives).",
     )
     sub = parser.add_subparsers(dest="command", required=True)
     s = sub.add_parser("serve", help="serve until Ctrl-C / SIGTERM")
+    probability = float_in(0.0, 1.0)
     s.add_argument("--host", default="127.0.0.1")
-    s.add_argument("--port", type=int, default=8765)
+    s.add_argument("--port", type=int_in(0, 65535), default=8765)
     s.add_argument("--seed", type=int, default=7)
-    s.add_argument("--symbols", default="BTCUSDT,ETHUSDT")
-    s.add_argument("--trades-per-day", type=int, default=20_000)
-    s.add_argument("--start-date", default="2024-01-01")
-    s.add_argument("--now", help="simulated start time (ISO, UTC); default: wall clock")
-    s.add_argument("--speed", type=float, default=1.0, help="market/replay time per real second")
+    s.add_argument("--symbols", type=symbol_list, default=("BTCUSDT", "ETHUSDT"))
+    s.add_argument("--trades-per-day", type=int_in(1), default=20_000)
+    s.add_argument("--start-date", type=iso_date, default="2024-01-01")
+    s.add_argument(
+        "--now", type=iso_time, help="simulated start time (ISO, UTC); default: wall clock"
+    )
+    s.add_argument(
+        "--speed",
+        type=float_in(0.0, lo_open=True),
+        default=1.0,
+        help="market/replay time per real second",
+    )
     s.add_argument("--replay", help="a .jsonl recording or a directory of them")
     s.add_argument("--vision-headers", choices=("always", "never", "mixed"), default="always")
-    s.add_argument("--weight-limit", type=int, default=2400)
-    s.add_argument("--ping-interval", type=float, default=180.0)
-    s.add_argument("--max-connection-seconds", type=float, default=24 * 3600.0)
+    s.add_argument("--weight-limit", type=int_in(1), default=2400)
+    s.add_argument("--ping-interval", type=float_in(0.0, lo_open=True), default=180.0)
+    s.add_argument(
+        "--max-connection-seconds", type=float_in(0.0, lo_open=True), default=24 * 3600.0
+    )
     s.add_argument("--fault-seed", type=int, default=0)
-    s.add_argument("--fault-disconnect-every", type=int, default=0)
-    s.add_argument("--fault-duplicate", type=float, default=0.0)
-    s.add_argument("--fault-drop", type=float, default=0.0)
-    s.add_argument("--fault-malformed", type=float, default=0.0)
-    s.add_argument("--fault-rate-limit-burst", type=int, default=0)
-    s.add_argument("--fault-slow", type=float, default=0.0)
+    s.add_argument("--fault-disconnect-every", type=int_in(0), default=0)
+    s.add_argument("--fault-duplicate", type=probability, default=0.0)
+    s.add_argument("--fault-drop", type=probability, default=0.0)
+    s.add_argument("--fault-malformed", type=probability, default=0.0)
+    s.add_argument("--fault-rate-limit-burst", type=int_in(0), default=0)
+    s.add_argument("--fault-slow", type=float_in(0.0), default=0.0)
     s.add_argument("--fault-bad-checksum", action="store_true")
     return parser
 
@@ -933,7 +955,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     market = MarketConfig(
         seed=args.seed,
-        symbols=tuple(s.strip().upper() for s in args.symbols.split(",") if s.strip()),
+        symbols=tuple(args.symbols),
         trades_per_day=args.trades_per_day,
         start_date=args.start_date,
         vision_headers=args.vision_headers,

@@ -9,13 +9,15 @@ from typing import Literal
 
 import dagster as dg
 import pandas as pd
+from pydantic import Field
 
 from petrosa_pipelines.catalog.schemas import DATASETS, DatasetSchema
-from petrosa_pipelines.lib.timeutil import ms_to_iso, utc_now_ms
+from petrosa_pipelines.lib.timeutil import utc_now_ms
 from petrosa_pipelines.market_data.datasets import SPECS, DepthSpec, FundingSpec
 from petrosa_pipelines.market_data.fill import FillResult, PartitionWindow, fill_partition
+from petrosa_pipelines.market_data.guidance import depth_metadata, refuse_unknown_instrument
 from petrosa_pipelines.market_data.partitions import daily_symbol_partitions, split_partition_key
-from petrosa_pipelines.market_data.sources import sources_for
+from petrosa_pipelines.market_data.sources import PreviousPartitionSource, sources_for
 from petrosa_pipelines.settings import SettingError
 from resources.exchange_client import EXCHANGE_POOL, ExchangeResource
 from resources.landing_store import LandingResource
@@ -35,15 +37,22 @@ TRADES_KEY, CANDLES_KEY, DEPTH_KEY, FUNDING_KEY = (
 
 
 class MarketDataConfig(dg.Config):
-    """Run settings of a market-data materialisation."""
+    """Run settings of a market-data materialisation. None is needed: every field has a
+    default, and the launchpad's "Scaffold all default config" shows them with these
+    descriptions."""
 
-    #: which row wins when two sources give the same natural key: "first" keeps the earlier
-    #: source in failover order, "last" the later; None reads PETROSA_DEDUP_KEEP (default first)
-    dedup_keep: str | None = None
-    #: funding settlement interval of the symbol, hours
-    funding_interval_hours: int = 8
-    #: depth sampling cadence, milliseconds
-    depth_cadence_ms: int = 1_000
+    dedup_keep: str | None = Field(
+        default=None,
+        description='Which row wins when two sources give the same natural key: "first" keeps '
+        'the earlier source in failover order, "last" the later; empty reads PETROSA_DEDUP_KEEP '
+        '(default "first").',
+    )
+    funding_interval_hours: int = Field(
+        default=8, description="Funding settlement interval of the symbol, in hours (funding)."
+    )
+    depth_cadence_ms: int = Field(
+        default=1_000, description="Depth sampling cadence, in milliseconds (depth)."
+    )
 
 
 def table_schema(schema: DatasetSchema) -> dg.TableSchema:
@@ -73,7 +82,11 @@ def output_metadata(
         "missing_range_count": len(result.missing),
         "sources_tried": dg.MetadataValue.json(result.attempts),
         "window_closed": window.closed,
+        "rejected_rows": sum(result.rejected.values()),
+        "kept_rows": result.added_by(PreviousPartitionSource.name),
     }
+    if result.rejected:
+        meta["rejected_reasons"] = dg.MetadataValue.json(result.rejected)
     if not frame.empty:
         times = frame[schema.time_column]
         meta["first_time"] = str(times.min())
@@ -108,11 +121,17 @@ def materialise_partition(
     exchange: ExchangeResource,
     landing: LandingResource | None,
     now_ms: int | None = None,
+    previous: pd.DataFrame | None = None,
 ) -> tuple[pd.DataFrame, dict[str, object]]:
-    """The frame of one partition and its metadata (plain function: tests call it directly)."""
+    """The frame of one partition and its metadata (plain function: tests call it directly).
+
+    ``previous`` is the partition as the lake holds it now (None when there is none): it is
+    the last source, and ``refuse_to_shrink`` fails the run rather than publish less.
+    """
     day, symbol = split_partition_key(partition)
     window = PartitionWindow(day=day, symbol=symbol, now_ms=now_ms or utc_now_ms())
     settings = exchange.settings()
+    refuse_unknown_instrument(symbol, settings.symbols)  # "Add a partition" accepts any text
     use_history = dataset != "depth"
     store = landing.store() if landing is not None else None
     sources = sources_for(
@@ -121,6 +140,7 @@ def materialise_partition(
         archive=exchange.archive() if use_history else None,
         rest=exchange.rest() if use_history else None,
         exchange=settings.exchange,
+        previous=previous,
     )
     ledger = (
         store.gaps(settings.exchange, window.start_ms, window.end_ms, dataset, symbol)
@@ -133,15 +153,62 @@ def materialise_partition(
     )
     meta = output_metadata(DATASETS[dataset], result, window)
     meta["ledger_gaps"] = len(ledger)
-    if dataset == "depth":
-        meta["history_available"] = False
-        if result.frame.empty:
-            meta["note"] = (
-                "No order-book history exists on the exchange's REST API or archives: this "
-                "partition holds only what the websocket ingest landed, and nothing landed for "
-                f"{symbol} on {day.isoformat()} ({ms_to_iso(window.start_ms)} onwards)."
-            )
+    refusal = refuse_to_shrink(dataset, partition, result, previous)
+    if refusal:
+        raise dg.Failure(description=refusal, metadata=meta, allow_retries=False)
+    if dataset == "depth":  # no history exists: say whether this day could hold any
+        meta.update(depth_metadata(landing, settings.exchange, window, len(result.frame)))
     return result.frame, meta
+
+
+def refuse_to_shrink(
+    dataset: str, partition: str, result: FillResult, previous: pd.DataFrame | None
+) -> str | None:
+    """Why this result must not replace ``previous`` (None: publish it).
+
+    A partition never loses rows to an outage: the previous rows are the fill's last source, so
+    the result holds them unless validation rejected them (a proof they were wrong). When
+    sources failed and the run could only give back what the partition already held, the run
+    fails instead of reporting success, naming the failed sources and what is kept.
+    """
+    if previous is None or previous.empty:
+        return None
+    kept = result.added_by(PreviousPartitionSource.name)
+    rejected_old = next(
+        (
+            sum(a.get("rejected", {}).values())
+            for a in result.attempts
+            if a.get("source") == PreviousPartitionSource.name
+        ),
+        0,
+    )
+    errors = result.errors()
+    if len(result.frame) < len(previous) - rejected_old:
+        return (
+            f"{dataset} {partition}: the new result has {len(result.frame)} rows, fewer than the "
+            f"{len(previous)} the lake holds; kept the existing partition (lake file and "
+            "warehouse unchanged)"
+        )
+    if kept and errors and len(result.frame) <= len(previous):
+        failed = "; ".join(f"{a['source']}: {a['error']}" for a in errors)
+        return (
+            f"{dataset} {partition}: sources failed ({failed}) and the rest gave nothing the "
+            f"partition lacks; kept the existing partition: {len(previous)} rows, "
+            f"{len(result.missing)} missing ranges (lake file and warehouse unchanged)"
+        )
+    return None
+
+
+def previous_partition(
+    context: dg.AssetExecutionContext, dataset: str, exchange_name: str
+) -> pd.DataFrame | None:
+    """The partition as the lake holds it now, through the run's IO manager (None if absent
+    or when the IO manager cannot read partitions back)."""
+    io_manager = getattr(context.resources, "io_manager", None)
+    reader = getattr(io_manager, "read_partition", None)
+    if reader is None:
+        return None
+    return reader(asset_key(dataset), context.partition_key, exchange_name)
 
 
 def backfill_progress(context: dg.AssetExecutionContext) -> dict[str, object] | None:
@@ -197,7 +264,12 @@ def build_market_data_asset(dataset: str, exchange_name: str = DEFAULT_EXCHANGE)
         landing: LandingResource,
     ) -> dg.MaterializeResult:
         frame, meta = materialise_partition(
-            dataset, context.partition_key, config, exchange, landing
+            dataset,
+            context.partition_key,
+            config,
+            exchange,
+            landing,
+            previous=previous_partition(context, dataset, exchange_name),
         )
         progress = backfill_progress(context)
         if progress:

@@ -15,15 +15,29 @@ def _ms(series: pd.Series) -> np.ndarray:
 
 
 class TradesSpec(DatasetSpec):
-    """Aggregate trade ids are consecutive per symbol: a missing id is a gap."""
+    """Aggregate trade ids are consecutive per symbol: a missing id is a gap.
+
+    Coverage is proven by ids, not by timestamps: a run of consecutive ids from trade ``a`` to
+    trade ``b`` proves every trade strictly between their milliseconds, but not the whole
+    millisecond of either end, which another (lost) trade may share. A day is complete once a
+    run reaches from a trade before its start to a trade at or after its end; the neighbours
+    outside the window that prove it are held while filling and dropped from the result.
+    """
 
     schema = TRADES
 
     def implied_coverage(self, frame: pd.DataFrame, window: PartitionWindow) -> list[Range]:
-        if frame.empty:
+        if len(frame) < 2:
             return []
-        times = _ms(frame["trade_time"])
-        return [(int(times.min()), int(times.max()) + 1)]
+        ordered = frame.sort_values("agg_trade_id", kind="stable")
+        ids = ordered["agg_trade_id"].to_numpy()
+        times = _ms(ordered["trade_time"])
+        breaks = np.flatnonzero(np.diff(ids) != 1)
+        starts = np.concatenate([[0], breaks + 1])
+        ends = np.concatenate([breaks, [len(ids) - 1]])
+        return merge_ranges(
+            [(int(times[a]) + 1, int(times[b])) for a, b in zip(starts, ends, strict=True) if b > a]
+        )
 
     def intrinsic_gaps(self, frame: pd.DataFrame, window: PartitionWindow) -> list[Range]:
         if len(frame) < 2:
@@ -33,6 +47,9 @@ class TradesSpec(DatasetSpec):
         times = _ms(ordered["trade_time"])
         holes = np.flatnonzero(np.diff(ids) > 1)
         return merge_ranges([(int(times[i]), int(times[i + 1]) + 1) for i in holes])
+
+    def keep_rows(self, frame: pd.DataFrame, window: PartitionWindow) -> pd.DataFrame:
+        return frame  # neighbours outside the window prove its edges (see the class docstring)
 
 
 class CandlesSpec(DatasetSpec):
@@ -50,6 +67,9 @@ class CandlesSpec(DatasetSpec):
             return []
         opens = np.unique(_ms(frame["open_time"]))
         return merge_ranges([(int(t), int(t) + self.interval_ms) for t in opens])
+
+    def row_ranges(self, frame: pd.DataFrame) -> list[Range]:
+        return self.implied_coverage(frame.dropna(subset=[self.schema.time_column]), None)  # type: ignore[arg-type]
 
 
 class FundingSpec(DatasetSpec):
@@ -76,6 +96,9 @@ class FundingSpec(DatasetSpec):
             return []
         tol = self.tolerance_ms
         return merge_ranges([(int(t) - tol, int(t) + tol) for t in _ms(frame["funding_time"])])
+
+    def row_ranges(self, frame: pd.DataFrame) -> list[Range]:
+        return self.implied_coverage(frame.dropna(subset=[self.schema.time_column]), None)  # type: ignore[arg-type]
 
 
 class DepthSpec(DatasetSpec):

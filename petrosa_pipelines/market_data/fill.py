@@ -18,6 +18,7 @@ import pandas as pd
 
 from petrosa_pipelines.catalog.schemas import DatasetSchema, conform
 from petrosa_pipelines.lib.timeutil import day_window_ms, merge_ranges, ms_to_iso
+from petrosa_pipelines.market_data.validate import split_valid
 
 Range = tuple[int, int]
 DedupKeep = Literal["first", "last"]
@@ -88,6 +89,18 @@ class DatasetSpec(abc.ABC):
         """Holes visible in the rows whatever a source confirmed (e.g. missing trade ids)."""
         return []
 
+    def row_ranges(self, frame: pd.DataFrame) -> list[Range]:
+        """The time each row stands for (a rejected row leaves exactly this missing)."""
+        if frame.empty:
+            return []
+        times = frame[self.schema.time_column].dropna()
+        ms = times.astype("datetime64[ms, UTC]").astype("int64").to_numpy()
+        return merge_ranges([(int(t), int(t) + 1) for t in ms])
+
+    def keep_rows(self, frame: pd.DataFrame, window: PartitionWindow) -> pd.DataFrame:
+        """Rows worth holding while filling: the window's (trades also keep id neighbours)."""
+        return self.in_window(frame, window)
+
     def in_window(self, frame: pd.DataFrame, window: PartitionWindow) -> pd.DataFrame:
         col = frame[self.schema.time_column]
         start = pd.Timestamp(window.start_ms, unit="ms", tz="UTC")
@@ -99,11 +112,16 @@ class DatasetSpec(abc.ABC):
     ) -> list[Range]:
         covered = [*self.implied_coverage(frame, window), *confirmed]
         open_ranges = subtract_ranges(self.needed(window), covered)
-        return merge_ranges([*open_ranges, *self.intrinsic_gaps(frame, window)])
+        gaps = subtract_ranges(
+            self.intrinsic_gaps(frame, window), subtract_ranges([(0, 2**62)], self.needed(window))
+        )
+        return merge_ranges([*open_ranges, *gaps])
 
 
 @dataclass
 class SourceAnswer:
+    """Rows, and the ranges the source proves complete beyond what its rows imply."""
+
     frame: pd.DataFrame
     confirmed: list[Range]
 
@@ -112,6 +130,10 @@ class HistorySource(abc.ABC):
     """One place a partition's rows can come from."""
 
     name: str
+    #: asked even when nothing is missing (the kept partition: never publish fewer rows)
+    always: bool = False
+    #: its rows clear ledger gaps they cover (history sources; the landing zone's cannot)
+    clears_ledger: bool = False
 
     def available(self, window: PartitionWindow) -> bool:
         return True
@@ -120,12 +142,20 @@ class HistorySource(abc.ABC):
     def fetch(self, window: PartitionWindow, missing: list[Range]) -> SourceAnswer:
         """Rows for (at least) the ``missing`` ranges, and the ranges this answer confirms."""
 
+    def fetch_for(
+        self, window: PartitionWindow, missing: list[Range], held: pd.DataFrame
+    ) -> SourceAnswer:
+        """``fetch`` knowing the rows already held (trade repair by id needs the ids held)."""
+        return self.fetch(window, missing)
+
 
 @dataclass
 class FillResult:
     frame: pd.DataFrame
     missing: list[Range]
     attempts: list[dict] = field(default_factory=list)
+    #: rows rejected by validation, per reason (every source)
+    rejected: dict[str, int] = field(default_factory=dict)
 
     def source_mix(self) -> dict[str, int]:
         if self.frame.empty:
@@ -134,6 +164,13 @@ class FillResult:
 
     def missing_iso(self, limit: int = 20) -> list[str]:
         return [f"{ms_to_iso(s)}/{ms_to_iso(e)}" for s, e in self.missing[:limit]]
+
+    def added_by(self, source: str) -> int:
+        """Rows of the result that only ``source`` gave (after dedup)."""
+        return sum(int(a.get("added", 0)) for a in self.attempts if a.get("source") == source)
+
+    def errors(self) -> list[dict]:
+        return [a for a in self.attempts if "error" in a]
 
 
 def dedup(frame: pd.DataFrame, schema: DatasetSchema, keep: DedupKeep = "first") -> pd.DataFrame:
@@ -156,34 +193,49 @@ def fill_partition(
 
     ``known_gaps`` (from the ingest's gap ledger) are ranges the landing zone is known to lack
     even where its rows look continuous. Errors of one source are recorded and the next source
-    is tried: a dead REST endpoint must not lose what the archive has.
+    is tried: a dead REST endpoint must not lose what the archive has. Every answer is
+    validated (``market_data/validate.py``); a rejected row is counted and its range stays
+    missing until a later source gives a valid row for it.
     """
     frame = spec.schema.empty_frame()
     confirmed: list[Range] = []
     attempts: list[dict] = []
+    rejected: dict[str, int] = {}
     extra = list(known_gaps)
     for source in sources:
         missing = merge_ranges([*spec.missing(frame, window, confirmed), *extra])
-        if not missing:
-            break
+        if not missing and not source.always:
+            continue
         if not source.available(window):
             attempts.append({"source": source.name, "skipped": "not available for this window"})
             continue
         try:
-            answer = source.fetch(window, missing)
+            answer = source.fetch_for(window, missing, frame)
         except Exception as exc:  # noqa: BLE001 - recorded in metadata, next source tried
             attempts.append({"source": source.name, "error": f"{type(exc).__name__}: {exc}"})
             continue
         got = (
-            spec.in_window(conform(answer.frame, spec.schema), window)
+            spec.keep_rows(conform(answer.frame, spec.schema), window)
             if len(answer.frame.columns)
             else spec.schema.empty_frame()
         )
-        attempts.append({"source": source.name, "rows": len(got), "ranges": len(missing)})
+        got, bad, reasons = split_valid(got, spec.schema.name)
+        attempt: dict = {"source": source.name, "rows": len(got), "ranges": len(missing)}
+        if len(bad):
+            attempt["rejected"] = reasons
+            for reason, n in reasons.items():
+                rejected[reason] = rejected.get(reason, 0) + n
+        before = len(spec.in_window(frame, window))
         if not got.empty:
             frame = dedup(pd.concat([frame, got], ignore_index=True), spec.schema, keep)
-        confirmed.extend(answer.confirmed)
-        extra = subtract_ranges(extra, answer.confirmed)
-    frame = spec.in_window(frame, window).reset_index(drop=True)
+        attempt["added"] = len(spec.in_window(frame, window)) - before
+        attempts.append(attempt)
+        bad_ranges = spec.row_ranges(spec.in_window(bad, window))
+        answered = [*answer.confirmed]
+        if source.clears_ledger:
+            answered += spec.implied_coverage(got, window)
+        confirmed.extend(subtract_ranges(answer.confirmed, bad_ranges))
+        extra = merge_ranges([*subtract_ranges(extra, answered), *bad_ranges])
     remaining = merge_ranges([*spec.missing(frame, window, confirmed), *extra])
-    return FillResult(frame=frame, missing=remaining, attempts=attempts)
+    frame = spec.in_window(frame, window).reset_index(drop=True)
+    return FillResult(frame=frame, missing=remaining, attempts=attempts, rejected=rejected)

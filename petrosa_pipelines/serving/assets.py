@@ -14,6 +14,14 @@ from resources.warehouse import WarehouseResource
 LAYER = "storage"
 
 
+class WarehouseLoadConfig(dg.Config):
+    """Run settings of a warehouse load."""
+
+    #: replace a partition with fewer rows than it holds (off: such a load fails and the
+    #: warehouse keeps its rows; a lake partition never shrinks unless rows were proven wrong)
+    allow_fewer_rows: bool = False
+
+
 def warehouse_asset_key(dataset: str) -> dg.AssetKey:
     return dg.AssetKey([LAYER, f"warehouse_{dataset}"])
 
@@ -36,7 +44,10 @@ def build_warehouse_asset(dataset: str) -> dg.AssetsDefinition:
         code_version=f"warehouse-{dataset}-v1",
     )
     def _load(
-        context: dg.AssetExecutionContext, frame: pd.DataFrame, warehouse: WarehouseResource
+        context: dg.AssetExecutionContext,
+        config: WarehouseLoadConfig,
+        frame: pd.DataFrame,
+        warehouse: WarehouseResource,
     ) -> dg.MaterializeResult:
         day, symbol = split_partition_key(context.partition_key)
         exchange = str(frame["exchange"].iloc[0]) if len(frame) else DEFAULT_EXCHANGE
@@ -47,6 +58,7 @@ def build_warehouse_asset(dataset: str) -> dg.AssetsDefinition:
             symbol=symbol,
             day=day,
             qualifier="1m" if dataset == "candles" else None,
+            never_fewer=not config.allow_fewer_rows,
         )
         return dg.MaterializeResult(
             metadata={

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,16 +46,26 @@ def _asset_keys(datasets: str | Iterable[str]) -> list[dg.AssetKey]:
 
 
 def partition_keys(symbols: str | Iterable[str], start: Any, end: Any) -> list[str]:
-    """``date|SYMBOL`` keys of every UTC day overlapping [start, end), for each symbol."""
-    from petrosa_pipelines.api import _range, days_between
+    """``date|SYMBOL`` keys of every UTC day overlapping [start, end), for each symbol.
 
+    Symbols and range are checked first (``api.symbol_names``, ``api.MAX_RANGE_DAYS``): a
+    junk symbol would otherwise become a permanent dynamic partition of the instance.
+    """
+    from petrosa_pipelines.api import _range, days_between, symbol_names
+
+    syms = symbol_names(symbols)
     lo, hi = _range(start, end)
-    syms = [symbols] if isinstance(symbols, str) else list(symbols)
-    return [str(partition_key(d, s.upper())) for d in days_between(lo, hi) for s in syms]
+    return [str(partition_key(d, s)) for d in days_between(lo, hi) for s in syms]
 
 
-def _register_symbols(instance: dg.DagsterInstance, symbols: Sequence[str]) -> None:
-    instance.add_dynamic_partitions(SYMBOLS_PARTITIONS_NAME, [s.upper() for s in symbols])
+def _symbol_names(symbols: str | Iterable[str]) -> list[str]:
+    from petrosa_pipelines.api import symbol_names
+
+    return symbol_names(symbols)
+
+
+def _register_symbols(instance: dg.DagsterInstance, symbols: str | Iterable[str]) -> None:
+    instance.add_dynamic_partitions(SYMBOLS_PARTITIONS_NAME, _symbol_names(symbols))
 
 
 def materialize_partitions(
@@ -75,7 +85,7 @@ def materialize_partitions(
     the UI), else an ephemeral one.
     """
     keys = _asset_keys(datasets)
-    syms = [symbols] if isinstance(symbols, str) else list(symbols)
+    syms = _symbol_names(symbols)  # checked before anything: a junk symbol stays registered
     pkeys = partition_keys(syms, start, end)
     job = _defs(defs).resolve_job_def(job_name)
     owned = instance is None
@@ -123,7 +133,7 @@ def launch_backfill(
     from dagster._core.utils import make_new_backfill_id
 
     keys = _asset_keys(datasets)
-    syms = [symbols] if isinstance(symbols, str) else list(symbols)
+    syms = _symbol_names(symbols)  # checked before anything: a junk symbol stays registered
     pkeys = partition_keys(syms, start, end)
     _register_symbols(instance, syms)
     backfill = PartitionBackfill.from_asset_partitions(

@@ -51,6 +51,10 @@ class PartitionMismatchError(ValueError):
     """A frame holds rows outside the partition it is loaded into."""
 
 
+class ShrinkRefusedError(WarehouseError):
+    """A load would replace a partition with fewer rows than it holds (``never_fewer``)."""
+
+
 def normalise_url(url: str) -> str:
     """The SQLAlchemy URL with the psycopg 3 driver, whatever driver ``url`` named.
 
@@ -219,8 +223,13 @@ class Warehouse:
         symbol: str,
         day: dt.date,
         qualifier: str | None = None,
+        never_fewer: bool = False,
     ) -> LoadReport:
-        """Replace one partition with ``frame`` atomically; the frame is the whole partition."""
+        """Replace one partition with ``frame`` atomically; the frame is the whole partition.
+
+        With ``never_fewer`` a frame with fewer rows than the partition holds is refused inside
+        the same transaction (``ShrinkRefusedError``): the partition keeps its rows.
+        """
         spec = TABLE_SPECS.get(table)
         if spec is None:
             raise WarehouseError(f"unknown warehouse table {table!r}; known: {sorted(TABLE_SPECS)}")
@@ -242,6 +251,14 @@ class Warehouse:
             conn: psycopg.Connection = sconn.connection.driver_connection  # type: ignore[assignment]
             with conn.cursor() as cur:
                 cur.execute("SELECT pg_advisory_xact_lock(%s)", [part.lock_key()])
+                if never_fewer:
+                    cur.execute(f"SELECT count(*) FROM {spec.qualified_name} WHERE {where}", params)  # noqa: S608
+                    held = int(cur.fetchone()[0])
+                    if len(frame) < held:
+                        raise ShrinkRefusedError(
+                            f"{spec.name} partition {part}: refusing to replace {held} rows "
+                            f"with {len(frame)}; the warehouse keeps its rows"
+                        )
                 cur.execute(f"DELETE FROM {spec.qualified_name} WHERE {where}", params)  # noqa: S608
                 replaced = cur.rowcount
                 with cur.copy(

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from petrosa_pipelines.analytics import ANALYTICS_ASSETS, volatility
+from petrosa_pipelines.analytics import ANALYTICS_ASSETS, charts, volatility
 from petrosa_pipelines.analytics.assets import CROSS_SYMBOL_KEYS, SYMBOL_DAY_KEYS, analytics_key
 from petrosa_pipelines.analytics.specs import ALL_SPECS
 from petrosa_pipelines.lake import lake_path
@@ -128,7 +128,12 @@ def test_every_symbol_day_asset_materialises_with_its_catalog_metadata(lake):
         assert [c.name for c in schema.columns] == list(frame.columns)
         lineage = meta["dagster/column_lineage"].column_lineage.deps_by_column
         assert set(lineage) <= set(frame.columns) and lineage
-        assert meta["chart"].value.startswith(("![", "**"))
+        # the chart is a PNG under "chart: <what>"; its summary is short enough to show inline
+        (chart,) = [v for k, v in meta.items() if k.startswith("chart: ")]
+        assert chart.value.startswith("![BTCUSDT 2024-01-03: "), spec.name
+        assert charts.png_size(chart) == (960, 420), spec.name
+        summary = meta["summary"].value
+        assert summary.startswith("**BTCUSDT 2024-01-03: ") and len(summary) < 1000
         if spec.time_column in frame.columns:
             assert meta["first_time"].value <= meta["last_time"].value
 
@@ -212,3 +217,39 @@ def test_multi_timeframe_assets_only_emit_complete_intervals(lake):
     # closed day: every second up to midnight is complete, filled flat after the last trade
     assert one["close_time"].max() == pd.Timestamp("2024-01-02 23:59:59.999", tz="UTC")
     assert Decimal(str(one["close"].iloc[-1])) == realdata.hft_trade_rows()[-1]["p"]
+
+
+LIQUIDITY_KEYS = [analytics_key("liquidity"), analytics_key("liquidity_heatmap")]
+
+
+def test_a_day_without_depth_writes_no_rows_and_says_why(lake):
+    """A day from before the ingest ran has no book: 0 rows and a note, never rows of NaN
+    (it used to be 1,440 minutes of NaN spread and an empty chart on a 1970 axis)."""
+    io, instance = lake
+    depth = upstream_frames("2024-01-03", "BTCUSDT", realdata.VISION_DAYS[2])[DEPTH_KEY]
+    write(io, DEPTH_KEY, "2024-01-03", "BTCUSDT", depth.iloc[0:0])
+    result = run(io, instance, LIQUIDITY_KEYS, "2024-01-03|BTCUSDT")
+    events = {e.asset_key: e for e in result.get_asset_materialization_events()}
+    for key in LIQUIDITY_KEYS:
+        frame = read(io, key, "2024-01-03", "BTCUSDT")
+        assert len(frame) == 0 and list(frame.columns) == [c.name for c in BY_SPEC[key].columns]
+        meta = events[key].step_materialization_data.materialization.metadata
+        assert meta["dagster/row_count"].value == 0
+        assert meta["note"].value.startswith("no depth data for this partition"), key
+        assert "no depth data" in meta["summary"].value
+        assert not [k for k in meta if k.startswith("chart")], "no empty chart"
+
+
+def test_liquidity_has_a_row_only_for_minutes_with_a_book(lake):
+    """The upstream book covers a few minutes of the day: those minutes, all with numbers."""
+    io, instance = lake
+    run(io, instance, [analytics_key("liquidity")], "2024-01-03|BTCUSDT")
+    frame = read(io, analytics_key("liquidity"), "2024-01-03", "BTCUSDT")
+    depth = upstream_frames("2024-01-03", "BTCUSDT", realdata.VISION_DAYS[2])[DEPTH_KEY]
+    minutes = pd.to_datetime(depth["snapshot_time"], utc=True).dt.floor("min").nunique()
+    assert 0 < len(frame) == minutes < 1440
+    book = ["mid", "spread_bps", "bid_depth", "ask_depth", "depth_imbalance", "top_imbalance"]
+    assert frame[book].notna().all().all() and (frame["snapshots"] >= 1).all()
+
+
+BY_SPEC = {analytics_key(s.name): s for s in ALL_SPECS}

@@ -59,6 +59,21 @@ def test_1m_klines_aggregate_exactly_to_the_exchange_rule(symbol, day):
             assert got.source_rows == want["n"]
 
 
+def test_a_range_of_days_resamples_each_day_as_that_day_alone():
+    """Sums are exact per UTC day: one day holding a computed (non-decimal) volume falls back to
+    float sums for itself only, and a range gives every day's bars bit for bit (the API
+    resamples ranges, the candles_from_1m asset single days)."""
+    clean = realdata.vision_candles("BTCUSDT", "2022-01-01")
+    odd = realdata.vision_candles("BTCUSDT", "2022-05-01")
+    odd.loc[100, "quote_volume"] = 0.1 + 0.2  # 0.30000000000000004: no decimal has this float
+    whole = resample.resample_candles(pd.concat([clean, odd], ignore_index=True), "1h")
+    alone = pd.concat([resample.resample_candles(d, "1h") for d in (clean, odd)], ignore_index=True)
+    bits = whole[SUM_FIELDS].to_numpy().view("int64")
+    assert (bits == alone[SUM_FIELDS].to_numpy().view("int64")).all()
+    ref = reference_klines(realdata.vision_rows("BTCUSDT", "2022-01-01"), 3_600_000)
+    assert list(whole["quote_volume"].iloc[:24]) == [float(r["quote_volume"]) for r in ref]
+
+
 def test_naive_float_sum_would_not_be_exact():
     """The reason for _exact: plain float sums of real volumes miss the decimal sum."""
     rows = realdata.vision_rows("BTCUSDT", "2022-01-01")

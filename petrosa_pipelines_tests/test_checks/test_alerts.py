@@ -11,6 +11,7 @@ import pytest
 
 from petrosa_pipelines.checks.settings import AlertSettings, alert_settings
 from petrosa_pipelines.market_data.partitions import daily_symbol_partitions
+from petrosa_pipelines.settings import SettingError
 from sensors.alert_sensor import Alert, build_alert_sensor, fold, send_alert
 
 
@@ -180,6 +181,7 @@ def test_sensor_alerts_once_folds_repeats_and_clears(http_receiver, instance, tm
         ),
         landing_root=lambda: str(landing),
         clock=lambda: clock[0],
+        expected_groups=lambda: {"binance/g1"},
     )
     defs = dg.Definitions(assets=[candles], asset_checks=[candles_complete], sensors=[sensor])
     cursor = None
@@ -216,3 +218,62 @@ def test_sensor_alerts_once_folds_repeats_and_clears(http_receiver, instance, tm
     assert received[-1][1]["subject"] == "binance/g1"
     tick()
     assert received[-1][1]["kind"] == "ingest_down" and len(received) == 3  # folded
+
+
+SLACK_TOKEN = "xq7Lw2ZkP9rT4vB8nM3cH6dF"
+SLACK_NO_SCHEME = f"hooks.slack.com/services/T0AB12CD3/B0EF45GH6/{SLACK_TOKEN}"
+
+
+class _Lines:
+    """A logger that keeps every line it is given."""
+
+    def __init__(self):
+        self.lines: list[str] = []
+
+    def error(self, msg, *args):
+        self.lines.append(msg % args if args else msg)
+
+    warning = info = error
+
+
+def test_a_slack_url_without_scheme_is_refused_up_front_with_the_token_masked():
+    """It used to pass the settings and fail at send time, logging
+    ``unknown url type: 'hooks.slack.com/services/.../<token>'``."""
+    env = {"PETROSA_ALERT_SINKS": "slack", "PETROSA_ALERT_SLACK_WEBHOOK_URL": SLACK_NO_SCHEME}
+    with pytest.raises(SettingError, match="PETROSA_ALERT_SLACK_WEBHOOK_URL") as info:
+        alert_settings(env)
+    assert SLACK_TOKEN not in str(info.value) and "B0EF45GH6" not in str(info.value)
+    assert "hooks.slack.com/***" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "slack_url",
+    [
+        SLACK_NO_SCHEME,  # fails before any connection
+        f"http://127.0.0.1:9/services/T0AB12CD3/B0EF45GH6/{SLACK_TOKEN}",  # connection refused
+    ],
+)
+def test_sink_errors_never_log_the_webhook_token(http_receiver, slack_url, caplog):
+    url, received = http_receiver
+    settings = AlertSettings(
+        sinks=("slack", "webhook"),
+        slack_webhook_url=slack_url,
+        webhook_url=f"{url}/hook/{SLACK_TOKEN[::-1]}",
+        timeout_s=2,
+    )
+    logger = _Lines()
+    assert send_alert(_alert(), settings, logger) == ["slack"]
+    assert [p.split("/")[1] for p, _ in received] == ["hook"]  # the other sink still delivered
+    [line] = logger.lines
+    assert line.startswith("alert sink slack failed")
+    assert SLACK_TOKEN not in line and "B0EF45GH6" not in line
+    assert SLACK_TOKEN not in caplog.text
+
+
+def test_a_failing_generic_webhook_never_logs_its_url_secret():
+    """A 404 or refused generic webhook: its path (often the secret) stays out of the log."""
+    secret = "s3cr3t-path-token-0123456789"
+    settings = AlertSettings(sinks=("webhook",), webhook_url=f"http://127.0.0.1:9/{secret}")
+    logger = _Lines()
+    assert send_alert(_alert(), settings, logger) == ["webhook"]
+    assert secret not in logger.lines[0]

@@ -65,6 +65,24 @@ def test_depth_gaps_are_unrecoverable_and_ledger_is_split_by_day():
     assert {t.partition for t in plan.requests} == {"2024-05-01|BTCUSDT", "2024-05-02|BTCUSDT"}
 
 
+def test_a_poisoned_ledger_entry_gives_bounded_targets():
+    """Issue 11 item 9: an entry ending at 2**63-1 (or any far future) made ``ledger_targets``
+    walk ~10**14 days (> 60 s, 850 MB) and the sensor fail every tick. Targets stay within
+    the lookback and the sensor's now, whatever the entry says."""
+    far = END + 1000 * 86_400_000
+    gaps = [
+        GapRecord("trades", "BTCUSDT", END - 60_000, 2**63 - 1, "disconnect", END),
+        GapRecord("trades", "ETHUSDT", END - 60_000, far, "disconnect", far),  # recorded_at too
+    ]
+    targets = ledger_targets(gaps, ["BTCUSDT", "ETHUSDT"], START, int(NOW * 1000))
+    assert sorted((t.partition, t.gap_ms) for t in targets) == [
+        ("2024-05-01|BTCUSDT", 60_000),
+        ("2024-05-01|ETHUSDT", 60_000),
+        ("2024-05-02|BTCUSDT", 3_600_000),
+        ("2024-05-02|ETHUSDT", int(NOW * 1000) - END),
+    ]
+
+
 def test_injected_gap_is_backfilled_and_the_check_then_passes(world, lake, instance):
     pk = f"{DAY}|ETHUSDT"
     candles = real_candles("ETHUSDT-1m-2022-05-01.csv", DAY)

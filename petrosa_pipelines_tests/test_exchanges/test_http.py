@@ -2,18 +2,30 @@
 
 from __future__ import annotations
 
+import io
+import json
 import logging
+import math
 import multiprocessing
 import socket
+import threading
+import zipfile
+import zlib
 
 import pytest
+import requests
 
 from petrosa_pipelines.exchanges.base import ExchangeError, MessageError
 from petrosa_pipelines.exchanges.http import (
+    MAX_BAN_SECONDS,
     USED_WEIGHT_HEADER,
+    RateLimitedError,
     RestTransport,
+    TransportError,
     WeightBudget,
     backoff_delay,
+    fetch,
+    retry_after_seconds,
 )
 from petrosa_pipelines.settings import RestSettings
 from petrosa_pipelines_tests.test_exchanges.fake_binance import FakeClock, FakeServer, Reply
@@ -306,3 +318,281 @@ def test_budget_reserved_before_each_request_and_waits_when_full():
             t.get("/x", weight=10)
     assert budget.sleeps == [pytest.approx(60.0)]  # the sixth request waited for a new window
     assert budget.used == 10
+
+
+# ---------------------------------------------------------------------------------------------
+# Retry-After that cannot be trusted (issue 11 item 11)
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("raw", ["inf", "Infinity", "nan", "-1", "-inf", "soon", ""])
+def test_unusable_retry_after_is_ignored(raw):
+    assert retry_after_seconds({"Retry-After": raw}, now=6000.0) is None
+
+
+def test_retry_after_is_clamped_to_the_longest_ban_and_reads_http_dates():
+    assert retry_after_seconds({"Retry-After": "7"}) == 7.0
+    assert retry_after_seconds({"Retry-After": "1e9"}) == MAX_BAN_SECONDS == 3 * 86400
+    date = "Wed, 21 Oct 2015 07:28:30 GMT"  # RFC 9110 example, 30 s after ``now``
+    assert retry_after_seconds({"Retry-After": date}, now=1445412480.0) == 30.0
+    assert retry_after_seconds({}) is None
+
+
+@pytest.mark.parametrize("raw", ["inf", "nan", "-1"])
+def test_non_finite_retry_after_never_reaches_the_shared_budget_file(tmp_path, raw):
+    """Today ``inf`` writes ``"blocked_until": Infinity`` and every later process fails with
+    OverflowError in ``time.sleep``; ``nan``/``-1`` raise ValueError. Now the header is
+    ignored (the jittered backoff applies) and the file stays strict JSON."""
+    clock = FakeClock(start=6000.0)
+    with FakeServer() as server:
+        server.routes["/x"] = [Reply(429, {}, {"Retry-After": raw}), Reply(200, {"ok": 1})]
+        budget = WeightBudget(100, 1.0, shared_dir=tmp_path, clock=clock.time, sleep=clock.sleep)
+        t = RestTransport(
+            server.url, REST, budget, clock=clock.time, sleep=clock.sleep, rng=lambda: 1.0
+        )
+        assert t.get("/x")[0] == {"ok": 1}
+    assert t.sleeps == [0.5]  # the backoff, not the header
+    state = json.loads(
+        (tmp_path / "binance.weight.json").read_text(), parse_constant=_refuse_constant
+    )
+    assert math.isfinite(state["blocked_until"]) and state["blocked_until"] <= clock.now
+    other = WeightBudget(100, 1.0, shared_dir=tmp_path, clock=clock.time, sleep=clock.sleep)
+    assert other.reserve(1) == 0.0
+
+
+def _refuse_constant(name: str) -> float:
+    raise AssertionError(f"the budget file holds {name}")
+
+
+def test_huge_retry_after_fails_the_run_instead_of_sleeping_for_years(tmp_path):
+    """``Retry-After: 1e9`` hung every process ~31 years. Now the run fails at once with a
+    ``RateLimitedError``, and the (clamped) block is shared so the other processes on the IP
+    fail fast too instead of hammering a banned IP."""
+    clock = FakeClock(start=6000.0)
+    with FakeServer() as server:
+        server.routes["/x"] = [Reply(418, {"code": -1003, "msg": "banned"}, {"Retry-After": "1e9"})]
+        budget = WeightBudget(100, 1.0, shared_dir=tmp_path, clock=clock.time, sleep=clock.sleep)
+        t = RestTransport(server.url, REST, budget, clock=clock.time, sleep=clock.sleep)
+        with pytest.raises(RateLimitedError, match="failing instead of sleeping") as info:
+            t.get("/x")
+    assert info.value.status == 418 and info.value.wait_seconds == MAX_BAN_SECONDS
+    assert clock.sleeps == [] and len(server.requests) == 1
+    blocked = json.loads((tmp_path / "binance.weight.json").read_text())["blocked_until"]
+    assert blocked == pytest.approx(clock.now + MAX_BAN_SECONDS)
+    other = WeightBudget(100, 1.0, shared_dir=tmp_path, clock=clock.time, sleep=clock.sleep)
+    with pytest.raises(RateLimitedError):
+        other.reserve(1)
+    assert clock.sleeps == []
+
+
+def test_retry_after_within_the_allowed_wait_is_still_honoured():
+    clock = FakeClock(start=6000.0)
+    rest = RestSettings(max_retries=3, max_wait_seconds=600.0)
+    with FakeServer() as server:
+        server.routes["/x"] = [Reply(429, {}, {"Retry-After": "600"}), Reply(200, {})]
+        t = _transport(server, clock, rest)
+        t.get("/x")
+    assert t.sleeps == [600.0]
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        '{"window": 100, "used": 5, "blocked_until": Infinity}',
+        '{"window": 100, "used": 5, "blocked_until": NaN}',
+        '{"window": 1e400, "used": 5}',
+        '{"window": 100, "used": 5, "blocked_until": 1e15}',
+        '{"window": 100, "used": -3}',
+        '{"window": "x", "used": 5}',
+        "[1, 2]",
+        "\x00\x01garbage",
+        "",
+    ],
+)
+def test_a_corrupt_shared_budget_file_is_survived_and_repaired(tmp_path, content):
+    clock = FakeClock(start=6000.0)
+    path = tmp_path / "binance.weight.json"
+    path.write_text(content)
+    budget = WeightBudget(100, 1.0, shared_dir=tmp_path, clock=clock.time, sleep=clock.sleep)
+    assert budget.reserve(1) == 0.0
+    assert json.loads(path.read_text(), parse_constant=_refuse_constant)["used"] == 1
+
+
+def test_block_until_refuses_non_finite_and_clamps():
+    clock = FakeClock(start=6000.0)
+    budget = _budget(clock)
+    with pytest.raises(ValueError, match="finite"):
+        budget.block_until(math.inf)
+    budget.block_until(6000.0 + 1e12)
+    with pytest.raises(RateLimitedError) as info:
+        budget.reserve(1)
+    assert info.value.wait_seconds == pytest.approx(MAX_BAN_SECONDS)
+
+
+# ---------------------------------------------------------------------------------------------
+# Typed transport failures and a total deadline (issue 11 item 13), on a loopback socket server
+# ---------------------------------------------------------------------------------------------
+
+
+class RawServer:
+    """Answers each connection with the next scripted handler ``(socket) -> None`` (the last
+    repeats): raw bytes on 127.0.0.1, for what an HTTP library will not send (cut bodies,
+    corrupt encodings, a byte at a time)."""
+
+    def __init__(self, *handlers) -> None:
+        self.handlers = list(handlers)
+        self.connections = 0
+        self.stop = threading.Event()
+        self._sock = socket.create_server(("127.0.0.1", 0))
+        self._sock.settimeout(0.05)
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._sock.getsockname()[1]}"
+
+    def _serve(self) -> None:
+        while not self.stop.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except TimeoutError:
+                continue
+            handler = self.handlers.pop(0) if len(self.handlers) > 1 else self.handlers[0]
+            self.connections += 1
+            threading.Thread(target=self._answer, args=(conn, handler), daemon=True).start()
+
+    def _answer(self, conn: socket.socket, handler) -> None:
+        with conn:
+            try:
+                conn.recv(65536)
+                handler(conn, self.stop)
+            except OSError:
+                pass
+
+    def __enter__(self) -> RawServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self._thread.join(5)
+        self._sock.close()
+
+
+def _ok(conn: socket.socket, stop: threading.Event) -> None:
+    body = b'{"ok": 1}'
+    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+
+
+def _truncated_chunked(conn: socket.socket, stop: threading.Event) -> None:
+    conn.sendall(
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"5\r\n[1,2,\r\n"
+    )
+
+
+def _truncated_length(conn: socket.socket, stop: threading.Event) -> None:
+    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n[1,2")
+
+
+def _corrupt_deflate(conn: socket.socket, stop: threading.Event) -> None:
+    body = zlib.compress(b'{"a": 1}' * 100)[:20] + b"\xff" * 40
+    conn.sendall(
+        b"HTTP/1.1 200 OK\r\nContent-Encoding: deflate\r\nContent-Length: %d\r\n\r\n" % len(body)
+        + body
+    )
+
+
+def _drip_body(conn: socket.socket, stop: threading.Event) -> None:
+    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n")
+    while not stop.wait(0.3):
+        conn.sendall(b" ")
+
+
+def _drip_headers(conn: socket.socket, stop: threading.Event) -> None:
+    for byte in b"HTTP/1.1 200 OK\r\nX-Slow: " + b"a" * 100000:
+        if stop.wait(0.3):
+            return
+        conn.sendall(bytes([byte]))
+
+
+@pytest.mark.parametrize(
+    ("handler", "kind"),
+    [
+        (_truncated_chunked, "truncated"),
+        (_truncated_length, "truncated"),
+        (_corrupt_deflate, "decode"),
+    ],
+)
+def test_transport_failures_are_typed_and_retried(handler, kind):
+    """A cut body was a raw ChunkedEncodingError (not retried), a corrupt deflate a raw
+    ContentDecodingError: now both are a ``TransportError`` retried within the budget."""
+    clock = FakeClock(start=6000.0)
+    with RawServer(handler, _ok) as server:
+        t = _transport(server, clock)
+        assert t.get("/x")[0] == {"ok": 1}
+    assert t.sleeps == [0.5] and server.connections == 2
+    with RawServer(handler) as server:
+        t = _transport(server, clock)
+        with pytest.raises(TransportError, match="giving up") as info:
+            t.get("/x")
+    assert info.value.kind == kind
+    assert isinstance(info.value, ExchangeError)
+    assert server.connections == REST.max_retries + 1
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("handler", [_drip_body, _drip_headers])
+def test_a_dripping_server_hits_the_total_deadline(handler):
+    """One byte every 0.3 s never trips the 5 s per-read timeout (it used to hang forever):
+    the per-request deadline ends each attempt, and the retries give up."""
+    clock = FakeClock(start=6000.0)
+    rest = RestSettings(max_retries=1, timeout_seconds=5.0, deadline_seconds=1.0)
+    with RawServer(handler) as server:
+        t = _transport(server, clock, rest)
+        with pytest.raises(TransportError) as info:
+            t.get("/x")
+    assert info.value.kind == "deadline"
+    assert server.connections == 2
+
+
+def test_fetch_reports_refused_connections_as_transport_errors():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(TransportError) as info:
+        fetch(requests.Session(), f"http://127.0.0.1:{port}/x", timeout=2.0, deadline=5.0)
+    assert info.value.kind == "connection"
+
+
+def test_corrupt_deflate_inside_an_archive_is_a_message_error():
+    """A zip whose deflate stream is corrupt raised a raw ``zlib.error`` from the archive
+    client; now a ``MessageError`` like any other bad archive."""
+    from petrosa_pipelines.exchanges.binance.vision import extract_csv
+
+    buf = io.BytesIO()
+    rows = "".join(f"{i},{i * 7 % 13}.5,{i * 31 % 97}\n" for i in range(3000))
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("BTCUSDT-aggTrades-2024-01-02.csv", rows)
+    data = bytearray(buf.getvalue())
+    start = 30 + len("BTCUSDT-aggTrades-2024-01-02.csv")  # local header, then deflate data
+    data[start + 5 : start + 40] = b"\xff" * 35
+    with pytest.raises(MessageError, match="BTCUSDT"):
+        extract_csv(bytes(data), "BTCUSDT-aggTrades-2024-01-02.zip")
+
+
+def test_vision_client_ignores_an_infinite_retry_after():
+    """The archive client slept ``float(Retry-After)``: ``inf`` -> OverflowError, ``-1`` ->
+    ValueError. Now the same checked value as the REST transport."""
+    from petrosa_pipelines.exchanges.binance.vision import VisionArchiveClient
+
+    clock = FakeClock(start=6000.0)
+    with FakeServer() as server:
+        server.routes["/a.zip"] = [
+            Reply(429, b"", {"Retry-After": "inf"}),
+            Reply(503, b"", {"Retry-After": "-1"}),
+            Reply(200, b"zipbytes"),
+        ]
+        client = VisionArchiveClient(server.url, REST, sleep=clock.sleep, rng=lambda: 1.0)
+        assert client._fetch(server.url + "/a.zip") == b"zipbytes"
+    assert client.sleeps == [0.5, 1.0]

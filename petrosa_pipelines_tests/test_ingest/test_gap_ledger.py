@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 
+import msgspec
 import pytest
 
 from petrosa_pipelines.ingest import IngestConfig, IngestEngine
 from petrosa_pipelines.ingest.engine import ID_GAP_GRACE_MS, _Conn
-from petrosa_pipelines.landing import LandingStore
+from petrosa_pipelines.landing import GapRecord, LandingStore, LandingWriter
+from petrosa_pipelines.landing.records import LEDGER_MAX_AHEAD_MS
 from petrosa_pipelines_tests.test_landing import binance_frames as bf
 
 T0 = 1_704_240_000_000
@@ -142,3 +144,75 @@ def test_a_rotation_candidate_dying_hands_its_streams_back_to_the_live_connectio
     engine._on_frame(old, _trade(104, T0 + 40), T0 + 40 + PUSH_LAG)
     (gap,) = _gaps(engine, tmp_path, "trades")
     assert (gap.cause, gap.start_ms, gap.end_ms) == ("disconnect", T0 + 20, T0 + 40)
+
+
+def _stop(engine: IngestEngine) -> None:
+    async def stop():
+        await engine._shutdown(asyncio.create_task(asyncio.sleep(3600)))
+
+    asyncio.run(stop())
+
+
+def test_an_outage_still_open_at_shutdown_is_ledgered(engine, tmp_path):
+    """Issue 11 item 7: the connection dropped and the ingest stopped before the stream came
+    back; the outage used to be written only when the next message arrived, i.e. never."""
+    conn = engine._primary
+    engine._on_frame(conn, _trade(100, T0), T0 + PUSH_LAG)
+    engine._drop_primary(conn, T0 + 60)
+    _stop(engine)
+    gaps = LandingStore(tmp_path).gaps("binance", T0 - 1, T0 + 1, "trades", S)
+    assert [(g.cause, g.start_ms, g.detail) for g in gaps] == [
+        ("disconnect", T0, "open at shutdown")
+    ]
+    assert gaps[0].end_ms >= T0 + 60  # up to the stop: a trade up to then may be lost
+
+
+def _landed_then_killed(tmp_path, heartbeat_data_ms: int | None) -> None:
+    """A first run lands trade 100 at T0, then dies the hard way: its heartbeat (if any)
+    claims a later trade it had only queued (a kill -9 loses the writer's queue)."""
+    from petrosa_pipelines.ingest import heartbeat as hb
+
+    with LandingWriter(tmp_path, "binance", "gl") as w:
+        assert w.put(T0 + PUSH_LAG, _trade(100, T0))
+    if heartbeat_data_ms is not None:
+        stream = {"last_data_ms": heartbeat_data_ms, "last_event_ms": heartbeat_data_ms + 40}
+        hb.write_heartbeat(tmp_path, "binance", "gl",
+                           {"streams": {f"{S.lower()}@aggTrade": stream}})  # fmt: skip
+
+
+@pytest.mark.parametrize("heartbeat_data_ms", [T0 + 5_000, None], ids=["ahead", "none"])
+def test_restart_gap_opens_at_the_last_landed_trade_time(tmp_path, heartbeat_data_ms):
+    """Issue 11 item 7: the restart gap opened at the heartbeat's last data time, which can be
+    ahead of what became durable (trades in between fell outside every window) or absent."""
+    _landed_then_killed(tmp_path, heartbeat_data_ms)
+    cfg = IngestConfig(group="gl", symbols=(S,), landing_path=str(tmp_path), datasets=("trades",))
+    second = IngestEngine(cfg)
+    second._record_restart_gap()
+    trades = next(st for st in second._streams.values() if st.stats.dataset == "trades")
+    assert (trades.outage_from, trades.outage_cause) == (T0, "writer_restart")
+
+
+def test_a_far_future_window_is_clamped_when_written(tmp_path):
+    """Issue 11 item 9: a far-future trade time made a ledger entry end at 2**63-1."""
+    with LandingWriter(tmp_path, "binance", "gl") as w:
+        path = w.record_gap(GapRecord("trades", S, T0, 2**63 - 1, "disconnect", T0 + 1_000))
+    raw = msgspec.json.decode(path.read_bytes())
+    assert raw["start_ms"] == T0 and raw["end_ms"] == T0 + 1_000 + LEDGER_MAX_AHEAD_MS
+    assert "clamped from" in raw["detail"]
+
+
+def test_a_poisoned_ledger_is_read_safely(tmp_path):
+    """Entries written before the check (or by anything else) are clamped when read, and a
+    corrupt file is reported without hiding the others."""
+    gdir = tmp_path / "binance" / "_gaps" / "gl"
+    gdir.mkdir(parents=True)
+    poisoned = {"dataset": "trades", "symbol": S, "start_ms": T0, "end_ms": 2**63 - 1,
+                "cause": "disconnect", "recorded_at": T0 + 1_000}  # fmt: skip
+    (gdir / "gap-1-w-1.json").write_bytes(msgspec.json.encode(poisoned))
+    (gdir / "gap-2-w-2.json").write_bytes(b'{"dataset": "trades", "end_ms": 1e999')
+    fine = {**poisoned, "end_ms": T0 + 500, "recorded_at": T0 + 600}
+    (gdir / "gap-3-w-3.json").write_bytes(msgspec.json.encode(fine))
+    store = LandingStore(tmp_path)
+    gaps = store.gaps("binance", T0 - 1, 2**63 - 1, "trades", S)
+    assert sorted(g.end_ms for g in gaps) == [T0 + 500, T0 + 1_000 + LEDGER_MAX_AHEAD_MS]
+    assert len(store.ledger_errors) == 1 and "gap-2-w-2.json" in store.ledger_errors[0]

@@ -131,3 +131,59 @@ def test_book_equals_applying_every_level_in_order(snapshot, diffs):
     cp = book.checkpoint("binance", T0)
     assert [(float(p), float(q)) for p, q in cp.bids] == sorted(ref_bids.items(), reverse=True)
     assert len(book.bids) == len(ref_bids) and len(book.asks) == len(ref_asks)
+
+
+def test_the_rebuild_from_landing_takes_no_sample_inside_a_ledger_window(tmp_path):
+    """Issue 11 item 5: the connection dropped after the diff at +1.2 s and came back at
+    +4.2 s (diffs 111..130 lost). The live ingest dropped its book at the cut; the rebuild
+    used to sample the pre-cut book at +2 s, +3 s and +4 s as if it were current."""
+    from petrosa_pipelines.landing import GapRecord, LandingStore, LandingWriter
+
+    s = "BTCUSDT"
+
+    def snap(uid, t, bids, asks):
+        lv = lambda xs: tuple((D(p), D(q)) for p, q in xs)  # noqa: E731
+        return DepthSnapshotRecord("binance", s, uid, t, t, lv(bids), lv(asks), t + 50)
+
+    with LandingWriter(tmp_path, "binance", "g1") as w:
+        assert w.put(T0 + 110, bf.depth_update(s, 90, 95, 89, T0 + 100))
+        assert w.put_snapshot(snap(100, T0 + 150, [("100", "1")], [("101", "1")]))
+        assert w.put(T0 + 210, bf.depth_update(s, 96, 105, 95, T0 + 200, bids=[("100", "5")]))
+        assert w.put(T0 + 1210, bf.depth_update(s, 106, 110, 105, T0 + 1200, asks=[("102", "2")]))
+        # -- cut; what the live ingest ledgered when the stream came back:
+        w.record_gap(GapRecord("depth", s, T0 + 1200, T0 + 4200, "disconnect", T0 + 4210, "g1"))
+        assert w.put(T0 + 4210, bf.depth_update(s, 131, 135, 130, T0 + 4200, bids=[("99", "3")]))
+        assert w.put_snapshot(snap(133, T0 + 4300, [("100", "7")], [("101", "8")]))
+        assert w.put(T0 + 5210, bf.depth_update(s, 136, 140, 135, T0 + 5200, bids=[("98", "1")]))
+        assert w.put(T0 + 6210, bf.depth_update(s, 141, 145, 140, T0 + 6200))
+    store = LandingStore(tmp_path, depth_cadence_ms=1000, depth_top_n=2)
+    got = [
+        (x.snapshot_time - T0, x.last_update_id, x.bid_floats, x.ask_floats)
+        for x in store.depth_samples("binance", s, T0, T0 + 10_000)
+    ]
+    assert got == [
+        (1000, 105, [(100.0, 5.0)], [(101.0, 1.0)]),
+        # nothing at 2000..4000: inside the window, and no fresh snapshot yet
+        (5000, 135, [(100.0, 7.0), (99.0, 3.0)], [(101.0, 8.0)]),
+        (6000, 140, [(100.0, 7.0), (99.0, 3.0)], [(101.0, 8.0)]),
+    ]
+
+
+def test_a_ledger_window_forces_a_resync_even_when_the_next_diff_chains(tmp_path):
+    """A diff after the window whose ``pu`` happens to chain does not vouch for the book: the
+    live ingest had dropped it, so only a snapshot newer than the break brings samples back."""
+    from petrosa_pipelines.landing import GapRecord, LandingStore, LandingWriter
+
+    s = "BTCUSDT"
+    lv = lambda xs: tuple((D(p), D(q)) for p, q in xs)  # noqa: E731
+    with LandingWriter(tmp_path, "binance", "g1") as w:
+        assert w.put_snapshot(
+            DepthSnapshotRecord("binance", s, 100, T0 + 150, None, lv([("100", "1")]),
+                                lv([("101", "1")]), T0 + 160)
+        )  # fmt: skip
+        assert w.put(T0 + 210, bf.depth_update(s, 96, 105, 95, T0 + 200))
+        w.record_gap(GapRecord("*", s, T0 + 200, T0 + 3200, "writer_restart", T0 + 3210, "g1"))
+        assert w.put(T0 + 3210, bf.depth_update(s, 106, 110, 105, T0 + 3200))
+        assert w.put(T0 + 4210, bf.depth_update(s, 111, 115, 110, T0 + 4200))
+    store = LandingStore(tmp_path, depth_cadence_ms=1000, depth_top_n=2)
+    assert [x.snapshot_time - T0 for x in store.depth_samples("binance", s, T0, T0 + 9000)] == []

@@ -135,8 +135,8 @@ def test_depth_rebuilt_from_snapshot_and_diffs_with_a_break(tmp_path):
     assert got == {
         (1000, 105): [("bid", 0, 100.0, 5.0), ("bid", 1, 99.0, 2.0),
                       ("ask", 0, 101.0, 1.0), ("ask", 1, 102.0, 3.0)],
-        (2000, 110): [("bid", 0, 100.0, 5.0), ("bid", 1, 99.0, 2.0), ("ask", 0, 102.0, 3.0)],
-        # 3000: the sequence broke at 2300 (pu 105 != 110); no book until the next snapshot
+        # 2000, 3000: the sequence broke at 2300 (pu 105 != 110): a diff after 1200 was missed,
+        # so no tick after 1200 is a sample of the real book until the next snapshot
         (4000, 120): [("bid", 0, 98.0, 1.0), ("bid", 1, 97.0, 4.0), ("ask", 0, 103.0, 1.0)],
         (5000, 125): [("bid", 0, 98.0, 1.0), ("bid", 1, 97.0, 4.0), ("ask", 0, 103.0, 2.0)],
     }  # fmt: skip

@@ -190,11 +190,14 @@ def _apply(book: dict[str, dict[Decimal, Decimal]], event: dict) -> None:
                 book[side][Decimal(p)] = Decimal(q)
 
 
-@pytest.mark.parametrize("every", [100, 250, 500])
-def test_depth_diffs_chain_and_sync_with_snapshot(market: Market, every: int) -> None:
+@pytest.mark.parametrize(("every", "step"), [(100, 100), (250, 100), (500, 100), (100, 1000)])
+def test_depth_diffs_chain_and_sync_with_snapshot(market: Market, every: int, step: int) -> None:
+    if step != 100:  # a coarser book (the demo's): a diff only when the book stepped
+        market = Market(MarketConfig(seed=7, symbols=CFG.symbols, book_step_ms=step))
     t0 = T1 + 7_200_000
     events = market.depth_events("BTCUSDT", t0, t0 + 20_000, every)
-    assert len(events) == 20_000 // every
+    assert len(events) == 20_000 // max(every, step)
+    assert all(e["b"] or e["a"] for e in events)
     for prev, ev in zip(events, events[1:], strict=False):
         assert ev["pu"] == prev["u"] and ev["U"] > prev["u"] and ev["u"] >= ev["U"]
         assert ev["U"] != prev["u"] + 1  # one global sequence over symbols, like Binance
@@ -235,3 +238,34 @@ def test_ws_payload_layouts(market: Market) -> None:
 
 def test_to_date_accepts_common_forms() -> None:
     assert to_date("2024-01-02") == to_date(T1 + 5) == to_date(D1) == D1
+
+
+def test_book_step_must_be_a_multiple_of_100_ms_dividing_a_day() -> None:
+    with pytest.raises(ValueError, match="book_step_ms=150"):
+        MarketConfig(book_step_ms=150)
+    assert MarketConfig(book_step_ms=1000).book_step_ms == 1000
+
+
+def _minute_returns(market: Market, symbol: str, day: dt.date) -> np.ndarray:
+    t0 = day_start_ms(day)
+    close = market.kline_arrays(symbol, "1m", t0, t0 + DAY_MS - 1).close.astype("float64")
+    return np.diff(np.log(close))
+
+
+def test_symbols_move_together_like_crypto_majors() -> None:
+    """BTC and ETH 1m returns correlate like the real ones (0.86-0.89 on the three real days in
+    fixtures/analytics), not independently; still a pure function of the seed."""
+    cfg = MarketConfig(seed=7, symbols=("BTCUSDT", "ETHUSDT", "DOGEUSDT"), trades_per_day=20_000)
+    market = Market(cfg)
+    for d in range(3):
+        day = D1 + dt.timedelta(days=d)
+        btc, eth, doge = (_minute_returns(market, s, day) for s in cfg.symbols)
+        rho = np.corrcoef(btc, eth)[0, 1]
+        assert 0.7 <= rho <= 0.9, (day, rho)
+        assert 0.4 <= np.corrcoef(btc, doge)[0, 1] < rho  # a minor follows less closely
+    again = Market(cfg).trades("ETHUSDT", D1)
+    pd.testing.assert_frame_equal(again, market.trades("ETHUSDT", D1))
+    # each symbol keeps its own path too: never the same returns
+    assert not np.allclose(
+        _minute_returns(market, "BTCUSDT", D1), _minute_returns(market, "ETHUSDT", D1)
+    )

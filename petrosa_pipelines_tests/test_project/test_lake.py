@@ -1,12 +1,16 @@
 """The parquet lake: layout, atomic writes, S3 through a local S3-compatible server."""
 
 import os
+import stat
+import subprocess
+import sys
 import threading
+import time
 
 import pandas as pd
 import pytest
 
-from petrosa_pipelines.lake import LocalLake, S3Lake, lake_path
+from petrosa_pipelines.lake import STALE_TEMP_SECONDS, LocalLake, S3Lake, lake_path
 
 
 def frame(n=10):
@@ -151,3 +155,81 @@ def test_io_manager_writes_partitions_to_s3(s3_endpoint, monkeypatch):
     assert result.success
     keys = [o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket="iolake")["Contents"]]
     assert keys == ["prod/market_data/candles/binance/BTCUSDT/2024-01-02.parquet"]
+
+
+# -- issue 11 item 20: file modes and orphaned temporary files ---------------------------------
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o027, 0o640), (0o002, 0o664)])
+def test_lake_files_get_the_mode_of_a_normal_file(tmp_path, umask, mode):
+    """mkstemp made every lake file 0600: unreadable to the serving user of a shared lake."""
+    previous = os.umask(umask)
+    try:
+        lake = LocalLake(tmp_path)
+        rel = lake_path("market_data/trades", "binance", "BTCUSDT", "2024-01-02")
+        lake.write_frame(rel, frame())
+        lake.write_frame(rel, frame(3))  # a rewrite too
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((tmp_path / rel).stat().st_mode) == mode
+
+
+_CHILD = """
+import os, sys, time
+from petrosa_pipelines.lake import LocalLake
+
+def hang(src, dst):  # the kill lands between the temporary file and the rename
+    print("written", flush=True)
+    time.sleep(600)
+
+os.replace = hang
+LocalLake(sys.argv[1]).write_bytes(sys.argv[2], b"x" * 1000)
+"""
+
+
+def test_a_killed_write_leaves_an_orphan_that_the_next_write_removes(tmp_path):
+    rel = "market_data/trades/binance/BTCUSDT/2024-01-02.parquet"
+    child = subprocess.Popen(
+        [sys.executable, "-c", _CHILD, str(tmp_path), rel],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    try:
+        assert child.stdout.readline().strip() == "written"
+    finally:
+        child.kill()  # SIGKILL: no cleanup handler runs
+        child.wait(30)
+    folder = tmp_path / "market_data/trades/binance/BTCUSDT"
+    [orphan] = [p for p in folder.iterdir() if p.name.endswith(".tmp")]
+    # a write still in progress elsewhere (young) and files not ours stay untouched
+    young = folder / ".2024-01-03.parquet.0123456789abcdef.tmp"
+    young.write_bytes(b"in progress")
+    foreign = folder / "notes.tmp"
+    foreign.write_bytes(b"not ours")
+    old = time.time() - STALE_TEMP_SECONDS - 60
+    os.utime(orphan, (old, old))
+    os.utime(foreign, (old, old))
+
+    LocalLake(tmp_path).write_frame(rel.replace("01-02", "01-04"), frame())
+
+    names = sorted(p.name for p in folder.iterdir())
+    assert orphan.name not in names
+    assert young.name in names and "notes.tmp" in names and "2024-01-04.parquet" in names
+
+
+def test_maintenance_sweep_removes_orphans_in_every_directory(tmp_path):
+    lake = LocalLake(tmp_path)
+    lake.write_frame("x/binance/A/2024-01-01.parquet", frame())
+    old = time.time() - STALE_TEMP_SECONDS - 60
+    orphans = [
+        tmp_path / "x/binance/A/.2024-01-01.parquet.k3j_x9q2.tmp",  # mkstemp naming (old code)
+        tmp_path / "y/binance/B/.2024-01-02.parquet.00112233445566ff.tmp",
+    ]
+    for p in orphans:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(b"half")
+        os.utime(p, (old, old))
+    assert sorted(lake.clean_temp_files()) == sorted(orphans)
+    assert not any(p.exists() for p in orphans)
+    assert lake.read_frame("x/binance/A/2024-01-01.parquet").shape == frame().shape

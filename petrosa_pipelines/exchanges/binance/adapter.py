@@ -4,6 +4,12 @@
 (envelope + union tagged on ``"e"``, decimals straight to ``Decimal``), a few comparisons reject
 impossible values, and one normalised record is built. Anything unusual takes a slower path that
 still ends in a record, None (control frames) or a ``MessageError`` naming the field.
+
+Whatever the bytes, ``parse`` raises nothing but ``MessageError``: invalid UTF-8 inside a string,
+nesting deep enough to exhaust the decoder's recursion (``RecursionError``) and numbers that
+overflow ``decimal`` arithmetic all become a ``MessageError`` with their reason, so one frame can
+never take down a connection or a batch (``parse_many``). A combined-stream frame whose stream
+name is about another symbol than its data is rejected too (field ``stream``).
 """
 
 from __future__ import annotations
@@ -27,7 +33,9 @@ from petrosa_pipelines.exchanges.binance.schemas import (
     EVENT_DECODER,
     EXCHANGE,
     PROBE_DECODER,
+    STREAM_KEYS,
     BinanceAggTradeData,
+    check_stream,
     to_trade,
 )
 
@@ -94,7 +102,13 @@ def _parse_slow(raw: bytes, received_at: int | None) -> Record | None:
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise MessageError(f"not valid JSON: {exc}", raw=raw) from None
     if len(probe.data):
-        return _decode_event(bytes(probe.data), "data.", received_at, raw)
+        stream = probe.stream
+        if stream is not None and type(stream) is not str:
+            raise MessageError("stream name is not a string", field="stream", raw=raw)
+        rec = _decode_event(bytes(probe.data), "data.", received_at, raw)
+        if stream is not None:
+            _check_stream(stream, None, rec, raw)
+        return rec
     if probe.e is not None:
         return _decode_event(raw, "", received_at, raw)
     if probe.stream is not None:
@@ -107,6 +121,30 @@ def _parse_slow(raw: bytes, received_at: int | None) -> Record | None:
 
 
 _decode_combined = COMBINED_DECODER.decode
+
+
+def _check_stream(stream: str, s: str | None, rec: Record, raw: bytes | str) -> None:
+    """``check_stream`` with the raw frame attached to its error."""
+    try:
+        check_stream(stream, s, rec.symbol)
+    except MessageError as exc:
+        exc.raw = _as_bytes(raw)
+        raise
+
+
+def _undecodable(exc: BaseException, raw: bytes | str) -> MessageError:
+    """A ``MessageError`` for what the decoders and ``decimal`` raise on hostile bytes."""
+    if isinstance(exc, RecursionError):
+        reason = "nested too deeply to decode"
+    elif isinstance(exc, ArithmeticError):  # decimal.Overflow, InvalidOperation, ...
+        reason = f"number out of range: {type(exc).__name__}"
+    else:
+        reason = f"undecodable: {type(exc).__name__}: {str(exc)[:120]}"
+    try:
+        data = _as_bytes(raw)
+    except MessageError:
+        data = raw if isinstance(raw, bytes) else None
+    return MessageError(reason, raw=data)
 
 
 def _as_bytes(raw: bytes | str) -> bytes:
@@ -172,21 +210,34 @@ class BinanceUsdmAdapter(ExchangeAdapter):
         """One websocket frame (combined ``{"stream","data"}`` or raw ``/ws``) -> record.
 
         None for subscription acks; ``UnknownMessageError`` for events we do not handle
-        (bookTicker, trade, ...); ``MessageError`` naming the field for anything malformed.
+        (forceOrder, ...); ``MessageError`` naming the field for anything malformed, and for
+        anything the decoders choke on (never another exception).
         """
         try:
             # Hot path: a combined-stream frame as Binance sends it (msgspec takes bytes, str or
             # any buffer). Anything else, malformed or not, falls through to the slow path,
             # which handles raw /ws events and acks and names the bad field.
-            event = _decode_combined(raw).data
-            if type(event) is BinanceAggTradeData:  # by far the busiest stream
-                return to_trade(event, received_at)
-            return CONVERTERS[type(event)](event, received_at)
+            msg = _decode_combined(raw)
+            event = msg.data
+            known = STREAM_KEYS.get(msg.stream)
+            if known is not None and known[0] == event.s:  # the stream is about this symbol
+                if type(event) is BinanceAggTradeData:  # by far the busiest stream
+                    return to_trade(event, received_at, known[1])
+                return CONVERTERS[type(event)](event, received_at)
+            rec = CONVERTERS[type(event)](event, received_at)
         except MessageError as exc:  # a converter rejected a value of "data"
             raise _prefixed(exc, "data.", _as_bytes(raw)) from None
         except (msgspec.ValidationError, msgspec.DecodeError, UnicodeError, TypeError):
-            pass
-        return _parse_slow(_as_bytes(raw), received_at)
+            try:
+                return _parse_slow(_as_bytes(raw), received_at)
+            except MessageError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - e.g. RecursionError on deep nesting
+                raise _undecodable(exc, raw) from None
+        except Exception as exc:  # noqa: BLE001 - RecursionError, decimal.Overflow, ...
+            raise _undecodable(exc, raw) from None
+        _check_stream(msg.stream, event.s, rec, raw)  # a stream not seen with this symbol yet
+        return rec
 
     def parse_many(
         self, frames: Iterable[bytes | str | tuple[bytes | str, int | None]]
@@ -204,6 +255,9 @@ class BinanceUsdmAdapter(ExchangeAdapter):
                 record = parse(raw, received_at)
             except MessageError as exc:
                 errors.append(exc)
+                continue
+            except Exception as exc:  # noqa: BLE001 - one frame never aborts the batch
+                errors.append(_undecodable(exc, raw))
                 continue
             if record is not None:
                 records.append(record)

@@ -50,6 +50,15 @@ AGG_TRADES_LIMIT = 1000
 FUNDING_LIMIT = 1000
 #: aggTrades by startTime/endTime must span less than one hour
 AGG_TRADES_WINDOW_MS = HOUR_MS
+#: how far back each history endpoint answers (None: as far as the listing). USD-M aggTrades
+#: "support querying futures trade histories that are not older than one year" (Binance docs,
+#: https://developers.binance.com/docs/derivatives/usds-margined-futures/market-data/rest-api/Compressed-Aggregate-Trades-List);
+#: klines and fundingRate page by time from the listing on.
+HISTORY_REACH_MS: dict[str, int | None] = {
+    "trades": 365 * 24 * HOUR_MS,
+    "candles": None,
+    "funding": None,
+}
 DEPTH_WEIGHTS: dict[int, int] = {5: 2, 10: 2, 20: 2, 50: 2, 100: 5, 500: 10, 1000: 20}
 #: the top of each klines weight tier: 1500@10, 1000@5, 499@2, 99@1
 KLINE_LIMIT_CHOICES = (1500, 1000, 499, 99)
@@ -399,6 +408,9 @@ class BinanceRestClient:
     (seconds) and ``sleep`` are injectable so tests can run against a simulated exchange clock.
     """
 
+    #: venue capability: how far back each history endpoint answers (see HISTORY_REACH_MS)
+    history_reach_ms: Mapping[str, int | None] = HISTORY_REACH_MS
+
     def __init__(
         self,
         endpoints: ExchangeEndpoints,
@@ -500,9 +512,24 @@ class BinanceRestClient:
         id; then ``fromId = last + 1`` pages, which cannot skip or repeat a trade the way time
         windows at page boundaries can.
         """
-        parts: list[pd.DataFrame] = []
+        first = self.first_agg_page(symbol, start_ms, end_ms)
+        parts = [first]
+        if not first.empty and int(first["trade_time"].iloc[-1].value // 1_000_000) < end_ms:
+            # the first page came from a time window: short does not mean done
+            more, _ = self.agg_trades_from_id(
+                symbol, int(first["agg_trade_id"].iloc[-1]) + 1, stop_ms=end_ms
+            )
+            parts.append(more)
+        frame = _concat(parts, schemas.TRADES, ("agg_trade_id",))
+        start = pd.Timestamp(start_ms, unit="ms", tz="UTC")
+        end = pd.Timestamp(end_ms, unit="ms", tz="UTC")
+        keep = (frame["trade_time"] >= start) & (frame["trade_time"] < end)
+        return frame[keep].reset_index(drop=True)
+
+    def first_agg_page(self, symbol: str, start_ms: int, end_ms: int) -> pd.DataFrame:
+        """The first page of aggregate trades with ``start_ms <= T < end_ms``: time windows
+        under an hour, moving hour by hour over empty hours; empty when the venue shows none."""
         window = start_ms
-        params: dict[str, Any]
         while window < end_ms:
             window_end = min(window + AGG_TRADES_WINDOW_MS, end_ms)
             params = {
@@ -514,36 +541,75 @@ class BinanceRestClient:
             body, received = self._get(AGG_TRADES_PATH, params, AGG_TRADES_WEIGHT)
             cols = parse_agg_trades(body)
             if cols["agg_trade_id"]:
-                break
+                return self._agg_frame(cols, symbol, received)
             window = window_end
-        else:
-            return schemas.TRADES.empty_frame()
-        by_id = False  # the first page came from a time window: short does not mean done
-        while True:
-            ids = cols["agg_trade_id"]
-            times = np.asarray(cols["trade_time"], dtype=np.int64)
-            frame = _frame_from(
-                cols,
-                ("price", "quantity"),
-                schemas.TRADES,
-                {
-                    "exchange": EXCHANGE,
-                    "symbol": symbol,
-                    "source": str(Source.REST),
-                    "received_at": received,
-                },
+        return schemas.TRADES.empty_frame()
+
+    def _agg_frame(self, cols: dict[str, list[Any]], symbol: str, received: int) -> pd.DataFrame:
+        extra = {"exchange": EXCHANGE, "symbol": symbol, "source": str(Source.REST)}
+        return _frame_from(
+            cols, ("price", "quantity"), schemas.TRADES, extra | {"received_at": received}
+        )
+
+    def _agg_page(self, symbol: str, from_id: int, limit: int) -> pd.DataFrame:
+        params = {"symbol": symbol, "fromId": from_id, "limit": limit}
+        body, received = self._get(AGG_TRADES_PATH, params, AGG_TRADES_WEIGHT)
+        cols = parse_agg_trades(body)
+        ids = cols["agg_trade_id"]
+        if ids and (ids[0] < from_id or any(b <= a for a, b in zip(ids, ids[1:], strict=False))):
+            raise MessageError(
+                f"aggTrades page from id {from_id} is not ascending from fromId", field="a"
             )
-            parts.append(frame[(times >= start_ms) & (times < end_ms)])
-            if times.max() >= end_ms or (by_id and len(ids) < AGG_TRADES_LIMIT):
-                break  # past the range, or a short fromId page: caught up with the present
-            params = {"symbol": symbol, "fromId": ids[-1] + 1, "limit": AGG_TRADES_LIMIT}
-            body, received = self._get(AGG_TRADES_PATH, params, AGG_TRADES_WEIGHT)
-            cols = parse_agg_trades(body)
-            by_id = True
-            if not cols["agg_trade_id"]:
+        return self._agg_frame(cols, symbol, received)
+
+    def agg_trades_from_id(
+        self,
+        symbol: str,
+        from_id: int,
+        *,
+        stop_ms: int | None = None,
+        stop_id: int | None = None,
+    ) -> tuple[pd.DataFrame, bool]:
+        """Trades from ``from_id`` on, paged by ``fromId``: until one at or after ``stop_ms``
+        (kept: it proves the range before it complete), an id >= ``stop_id``, or a short page
+        (caught up with the present: the second value is True).
+
+        Ids, not times: a lost trade sharing the millisecond of the last one held is found.
+        """
+        parts: list[pd.DataFrame] = []
+        cursor = from_id
+        while True:
+            page = self._agg_page(symbol, cursor, AGG_TRADES_LIMIT)
+            if page.empty:
+                return _concat(parts, schemas.TRADES, ("agg_trade_id",)), True
+            parts.append(page)
+            last_id = int(page["agg_trade_id"].iloc[-1])
+            last_ms = int(page["trade_time"].iloc[-1].value // 1_000_000)
+            if (stop_ms is not None and last_ms >= stop_ms) or (
+                stop_id is not None and last_id >= stop_id
+            ):
+                return _concat(parts, schemas.TRADES, ("agg_trade_id",)), False
+            if len(page) < AGG_TRADES_LIMIT:
+                return _concat(parts, schemas.TRADES, ("agg_trade_id",)), True
+            cursor = last_id + 1
+
+    def agg_trades_before_id(self, symbol: str, before_id: int, start_ms: int) -> pd.DataFrame:
+        """Trades with ids below ``before_id``, paged backwards by ``fromId`` until one earlier
+        than ``start_ms`` (kept: it proves the range after it) or id 0 (the first trade)."""
+        parts: list[pd.DataFrame] = []
+        upper = before_id
+        while upper > 0:
+            lo = max(upper - AGG_TRADES_LIMIT, 0)
+            page = self._agg_page(symbol, lo, upper - lo)
+            page = page[page["agg_trade_id"] < upper]
+            if page.empty:
                 break
-            if cols["agg_trade_id"][0] < params["fromId"]:  # would page forever
-                raise MessageError("aggTrades page starts before fromId", field="a")
+            parts.append(page)
+            if int(page["trade_time"].iloc[0].value // 1_000_000) < start_ms:
+                break
+            upper = int(page["agg_trade_id"].iloc[0])
+            if upper != lo:  # the venue skipped ids below this page: do not page forever
+                break
         return _concat(parts, schemas.TRADES, ("agg_trade_id",))
 
     # -- funding ----------------------------------------------------------------------------

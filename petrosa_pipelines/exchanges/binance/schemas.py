@@ -11,6 +11,26 @@ on ``"e"``; raw ``/ws`` payloads use the bare union, and everything else (subscr
 errors, oddly formatted frames) goes through ``BinanceFrameProbe``. Decoders are built once here.
 The ``to_*`` converters below turn a decoded event into a normalised record after a few cheap
 comparisons that reject what msgspec cannot (NaN, infinity, non-positive prices).
+
+Plausibility, all of it a few integer or Decimal comparisons per value, so the hot path stays
+fast:
+
+* ids are at most ``MAX_ID`` (2**53 - 1: no JSON reader built on doubles can hold more, and
+  Binance's busiest sequence, the USD-M depth update id, was ~5e12 in 2024) and times are epoch
+  milliseconds before ``MAX_TIME_MS`` (2100-01-01), both checked by msgspec in C. A legal int64
+  like ``9223372036854775807`` is corrupt, not a trade id. Whether an id or time is plausible
+  *for its stream right now* needs the stream's state and the receipt time: the ingest engine
+  checks that (``ingest.engine``).
+* prices (and trade quantities) lie in ``[1e-12, 1e18)``: ``"1e-999999999"`` is positive but
+  becomes 0.0 in the lake, a 40-digit integer is no price. The number of significant digits is
+  not checked (that needs the decimal's text or digit tuple, ~15% of an aggTrade's parse time):
+  a 40-digit fraction is accepted, landed exactly and rounded in the lake's float64.
+* the symbol of a combined-stream frame's stream name must be the symbol in its data
+  (``stream_symbol``): a frame saying ``btcusdt@aggTrade`` about ETHUSDT could never be read
+  back under either symbol.
+
+``@trade`` (individual trades with their print type ``X``) and ``@bookTicker`` (best bid/ask)
+are parsed into ``RawTradeRecord`` and ``BookTickerRecord`` (see ``exchanges.base``).
 """
 
 from __future__ import annotations
@@ -23,20 +43,29 @@ from typing import Annotated, Any
 import msgspec
 
 from petrosa_pipelines.exchanges.base import (
+    BookTickerRecord,
     CandleRecord,
     DepthUpdateRecord,
     MarkPriceRecord,
     MessageError,
+    RawTradeRecord,
     Record,
     Source,
     TradeRecord,
+    TradeType,
 )
 
 INT64_MAX = 2**63 - 1
+#: the largest id we accept (see the module docstring)
+MAX_ID = 2**53 - 1
+#: 2100-01-01T00:00:00Z in ms: a later time is corrupt
+MAX_TIME_MS = 4_102_444_800_000
 EXCHANGE = "binance"
 
-#: non-negative int64 (ids, epoch-millisecond times)
-Id64 = Annotated[int, msgspec.Meta(ge=0, le=INT64_MAX)]
+#: a non-negative id (trade, aggregate trade, update id) or count
+Id64 = Annotated[int, msgspec.Meta(ge=0, le=MAX_ID)]
+#: an epoch-millisecond time (0 only where Binance uses it for "none")
+Ms = Annotated[int, msgspec.Meta(ge=0, le=MAX_TIME_MS)]
 
 #: one book level as sent: [price, quantity]
 Level = tuple[Decimal, Decimal]
@@ -45,22 +74,48 @@ Level = tuple[Decimal, Decimal]
 class BinanceAggTradeData(msgspec.Struct, frozen=True, gc=False, tag_field="e", tag="aggTrade"):
     """``<symbol>@aggTrade`` payload."""
 
-    E: Id64  # event time (ms)
+    E: Ms  # event time (ms)
     a: Id64  # aggregate trade id
     s: str  # symbol
     p: Decimal  # price
     q: Decimal  # quantity
     f: Id64  # first trade id
     l: Id64  # last trade id  # noqa: E741 (Binance's field name)
-    T: Id64  # trade time (ms)
+    T: Ms  # trade time (ms)
     m: bool  # is the buyer the market maker?
+
+
+class BinanceTradeData(msgspec.Struct, frozen=True, gc=False, tag_field="e", tag="trade"):
+    """``<symbol>@trade`` payload: one individual trade (futures carry its print type ``X``)."""
+
+    E: Ms  # event time (ms)
+    T: Ms  # trade time (ms)
+    s: str  # symbol
+    t: Id64  # trade id
+    p: Decimal  # price
+    q: Decimal  # quantity
+    X: str  # print type: MARKET, INSURANCE_FUND, ADL, ...
+    m: bool  # is the buyer the market maker?
+
+
+class BinanceBookTickerData(msgspec.Struct, frozen=True, gc=False, tag_field="e", tag="bookTicker"):
+    """``<symbol>@bookTicker`` payload: best bid and ask with their quantities."""
+
+    u: Id64  # order book update id
+    s: str  # symbol
+    b: Decimal  # best bid price
+    B: Decimal  # best bid quantity
+    a: Decimal  # best ask price
+    A: Decimal  # best ask quantity
+    T: Ms | None = None  # transaction time (ms); futures only
+    E: Ms | None = None  # event time (ms); futures only
 
 
 class BinanceKline(msgspec.Struct, frozen=True, gc=False):
     """The ``k`` object of a kline event (``f``, ``L``, ``B`` are not used and not decoded)."""
 
-    t: Id64  # kline open time (ms)
-    T: Id64  # kline close time (ms), open + interval - 1
+    t: Ms  # kline open time (ms)
+    T: Ms  # kline close time (ms), open + interval - 1
     i: str  # interval, e.g. "1m"
     o: Decimal  # open price
     c: Decimal  # close price
@@ -77,7 +132,7 @@ class BinanceKline(msgspec.Struct, frozen=True, gc=False):
 class BinanceKlineData(msgspec.Struct, frozen=True, gc=False, tag_field="e", tag="kline"):
     """``<symbol>@kline_<interval>`` payload."""
 
-    E: Id64  # event time (ms)
+    E: Ms  # event time (ms)
     s: str  # symbol
     k: BinanceKline  # the candle
 
@@ -87,13 +142,13 @@ class BinanceDepthUpdateData(
 ):
     """``<symbol>@depth@<speed>`` diff payload. Quantities are absolute; 0 deletes the level."""
 
-    E: Id64  # event time (ms)
+    E: Ms  # event time (ms)
     s: str  # symbol
     U: Id64  # first update id in this event
     u: Id64  # final update id in this event
     b: tuple[Level, ...]  # bids to update
     a: tuple[Level, ...]  # asks to update
-    T: Id64 | None = None  # transaction time (ms); futures only
+    T: Ms | None = None  # transaction time (ms); futures only
     pu: Id64 | None = None  # final update id of the previous event; futures only
 
 
@@ -106,17 +161,22 @@ class BinanceMarkPriceData(
     (``r`` on delivery contracts), which the adapter maps to None.
     """
 
-    E: Id64  # event time (ms)
+    E: Ms  # event time (ms)
     s: str  # symbol
     p: Decimal  # mark price
     i: str = ""  # index price
     P: str = ""  # estimated settle price (only meaningful in the last hour before settlement)
     r: str = ""  # predicted funding rate for the next settlement
-    T: Id64 = 0  # next funding time (ms); 0 where the contract has no funding
+    T: Ms = 0  # next funding time (ms); 0 where the contract has no funding
 
 
 BinanceFuturesEvent = (
-    BinanceAggTradeData | BinanceKlineData | BinanceDepthUpdateData | BinanceMarkPriceData
+    BinanceAggTradeData
+    | BinanceKlineData
+    | BinanceDepthUpdateData
+    | BinanceMarkPriceData
+    | BinanceTradeData
+    | BinanceBookTickerData
 )
 
 
@@ -148,6 +208,8 @@ _ZERO = Decimal(0)
 #: no Binance price, quantity or volume comes near this: bigger values are corrupt, so they are
 #: rejected instead of stored
 _MAX = Decimal(10) ** 18
+#: the smallest price (or trade quantity) we accept; Binance's finest tick is 1e-8
+_MIN = Decimal("1e-12")
 _MAX_RATE = Decimal(1)
 
 
@@ -160,17 +222,20 @@ _MAX_RATE = Decimal(1)
 
 def _bad_decimal(field: str, value: Decimal, *, zero_ok: bool) -> MessageError:
     """Explain why ``value`` failed the fast range check (slow path, errors only)."""
+    text = str(value)[:48]  # a reason names the value, it does not carry a megabyte of it
     if not value.is_finite():
-        return MessageError(f"not a finite decimal: {value}", field=field)
-    if value > _MAX:
-        return MessageError(f"implausibly large: {value}", field=field)
-    return MessageError(f"must be {'>= 0' if zero_ok else '> 0'}, got {value}", field=field)
+        return MessageError(f"not a finite decimal: {text}", field=field)
+    if value >= _MAX:
+        return MessageError(f"implausibly large: {text}", field=field)
+    if value > _ZERO and not zero_ok:
+        return MessageError(f"implausibly small (< {_MIN}): {text}", field=field)
+    return MessageError(f"must be {'>= 0' if zero_ok else '> 0'}, got {text}", field=field)
 
 
 def _check_positive(*pairs: tuple[str, Decimal]) -> None:
     for field, value in pairs:
         try:
-            ok = _ZERO < value < _MAX
+            ok = _MIN <= value < _MAX
         except InvalidOperation:  # NaN / sNaN
             ok = False
         if not ok:
@@ -205,25 +270,121 @@ def _symbol(s: str) -> str:
     return sym
 
 
-def to_trade(d: BinanceAggTradeData, received_at: int | None) -> TradeRecord:
+#: stream name -> the normalised symbol it is about (bounded like ``_SYMBOLS``)
+STREAM_SYMBOLS: dict[str, str] = {}
+#: stream name -> (``s`` as sent, normalised symbol) of frames checked to agree with it: the
+#: parser's hot path looks the stream up instead of ``s`` (one lookup either way), so checking
+#: that a stream and its data agree costs one string comparison
+STREAM_KEYS: dict[str, tuple[str, str]] = {}
+
+
+def stream_symbol(stream: str) -> str:
+    """``"btcusdt@aggTrade"`` -> ``"BTCUSDT"``: whom a combined-stream frame is about."""
+    sym = STREAM_SYMBOLS.get(stream)
+    if sym is None:
+        sym = stream.partition("@")[0].upper()
+        if len(STREAM_SYMBOLS) < _SYMBOLS_MAX:
+            STREAM_SYMBOLS[stream] = sym
+    return sym
+
+
+def check_stream(stream: str, s: str | None, symbol: str) -> None:
+    """Slow path of the stream check: raise if ``stream`` is not about ``symbol`` (the record's
+    normalised symbol, from ``s`` as sent), else remember the pair for the hot path."""
+    if stream_symbol(stream) != symbol:
+        raise stream_mismatch(stream[:64], symbol)
+    if s is not None and len(STREAM_KEYS) < _SYMBOLS_MAX:
+        STREAM_KEYS[stream] = (s, symbol)
+
+
+def stream_mismatch(stream: str, symbol: str) -> MessageError:
+    """The error for a frame whose stream name and data symbol disagree (a stream that says
+    ``btcusdt@...`` about ETHUSDT would be landed under one symbol and read under the other)."""
+    return MessageError(f"stream {stream!r} is not about symbol {symbol!r}", field="stream")
+
+
+def to_trade(
+    d: BinanceAggTradeData, received_at: int | None, symbol: str | None = None
+) -> TradeRecord:
     """aggTrade -> TradeRecord (the hot path: positional fields, no helper calls when valid).
+
+    ``symbol`` is the normalised ``d.s`` when the caller knows it already (the parser's
+    ``STREAM_KEYS``).
 
     ``{"e":"aggTrade","E":1618677448238,"a":52599685,"s":"YFIUSDT","p":"49966.7","q":"0.001",
     "f":64902163,"l":64902163,"T":1618677448084,"m":false}``
     """
     p, q = d.p, d.q
     try:
-        ok = _ZERO < p < _MAX and _ZERO < q < _MAX
+        ok = _MIN <= p < _MAX and _MIN <= q < _MAX
     except InvalidOperation:  # NaN
         ok = False
     if not ok:
         _check_positive(("p", p), ("q", q))
     if d.f > d.l:
         raise MessageError(f"last trade id {d.l} < first trade id {d.f}", field="l")
-    symbol = _SYMBOLS.get(d.s) or _symbol(d.s)
+    if symbol is None:
+        symbol = _SYMBOLS.get(d.s) or _symbol(d.s)
     # field order of TradeRecord: exchange, symbol, agg_trade_id, price, quantity,
     # first_trade_id, last_trade_id, trade_time, is_buyer_maker, event_time, source, received_at
     return TradeRecord(EXCHANGE, symbol, d.a, p, q, d.f, d.l, d.T, d.m, d.E, _WS, received_at)
+
+
+#: Binance print types (``X``) -> one interned str; other well-formed types are kept as sent
+_TRADE_TYPES: dict[str, str] = {t.value: t.value for t in TradeType}
+_TRADE_TYPE_RE = re.compile(r"[A-Z][A-Z_]{0,31}")
+
+
+def _trade_type(x: str) -> str:
+    t = _TRADE_TYPES.get(x)
+    if t is None:
+        if not _TRADE_TYPE_RE.fullmatch(x):
+            raise MessageError(f"not a print type: {x[:40]!r}", field="X")
+        t = x
+        if len(_TRADE_TYPES) < 64:
+            _TRADE_TYPES[x] = x
+    return t
+
+
+def to_raw_trade(d: BinanceTradeData, received_at: int | None) -> RawTradeRecord:
+    """trade -> RawTradeRecord, the print type ``X`` kept (non-market prints stay visible).
+
+    ``{"e":"trade","E":1680652874406,"T":1680652874400,"s":"BTCUSDT","t":3535191080,
+    "p":"28722.50","q":"0.001","X":"INSURANCE_FUND","m":true}``
+    """
+    p, q = d.p, d.q
+    try:
+        ok = _MIN <= p < _MAX and _MIN <= q < _MAX
+    except InvalidOperation:  # NaN
+        ok = False
+    if not ok:
+        _check_positive(("p", p), ("q", q))
+    symbol = _SYMBOLS.get(d.s) or _symbol(d.s)
+    return RawTradeRecord(
+        EXCHANGE, symbol, d.t, p, q, d.T, d.m, _trade_type(d.X), d.E, _WS, received_at
+    )
+
+
+def to_book_ticker(d: BinanceBookTickerData, received_at: int | None) -> BookTickerRecord:
+    """bookTicker -> BookTickerRecord (prices > 0, quantities >= 0).
+
+    ``{"e":"bookTicker","u":2710246762461,"s":"BTCUSDT","b":"28145.10","B":"3.868",
+    "a":"28145.20","A":"6.887","T":1680652700430,"E":1680652700435}``
+    """
+    _check_positive(("b", d.b), ("a", d.a))
+    _check_non_negative(("B", d.B), ("A", d.A))
+    return BookTickerRecord(
+        EXCHANGE,
+        _SYMBOLS.get(d.s) or _symbol(d.s),
+        d.u,
+        d.b,
+        d.B,
+        d.a,
+        d.A,
+        d.T,
+        d.E,
+        received_at,
+    )
 
 
 def to_candle(d: BinanceKlineData, received_at: int | None) -> CandleRecord:
@@ -265,7 +426,7 @@ def _levels_ok(levels: tuple[Level, ...]) -> bool:
     """Fast check: every price > 0, every quantity >= 0, all finite and plausible."""
     try:
         for p, q in levels:
-            if not (_ZERO < p < _MAX and _ZERO <= q < _MAX):
+            if not (_MIN <= p < _MAX and _ZERO <= q < _MAX):
                 return False
     except InvalidOperation:  # NaN
         return False
@@ -310,11 +471,12 @@ def _optional_decimal(field: str, text: str, *, signed: bool = False) -> Decimal
         return None
     try:
         value = Decimal(text)
-    except InvalidOperation:
-        raise MessageError(f"invalid decimal string {text!r}", field=field) from None
+    except ArithmeticError:  # InvalidOperation, or an exponent beyond what Decimal holds
+        raise MessageError(f"invalid decimal string {text[:48]!r}", field=field) from None
     if signed:
-        if not value.is_finite() or abs(value) >= _MAX_RATE:
-            raise MessageError(f"not a plausible rate: {text!r}", field=field)
+        # no abs(): it rounds to the context and raises decimal.Overflow on "1e999999999"
+        if not (value.is_finite() and -_MAX_RATE < value < _MAX_RATE):
+            raise MessageError(f"not a plausible rate: {text[:48]!r}", field=field)
     else:
         _check_non_negative((field, value))
     return value
@@ -345,4 +507,6 @@ CONVERTERS: dict[type, Callable[[Any, int | None], Record]] = {
     BinanceDepthUpdateData: to_depth_update,
     BinanceKlineData: to_candle,
     BinanceMarkPriceData: to_mark_price,
+    BinanceTradeData: to_raw_trade,
+    BinanceBookTickerData: to_book_ticker,
 }

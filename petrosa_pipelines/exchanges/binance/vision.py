@@ -18,6 +18,7 @@ import re
 import tempfile
 import time
 import zipfile
+import zlib
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
@@ -32,7 +33,13 @@ import requests
 from petrosa_pipelines.catalog import schemas
 from petrosa_pipelines.exchanges.base import ExchangeError, MessageError, Source
 from petrosa_pipelines.exchanges.binance.rest import EXCHANGE, build_frame
-from petrosa_pipelines.exchanges.http import backoff_delay
+from petrosa_pipelines.exchanges.http import (
+    RateLimitedError,
+    TransportError,
+    backoff_delay,
+    fetch,
+    retry_after_seconds,
+)
 from petrosa_pipelines.lib.timeutil import day_window_ms
 from petrosa_pipelines.settings import RestSettings
 
@@ -86,7 +93,6 @@ _INT_COLUMNS = {
     "funding_interval_hours",
 }
 _TIME_COLUMNS = ("open_time", "close_time", "trade_time", "funding_time")
-_NUMBER = re.compile(rb"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
 _ARROW_COLUMN = re.compile(r"column #(\d+)")
 
 
@@ -94,10 +100,15 @@ def _first_line(data: bytes) -> bytes:
     return data.split(b"\n", 1)[0].rstrip(b"\r")
 
 
+_HEADER_FIELD = re.compile(rb"^[A-Za-z_][A-Za-z0-9_ ]*$")
+
+
 def has_header(data: bytes) -> bool:
-    """True when the first CSV field is not a number (Vision files come both ways, quirk 15)."""
-    first = _first_line(data).split(b",", 1)[0].strip()
-    return not _NUMBER.match(first)
+    """True when the first line is a header: every field a column name such as ``open_time``
+    (Vision files come both ways, quirk 15). A garbage first row is not a header: it stays a
+    row and fails parsing, instead of being dropped silently."""
+    fields = [f.strip().strip(b'"') for f in _first_line(data).split(b",")]
+    return all(_HEADER_FIELD.match(f) for f in fields)
 
 
 def _read_csv(data: bytes, names: tuple[str, ...], what: str) -> dict[str, np.ndarray]:
@@ -212,7 +223,7 @@ def extract_csv(zip_bytes: bytes, name: str) -> bytes:
             if not members:
                 raise MessageError(f"{name}: no CSV inside", field="<zip>")
             return zf.read(members[0])
-    except zipfile.BadZipFile as exc:
+    except (zipfile.BadZipFile, zlib.error, EOFError) as exc:  # zlib.error: corrupt deflate
         raise MessageError(f"{name}: {exc}", field="<zip>") from None
 
 
@@ -334,6 +345,16 @@ class VisionArchiveClient:
         month = self.monthly_funding(symbol, day.year, day.month)
         if month is None:
             return None
+        first_day = dt.date(day.year, day.month, 1)
+        next_month = (first_day + dt.timedelta(days=32)).replace(day=1)
+        lo, hi = day_window_ms(first_day)[0], day_window_ms(next_month)[0]
+        times = month["funding_time"].astype("datetime64[ms, UTC]").astype("int64")
+        if len(month) and (times.min() < lo or times.max() >= hi):
+            raise MessageError(
+                f"{monthly_funding_path(symbol, day.year, day.month)} holds settlements outside "
+                f"{first_day:%Y-%m}: not that month's archive",
+                field="funding_time",
+            )
         start, end = (pd.Timestamp(ms, unit="ms", tz="UTC") for ms in day_window_ms(day))
         in_day = (month["funding_time"] >= start) & (month["funding_time"] < end)
         return month[in_day].reset_index(drop=True)
@@ -399,9 +420,14 @@ class VisionArchiveClient:
         attempt = 0
         while True:
             try:
-                resp = self.session.get(url, timeout=self.rest.timeout_seconds)
-            except (requests.ConnectionError, requests.Timeout) as exc:
-                attempt = self._retry(attempt, f"GET {url}: {exc!r}", None)
+                resp = fetch(
+                    self.session,
+                    url,
+                    timeout=self.rest.timeout_seconds,
+                    deadline=self.rest.deadline_seconds,
+                )
+            except TransportError as exc:  # typed: truncated, undecodable, timeout, deadline
+                attempt = self._retry(attempt, str(exc), None)
                 continue
             status = resp.status_code
             if status == 200:
@@ -420,11 +446,16 @@ class VisionArchiveClient:
         delay = backoff_delay(
             attempt, self.rest.backoff_base_seconds, self.rest.backoff_max_seconds, self._rng
         )
-        if resp is not None and resp.headers.get("Retry-After"):
-            try:
-                delay = float(resp.headers["Retry-After"])
-            except ValueError:
-                pass
+        retry_after = None if resp is None else retry_after_seconds(resp.headers, time.time())
+        if retry_after is not None:  # finite, >= 0, clamped (http.retry_after_seconds)
+            if retry_after > self.rest.max_wait_seconds:
+                raise RateLimitedError(
+                    f"{what} with Retry-After {retry_after:.0f}s, more than the "
+                    f"{self.rest.max_wait_seconds:.0f}s a run may wait; failing instead",
+                    wait_seconds=retry_after,
+                    status=resp.status_code,
+                )
+            delay = retry_after
         log.warning("%s; retry %d in %.2fs", what, attempt + 1, delay)
         self.sleeps.append(delay)
         self._sleep(delay)
