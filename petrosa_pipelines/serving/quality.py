@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from petrosa_pipelines.catalog.schemas import DATASETS
+from petrosa_pipelines.checks.applicability import NO_HISTORY_DATASETS
 
 MINUTES_PER_DAY = 1440
 
@@ -90,8 +91,18 @@ _CHECKS: dict[str, Callable[[pd.DataFrame, bool], list[Finding]]] = {
 def check_partition(
     dataset: str, frame: pd.DataFrame, *, partition: str, day_closed: bool
 ) -> list[FailedCheck]:
-    """Failed checks of one market-data partition (empty list when all pass)."""
-    if dataset not in DATASETS or frame.empty:
+    """Failed checks of one market-data partition (empty list when all pass).
+
+    A closed day with no rows fails ``empty`` for a dataset the exchange serves history of
+    (zero rows hold no offending row, which must not read as a clean day); a dataset without
+    history (depth) may rightly be empty before the ingest existed, which only the landing
+    zone can tell (the Dagster checks do, ``checks/applicability.py``).
+    """
+    if dataset not in DATASETS:
+        return []
+    if frame.empty:
+        if day_closed and dataset not in NO_HISTORY_DATASETS:
+            return [FailedCheck(partition, "empty", f"0 {dataset} rows for a closed day")]
         return []
     findings: list[Finding] = []
     dupes = int(frame.duplicated(list(DATASETS[dataset].natural_key)).sum())
