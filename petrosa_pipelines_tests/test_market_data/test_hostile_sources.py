@@ -49,7 +49,9 @@ KEY = f"{DAY}|{SYMBOL}"
 TRUTH = Truth.build(DAY)
 TRUE_ROWS = {"trades": int(TRUTH.in_day().sum()), "candles": 1440}
 ASSETS = {"trades": trades, "candles": candles}
-RECORDING = Path("/work/shared/data/binance_spot/ws/cryptofeed_2021-04-04/aggTrade.jsonl")
+RECORDING = (
+    Path(__file__).parents[1] / "fixtures/binance_spot/ws/cryptofeed_2021-04-04/aggTrade.jsonl"
+)
 
 
 @pytest.fixture(autouse=True)
@@ -224,7 +226,7 @@ def test_rest_is_not_asked_beyond_its_reach():
 
 
 def _recorded_trades() -> list[dict]:
-    """Real Binance aggTrades (PROVENANCE.md: binance_spot cryptofeed_2021-04-04), BTCUSDT."""
+    """Real Binance aggTrades (fixtures/binance_spot/PROVENANCE.md), BTCUSDT."""
     rows = [json.loads(line)["data"] for line in RECORDING.read_text().splitlines()]
     return [
         {k: r[k] for k in ("a", "p", "q", "f", "l", "T", "m")} for r in rows if r["s"] == SYMBOL
