@@ -113,7 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _quiet_preview_warnings() -> None:
     """Partitioned asset checks and multi-partition mappings are Dagster preview/beta features
-    we use on purpose (REFERENCE.md 2.2); their warnings would bury the command's output."""
+    we use on purpose (the list: ``KNOWN_DAGSTER_WARNINGS`` in petrosa_pipelines/__init__.py);
+    their warnings would bury the command's output."""
     import warnings
 
     import dagster as dg

@@ -81,7 +81,7 @@ def psycopg2_url(url: str) -> str:
     """The same URL with the explicit psycopg2 driver Dagster's storage needs.
 
     SQLAlchemy 2.1 maps a bare ``postgresql://`` to psycopg 3, which breaks dagster-postgres
-    (REFERENCE.md section 1), so the storage URL always names its driver.
+    (the SQLAlchemy pin in pyproject.toml), so the storage URL always names its driver.
     """
     scheme, sep, rest = url.partition("://")
     if not sep:

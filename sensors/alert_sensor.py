@@ -2,10 +2,10 @@
 alerts on check failures; Dagster+ alert policies do, so this is ours).
 
 The sensor reads new check executions per check key from the instance (sqlite and PostgreSQL
-alike, DAGSTER_1_13.md item 9 B) and the ingest's heartbeat files in the landing zone, then
-sends each alert to the sinks named in the settings: log, a JSON webhook, a Slack-compatible
-webhook, SMTP e-mail. The same failure (check + partition, or ingest group) alerts once per
-fold window; repeats are counted and reported with the next alert; a pass clears it.
+alike, see petrosa_pipelines/checks/records.py) and the ingest's heartbeat files in the
+landing zone, then sends each alert to the sinks named in the settings: log, a JSON webhook,
+a Slack-compatible webhook, SMTP e-mail. The same failure (check + partition, or ingest group)
+alerts once per fold window; repeats are counted and reported with the next alert; a pass clears it.
 """
 
 from __future__ import annotations

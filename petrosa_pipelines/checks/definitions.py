@@ -4,9 +4,10 @@ job and schedule, and the sensor that refreshes health when new results land.
 Bodies are thin: load the partition, call the pure functions of ``audit``/``audit_book``, map
 each ``CheckOutcome`` to an ``AssetCheckResult``. One ``multi_asset_check`` per dataset loads a
 partition once for all its checks (10 M trades are not read nine times). Every spec carries
-``partitions_def`` (without it results are stored with ``partition=None``, DAGSTER_1_13.md
-item 2). Only checks whose failure means downstream data would be WRONG are blocking with
-ERROR severity; staleness, anomalies and cross-source disagreements warn.
+``partitions_def`` (without it Dagster 1.13 stores results with ``partition=None``; the
+partition-aware reads in petrosa_pipelines_tests/test_checks/test_dagster_checks.py prove it).
+Only checks whose failure means downstream data would be WRONG are blocking with ERROR
+severity; staleness, anomalies and cross-source disagreements warn.
 """
 
 import datetime as dt

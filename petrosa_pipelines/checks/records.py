@@ -2,7 +2,8 @@
 
 1.13 has no public ``fetch_*`` API for check evaluations and the event-log cursor query fails
 on the default (run-sharded) sqlite storage, so the sensors read the check-execution table per
-check key (DAGSTER_1_13.md item 9 B), which works on sqlite and PostgreSQL alike.
+check key (``EventLogStorage.get_asset_check_execution_history``, dagster/_core/storage/
+event_log/base.py), which works on sqlite and PostgreSQL alike (tested on both here).
 """
 
 from __future__ import annotations

@@ -2,8 +2,9 @@
 when asked (never at import).
 
 Every threshold that decides "pass" or "alert" lives here so an operator can tune it without a
-code change; the defaults are calibrated on the real Binance Vision days in ``shared/data`` (a
-clean day, maintenance minutes included, must not raise anything).
+code change; the defaults are calibrated on the real Binance Vision days in
+``petrosa_pipelines_tests/fixtures/checks`` (see its PROVENANCE.md): a clean day, maintenance
+minutes included, must not raise anything.
 """
 
 from __future__ import annotations

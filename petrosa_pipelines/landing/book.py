@@ -1,8 +1,10 @@
 """Local order books kept in sync under Binance USD-M's rules, and top-N sampling at a cadence.
 
 The live ingest and the landing reader share this code, so the depth samples a partition is
-rebuilt with are the ones the ingest saw. The procedure (REFERENCE.md 4.2): buffer diffs, take
-a snapshot, drop diffs with ``u < lastUpdateId``, the first applied diff must straddle the
+rebuilt with are the ones the ingest saw. The procedure (Binance, "How to manage a local order
+book correctly": https://developers.binance.com/docs/derivatives/usds-margined-futures/
+websocket-market-streams/How-to-manage-a-local-order-book-correctly): buffer diffs, take a
+snapshot, drop diffs with ``u < lastUpdateId``, the first applied diff must straddle the
 snapshot (``U <= lastUpdateId <= u``), then every diff's ``pu`` must equal the previous ``u``;
 anything else is a sequence break that forces a new snapshot. A checkpoint of our own book
 (``pu`` of the next diff equals its id) is accepted like a snapshot.

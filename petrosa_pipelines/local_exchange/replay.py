@@ -1,8 +1,8 @@
 """Replay of recorded websocket messages over the local exchange's real wire protocol.
 
 Recordings are JSON-lines files, one websocket frame per line, either combined-stream frames
-(``{"stream":...,"data":...}``, like ``/work/shared/data/binance_futures/ws/*/*.jsonl``) or bare
-payloads. A connection receives the frames of the streams it subscribed to, paced by the
+(``{"stream":...,"data":...}``, like ``petrosa_pipelines_tests/fixtures/binance/ws/*/*.jsonl``)
+or bare payloads. A connection receives the frames of the streams it subscribed to, paced by the
 recorded event times divided by ``speed``. Frames are sent byte-identical to the recording when
 the stream name matches, so replays exercise the same parser paths as production.
 """

@@ -58,8 +58,8 @@ class ShrinkRefusedError(WarehouseError):
 def normalise_url(url: str) -> str:
     """The SQLAlchemy URL with the psycopg 3 driver, whatever driver ``url`` named.
 
-    Dagster's storage needs ``postgresql+psycopg2://`` (REFERENCE.md section 1); the same
-    database URL may be given here, and the warehouse always talks psycopg 3.
+    Dagster's storage needs ``postgresql+psycopg2://`` (the SQLAlchemy pin in pyproject.toml);
+    the same database URL may be given here, and the warehouse always talks psycopg 3.
     """
     parsed = make_url(url)
     if parsed.get_backend_name() != "postgresql":

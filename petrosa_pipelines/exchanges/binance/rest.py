@@ -41,7 +41,8 @@ DEPTH_PATH = "/fapi/v1/depth"
 EXCHANGE_INFO_PATH = "/fapi/v1/exchangeInfo"
 TIME_PATH = "/fapi/v1/time"
 
-#: request weights (REFERENCE.md 4.3): aggTrades 20 on USD-M, the rest 1 unless by limit
+#: request weights: aggTrades 20 on USD-M, the rest 1 unless by limit
+#: (https://developers.binance.com/docs/derivatives/usds-margined-futures/market-data/rest-api)
 AGG_TRADES_WEIGHT = 20
 FUNDING_WEIGHT = 1
 EXCHANGE_INFO_WEIGHT = 1
@@ -657,7 +658,8 @@ class BinanceRestClient:
     # -- book, metadata ---------------------------------------------------------------------
 
     def depth_snapshot(self, symbol: str, limit: int = 1000) -> DepthSnapshotRecord:
-        """A REST book snapshot (the seed of the local order book, REFERENCE.md 4.2)."""
+        """A REST book snapshot (the seed of the local order book; Binance's procedure:
+        https://developers.binance.com/docs/derivatives/usds-margined-futures/websocket-market-streams/How-to-manage-a-local-order-book-correctly)."""
         body, received = self._get(
             DEPTH_PATH, {"symbol": symbol, "limit": limit}, depth_weight(limit)
         )
