@@ -2,8 +2,13 @@
 
 ① exchanges -> ② ingest -> ③ landing -> ④ market_data -> ⑤ checks -> ⑥ analytics -> ⑦ catalog
 
+The exchange feeds and the landing zone are external assets (Dagster does not materialise
+them), so the asset graph starts where the data does; ``catalog.lineage.with_lineage`` adds
+the edges no asset body declares, column lineage the open-source UI shows, and code links.
+
 Schedule intervals are deployment settings that a cron needs when the definitions load, so
-they are read here, once, from the environment (the only place that does so at load time).
+they are read here, once, from the environment. The other setting read at load time is
+``PETROSA_START_DATE``, the partitions' first day, in ``market_data/partitions.py``.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from petrosa_pipelines.analytics import (
     build_analytics_schedules,
 )
 from petrosa_pipelines.analytics.schedule import DEFAULT_REFRESH_SECONDS
+from petrosa_pipelines.catalog.lineage import with_lineage
 from petrosa_pipelines.catalog.schema_checks import build_schema_version_checks
 from petrosa_pipelines.checks import CHECK_ASSETS, CHECK_JOBS, CHECK_SENSORS, CHECKS
 from petrosa_pipelines.checks.definitions import (
@@ -31,6 +37,7 @@ from petrosa_pipelines.checks.definitions import (
 )
 from petrosa_pipelines.checks.settings import audit_settings
 from petrosa_pipelines.ingest.job import ingest_job
+from petrosa_pipelines.landing.assets import source_and_landing_specs
 from petrosa_pipelines.maintenance import purge_old_runs_job, purge_old_runs_schedule
 from petrosa_pipelines.market_data.assets import (
     CANDLES_KEY,
@@ -85,19 +92,25 @@ def build_definitions() -> dg.Definitions:
     schema_checks = build_schema_version_checks(
         {TRADES_KEY: "trades", CANDLES_KEY: "candles", DEPTH_KEY: "depth", FUNDING_KEY: "funding"}
     )
+    market_keys = [key for a in MARKET_DATA_ASSETS for key in a.keys]
+
+    def lineage(assets: list) -> list:
+        return with_lineage(assets, market_keys)
+
     return dg.Definitions.merge(
-        # ② ingest: one long-running run per stream group, kept alive by a sensor
-        dg.Definitions(jobs=[ingest_job]),
+        # ① exchange feeds -> ② ingest (one long-running run per stream group, kept alive by
+        # a sensor) -> ③ landing zone, which the ingest reports stream health on
+        dg.Definitions(assets=lineage(source_and_landing_specs()), jobs=[ingest_job]),
         # ④ market data: in-process steps (a symbol-day's steps are small and process
         # start-up, ~2 s of imports per step, dominates on small machines)
         dg.Definitions(
-            assets=[*MARKET_DATA_ASSETS, *STORAGE_ASSETS],
+            assets=lineage([*MARKET_DATA_ASSETS, *STORAGE_ASSETS]),
             jobs=[market_data_job, warehouse_job],
             executor=dg.in_process_executor,
         ),
         # ⑤ checks and health
         dg.Definitions(
-            assets=CHECK_ASSETS,
+            assets=lineage(CHECK_ASSETS),
             asset_checks=[*CHECKS, *schema_checks],
             jobs=CHECK_JOBS,
             schedules=[audit_schedule],
@@ -105,7 +118,7 @@ def build_definitions() -> dg.Definitions:
         ),
         # ⑥ analytics
         dg.Definitions(
-            assets=ANALYTICS_ASSETS,
+            assets=lineage(ANALYTICS_ASSETS),
             jobs=ANALYTICS_JOBS,
             schedules=build_analytics_schedules(_analytics_refresh_seconds()),
             sensors=ANALYTICS_SENSORS,

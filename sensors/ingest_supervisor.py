@@ -7,11 +7,16 @@ Mutual exclusion comes from the status query; two overlapping ticks (or a daemon
 evaluation and launch) cannot both launch, because the ``run_key`` names the group's next
 generation (its count of runs so far) and the daemon never launches a run key twice. A second
 writer that still slipped through would fail on the group's landing lock.
+
+What a tick did is visible without reading logs. Dagster 1.13 records every tick that requests
+no run as SKIPPED (Dagster's ``dagster/_daemon/sensor.py``, ``_evaluate_sensor``), so the skip
+reason says what the supervisor saw or did: each group's run, its heartbeat's age and liveness,
+or the run it cancelled and why. Launches and cancellations are also reported as observations
+of the group's ``landing/<dataset>`` assets, so they show on those assets' timelines.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -20,9 +25,10 @@ from typing import Any
 
 import dagster as dg
 
-from petrosa_pipelines.ingest.config import ALL_DATASETS
+from petrosa_pipelines.ingest.config import ALL_DATASETS, parse_ingest_groups
 from petrosa_pipelines.ingest.heartbeat import read_heartbeat
 from petrosa_pipelines.ingest.job import EXCHANGE_TAG, GROUP_TAG, INGEST_JOB_NAME, ingest_job
+from petrosa_pipelines.landing.assets import supervisor_observations
 
 ACTIVE_STATUSES = [
     dg.DagsterRunStatus.QUEUED,
@@ -70,7 +76,7 @@ def groups_from_env() -> list[StreamGroup]:
             )
         ]
     out = []
-    for g in json.loads(raw):
+    for g in parse_ingest_groups(raw):  # checked: errors name the group and key
         out.append(
             StreamGroup(
                 name=g["name"],
@@ -130,6 +136,38 @@ def _is_stale(
     return None
 
 
+def _state(run: dg.DagsterRun, heartbeat: dict[str, Any] | None, now: float) -> str:
+    """``abc12345 STARTED, heartbeat 4s old, alive``: a live run as a tick reports it."""
+    text = f"{run.run_id[:8]} {run.status.value}"
+    if heartbeat is not None and heartbeat.get("run_id") == run.run_id:
+        age = max(0.0, now - heartbeat["written_at"] / 1000)
+        text += f", heartbeat {age:.0f}s old, {heartbeat.get('liveness', 'unknown')}"
+    elif run.status == dg.DagsterRunStatus.STARTED:
+        text += ", no heartbeat yet"
+    return text
+
+
+@dataclass
+class TickReport:
+    """What one tick saw (``notes``) and did (``actions``: group, datasets, action, run id)."""
+
+    notes: list[str] = field(default_factory=list)
+    actions: list[tuple[str, tuple[str, ...], str, str | None]] = field(default_factory=list)
+
+    def act(self, group: StreamGroup | str, action: str, run_id: str | None = None) -> None:
+        name = group.name if isinstance(group, StreamGroup) else group
+        datasets = group.datasets if isinstance(group, StreamGroup) else ALL_DATASETS
+        self.notes.append(f"{name}: {action}")
+        self.actions.append((name, tuple(datasets), action, run_id))
+
+    def observations(self) -> list[dg.AssetObservation]:
+        return [
+            obs
+            for group, datasets, action, run_id in self.actions
+            for obs in supervisor_observations(datasets, group, action, run_id)
+        ]
+
+
 def _supervise_runs(
     instance: dg.DagsterInstance,
     runs: list[dg.DagsterRun],
@@ -138,9 +176,9 @@ def _supervise_runs(
     now: float,
     stale_after_s: float,
     startup_grace_s: float,
-) -> list[str]:
+    report: TickReport,
+) -> None:
     """Leave live runs alone; cancel (so the next tick relaunches) the ones that went stale."""
-    notes = []
     for run in runs:
         rec = instance.get_run_record_by_id(run.run_id)
         started = None
@@ -149,10 +187,10 @@ def _supervise_runs(
         hb = read_heartbeat(root, group.exchange, group.name)
         why = _is_stale(run, started, hb, now, stale_after_s, startup_grace_s)
         if why:
-            notes.append("relaunch: " + _cancel(instance, run, why))
+            action = "cancelled " + _cancel(instance, run, why) + "; relaunch on the next tick"
+            report.act(group, action, run.run_id)
         else:
-            notes.append(f"{group.name}: {run.run_id[:8]} {run.status.value}")
-    return notes
+            report.notes.append(f"{group.name}: {_state(run, hb, now)}")
 
 
 def build_ingest_supervisor(
@@ -179,9 +217,10 @@ def build_ingest_supervisor(
         instance = context.instance
         now = clock()
         root = landing_root()
-        wanted = {g.name: g for g in groups() if g.enabled}
+        configured = {g.name: g for g in groups()}
+        wanted = {name: g for name, g in configured.items() if g.enabled}
         requests: list[dg.RunRequest] = []
-        notes: list[str] = []
+        report = TickReport()
         active = instance.get_runs(
             filters=dg.RunsFilter(job_name=INGEST_JOB_NAME, statuses=ACTIVE_STATUSES)
         )
@@ -193,12 +232,14 @@ def build_ingest_supervisor(
             if group not in wanted:
                 for run in runs:
                     if run.status != dg.DagsterRunStatus.CANCELING:
-                        notes.append("disabled: " + _cancel(instance, run, f"group {group!r} off"))
+                        why = f"group {group!r} is not enabled"
+                        action = "cancelled " + _cancel(instance, run, why)
+                        report.act(configured.get(group, group), action, run.run_id)
         for group in wanted.values():
             runs = by_group.get(group.name, [])
             if runs:
-                notes += _supervise_runs(
-                    instance, runs, group, root, now, stale_after_s, startup_grace_s
+                _supervise_runs(
+                    instance, runs, group, root, now, stale_after_s, startup_grace_s, report
                 )
                 continue
             generation = instance.get_runs_count(
@@ -211,11 +252,14 @@ def build_ingest_supervisor(
                     tags={GROUP_TAG: group.name, EXCHANGE_TAG: group.exchange},
                 )
             )
-            notes.append(f"{group.name}: launching generation {generation}")
-        context.log.info("; ".join(notes) or "no stream groups")
-        if not requests:
-            return dg.SensorResult(skip_reason="; ".join(notes) or "no stream groups")
-        return dg.SensorResult(run_requests=requests)
+            report.act(group, f"requested run generation {generation} (no active run)")
+        summary = "; ".join(report.notes) or "no stream group is enabled"
+        context.log.info(summary)
+        if requests:
+            return dg.SensorResult(run_requests=requests, asset_events=report.observations())
+        if not report.actions:
+            return dg.SensorResult(skip_reason=f"nothing to do: {summary}")
+        return dg.SensorResult(skip_reason=summary, asset_events=report.observations())
 
     return _supervisor
 

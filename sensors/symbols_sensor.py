@@ -70,8 +70,10 @@ def build_symbols_sensor(
             requests.append(symbols_partitions.build_delete_request(remove))
         if not requests:
             return dg.SensorResult(skip_reason=f"{len(current)} symbols already in step")
-        context.log.info(f"symbols: add {add}, remove {remove}")
-        return dg.SensorResult(dynamic_partitions_requests=requests)
+        done = f"added {add}, removed {remove}: {len(current | set(add)) - len(remove)} symbols"
+        context.log.info(f"symbols: {done}")
+        # a tick without runs shows as skipped in Dagster 1.13: the reason says what changed
+        return dg.SensorResult(dynamic_partitions_requests=requests, skip_reason=done)
 
     return _symbols
 

@@ -4,6 +4,10 @@ A sensor cannot host a websocket (sensor evaluations time out after 60 s), so th
 run that the supervisor sensor keeps alive. Ctrl-C, or terminating the run from the UI, sends
 SIGINT; the op turns it into a graceful stop: the engine flushes, publishes every open segment
 and writes a final heartbeat, and the run ends without a traceback.
+
+Stream health (messages, failures, lag, durable-write p99) is reported every
+``observe_every_s`` as ``AssetObservation``s on the ``landing/<dataset>`` assets
+(``landing/assets.py``), so it shows on their pages in the UI, not only in log lines.
 """
 
 import asyncio
@@ -18,6 +22,7 @@ import dagster as dg
 
 from petrosa_pipelines.ingest.config import ALL_DATASETS, IngestConfig
 from petrosa_pipelines.ingest.engine import IngestEngine
+from petrosa_pipelines.landing.assets import landing_observations
 from petrosa_pipelines.landing.writer import WriterConfig
 
 INGEST_JOB_NAME = "ingest"
@@ -46,6 +51,8 @@ class IngestRunConfig(dg.Config):
     max_runtime_s: float | None = None
     #: log a statistics line every this many seconds
     log_every_s: float = 60.0
+    #: report stream health on the landing assets every this many seconds (and at the stop)
+    observe_every_s: float = 60.0
 
 
 def engine_config(cfg: IngestRunConfig) -> IngestConfig:
@@ -106,6 +113,35 @@ def _metadata(snap: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _reporters(
+    context: dg.OpExecutionContext, config: IngestRunConfig
+) -> tuple[Callable[[dict[str, Any]], None], Callable[[dict[str, Any]], None]]:
+    """(on_heartbeat, observe): a statistics line every ``log_every_s``, and stream health as
+    observations of the landing assets every ``observe_every_s`` (``observe`` does it now)."""
+    last_log = [0.0]
+    last_observed = [time.monotonic()]
+
+    def observe(snap: dict[str, Any]) -> None:
+        for observation in landing_observations(snap):
+            context.log_event(observation)
+
+    def on_heartbeat(snap: dict[str, Any]) -> None:
+        now = time.monotonic()
+        if now - last_observed[0] >= config.observe_every_s:
+            last_observed[0] = now
+            observe(snap)
+        if now - last_log[0] >= config.log_every_s:
+            last_log[0] = now
+            m = _metadata(snap)
+            context.log.info(
+                f"ingest {config.group}: {m['liveness']}, processed={m['messages_processed']} "
+                f"failed={m['messages_failed']} reconnects={m['reconnects']} "
+                f"gaps={m['gaps_recorded']} p99={m['durable_latency_p99_ms']}ms"
+            )
+
+    return on_heartbeat, observe
+
+
 @dg.op(
     description="Stream one group's websockets into the landing zone until terminated.",
     out=dg.Out(dg.Nothing),
@@ -119,19 +155,7 @@ def ingest_stream_group(context: dg.OpExecutionContext, config: IngestRunConfig)
         registered = set(context.instance.get_dynamic_partitions("symbols"))
         return sorted(registered & wanted) if wanted else sorted(registered)
 
-    last_log = [0.0]
-
-    def on_heartbeat(snap: dict[str, Any]) -> None:
-        now = time.monotonic()
-        if now - last_log[0] >= config.log_every_s:
-            last_log[0] = now
-            m = _metadata(snap)
-            context.log.info(
-                f"ingest {cfg.group}: {m['liveness']}, processed={m['messages_processed']} "
-                f"failed={m['messages_failed']} reconnects={m['reconnects']} "
-                f"gaps={m['gaps_recorded']} p99={m['durable_latency_p99_ms']}ms"
-            )
-
+    on_heartbeat, observe = _reporters(context, config)
     if config.follow_dynamic_symbols:
         initial = dynamic_symbols() or sorted(wanted)
         if not initial:
@@ -169,6 +193,7 @@ def ingest_stream_group(context: dg.OpExecutionContext, config: IngestRunConfig)
         if engine.writer.alive:
             engine.writer.close()
         snap = engine.last_snapshot or engine.snapshot()
+        observe(snap)
         context.add_output_metadata(_metadata(snap))
         context.log.info(f"ingest {cfg.group} stopped cleanly: {_metadata(snap)}")
 
