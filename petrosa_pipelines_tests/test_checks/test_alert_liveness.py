@@ -54,3 +54,22 @@ def test_a_configured_group_that_stopped_beating_is_down(tmp_path, monkeypatch, 
     _beat(tmp_path, "default", 900, now)  # not configured here
     alerts = _alerts(tmp_path, now, capfd)
     assert len(alerts) == 1 and "binance/majors" in alerts[0]
+
+
+def test_the_tick_says_what_it_did_in_words(tmp_path, monkeypatch):
+    """Dagster lists every tick without a run as skipped: its reason must say what happened."""
+    monkeypatch.delenv("PETROSA_INGEST_GROUPS", raising=False)
+    now = time.time()
+    sensor = build_alert_sensor(
+        settings=lambda: AlertSettings(sinks=("log",), ingest_down_after_s=300),
+        landing_root=lambda: str(tmp_path),
+        clock=lambda: now,
+    )
+    with dg.instance_for_test() as instance:
+        defs = dg.Definitions(sensors=[sensor])
+        _beat(tmp_path, "default", 5, now)
+        quiet = sensor(dg.build_sensor_context(instance=instance, definitions=defs))
+        assert quiet.skip_message == "no new check failures; ingest groups healthy (1 cleared)"
+        _beat(tmp_path, "default", 900, now)
+        down = sensor(dg.build_sensor_context(instance=instance, definitions=defs))
+        assert down.skip_message == "sent 1: ingest binance/default is down"
