@@ -1,28 +1,53 @@
 """The demo: the whole pipeline offline against the local exchange.
 
 Starts the local exchange (a deterministic market speaking Binance's wire formats), points
-every endpoint setting at it, registers the symbols, materialises the last closed days of every
-dataset with their checks and analytics, then streams the websocket ingest for a few seconds
-and reads today's data back from the landing zone, printing progress. ``--no-ui`` exits with 0
-when everything materialised; the interactive form then serves the Dagster UI and daemon on
-127.0.0.1 until Ctrl-C, where the supervisor sensor keeps an ingest run streaming.
+every endpoint setting at it and registers the symbols. Then:
+
+1. streams the whole of yesterday (UTC) through the real websocket ingest on the exchange's
+   simulated clock, as fast as the ingest takes it (:func:`stream_day`): the order book has no
+   history to download (Binance keeps none), so a closed day only has depth, liquidity and a
+   liquidity heatmap if an ingest ran through it;
+2. materialises the last closed days of every dataset with their checks and analytics (only
+   the streamed day has depth; the older ones show what a day from before the ingest looks like);
+3. streams the live ingest for a few seconds and summarises today's landed data.
+
+``--no-ui`` exits with 0 when everything materialised; the interactive form then serves the
+Dagster UI and daemon on 127.0.0.1 until Ctrl-C, where the supervisor sensor keeps an ingest run
+streaming.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from petrosa_pipelines.instance import REPO_ROOT, prepare_dagster_home
 
 DEMO_SEED = 7
 DEMO_TRADES_PER_DAY = 20_000
+#: the demo market's book: 100 levels per side changing once a second (the local exchange's
+#: default is Binance's 1000 levels every 100 ms). The depth stream then carries ~86,400 diffs a
+#: day per symbol instead of 864,000, which is what lets :func:`stream_day` run in seconds
+DEMO_BOOK_LEVELS = 100
+DEMO_BOOK_STEP_MS = 1_000
+#: the simulated clock advances this much at a time: below the local exchange's 60 s catch-up
+#: limit (``MAX_CATCHUP_MS`` in local_exchange/server.py), past which it skips data like an outage
+STREAM_STEP_MS = 50_000
+#: streamed past midnight, so the day's last book sample and trades are landed
+STREAM_PAST_MIDNIGHT_MS = 10_000
+#: no progress for this long (wall clock) fails the stream; generous for a loaded 2-core CI box
+STREAM_STALL_S = 120.0
+#: how often the exchange's websocket loop looks at the clock while a day streams
+STREAM_TICK_S = 0.002
 MARKET_JOB = "market_data_job"
 #: the demo prints one progress line per partition; Dagster's own log stays in the run's logs
 QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
@@ -108,6 +133,181 @@ def materialise_days(
     return results
 
 
+async def _wait(cond: Callable[[], bool], seconds: float) -> bool:
+    """Wait up to ``seconds`` for ``cond``; whether it holds."""
+    deadline = time.monotonic() + seconds
+    while not cond():
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.002)
+    return True
+
+
+async def _until(cond: Callable[[], bool], what: str, stall_s: float) -> None:
+    """Wait for ``cond``; fail naming ``what`` after ``stall_s`` seconds without it."""
+    if not await _wait(cond, stall_s):
+        raise RuntimeError(f"demo: {what} not reached within {stall_s:.0f} s")
+
+
+def _progress(engine: Any, kind: str) -> int:
+    """The oldest newest event time over the ``kind`` streams (``markPrice``, ``depth``)."""
+    times = [s.last_event_ms or 0 for n, s in engine.stats.streams.items() if kind in n]
+    return min(times) if times else 0
+
+
+def stream_day(
+    exchange: Any,
+    clock: Any,
+    day: dt.date,
+    symbols: Sequence[str],
+    landing_path: Path,
+    log: Callable[..., None] = print,
+    stall_s: float = STREAM_STALL_S,
+) -> dict[str, Any]:
+    """Stream the whole UTC ``day`` through the websocket ingest, on the exchange's clock.
+
+    ``clock`` is the exchange's ``SimulatedClock`` and also the ingest's receipt clock (as a
+    deployment's clock follows Binance's). It is frozen and moved ``STREAM_STEP_MS`` at a time,
+    each step once the ingest has received everything up to it: the pace is whatever the
+    machine manages, and a slow machine takes longer instead of losing data. Afterwards the
+    clock is back on the wall clock at 1x. Returns the ingest's final snapshot.
+    """
+    from petrosa_pipelines.ingest import IngestConfig, IngestEngine
+    from petrosa_pipelines.lib.timeutil import day_window_ms, utc_now_ms
+
+    start, end = day_window_ms(day)
+    stop_at = end + STREAM_PAST_MIDNIGHT_MS
+    config = IngestConfig(
+        group="demo",
+        symbols=tuple(symbols),
+        landing_path=str(landing_path),
+        ws_base_url=exchange.ws_base_url,
+        rest_base_url=exchange.rest_base_url,
+    )
+    clock.set_speed(0.0)
+    clock.set(start)
+    engine = IngestEngine(config, clock_ms=clock.now_ms)
+    tick, exchange.tick_seconds = exchange.tick_seconds, STREAM_TICK_S
+
+    async def run() -> None:
+        task = asyncio.create_task(engine.run())
+        try:
+            await _until(lambda: engine.connected or task.done(), "ingest connected", stall_s)
+            # one second at a time until every book is synced (its REST snapshot is taken at
+            # the frozen "now"), so the day's book is sampled from its first seconds
+            target = start
+
+            def synced() -> bool:
+                return set(engine.latest_samples) >= set(engine.symbols)
+
+            while not synced() and not task.done():
+                if target - start >= 600_000:
+                    raise RuntimeError("demo: the ingest's order books did not sync in 10 min")
+                target += 1_000
+                clock.set(target)
+                await _until(
+                    lambda t=target: _progress(engine, "markPrice") >= t - 1_000 or task.done(),
+                    "first seconds of the day",
+                    stall_s,
+                )
+                await _wait(synced, 1.0)  # the snapshot is fetched at this frozen second
+            shown = start
+            while target < stop_at and not task.done():
+                target = min(target + STREAM_STEP_MS, stop_at)
+                clock.set(target)
+                await _until(
+                    lambda t=target: _progress(engine, "markPrice") >= t - 1_000 or task.done(),
+                    f"ingest at {dt.datetime.fromtimestamp(target / 1000, dt.UTC):%H:%M:%S}",
+                    stall_s,
+                )
+                if target - shown >= 4 * 3_600_000:
+                    shown = target
+                    hours = (min(target, end) - start) / 3_600_000
+                    log(f"depth day {day}: {hours:4.1f} h of 24 streamed", flush=True)
+            await _until(
+                lambda: _progress(engine, "depth") >= end or task.done(), "last diffs", stall_s
+            )
+        finally:
+            engine.stop()
+            await task
+
+    t0 = time.monotonic()
+    log(
+        f"depth day {day}: streaming 24 h of {len(engine.stream_names())} streams through the "
+        "ingest on a simulated clock",
+        flush=True,
+    )
+    try:
+        asyncio.run(run())
+    finally:
+        exchange.tick_seconds = tick
+        clock.set(utc_now_ms())
+        clock.set_speed(1.0)
+    snap = engine.snapshot()
+    received = sum(s["received"] for s in snap["streams"].values())
+    log(
+        f"depth day {day}: {received:,} messages landed in {time.monotonic() - t0:.1f}s, "
+        f"{snap['group_stats']['gaps_recorded']} gaps recorded"
+    )
+    return snap
+
+
+def _streamed_marker(base: Path) -> Path:
+    return base / "streamed_days.json"
+
+
+def _already_streamed(base: Path, day: dt.date, symbols: Sequence[str]) -> bool:
+    """True when an earlier demo run in this workdir streamed ``day`` for these symbols."""
+    try:
+        done = json.loads(_streamed_marker(base).read_text())
+    except (OSError, ValueError):
+        return False
+    return set(symbols) <= set(done.get(day.isoformat(), []))
+
+
+def _mark_streamed(base: Path, day: dt.date, symbols: Sequence[str]) -> None:
+    path = _streamed_marker(base)
+    try:
+        done = json.loads(path.read_text())
+    except (OSError, ValueError):
+        done = {}
+    done[day.isoformat()] = sorted(set(done.get(day.isoformat(), [])) | set(symbols))
+    path.write_text(json.dumps(done, indent=1))
+
+
+def today_summary(store: Any, symbol: str, start_ms: int, now_ms: int) -> str:
+    """One line on what today's landing zone holds for ``symbol``: counts, times, the book."""
+    frames = {
+        ds: store.read_frame("binance", ds, symbol, start_ms, now_ms + 1)
+        for ds in ("trades", "candles", "depth", "funding")
+    }
+    trades, depth = frames["trades"], frames["depth"]
+    parts = [
+        f"{len(trades):,} trades",
+        f"{len(frames['candles']):,} closed 1m candles",
+        f"{depth['snapshot_time'].nunique() if len(depth) else 0:,} book samples "
+        f"({len(depth):,} rows)",
+        f"{len(frames['funding'])} funding settlements",
+    ]
+    if len(trades):
+        t = _utc(trades["trade_time"])
+        parts.append(
+            f"trades {t.min():%H:%M:%S}-{t.max():%H:%M:%S} UTC, last {trades['price'].iloc[-1]}"
+        )
+    if len(depth):
+        last = depth[depth["snapshot_time"] == depth["snapshot_time"].max()]
+        bid = last.loc[last["side"] == "bid", "price"].max()
+        ask = last.loc[last["side"] == "ask", "price"].min()
+        parts.append(f"book at {_utc(last['snapshot_time']).max():%H:%M:%S}: {bid} / {ask}")
+    return f"today so far from the landing zone, {symbol}: " + ", ".join(parts)
+
+
+def _utc(col: Any) -> Any:
+    import pandas as pd
+
+    return pd.to_datetime(col, utc=True)
+
+
 def ingest_for(
     seconds: float, exchange, symbols: Sequence[str], landing_path: Path, log=print
 ) -> dict:
@@ -147,11 +347,7 @@ def ingest_for(
     start, _ = day_window_ms(dt.datetime.now(tz=dt.UTC).date())
     now = utc_now_ms()
     for symbol in symbols:
-        counts = {
-            ds: len(store.read_frame("binance", ds, symbol, start, now + 1))
-            for ds in ("trades", "candles", "depth", "funding")
-        }
-        log(f"today so far from the landing zone, {symbol}: {counts}")
+        log(today_summary(store, symbol, start, now))
     return snap
 
 
@@ -192,10 +388,12 @@ def run_demo(
     port: int = 3000,
     workdir: str | None = None,
     ingest_seconds: float = 15.0,
+    stream_depth_day: bool = True,
 ) -> int:
     import dagster as dg
 
-    from petrosa_pipelines.local_exchange import Faults, LocalExchange, MarketConfig
+    from petrosa_pipelines.lib.timeutil import utc_now_ms
+    from petrosa_pipelines.local_exchange import Faults, LocalExchange, MarketConfig, SimulatedClock
 
     base = Path(workdir or REPO_ROOT / "data" / "demo").resolve()
     base.mkdir(parents=True, exist_ok=True)
@@ -206,13 +404,25 @@ def run_demo(
         symbols=tuple(symbols),
         trades_per_day=DEMO_TRADES_PER_DAY,
         start_date="2024-01-01",
+        book_levels=DEMO_BOOK_LEVELS,
+        book_step_ms=DEMO_BOOK_STEP_MS,
     )
-    with LocalExchange(market=market, faults=Faults(), host="127.0.0.1", port=0) as exchange:
+    # the exchange's "now": the wall clock, except while stream_day plays yesterday through
+    clock = SimulatedClock(utc_now_ms(), speed=1.0)
+    with LocalExchange(
+        market=market, faults=Faults(), host="127.0.0.1", port=0, clock=clock
+    ) as exchange:
         env = _point_settings_at(exchange, base)
         env["PETROSA_SYMBOLS"] = os.environ["PETROSA_SYMBOLS"] = ",".join(symbols)
         print(f"local exchange: {exchange.rest_base_url} (ws {exchange.ws_base_url})")
         print(f"lake: {env['PETROSA_LAKE_PATH']}  DAGSTER_HOME: {home}")
         picked = demo_days(days)
+        if stream_depth_day and _already_streamed(base, picked[-1], symbols):
+            print(f"depth day {picked[-1]}: already streamed by an earlier run in {base}")
+        elif stream_depth_day:
+            snap = stream_day(exchange, clock, picked[-1], symbols, base / "landing")
+            if snap["group_stats"]["gaps_recorded"] == 0:
+                _mark_streamed(base, picked[-1], symbols)
         print(f"materialising {len(picked)} day(s) x {len(symbols)} symbol(s)", flush=True)
         with dg.DagsterInstance.get() as instance:
             results = materialise_days(picked, symbols, instance)

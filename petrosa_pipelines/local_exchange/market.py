@@ -6,6 +6,14 @@ websocket and archive answers always agree with each other, and a test can recom
 endpoint should have said. Prices and quantities are integers internally (units of
 ``10**-price_decimals`` and ``10**-qty_decimals``) and are formatted into decimal strings from
 those integers, so there is never float noise on the wire.
+
+Symbols move together, as crypto majors do: each symbol's intraday log price is a one-factor
+model, ``loading * market + sqrt(1 - loading**2) * own`` (two independent Brownian motions per
+day; the market one is shared by every symbol of the seed), so the 1-minute return correlation
+of two symbols is about ``loading_a * loading_b``: 0.86 for BTC/ETH, as measured on the real
+Binance USD-M 1m klines of three days in petrosa_pipelines_tests/fixtures/analytics (0.87, 0.89
+and 0.86 on 2022-01-01, 2022-05-01 and 2023-11-14). This is the single-index model of Sharpe
+(1963), "A Simplified Model for Portfolio Analysis", https://doi.org/10.1287/mnsc.9.2.277.
 """
 
 from __future__ import annotations
@@ -25,7 +33,14 @@ import pandas as pd
 DAY_MS = 86_400_000
 MINUTE_MS = 60_000
 FUNDING_INTERVAL_MS = 8 * 3_600_000
-BOOK_STEP_MS = 100  # the book changes on a 100 ms grid (Binance's fastest diff cadence)
+#: by default the book changes on a 100 ms grid (Binance's fastest diff cadence)
+BOOK_STEP_MS = 100
+#: a resting level (other than the top) changes about this often
+LEVEL_PERIOD_MS = 10_000
+#: book steps per array pass when building depth diffs (bounds memory: steps x levels x 8 B)
+DEPTH_CHUNK_STEPS = 600
+#: the shared market factor is drawn on a 1 s grid and interpolated linearly between points
+FACTOR_GRID_MS = 1_000
 
 INTERVALS_MS: dict[str, int] = {
     "1m": MINUTE_MS,
@@ -57,6 +72,8 @@ class SymbolSpec:
     start_price: float
     mean_qty: float  # typical aggTrade size in base asset
     level_qty: float  # typical resting size of one book level
+    #: correlation of the symbol's intraday returns with the shared market factor (0..1)
+    market_loading: float = 0.75
 
     @property
     def tick_size(self) -> Decimal:
@@ -68,11 +85,11 @@ class SymbolSpec:
 
 
 KNOWN_SYMBOLS: dict[str, SymbolSpec] = {
-    "BTCUSDT": SymbolSpec(2, 10, 3, 1, 42_000.0, 0.05, 2.0),
-    "ETHUSDT": SymbolSpec(2, 1, 3, 1, 2_300.0, 0.8, 30.0),
-    "BNBUSDT": SymbolSpec(3, 10, 2, 1, 310.0, 2.0, 50.0),
-    "SOLUSDT": SymbolSpec(4, 100, 0, 1, 100.0, 20.0, 400.0),
-    "XRPUSDT": SymbolSpec(4, 1, 1, 1, 0.6, 2_000.0, 40_000.0),
+    "BTCUSDT": SymbolSpec(2, 10, 3, 1, 42_000.0, 0.05, 2.0, 0.93),
+    "ETHUSDT": SymbolSpec(2, 1, 3, 1, 2_300.0, 0.8, 30.0, 0.92),
+    "BNBUSDT": SymbolSpec(3, 10, 2, 1, 310.0, 2.0, 50.0, 0.8),
+    "SOLUSDT": SymbolSpec(4, 100, 0, 1, 100.0, 20.0, 400.0, 0.82),
+    "XRPUSDT": SymbolSpec(4, 1, 1, 1, 0.6, 2_000.0, 40_000.0, 0.75),
 }
 
 
@@ -82,7 +99,8 @@ def symbol_spec(symbol: str, seed: int = 0) -> SymbolSpec:
         return KNOWN_SYMBOLS[symbol]
     # default: 4 price decimals, whole-unit quantities, a price between 0.5 and 50
     price = 0.5 * 100 ** ((stable_hash(seed, symbol, "price") % 1000) / 1000)
-    return SymbolSpec(4, 1, 0, 1, price, 200.0 / price, 5_000.0 / price)
+    loading = 0.6 + 0.25 * (stable_hash(seed, symbol, "loading") % 1000) / 1000
+    return SymbolSpec(4, 1, 0, 1, price, 200.0 / price, 5_000.0 / price, loading)
 
 
 def stable_hash(*parts: Any) -> int:
@@ -100,6 +118,19 @@ def _mix(x: np.ndarray) -> np.ndarray:
     x *= np.uint64(0x94D049BB133111EB)
     x ^= x >> np.uint64(31)
     return x
+
+
+_M64_INT = 0xFFFFFFFFFFFFFFFF
+
+
+def _mix_int(x: int) -> int:
+    """:func:`_mix` of one non-negative integer in plain Python (same result, no array cost)."""
+    x &= _M64_INT
+    x ^= x >> 30
+    x = (x * 0xBF58476D1CE4E5B9) & _M64_INT
+    x ^= x >> 27
+    x = (x * 0x94D049BB133111EB) & _M64_INT
+    return x ^ (x >> 31)
 
 
 def to_date(day: dt.date | str | int) -> dt.date:
@@ -127,7 +158,44 @@ def fmt_fixed(value: int, decimals: int) -> str:
 
 
 def fmt_many(values: Iterable[int], decimals: int) -> list[str]:
-    return [fmt_fixed(v, decimals) for v in values]
+    """:func:`fmt_fixed` of many integers (one format string, no call per value)."""
+    vals = [int(v) for v in values]
+    if decimals == 0:
+        return [str(v) for v in vals]
+    if any(v < 0 for v in vals):
+        return [fmt_fixed(v, decimals) for v in vals]
+    scale = 10**decimals
+    pattern = f"{{}}.{{:0{decimals}d}}".format
+    return [pattern(v // scale, v % scale) for v in vals]
+
+
+class _Formats:
+    """Memoised :func:`fmt_fixed` for book levels: the same prices and sizes recur all day, and
+    formatting them was most of the cost of a depth diff (bounded: cleared past 100k values)."""
+
+    def __init__(self) -> None:
+        self._cache: dict[int, dict[int, str]] = {}
+
+    def many(self, values: list[int], decimals: int) -> list[str]:
+        cache = self._cache.setdefault(decimals, {})
+        if len(cache) > 100_000:
+            cache.clear()
+        get = cache.get
+        out = [get(v) for v in values]
+        if None in out:
+            for i, v in enumerate(values):
+                if out[i] is None:
+                    out[i] = cache[v] = fmt_fixed(v, decimals)
+        return out  # type: ignore[return-value]
+
+    def levels(self, prices: np.ndarray, qtys: np.ndarray, pd_: int, qd: int) -> list[list[str]]:
+        """``[[price, qty], ...]`` strings of book levels (the wire form of depth payloads)."""
+        return [
+            [p, q]
+            for p, q in zip(
+                self.many(prices.tolist(), pd_), self.many(qtys.tolist(), qd), strict=True
+            )
+        ]
 
 
 @dataclass(frozen=True)
@@ -147,6 +215,9 @@ class MarketConfig:
     intraday_volatility: float = 0.02
     #: book levels per side (REST depth limit=1000 needs 1000)
     book_levels: int = 1000
+    #: the book changes on this grid (a multiple of 100 ms); depth streams send a diff only when
+    #: it changed, so 1000 makes a whole day of depth ten times cheaper to stream (the demo)
+    book_step_ms: int = BOOK_STEP_MS
     #: Vision CSV header rows: "always", "never" or "mixed" (some days without, like real ETH files)
     vision_headers: str = "always"
 
@@ -157,6 +228,11 @@ class MarketConfig:
             raise ValueError("trades_per_day must be >= 1")
         if self.vision_headers not in ("always", "never", "mixed"):
             raise ValueError("vision_headers must be 'always', 'never' or 'mixed'")
+        step = self.book_step_ms
+        if not (isinstance(step, int) and step > 0 and step % 100 == 0 and DAY_MS % step == 0):
+            raise ValueError(
+                f"book_step_ms={step!r} must be a positive multiple of 100 that divides a day"
+            )
 
 
 class DayTrades(NamedTuple):
@@ -229,6 +305,13 @@ class Market:
         # bounded per-instance caches (a few days of trades; many small kline blocks)
         self._trades_cached = lru_cache(maxsize=16)(self._make_day)
         self._kline_block_cached = lru_cache(maxsize=512)(self._make_kline_block)
+        self._factor_cached = lru_cache(maxsize=8)(self._make_factor)
+        self.book_step_ms = self.config.book_step_ms
+        self._level_period = max(LEVEL_PERIOD_MS // self.book_step_ms, 1)
+        # per-instance hashes the hot paths (1 s mark prices, 100 ms books) would recompute
+        self._funding_cached = lru_cache(maxsize=4096)(self._funding_rate_e8)
+        self._hash_cached = lru_cache(maxsize=256)(stable_hash)
+        self._formats = _Formats()
 
     # -- identity -------------------------------------------------------------------------
 
@@ -271,6 +354,19 @@ class Market:
         units = round(math.exp(log_p) * 10**spec.price_decimals / spec.tick_units)
         return max(units, 1) * spec.tick_units
 
+    def _make_factor(self, day: dt.date) -> np.ndarray:
+        """The shared market factor of ``day``: a standard Brownian motion on [0, 1] day,
+        sampled every ``FACTOR_GRID_MS`` (one seed, one path for every symbol)."""
+        n = DAY_MS // FACTOR_GRID_MS
+        rng = np.random.default_rng([self.config.seed, 0x6D6B74, (day - _EPOCH).days, 3])
+        steps = rng.standard_normal(n) * math.sqrt(1.0 / n)
+        return np.concatenate(([0.0], np.cumsum(steps)))
+
+    def market_factor(self, day: dt.date | str | int, frac: np.ndarray) -> np.ndarray:
+        """The market factor at day fractions ``frac`` (0 = midnight, 1 = next midnight)."""
+        path = self._factor_cached(to_date(day))
+        return np.interp(frac, np.linspace(0.0, 1.0, len(path)), path)
+
     def _make_day(self, symbol: str, day: dt.date) -> DayTrades:
         cfg, spec = self.config, self.spec(symbol)
         d = self._day_index(day)
@@ -288,13 +384,18 @@ class Market:
         idx = np.where(burst, 0, np.arange(n))
         offsets = offsets[np.maximum.accumulate(idx)]
         del burst, idx
-        # Brownian bridge in log price from today's anchor to tomorrow's
+        # Brownian bridge in log price from today's anchor to tomorrow's; the Brownian motion
+        # is the symbol's own one mixed with the shared market factor (module docstring)
         frac = offsets / DAY_MS
         steps = rng.standard_normal(n) * np.sqrt(np.diff(frac, prepend=0.0))
-        walk = np.cumsum(steps)
-        w_end = walk[-1] + rng.standard_normal() * math.sqrt(max(1.0 - frac[-1], 0.0))
+        own = np.cumsum(steps)
+        own_end = own[-1] + rng.standard_normal() * math.sqrt(max(1.0 - frac[-1], 0.0))
+        beta = spec.market_loading
+        idio = math.sqrt(max(1.0 - beta * beta, 0.0))
+        walk = beta * self.market_factor(day, frac) + idio * own
+        w_end = beta * self._factor_cached(day)[-1] + idio * own_end
         bridge = (walk - frac * w_end) * cfg.intraday_volatility
-        del steps, walk
+        del steps, walk, own
         p0 = self.anchor_price(symbol, day)
         p1 = self.anchor_price(symbol, day + dt.timedelta(days=1))
         log_p = math.log(p0) + frac * (math.log(p1) - math.log(p0)) + bridge
@@ -533,6 +634,9 @@ class Market:
 
     def funding_rate_e8(self, symbol: str, funding_time: int) -> int:
         """Settled funding rate in units of 1e-8: typically 0.0001, within +-0.0075."""
+        return self._funding_cached(symbol, funding_time)
+
+    def _funding_rate_e8(self, symbol: str, funding_time: int) -> int:
         rng = np.random.default_rng(
             [self.config.seed, stable_hash(symbol) & 0xFFFFFFFF, funding_time // 1000, 2]
         )
@@ -545,8 +649,8 @@ class Market:
         """Mark price in units of 1e-8: the last trade price plus a small deterministic premium."""
         spec = self.spec(symbol)
         base = self.price_at(symbol, ms) * 10 ** (8 - spec.price_decimals)
-        wobble = _mix(np.array([stable_hash(self.config.seed, symbol) ^ (ms // 1000)]))[0]
-        premium = (int(wobble % np.uint64(2001)) - 1000) / 1e7  # within +-0.01 %
+        wobble = _mix_int(self._hash_cached(self.config.seed, symbol) ^ (ms // 1000))
+        premium = (wobble % 2001 - 1000) / 1e7  # within +-0.01 %
         return int(round(base * (1 + premium)))
 
     def funding_times(self, start_ms: int, end_ms: int) -> list[int]:
@@ -590,9 +694,9 @@ class Market:
         # the predicted rate drifts towards the settled one as the settlement approaches
         target = self.funding_rate_e8(symbol, nxt)
         minute = second_ms // MINUTE_MS
-        noise = int(_mix(np.array([stable_hash(symbol, "r") ^ minute]))[0] % np.uint64(401)) - 200
+        noise = _mix_int(self._hash_cached(symbol, "r") ^ minute) % 401 - 200
         left = (nxt - second_ms) / FUNDING_INTERVAL_MS
-        jitter = int(_mix(np.array([second_ms]))[0] % np.uint64(9))
+        jitter = _mix_int(second_ms) % 9
         return {
             "e": "markPriceUpdate",
             "E": second_ms + jitter,
@@ -610,22 +714,22 @@ class Market:
         return self.config.symbols.index(symbol)
 
     def update_ids(self, symbol: str, step: int) -> tuple[int, int]:
-        """(U, u) of the book changes on one 100 ms step: one global sequence over symbols.
+        """(U, u) of the book changes on one book step: one global sequence over symbols.
 
         Each step owns a block of ids, each symbol a slot in the block, so per symbol ``U`` is
         never ``prev u + 1`` (exactly like Binance USD-M) while ``pu == prev u`` always holds.
         """
         base = step * self._stride + self._symbol_slot(symbol) * self._sub
-        j = _mix(np.array([step * 64 + self._symbol_slot(symbol)]))[0]
-        lo = int(j % np.uint64(self._sub // 4))
-        hi = int((j >> np.uint64(20)) % np.uint64(self._sub // 4))
+        j = _mix_int(step * 64 + self._symbol_slot(symbol))
+        lo = j % (self._sub // 4)
+        hi = (j >> 20) % (self._sub // 4)
         return base + lo, base + self._sub - 1 - hi
 
     def book_state(self, symbol: str, step: int) -> BookState:
-        """Full book (``book_levels`` per side) as of ``step * 100`` ms."""
+        """Full book (``book_levels`` per side) as of ``step * book_step_ms``."""
         spec = self.spec(symbol)
         levels = self.config.book_levels
-        center = self.price_at(symbol, step * BOOK_STEP_MS) // spec.tick_units
+        center = self.price_at(symbol, step * self.book_step_ms) // spec.tick_units
         bids = center - np.arange(levels, dtype=np.int64)
         bids = bids[bids > 0]
         asks = center + 1 + np.arange(levels, dtype=np.int64)
@@ -638,16 +742,26 @@ class Market:
         )
 
     def _level_qty(
-        self, symbol: str, side: int, ticks: np.ndarray, step: int, top: int
+        self,
+        symbol: str,
+        side: int,
+        ticks: np.ndarray,
+        step: int | np.ndarray,
+        top: int | np.ndarray,
     ) -> np.ndarray:
-        """Resting quantity per level: changes every ~10 s per level, every step at the top."""
+        """Resting quantity per level: changes every ~10 s per level, every step at the top.
+
+        Elementwise, so ``ticks`` may be one book side or a (steps x levels) grid with ``step``
+        and ``top`` as (steps x 1) columns.
+        """
         spec = self.spec(symbol)
-        key = np.uint64(stable_hash(self.config.seed, symbol, side))
+        key = np.uint64(self._hash_cached(self.config.seed, symbol, side))
         t = ticks.astype(np.uint64)
-        period = 100
+        period = self._level_period
+        step = np.asarray(step, dtype=np.int64)
         phase = (_mix(t ^ key) % np.uint64(period)).astype(np.int64)
         epoch = ((step + phase) // period).astype(np.uint64)
-        epoch = np.where(ticks == top, np.uint64(step) | np.uint64(1 << 62), epoch)
+        epoch = np.where(ticks == top, step.astype(np.uint64) | np.uint64(1 << 62), epoch)
         h = _mix(t * np.uint64(0x9E3779B97F4A7C15) ^ epoch ^ key)
         mean = max(spec.level_qty * 10**spec.qty_decimals / spec.step_units, 2.0)
         u = (h >> np.uint64(11)).astype(np.float64) / float(1 << 53)
@@ -657,22 +771,50 @@ class Market:
     def book(self, symbol: str, at_ms: int, limit: int = 1000) -> dict[str, Any]:
         """The ``/fapi/v1/depth`` body at ``at_ms``: the book of the step containing it."""
         spec = self.spec(symbol)
-        step = at_ms // BOOK_STEP_MS
+        step = at_ms // self.book_step_ms
         st = self.book_state(symbol, step)
-        pd_, qd = spec.price_decimals, spec.qty_decimals
+        pd_, qd, fmt = spec.price_decimals, spec.qty_decimals, self._formats.levels
         return {
             "lastUpdateId": self.update_ids(symbol, step)[1],
             "E": at_ms,
-            "T": max(at_ms - 3, step * BOOK_STEP_MS),
-            "bids": [
-                [fmt_fixed(p * spec.tick_units, pd_), fmt_fixed(q, qd)]
-                for p, q in zip(st.bid_ticks[:limit], st.bid_qty[:limit], strict=True)
-            ],
-            "asks": [
-                [fmt_fixed(p * spec.tick_units, pd_), fmt_fixed(q, qd)]
-                for p, q in zip(st.ask_ticks[:limit], st.ask_qty[:limit], strict=True)
-            ],
+            "T": max(at_ms - 3, step * self.book_step_ms),
+            "bids": fmt(st.bid_ticks[:limit] * spec.tick_units, st.bid_qty[:limit], pd_, qd),
+            "asks": fmt(st.ask_ticks[:limit] * spec.tick_units, st.ask_qty[:limit], pd_, qd),
         }
+
+    def prices_at(self, symbol: str, ms: np.ndarray) -> np.ndarray:
+        """:meth:`price_at` of many times at once (int64 units), with the same look-back rules."""
+        ms = np.asarray(ms, dtype=np.int64)
+        out = np.empty(len(ms), dtype=np.int64)
+        days = np.maximum(ms, 0) // DAY_MS
+        for d in np.unique(days).tolist():
+            sel = days == d
+            day = _EPOCH + dt.timedelta(days=d)
+            t = self.day_trades(symbol, day)
+            i = np.searchsorted(t.time, ms[sel], "right") - 1
+            prev = self.day_trades(symbol, day - dt.timedelta(days=1))
+            before = int(prev.price[-1]) if len(prev) else self.anchor_price(symbol, day)
+            out[sel] = np.where(i >= 0, t.price[np.maximum(i, 0)] if len(t) else 0, before)
+        return out
+
+    def _book_grid(self, symbol: str, steps: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
+        """The books of many steps on one tick axis: ``(lo, bids, asks)`` where ``bids[i, k]``
+        is the resting quantity at tick ``lo + k`` on ``steps[i]`` (0: no level). The same
+        numbers as :meth:`book_state`, computed in a few array operations for all steps."""
+        spec = self.spec(symbol)
+        levels = np.arange(self.config.book_levels, dtype=np.int64)
+        center = (self.prices_at(symbol, steps * self.book_step_ms) // spec.tick_units)[:, None]
+        col = np.asarray(steps, dtype=np.int64)[:, None]
+        bid_t, ask_t = center - levels, center + 1 + levels
+        bid_q = np.where(bid_t > 0, self._level_qty(symbol, 0, bid_t, col, center), 0)
+        ask_q = self._level_qty(symbol, 1, ask_t, col, center + 1)
+        lo = int(bid_t.min())
+        rows = np.arange(len(col))[:, None]
+        bids = np.zeros((len(col), int(ask_t.max()) - lo + 1), dtype=np.int64)
+        asks = np.zeros_like(bids)
+        bids[rows, bid_t - lo] = bid_q
+        asks[rows, ask_t - lo] = ask_q
+        return lo, bids, asks
 
     def _side_diff(
         self, old_t: np.ndarray, old_q: np.ndarray, new_t: np.ndarray, new_q: np.ndarray
@@ -700,7 +842,7 @@ class Market:
         bt, bq = self._side_diff(old.bid_ticks, old.bid_qty, new.bid_ticks, new.bid_qty)
         at, aq = self._side_diff(old.ask_ticks, old.ask_qty, new.ask_ticks, new.ask_qty)
         pd_, qd = spec.price_decimals, spec.qty_decimals
-        t = new.step * BOOK_STEP_MS
+        t = new.step * self.book_step_ms
         return {
             "e": "depthUpdate",
             "E": t + 1 + int(new.step % 7),
@@ -709,14 +851,8 @@ class Market:
             "U": self.update_ids(symbol, old.step + 1)[0],
             "u": self.update_ids(symbol, new.step)[1],
             "pu": self.update_ids(symbol, old.step)[1],
-            "b": [
-                [fmt_fixed(p * spec.tick_units, pd_), fmt_fixed(q, qd)]
-                for p, q in zip(bt.tolist(), bq.tolist(), strict=True)
-            ],
-            "a": [
-                [fmt_fixed(p * spec.tick_units, pd_), fmt_fixed(q, qd)]
-                for p, q in zip(at.tolist(), aq.tolist(), strict=True)
-            ],
+            "b": self._formats.levels(bt * spec.tick_units, bq, pd_, qd),
+            "a": self._formats.levels(at * spec.tick_units, aq, pd_, qd),
         }
 
     def depth_events(
@@ -724,24 +860,48 @@ class Market:
     ) -> list[dict[str, Any]]:
         """``depthUpdate`` diffs for the update boundaries in ``(start_ms, end_ms]``.
 
-        A boundary every ``every_ms`` (100/250/500); each diff covers the 100 ms book steps since
-        the previous boundary, so ``pu`` always equals the previous event's ``u``.
+        A boundary every ``every_ms`` (100/250/500); each diff covers the book steps since the
+        previous boundary, so ``pu`` always equals the previous event's ``u``. A boundary where
+        the book did not step sends nothing (Binance pushes a diff only when the book changed).
         """
         spec = self.spec(symbol)
+        bounds = np.arange(start_ms // every_ms + 1, end_ms // every_ms + 1, dtype=np.int64)
+        to_steps = bounds * every_ms // self.book_step_ms
+        from_steps = (bounds - 1) * every_ms // self.book_step_ms
+        moved = to_steps != from_steps
+        pairs = list(zip(from_steps[moved].tolist(), to_steps[moved].tolist(), strict=True))
+        out: list[dict[str, Any]] = []
+        for lo in range(0, len(pairs), DEPTH_CHUNK_STEPS):  # bounded memory for long ranges
+            out.extend(self._depth_chunk(symbol, spec, pairs[lo : lo + DEPTH_CHUNK_STEPS]))
+        return out
+
+    def _depth_chunk(
+        self, symbol: str, spec: SymbolSpec, pairs: list[tuple[int, int]]
+    ) -> list[dict[str, Any]]:
+        """The diffs of ``(from_step, to_step)`` pairs, from one :meth:`_book_grid`."""
+        steps = np.unique(np.array(pairs, dtype=np.int64).ravel())
+        lo, bids, asks = self._book_grid(symbol, steps)
+        row = {s: i for i, s in enumerate(steps.tolist())}
+        pd_, qd, tick = spec.price_decimals, spec.qty_decimals, spec.tick_units
         out = []
-        first = start_ms // every_ms + 1
-        prev_state: BookState | None = None
-        for b in range(first, end_ms // every_ms + 1):
-            to_step = (b * every_ms) // BOOK_STEP_MS
-            from_step = ((b - 1) * every_ms) // BOOK_STEP_MS
-            old = (
-                prev_state
-                if prev_state is not None and prev_state.step == from_step
-                else self.book_state(symbol, from_step)
+        for old, new in pairs:
+            a, b = row[old], row[new]
+            bk = np.flatnonzero(bids[a] != bids[b])
+            ak = np.flatnonzero(asks[a] != asks[b])
+            t = new * self.book_step_ms
+            out.append(
+                {
+                    "e": "depthUpdate",
+                    "E": t + 1 + int(new % 7),
+                    "T": t,
+                    "s": symbol,
+                    "U": self.update_ids(symbol, old + 1)[0],
+                    "u": self.update_ids(symbol, new)[1],
+                    "pu": self.update_ids(symbol, old)[1],
+                    "b": self._formats.levels((bk + lo) * tick, bids[b, bk], pd_, qd),
+                    "a": self._formats.levels((ak + lo) * tick, asks[b, ak], pd_, qd),
+                }
             )
-            new = self.book_state(symbol, to_step)
-            out.append(self._depth_event_from(symbol, spec, old, new))
-            prev_state = new
         return out
 
     # -- websocket event helpers ----------------------------------------------------------------
@@ -767,12 +927,42 @@ class Market:
             for a, p, q, f, last, tt, m in t.rows()
         ]
 
+    def _open_candle(self, symbol: str, open_time: int, iv: int, at_ms: int) -> KlineArrays | None:
+        """The candle opening at ``open_time`` from its trades up to ``at_ms`` alone (None when
+        it has none yet): what :meth:`kline_arrays` gives, without aggregating the day so far
+        (that made each 250 ms kline update cost as much as the day's trades)."""
+        t = self.day_trades(symbol, to_date(open_time))
+        lo = int(np.searchsorted(t.time, open_time, "left"))
+        hi = int(np.searchsorted(t.time, min(at_ms, open_time + iv - 1), "right"))
+        if hi <= lo:
+            return None
+        t = t.slice(lo, hi)
+        quote = t.price * t.qty
+        taker = ~t.maker
+        one = [
+            open_time,
+            t.price[0],
+            t.price.max(),
+            t.price.min(),
+            t.price[-1],
+            t.qty.sum(),
+            quote.sum(),
+            (t.last_id - t.first_id + 1).sum(),
+            t.qty[taker].sum(),
+            quote[taker].sum(),
+            t.first_id[0],
+            t.last_id[-1],
+        ]
+        return KlineArrays(*(np.array([v], dtype=np.int64) for v in one))
+
     def kline_payload(
         self, symbol: str, interval: str, open_time: int, at_ms: int, closed: bool
     ) -> dict[str, Any]:
         """A ``kline`` event for the candle opening at ``open_time`` as of ``at_ms``."""
         iv = INTERVALS_MS[interval]
-        k = self.kline_arrays(symbol, interval, open_time, open_time, None if closed else at_ms)
+        k = None if closed else self._open_candle(symbol, open_time, iv, at_ms)
+        if k is None:
+            k = self.kline_arrays(symbol, interval, open_time, open_time, None if closed else at_ms)
         spec = self.spec(symbol)
         pd_, qd = spec.price_decimals, spec.qty_decimals
         return {
@@ -809,17 +999,19 @@ class Market:
         if end_ms < self.start_ms:
             return []
         t = self.trades_between(symbol, start_ms - every_ms, end_ms)
+        marks = np.arange(start_ms // every_ms + 1, end_ms // every_ms + 1, dtype=np.int64)
+        marks *= every_ms
+        marks = marks[marks > self.start_ms]
+        traded = np.searchsorted(t.time, marks, "left") > np.searchsorted(
+            t.time, marks - every_ms, "left"
+        )
+        closes = marks % iv == 0
+        sent = closes | traded
         out = []
-        for b in range(start_ms // every_ms + 1, end_ms // every_ms + 1):
-            m = b * every_ms
-            if m <= self.start_ms:
-                continue
-            if m % iv == 0:
+        for m, close in zip(marks[sent].tolist(), closes[sent].tolist(), strict=True):
+            if close:
                 out.append(self.kline_payload(symbol, interval, m - iv, m, True))
-                continue
-            lo = np.searchsorted(t.time, m - every_ms, "left")
-            hi = np.searchsorted(t.time, m, "left")
-            if hi > lo:
+            else:
                 out.append(self.kline_payload(symbol, interval, (m // iv) * iv, m - 1, False))
         return out
 
