@@ -59,6 +59,19 @@ def demo_days(days: int, today: dt.date | None = None) -> list[dt.date]:
     return [today - dt.timedelta(days=n) for n in range(days, 0, -1)]
 
 
+def demo_start_date(workdir: Path, first_day: dt.date) -> dt.date:
+    """The first partition day of the demo: its first day, kept across runs in ``workdir`` so a
+    demo re-run on a later day still lists the days an earlier run materialised."""
+    marker = workdir / "start_date"
+    try:
+        earlier = dt.date.fromisoformat(marker.read_text().strip())
+    except (FileNotFoundError, ValueError):
+        earlier = first_day
+    start = min(earlier, first_day)
+    marker.write_text(start.isoformat())
+    return start
+
+
 def _point_settings_at(exchange, workdir: Path) -> dict[str, str]:
     env = {
         "PETROSA_REST_BASE_URL": exchange.rest_base_url,
@@ -417,6 +430,9 @@ def run_demo(
         print(f"local exchange: {exchange.rest_base_url} (ws {exchange.ws_base_url})")
         print(f"lake: {env['PETROSA_LAKE_PATH']}  DAGSTER_HOME: {home}")
         picked = demo_days(days)
+        # partitions start where the demo's data does (not 2024-01-01: "0% filled" everywhere)
+        start = demo_start_date(base, picked[0]).isoformat()
+        env["PETROSA_START_DATE"] = os.environ["PETROSA_START_DATE"] = start
         if stream_depth_day and _already_streamed(base, picked[-1], symbols):
             print(f"depth day {picked[-1]}: already streamed by an earlier run in {base}")
         elif stream_depth_day:

@@ -64,6 +64,18 @@ def test_demo_no_ui_materialises_everything(tmp_path):
     assert len(heatmap) > 0 and heatmap["quantity"].gt(0).all()
     # today: what the live ingest landed, in words
     assert "today so far from the landing zone, BTCUSDT: " in out.stdout
+    # partitions start at the demo's first day, not at 2024-01-01
+    assert (tmp_path / "start_date").read_text() == day.isoformat()
+
+
+def test_demo_start_date_keeps_the_earliest_day_across_runs(tmp_path):
+    import datetime as dt
+
+    from petrosa_pipelines.demo import demo_start_date
+
+    assert demo_start_date(tmp_path, dt.date(2026, 11, 28)) == dt.date(2026, 11, 28)
+    assert demo_start_date(tmp_path, dt.date(2026, 11, 30)) == dt.date(2026, 11, 28)
+    assert demo_start_date(tmp_path, dt.date(2026, 11, 20)) == dt.date(2026, 11, 20)
 
 
 def test_demo_on_postgresql_by_settings_alone(tmp_path, postgres_db):
