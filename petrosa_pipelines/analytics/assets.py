@@ -7,7 +7,8 @@ Each ``AnalyticSpec`` becomes one asset ``analytics/<name>`` in group ``analytic
   ``TimeWindowPartitionMapping(start_offset=-(N-1))`` on the date dimension, all symbols of a day
   is ``MultiToSingleDimensionPartitionMapping("date")``; holes are skipped
   (``allow_missing_partitions``) and the IO manager hands over one frame sorted by time;
-* automation follows the inputs only once their blocking checks passed (DAGSTER_1_13 item 7);
+* automation follows the inputs only once their blocking checks passed
+  (``AutomationCondition.all_deps_blocking_checks_passed``; test_analytics/test_automation.py);
 * the body is thin: it calls the spec's plain ``compute`` function and reports row count, time
   range, column schema and lineage, and a chart (``summary`` inline, ``chart: <what>`` as a PNG);
 * an input without rows (e.g. no depth for a day from before the ingest ran) is not computed:
@@ -226,7 +227,7 @@ ANALYTICS_JOBS = [
     analytics_cross_symbol_job,
 ]
 
-#: the automation sensor for this group: Dagster's default one starts STOPPED (DAGSTER_1_13 7)
+#: the automation sensor for this group: Dagster's default one starts STOPPED
 analytics_automation_sensor = dg.AutomationConditionSensorDefinition(
     "analytics_automation",
     target=dg.AssetSelection.groups(LAYER),
