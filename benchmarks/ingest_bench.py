@@ -7,13 +7,23 @@
 3. receipt -> durable landing latency at 20,000 msg/s, p50/p99 (target p99 <= 50 ms);
 4. RSS of an engine streaming 20 streams from the local exchange (target <= 150 MB).
 
+Steady state (``--steady-minutes N``, issue 15 item 10): the engine streams from the local
+exchange at the interactive demo's rate for N minutes, beside a bare baseline (a websocket
+reader that appends each frame to a file and ``fdatasync``s it, nothing else) reading the same
+exchange at the same time, so both see the same machine. Reported per window (``--window-minutes``,
+default 5): lines, p50/p99/max receipt -> durable, RSS; then the ratio p99 last/first window for
+each and the engine's ratio divided by the baseline's (1.0: no drift of our own). With
+``--compete-every-minutes M`` a CPU- and disk-bound process (a stand-in for the scheduled audit
+and health runs) runs ``--compete-seconds`` every M minutes.
+
 Fairness on a shared machine: the baseline and the candidate run in alternating rounds on the
 same frames, each round's ratio is taken from the pair, and the median round is reported, with
 rates both by wall clock and by this process's CPU time (other tenants' load inflates wall time
 but not CPU time; the ingest's writer thread is in the same process, so its CPU counts too).
 
 Frames come from the local exchange's deterministic market, in Binance's combined-stream format.
-Run: ``.venv/bin/python benchmarks/ingest_bench.py [--quick]``.
+Run: ``.venv/bin/python benchmarks/ingest_bench.py [--quick]``, or
+``.venv/bin/python benchmarks/ingest_bench.py --steady-minutes 30``.
 """
 
 from __future__ import annotations
@@ -314,11 +324,227 @@ def bench_rss(seconds: float) -> tuple[float, int, int]:
     return result
 
 
+# -- steady state at the demo's rate -------------------------------------------------------------
+#: the market of the interactive demo (``petrosa_pipelines/demo.py``, ``run_demo``)
+DEMO_MARKET = dict(
+    seed=7,
+    symbols=("BTCUSDT", "ETHUSDT"),
+    trades_per_day=20_000,
+    start_date="2024-01-01",
+    book_levels=100,
+    book_step_ms=1_000,
+)
+
+
+def _serve_demo_exchange(port_q: multiprocessing.Queue) -> None:
+    from petrosa_pipelines.local_exchange import LocalExchange
+
+    with LocalExchange(market=MarketConfig(**DEMO_MARKET)) as ex:
+        port_q.put(ex.port)
+        time.sleep(10 * 24 * 3600)
+
+
+def _hist_summary(hist: list[int]) -> dict[str, int | None]:
+    from petrosa_pipelines.landing.writer import hist_quantile
+
+    nonzero = [ms for ms, n in enumerate(hist) if n]
+    return {
+        "lines": sum(hist),
+        "p50": hist_quantile(hist, 0.5),
+        "p99": hist_quantile(hist, 0.99),
+        "max": nonzero[-1] if nonzero else None,
+    }
+
+
+def _steady_ours(port: int, seconds: float, window_s: float, out_q: multiprocessing.Queue) -> None:
+    """The engine against the exchange; one summary of the window's latencies per window."""
+    with tempfile.TemporaryDirectory() as root:
+        cfg = IngestConfig(
+            group="steady", symbols=DEMO_MARKET["symbols"], landing_path=root,
+            ws_base_url=f"ws://127.0.0.1:{port}", rest_base_url=f"http://127.0.0.1:{port}",
+        )  # fmt: skip
+        engine = IngestEngine(cfg)
+
+        async def main() -> None:
+            task = asyncio.create_task(engine.run())
+            t0 = time.monotonic()
+            prev = list(engine.writer.stats.latency_hist)
+            for k in range(1, int(seconds // window_s) + 1):
+                await asyncio.sleep(max(t0 + k * window_s - time.monotonic(), 0))
+                hist = list(engine.writer.stats.latency_hist)
+                window = [a - b for a, b in zip(hist, prev, strict=True)]
+                prev = hist
+                out_q.put(("ours", k, {**_hist_summary(window), "rss_mb": _rss_mb()}))
+            engine.stop()
+            await task
+
+        asyncio.run(main())
+
+
+def _steady_bare(port: int, seconds: float, window_s: float, out_q: multiprocessing.Queue) -> None:
+    """The baseline: read the same streams, append each frame to a file, fdatasync, measure."""
+    import os
+
+    from websockets.asyncio.client import connect
+
+    from petrosa_pipelines.landing.writer import LATENCY_BUCKETS
+
+    adapter = BinanceUsdmAdapter()
+    datasets = ["trades", "candles", "depth", "funding"]
+    url = adapter.combined_stream_url(
+        f"ws://127.0.0.1:{port}", adapter.stream_names(list(DEMO_MARKET["symbols"]), datasets)
+    )
+    top = LATENCY_BUCKETS - 1
+
+    async def main() -> None:
+        hist = [0] * LATENCY_BUCKETS
+        t0 = time.monotonic()
+        k = 1
+        # deliberately synchronous: the baseline is the least a durable reader must do
+        with tempfile.TemporaryDirectory() as root, open(Path(root) / "bare.jsonl", "ab") as f:  # noqa: ASYNC230
+            async with connect(url, max_size=2**22, compression=None) as ws:
+                while k <= int(seconds // window_s):
+                    try:
+                        raw = await asyncio.wait_for(
+                            ws.recv(decode=False), max(t0 + k * window_s - time.monotonic(), 0)
+                        )
+                    except TimeoutError:
+                        raw = None
+                    if raw is not None:
+                        recv = time.time_ns() // 1_000_000
+                        f.write(b"%d %b\n" % (recv, raw))
+                        f.flush()
+                        os.fdatasync(f.fileno())
+                        d = time.time_ns() // 1_000_000 - recv
+                        hist[min(max(d, 0), top)] += 1
+                    if time.monotonic() >= t0 + k * window_s:
+                        out_q.put(("bare", k, {**_hist_summary(hist), "rss_mb": _rss_mb()}))
+                        hist = [0] * LATENCY_BUCKETS
+                        k += 1
+
+    asyncio.run(main())
+
+
+def _rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return 0.0
+
+
+def _compete(seconds: float) -> None:
+    """A stand-in for a scheduled audit or health run: Python start-up, then CPU and disk."""
+    import os
+
+    import dagster  # noqa: F401 - what a run process imports first
+
+    end = time.monotonic() + seconds
+    buf = os.urandom(1 << 20)
+    with tempfile.TemporaryDirectory() as root:
+        while time.monotonic() < end:
+            sum(i * i for i in range(200_000))
+            with open(Path(root) / "scratch.bin", "wb") as f:
+                for _ in range(8):
+                    f.write(buf)
+                f.flush()
+                os.fsync(f.fileno())
+
+
+def bench_steady(
+    minutes: float, window_minutes: float, compete_every: float | None, compete_s: float
+) -> None:
+    """Ours and the bare baseline side by side; prints one line per window and the ratios."""
+    ctx = multiprocessing.get_context("spawn")
+    port_q = ctx.Queue()
+    exchange = ctx.Process(target=_serve_demo_exchange, args=(port_q,), daemon=True)
+    exchange.start()
+    port = port_q.get(timeout=300)
+    seconds, window_s = minutes * 60, window_minutes * 60
+    n_windows = int(seconds // window_s)
+    out = ctx.Queue()
+    procs = [
+        ctx.Process(target=_steady_ours, args=(port, seconds, window_s, out)),
+        ctx.Process(target=_steady_bare, args=(port, seconds, window_s, out)),
+    ]
+    for p in procs:
+        p.start()
+    print(
+        f"steady state: {minutes:g} min at the demo's rate ({len(DEMO_MARKET['symbols'])} "
+        f"symbols x 4 datasets), {n_windows} windows of {window_minutes:g} min, engine and bare "
+        f"baseline side by side"
+        + (f"; competitor {compete_s:g}s every {compete_every:g} min" if compete_every else ""),
+        flush=True,
+    )
+    results: dict[str, dict[int, dict]] = {"ours": {}, "bare": {}}
+    started = time.monotonic()
+    next_compete = started + compete_every * 60 if compete_every else None
+    competitors = []
+    try:
+        while sum(len(v) for v in results.values()) < 2 * n_windows:
+            if next_compete is not None and time.monotonic() >= next_compete:
+                c = ctx.Process(target=_compete, args=(compete_s,), daemon=True)
+                c.start()
+                competitors.append(c)
+                next_compete += compete_every * 60
+            try:
+                who, k, summary = out.get(timeout=5)
+            except Exception:  # noqa: BLE001 - queue.Empty: poll the children and go on
+                if not all(p.is_alive() for p in procs) and out.empty():
+                    raise RuntimeError("a steady-state child died") from None
+                continue
+            results[who][k] = summary
+            if k in results["ours"] and k in results["bare"]:
+                o, b = results["ours"][k], results["bare"][k]
+                print(
+                    f"  window {k} ({(k - 1) * window_minutes:g}-{k * window_minutes:g} min): "
+                    f"engine {o['lines']:,} lines p50 {o['p50']} p99 {o['p99']} max {o['max']} ms "
+                    f"RSS {o['rss_mb']} MB | bare {b['lines']:,} lines p50 {b['p50']} p99 "
+                    f"{b['p99']} max {b['max']} ms",
+                    flush=True,
+                )
+    finally:
+        for p in procs:
+            p.join(60)
+        for c in competitors:
+            c.join(5)
+        exchange.terminate()
+    first, last = 1, n_windows
+
+    def ratio(who: str) -> float:
+        return max(results[who][last]["p99"] or 0, 1) / max(results[who][first]["p99"] or 0, 1)
+
+    ours, bare = ratio("ours"), ratio("bare")
+    print(
+        f"p99 last/first window: engine {ours:.2f}, bare baseline {bare:.2f}; engine relative "
+        f"to baseline {ours / bare:.2f} (1.0 = no drift of its own)"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="smaller runs (CI smoke)")
     ap.add_argument("--rounds", type=int, default=None, help="alternating rounds per ratio")
+    ap.add_argument(
+        "--steady-minutes", type=float, default=None,
+        help="only the steady-state run at the demo's rate, this long (e.g. 30)",
+    )  # fmt: skip
+    ap.add_argument("--window-minutes", type=float, default=5.0, help="steady-state window")
+    ap.add_argument(
+        "--compete-every-minutes", type=float, default=None,
+        help="steady state: start a CPU+disk competitor this often (a scheduled run's stand-in)",
+    )  # fmt: skip
+    ap.add_argument("--compete-seconds", type=float, default=60.0)
     args = ap.parse_args()
+    if args.steady_minutes is not None:
+        if args.steady_minutes < 2 * args.window_minutes:
+            ap.error("--steady-minutes must cover at least two windows (--window-minutes)")
+        bench_steady(
+            args.steady_minutes,
+            args.window_minutes,
+            args.compete_every_minutes,
+            args.compete_seconds,
+        )
+        return
     n = 100_000 if args.quick else 400_000
     rounds = args.rounds or (3 if args.quick else 5)
     frames, depth = make_frames(n)

@@ -1,9 +1,14 @@
 """The MongoDB time-series sink as a Dagster resource.
 
-Wire the URL as a secret: ``MongoSinkResource(url=dg.EnvVar("PETROSA_MONGODB_URL"))``.
+Wire the URL as a secret: ``MongoSinkResource(url=dg.EnvVar("PETROSA_MONGODB_URL"))``. The
+sink's assets (``serving/assets.py``) exist only when that variable is set, so an install
+without MongoDB never shows, runs or fails them.
 """
 
 from __future__ import annotations
+
+import os
+from collections.abc import Mapping
 
 import dagster as dg
 from pydantic import PrivateAttr
@@ -14,6 +19,11 @@ from petrosa_pipelines.settings import check_database_url
 URL_VAR = "PETROSA_MONGODB_URL"
 
 
+def mongo_configured(env: Mapping[str, str] | None = None) -> bool:
+    """True when ``PETROSA_MONGODB_URL`` is set to something (checked when a run connects)."""
+    return bool((os.environ if env is None else env).get(URL_VAR, "").strip())
+
+
 class MongoSinkResource(dg.ConfigurableResource):
     """Where the sink writes; collections and indexes are ensured when a run first uses it."""
 
@@ -22,11 +32,15 @@ class MongoSinkResource(dg.ConfigurableResource):
 
     _sink: MongoSink | None = PrivateAttr(default=None)
 
+    def _connect(self, url: str) -> MongoSink:
+        """The sink of a checked URL (tests replace this with a fake client)."""
+        return MongoSink.from_url(url, self.database)
+
     def sink(self) -> MongoSink:
         if self._sink is None:
             # checked first: pymongo's URI errors are untyped and may echo the password
             url = check_database_url(URL_VAR, self.url, "mongodb")
-            self._sink = MongoSink.from_url(url, self.database)
+            self._sink = self._connect(url)
             self._sink.ensure()
         return self._sink
 

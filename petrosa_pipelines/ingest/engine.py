@@ -82,7 +82,13 @@ from petrosa_pipelines.ingest.stats import (
 from petrosa_pipelines.landing.book import Applied, BookSample, BookSync
 from petrosa_pipelines.landing.records import BOOK_CHECKPOINT, GapRecord
 from petrosa_pipelines.landing.store import LandingStore
-from petrosa_pipelines.landing.writer import LandingWriter, LineBatch, format_line
+from petrosa_pipelines.landing.writer import (
+    LATENCY_SLOT_MS,
+    LATENCY_SLOTS,
+    LandingWriter,
+    LineBatch,
+    format_line,
+)
 
 log = logging.getLogger(__name__)
 
@@ -338,7 +344,9 @@ class IngestEngine:
         self._next_connect = 0.0
         self._connecting = False
         self._stop = asyncio.Event()
-        self._blocked: list[tuple[int, bytes | None, Any]] = []
+        #: what waits while the writer refuses (in order); a deque: draining a long backlog
+        #: with list.pop(0) cost O(n) per item, quadratic on the loop just when it is behind
+        self._blocked: collections.deque[tuple[int, bytes | None, Any]] = collections.deque()
         self._request_id = 0
         self._started_ms = 0
         self._last_checkpoint = time.monotonic()
@@ -875,14 +883,15 @@ class IngestEngine:
     async def _drain_blocked(self) -> None:
         """The writer's queue and spill are full: hold the socket (back-pressure), never drop."""
         while self._blocked:
-            recv, line, snap = self._blocked[0]
-            ok = (
-                self.writer.put_line(recv, line)
-                if snap is None
-                else self.writer.put_snapshot(*snap)
-            )
+            recv, line, item = self._blocked[0]
+            if item is None:
+                ok = self.writer.put_line(recv, line)
+            elif isinstance(item, GapRecord):
+                ok = self.writer.record_gap(item)
+            else:
+                ok = self.writer.put_snapshot(*item)
             if ok:
-                self._blocked.pop(0)
+                self._blocked.popleft()
             else:
                 await asyncio.sleep(0.01)
 
@@ -919,7 +928,10 @@ class IngestEngine:
             group=self.config.group,
             detail=detail,
         )
-        self.writer.record_gap(gap)
+        # queued, not written here: the writer thread makes it durable before any line queued
+        # after it (``landing.writer``), so a burst of gaps costs the event loop no disk I/O
+        if not self.writer.record_gap(gap):
+            self._blocked.append((gap.recorded_at, None, gap))
         log.info("gap %s %s %s..%s %s", gap.dataset, gap.symbol, start, end, cause)
 
     # -- order books -----------------------------------------------------------------------------
@@ -1060,18 +1072,28 @@ class IngestEngine:
 
     _last_symbols_poll = 0.0
 
+    _symbols_poll: asyncio.Task | None = None
+
     def _maybe_poll_symbols(self, now: float) -> None:
         if now - self._last_symbols_poll < self.config.symbols_poll_s:
             return
+        if self._symbols_poll is not None and not self._symbols_poll.done():
+            return  # the previous poll is still waiting for its answer
         self._last_symbols_poll = now
+        self._symbols_poll = asyncio.get_running_loop().create_task(self._poll_symbols())
+
+    async def _poll_symbols(self) -> None:
+        """Ask the provider off the event loop: in a Dagster run it queries the instance's
+        storage, which the scheduled audit and health runs write to, and a query that waits
+        for their locks must not hold up the frames."""
         assert self.symbols_provider is not None
         try:
-            wanted = sorted({s.upper() for s in self.symbols_provider()})
+            wanted = sorted({s.upper() for s in await asyncio.to_thread(self.symbols_provider)})
         except Exception as exc:  # noqa: BLE001 - keep ingesting the current set
             log.warning("symbols provider failed: %r", exc)
             return
-        if wanted and wanted != self.symbols:
-            asyncio.get_running_loop().create_task(self.set_symbols(wanted))
+        if wanted and wanted != self.symbols and not self._stop.is_set():
+            await self.set_symbols(wanted)
 
     async def set_symbols(self, symbols: Sequence[str]) -> None:
         """Resubscribe the live connection to exactly ``symbols`` (others keep streaming)."""
@@ -1152,8 +1174,12 @@ class IngestEngine:
                 "queue_memory_bytes": self.writer.queue.memory_bytes,
                 "queue_spill_bytes": self.writer.queue.spill_bytes,
                 "spilled_total": self.writer.queue.spilled_total,
-                "latency_p50_ms": ws.latency_quantile(0.5),
-                "latency_p99_ms": ws.latency_quantile(0.99),
+                # receipt -> durable over the last LATENCY_SLOTS minutes: what is happening now
+                # (the since-start figure is a ratchet that one slow minute raises for good)
+                "latency_window_s": LATENCY_SLOTS * LATENCY_SLOT_MS // 1000,
+                "latency_p50_ms": ws.recent_latency_quantile(0.5, now),
+                "latency_p99_ms": ws.recent_latency_quantile(0.99, now),
+                "latency_p99_ms_since_start": ws.latency_quantile(0.99),
             },
         }
 
@@ -1222,6 +1248,8 @@ class IngestEngine:
         self._stop.set()
         tasks = [c.task for c in (self._primary, self._candidate) if c and c.task]
         tasks += list(self._snapshot_tasks.values())
+        if self._symbols_poll is not None:
+            tasks.append(self._symbols_poll)
         for t in [*tasks, heartbeat]:
             t.cancel()
         await asyncio.gather(*tasks, heartbeat, return_exceptions=True)

@@ -5,7 +5,7 @@
     {root}/{exchange}/{group}/{YYYY-MM-DD}/{HH}/seg-<first_recv_ms>-<writer>-<seq>.jsonl
     {root}/{exchange}/{group}/{YYYY-MM-DD}/{HH}/.seg-<...>.jsonl.tmp          (still open)
     {root}/{exchange}/_deadletter/{group}/{YYYY-MM-DD}/{HH}/seg-....jsonl
-    {root}/{exchange}/_gaps/{group}/gap-<recorded_ms>-<writer>-<seq>.json
+    {root}/{exchange}/_gaps/{group}/gap-<recorded_ms>-<writer>-<seq>.jsonl  (an entry a line)
     {root}/{exchange}/_heartbeat/{group}.json
     {root}/{exchange}/{group}/.lock                                  (held by the live writer)
 

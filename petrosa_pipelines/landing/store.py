@@ -355,24 +355,17 @@ class LandingStore:
     ) -> list[GapRecord]:
         """Gap-ledger entries overlapping [start_ms, end_ms), oldest first.
 
-        An entry with symbol ``*`` concerns every symbol of its group. Windows come back
-        clamped to plausible times (``records.sane_gap``); unreadable entries are listed in
+        An entry with symbol ``*`` concerns every symbol of its group. Ledger files are
+        ``gap-*.jsonl`` (one entry per line, what the writer lands a batch of entries as) and
+        ``gap-*.json`` (one entry, what earlier writers wrote). Windows come back clamped to
+        plausible times (``records.sane_gap``); unreadable entries are listed in
         ``ledger_errors``.
         """
         base = layout.exchange_dir(self.root, exchange) / layout.GAP_DIR
         if not base.is_dir():
             return []
         out = []
-        for path in base.glob("*/gap-*.json"):
-            try:
-                gap = decode_gap(path.read_bytes())
-            except (OSError, msgspec.DecodeError) as exc:
-                # one corrupt entry must not hide the others (a reader that raised here made
-                # the auto-backfill sensor drop the whole ledger); it is reported, not skipped
-                # silently
-                self.ledger_errors.append(f"{path}: {type(exc).__name__}: {exc}")
-                log.warning("gap-ledger entry %s unreadable: %r", path, exc)
-                continue
+        for gap in self._ledger_entries(base):
             if gap.end_ms <= start_ms or gap.start_ms >= end_ms:
                 continue
             if dataset is not None and gap.dataset not in (dataset, "*"):
@@ -382,6 +375,31 @@ class LandingStore:
             out.append(gap)
         out.sort(key=lambda g: (g.start_ms, g.recorded_at, g.dataset, g.symbol))
         return out
+
+    def _ledger_entries(self, base: Path) -> Iterator[GapRecord]:
+        """Every readable entry under a ledger root; the unreadable ones in ``ledger_errors``.
+
+        One corrupt entry must not hide the others (a reader that raised here made the
+        auto-backfill sensor drop the whole ledger): it is reported, not skipped silently.
+        """
+        for path in [*base.glob("*/gap-*.json"), *base.glob("*/gap-*.jsonl")]:
+            try:
+                data = path.read_bytes()
+            except OSError as exc:
+                self._ledger_error(f"{path}", exc)
+                continue
+            lines = data.splitlines() if path.suffix == ".jsonl" else [data]
+            for n, line in enumerate(lines, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    yield decode_gap(line)
+                except msgspec.DecodeError as exc:
+                    self._ledger_error(f"{path}:{n}" if path.suffix == ".jsonl" else f"{path}", exc)
+
+    def _ledger_error(self, where: str, exc: Exception) -> None:
+        self.ledger_errors.append(f"{where}: {type(exc).__name__}: {exc}")
+        log.warning("gap-ledger entry %s unreadable: %r", where, exc)
 
     def dead_letters(self, exchange: str, day: dt.date) -> list[DeadLetter]:
         """Frames rejected during ``day`` (by receipt), with reason, field and raw bytes."""

@@ -5,10 +5,22 @@ blocks on the disk); this thread group-commits whatever is queued with one ``fda
 batch, which is what keeps receipt-to-durable latency low at high rates. Segments rotate on the
 receipt hour, on age (so readers see recent data soon) and on size. :meth:`close` drains the
 queue and publishes every open segment, which is what a terminated run does.
+
+**Gap-ledger entries** (:meth:`record_gap`) take the same queue, so recording one costs the
+caller (the ingest's event loop) no disk I/O: a burst of gaps used to cost a file and a
+directory fsync each on the loop (~3 ms apiece). The writer thread lands the entries of a batch
+as one ledger file (``gap-<recorded>-<writer>-<seq>.jsonl``, one entry per line; one fsync of
+the file, one of the directory) *before* it writes any line of that batch. The ordering
+guarantee, in queue order: an entry is durable before any line queued after it is written, so
+before the data after the gap is synced or its segment published; :meth:`close` makes every
+queued entry durable. A ``kill -9`` can therefore lose an entry only together with every line
+queued after it, and the next run's ``writer_restart`` gap (opened at the last *landed* data
+time, ``LandingStore.last_data_times``) covers that window.
 """
 
 from __future__ import annotations
 
+import collections
 import threading
 import time
 import uuid
@@ -36,9 +48,29 @@ from petrosa_pipelines.landing.spill import Item, SpillQueue
 
 DATA = 0
 DEAD = 1
+#: queue items that are gap-ledger entries (``<recorded_at> <entry json>\n``)
+GAP = 2
 
 #: latency histogram: one bucket per ms up to this bound (the last bucket is "at least")
 LATENCY_BUCKETS = 2048
+#: the recent latency (what the heartbeat reports as p50/p99) covers this many slots of
+#: ``LATENCY_SLOT_MS``: the last 5 minutes, in a ring of per-minute histograms (bounded)
+LATENCY_SLOT_MS = 60_000
+LATENCY_SLOTS = 5
+
+
+def hist_quantile(hist: list[int], q: float) -> int | None:
+    """The bucket (ms) at quantile ``q`` of a latency histogram; None when it is empty."""
+    total = sum(hist)
+    if total == 0:
+        return None
+    target = q * total
+    acc = 0
+    for ms, n in enumerate(hist):
+        acc += n
+        if acc >= target:
+            return ms
+    return LATENCY_BUCKETS - 1
 
 
 @dataclass(frozen=True)
@@ -61,20 +93,42 @@ class WriterStats:
     batches: int = 0
     bytes_written: int = 0
     recovered_segments: int = 0
+    #: gap-ledger entries made durable, and the ledger files they went into
+    gaps_durable: int = 0
+    ledger_files: int = 0
+    #: since the writer started (never forgets: one bad minute stays in it for the whole run)
     latency_hist: list[int] = field(default_factory=lambda: [0] * LATENCY_BUCKETS)
+    #: (slot start ms, histogram) of the last ``LATENCY_SLOTS`` slots with lines, oldest first
+    latency_slots: collections.deque[tuple[int, list[int]]] = field(
+        default_factory=lambda: collections.deque(maxlen=LATENCY_SLOTS)
+    )
 
     def latency_quantile(self, q: float) -> int | None:
-        """Receipt-to-durable latency (ms) at quantile ``q``, None before any line."""
-        total = sum(self.latency_hist)
-        if total == 0:
-            return None
-        target = q * total
-        acc = 0
-        for ms, n in enumerate(self.latency_hist):
-            acc += n
-            if acc >= target:
-                return ms
-        return LATENCY_BUCKETS - 1
+        """Receipt-to-durable latency (ms) at quantile ``q`` since the start, None before any
+        line."""
+        return hist_quantile(self.latency_hist, q)
+
+    def slot_hist(self, durable_ms: int) -> list[int]:
+        """The histogram of the slot holding ``durable_ms`` (a new slot drops the oldest)."""
+        start = durable_ms - durable_ms % LATENCY_SLOT_MS
+        slots = self.latency_slots
+        if not slots or slots[-1][0] != start:
+            slots.append((start, [0] * LATENCY_BUCKETS))
+        return slots[-1][1]
+
+    def recent_latency_quantile(self, q: float, now_ms: int) -> int | None:
+        """Latency (ms) at quantile ``q`` over the last ``LATENCY_SLOTS`` slots before
+        ``now_ms`` (the current one included); None when no line landed in them.
+
+        What the heartbeat reports: a since-start quantile is a ratchet, the p99 of a run that
+        was slow once stays high for the rest of the run and rises with every slow episode.
+        """
+        oldest = now_ms - now_ms % LATENCY_SLOT_MS - (LATENCY_SLOTS - 1) * LATENCY_SLOT_MS
+        merged = [0] * LATENCY_BUCKETS
+        for start, hist in list(self.latency_slots):
+            if start >= oldest:
+                merged = [a + b for a, b in zip(merged, hist, strict=True)]
+        return hist_quantile(merged, q)
 
 
 def new_writer_id() -> str:
@@ -222,6 +276,8 @@ class LandingWriter:
             ),
         }
         self._gap_seq = 0
+        self._gaps_queued = 0
+        self._gaps_done = threading.Condition()
         self._stop = threading.Event()
         self._rotate_now = threading.Event()
         self._rotated = threading.Condition()
@@ -249,6 +305,10 @@ class LandingWriter:
             layout.dead_letter_group_dir(self.root, self.exchange, self.group)
         )
         self.stats.recovered_segments = len(recovered)
+        # a ledger file whose writer died before its rename was never reported durable
+        ledger = layout.gap_dir(self.root, self.exchange, self.group)
+        for tmp in ledger.glob(".gap-*.tmp") if ledger.is_dir() else ():
+            tmp.unlink()
         # an orphaned spill file holds lines that were accepted but never made durable: re-land
         for spill in sorted(gdir.glob(".spill-*.tmp")):
             if spill != self.queue.spill_path:
@@ -257,6 +317,7 @@ class LandingWriter:
     def _reland_spill(self, spill: Path) -> None:
         data = spill.read_bytes()
         data = data[: data.rfind(b"\n") + 1]
+        gaps: list[bytes] = []
         for raw in data.splitlines(keepends=True):
             try:
                 sp1 = raw.index(b" ")
@@ -264,7 +325,12 @@ class LandingWriter:
                 store, recv = int(raw[:sp1]), int(raw[sp1 + 1 : sp2])
             except ValueError:
                 continue
-            self._stores[store].segment_for(recv).write(raw[sp1 + 1 :])
+            if store == GAP:
+                gaps.append(raw[sp1 + 1 :])
+            else:
+                self._stores[store].segment_for(recv).write(raw[sp1 + 1 :])
+        if gaps:  # before the data is synced, as in _write_batch
+            self._write_ledger(gaps)
         for s in self._stores.values():
             if s.current is not None:
                 s.current.sync()
@@ -340,13 +406,32 @@ class LandingWriter:
         line = format_line(recv_ms, encode_dead_letter(raw, reason, field))
         return self.queue.put(DEAD, recv_ms, line)
 
-    def record_gap(self, gap: GapRecord) -> Path:
-        """Write one gap-ledger entry at once (one small atomic file: gaps are rare)."""
-        self._gap_seq += 1
-        name = f"gap-{gap.recorded_at}-{self.writer_id}-{self._gap_seq}.json"
-        path = layout.gap_dir(self.root, self.exchange, self.group) / name
-        atomic_write(path, encode_gap(gap))
-        return path
+    def record_gap(self, gap: GapRecord) -> bool:
+        """Queue one gap-ledger entry; no disk I/O here (see the module docstring for when it
+        is durable). False means the queue is full: retry, as with :meth:`put`."""
+        if self._stop.is_set():
+            raise RuntimeError("landing writer is closed: the gap entry would be lost")
+        line = format_line(gap.recorded_at, encode_gap(gap))
+        if not self.queue.put(GAP, gap.recorded_at, line):
+            return False
+        self._gaps_queued += 1
+        return True
+
+    def wait_gaps_durable(self, timeout: float = 10.0) -> int:
+        """Block until every entry queued so far is durable; returns how many are durable.
+
+        For callers that must know (tests, a process reporting before it may be killed); the
+        ingest itself relies on the ordering guarantee instead.
+        """
+        want = self._gaps_queued
+        with self._gaps_done:
+            if not self._gaps_done.wait_for(
+                lambda: self.stats.gaps_durable >= want or self._error is not None, timeout
+            ):
+                raise TimeoutError(f"{want - self.stats.gaps_durable} gap entries not durable")
+        if self._error is not None:
+            raise RuntimeError("landing writer failed") from self._error
+        return self.stats.gaps_durable
 
     def rotate(self, timeout: float = 10.0) -> None:
         """Publish what is queued now: drain, close the open segments, return when done."""
@@ -382,6 +467,8 @@ class LandingWriter:
                     break
         except BaseException as e:  # noqa: BLE001 - surfaced by close() and the engine
             self._error = e
+            with self._gaps_done:
+                self._gaps_done.notify_all()
         finally:
             for s in self._stores.values():
                 try:
@@ -392,13 +479,31 @@ class LandingWriter:
             with self._rotated:
                 self._rotated.notify_all()
 
+    def _write_ledger(self, lines: list[bytes]) -> Path:
+        """Make queued ledger lines (``<ms> <entry>\n``) durable as one atomic ledger file."""
+        first = int(lines[0][: lines[0].index(b" ")])
+        self._gap_seq += 1
+        name = f"gap-{first}-{self.writer_id}-{self._gap_seq}.jsonl"
+        path = layout.gap_dir(self.root, self.exchange, self.group) / name
+        atomic_write(path, b"".join(line[line.index(b" ") + 1 :] for line in lines))
+        self.stats.ledger_files += 1
+        with self._gaps_done:
+            self.stats.gaps_durable += len(lines)
+            self._gaps_done.notify_all()
+        return path
+
     def _write_batch(self, batch: list[Item]) -> None:
         """Write a batch, make it durable with one sync per store, account latency per line.
 
         An item is one line or, from :meth:`put_batch`, several lines of one receipt hour; its
         receipt time is its first (oldest) line's, so the recorded latency of the other lines
-        is an upper bound (by the length of one burst).
+        is an upper bound (by the length of one burst). Gap-ledger entries of the batch are
+        made durable first (the ordering guarantee of the module docstring).
         """
+        gaps = [line for store, _, line in batch if store == GAP]
+        if gaps:
+            self._write_ledger(gaps)
+            batch = [item for item in batch if item[0] != GAP]
         stores = self._stores
         data = stores[DATA]
         nbytes = 0
@@ -426,12 +531,15 @@ class LandingWriter:
                 seg.sync()
         durable = self._clock_ms()
         hist = self.stats.latency_hist
+        recent = self.stats.slot_hist(durable)
         top = LATENCY_BUCKETS - 1
         lines = dead = 0
         for (store, recv, _), n in zip(batch, counts, strict=True):
             if store == DATA:
                 d = durable - recv
-                hist[d if 0 <= d < top else (top if d > 0 else 0)] += n
+                b = d if 0 <= d < top else (top if d > 0 else 0)
+                hist[b] += n
+                recent[b] += n
                 lines += n
             else:
                 dead += n
@@ -459,6 +567,7 @@ def recover_group(root: str | Path, exchange: str, group: str) -> list[Path]:
 __all__ = [
     "DATA",
     "DEAD",
+    "GAP",
     "LandingWriter",
     "LineBatch",
     "WriterConfig",

@@ -1,14 +1,23 @@
-"""Assets that load market-data partitions from the lake into the warehouse.
+"""Assets that load market-data partitions from the lake into the serving stores.
 
 Partitioned exactly like their inputs, so each symbol-day is loaded (replaced) on its own, and
-a re-materialisation of the input is followed by a replace of the same warehouse partition.
+a re-materialisation of the input is followed by a replace of the same serving partition.
+
+- ``storage/warehouse_<dataset>``: the PostgreSQL warehouse, always defined.
+- ``storage/mongo_<dataset>``: the MongoDB time-series store (the seed's serving store for
+  time series, ``serving/mongo.py``), defined only when ``PETROSA_MONGODB_URL`` is set. An
+  install without MongoDB shows no MongoDB asset at all, rather than one that fails or that
+  reports a materialisation of nothing.
 """
+
+from collections.abc import Mapping
 
 import dagster as dg
 import pandas as pd
 
 from petrosa_pipelines.market_data.assets import DEFAULT_EXCHANGE, OWNER, asset_key
 from petrosa_pipelines.market_data.partitions import daily_symbol_partitions, split_partition_key
+from resources.mongo_sink import MongoSinkResource, mongo_configured
 from resources.warehouse import WarehouseResource
 
 LAYER = "storage"
@@ -73,4 +82,78 @@ def build_warehouse_asset(dataset: str) -> dg.AssetsDefinition:
     return _load
 
 
-STORAGE_ASSETS = [build_warehouse_asset(d) for d in ("trades", "candles", "depth", "funding")]
+class MongoLoadConfig(dg.Config):
+    """Run settings of a MongoDB load."""
+
+    #: replace a partition with fewer documents than its current load holds (off: such a
+    #: load fails and the store keeps its documents, as the warehouse does)
+    allow_fewer_rows: bool = False
+
+
+def mongo_asset_key(dataset: str) -> dg.AssetKey:
+    return dg.AssetKey([LAYER, f"mongo_{dataset}"])
+
+
+def build_mongo_asset(dataset: str) -> dg.AssetsDefinition:
+    """The asset that replaces one partition of ``dataset`` in the MongoDB time-series store."""
+
+    @dg.asset(
+        key=mongo_asset_key(dataset),
+        ins={"frame": dg.AssetIn(key=asset_key(dataset))},
+        partitions_def=daily_symbol_partitions,
+        group_name=LAYER,
+        description=(
+            f"{dataset} in the MongoDB time-series collection `{dataset}` (series identity "
+            "and load id in `meta`): each symbol-day replaced from the lake by inserting a new "
+            "load and moving the partition's pointer, so readers see the old day or the new "
+            "one. Defined only when PETROSA_MONGODB_URL is set."
+        ),
+        kinds={"mongodb"},
+        owners=[OWNER],
+        tags={"dataset": dataset, "layer": LAYER},
+        code_version=f"mongo-{dataset}-v1",
+    )
+    def _load(
+        context: dg.AssetExecutionContext,
+        config: MongoLoadConfig,
+        frame: pd.DataFrame,
+        mongo_sink: MongoSinkResource,
+    ) -> dg.MaterializeResult:
+        day, symbol = split_partition_key(context.partition_key)
+        exchange = str(frame["exchange"].iloc[0]) if len(frame) else DEFAULT_EXCHANGE
+        load = mongo_sink.sink().replace_partition(
+            dataset,
+            frame,
+            exchange=exchange,
+            symbol=symbol,
+            day=day,
+            qualifier="1m" if dataset == "candles" else None,
+            never_fewer=not config.allow_fewer_rows,
+        )
+        return dg.MaterializeResult(
+            metadata={
+                "dagster/row_count": load.rows,
+                "replaced_rows": load.replaced_rows,
+                "load_seconds": round(load.seconds, 3),
+                "collection": f"{mongo_sink.database}.{dataset}",
+                "load_id": load.load_id,
+            }
+        )
+
+    _load.__name__ = f"mongo_{dataset}"
+    return _load
+
+
+SERVED_DATASETS = ("trades", "candles", "depth", "funding")
+
+
+def build_storage_assets(env: Mapping[str, str] | None = None) -> list[dg.AssetsDefinition]:
+    """The warehouse loaders, plus the MongoDB loaders when ``PETROSA_MONGODB_URL`` is set in
+    ``env`` (default: the process environment, read when the code location loads)."""
+    assets = [build_warehouse_asset(d) for d in SERVED_DATASETS]
+    if mongo_configured(env):
+        assets += [build_mongo_asset(d) for d in SERVED_DATASETS]
+    return assets
+
+
+STORAGE_ASSETS = build_storage_assets()

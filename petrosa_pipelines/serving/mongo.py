@@ -9,14 +9,28 @@ so they see the old partition or the new one, never half. Every delete filters o
 only, which time-series collections allow from MongoDB 5.1. Upserts by natural key
 (``upsert``) need MongoDB 7.0+ (arbitrary updates on time-series collections).
 
-The pure functions (everything but ``MongoSink``) are unit-tested without a server.
+A replace never publishes fewer documents than the partition holds unless asked to
+(``never_fewer``, the rule the warehouse follows too): a re-run on a shrunken lake partition
+must not hide rows that were served before. Documents are inserted in chunks of
+``INSERT_CHUNK`` so a depth day is never one list of millions of dicts.
+
+Collections: one time-series collection per dataset (``trades``, ``candles``, ``depth``,
+``funding``) with the series identity in ``meta``, rather than the seed's one collection per
+symbol (``candles_BTCUSDT_1m``): MongoDB buckets a time-series collection by ``meta`` anyway,
+and one collection per dataset keeps a symbol list out of the schema.
+
+The pure functions (everything but ``MongoSink``) are unit-tested without a server, and the
+sink itself against a fake client that evaluates the filters it is sent
+(``petrosa_pipelines_tests/test_storage/fake_mongo.py``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -29,6 +43,27 @@ PARTITIONS = "partitions"
 _GRANULARITY = {"trades": "seconds", "depth": "seconds", "candles": "minutes", "funding": "hours"}
 #: columns that go into ``meta`` (identify the series) rather than the measurement
 _META_COLUMNS = {"exchange", "symbol", "interval"}
+#: documents per ``insert_many`` (bounds the memory of a replace: a depth day is millions)
+INSERT_CHUNK = 50_000
+
+
+class MongoSinkError(RuntimeError):
+    """A sink operation that cannot proceed; the message says why."""
+
+
+class ShrinkRefusedError(MongoSinkError):
+    """A replace would publish fewer documents than the partition holds (``never_fewer``)."""
+
+
+@dataclass(frozen=True)
+class MongoLoad:
+    """What one partition replace did."""
+
+    partition: str
+    rows: int
+    replaced_rows: int
+    load_id: str
+    seconds: float
 
 
 def timeseries_options(dataset: str) -> dict[str, str]:
@@ -179,6 +214,42 @@ def natural_key_filter(dataset: str, document: dict[str, Any]) -> dict[str, Any]
     return flt
 
 
+def check_partition_frame(
+    dataset: str, frame: pd.DataFrame, *, exchange: str, symbol: str, day: dt.date
+) -> None:
+    """Refuse a (conformed) frame with rows of another exchange, symbol or UTC day.
+
+    Vectorised and before any write, so a bad frame leaves the partition untouched.
+    """
+    if frame.empty:
+        return
+    for col, want in (("exchange", exchange), ("symbol", symbol)):
+        bad = frame[col].ne(want).fillna(True).to_numpy(dtype=bool)
+        if bad.any():
+            raise MongoSinkError(
+                f"{dataset} partition {symbol} {day}: {int(bad.sum())} rows have "
+                f"{col}={frame[col][bad].iloc[0]!r}, not {want!r}"
+            )
+    times = frame[dataset_schema(dataset).time_column]
+    start = pd.Timestamp(day.isoformat(), tz="UTC")
+    outside = (times < start) | (times >= start + pd.Timedelta(days=1)) | times.isna()
+    if outside.any():
+        raise MongoSinkError(
+            f"{dataset} partition {symbol} {day}: {int(outside.sum())} rows are outside the "
+            f"day (first: {times[outside].iloc[0]})"
+        )
+
+
+def document_chunks(
+    dataset: str, frame: pd.DataFrame, load_id: str, chunk: int | None = None
+) -> Iterator[list[dict[str, Any]]]:
+    """``frame_to_documents`` ``chunk`` rows (default ``INSERT_CHUNK``) at a time: what one
+    ``insert_many`` sends."""
+    chunk = chunk or INSERT_CHUNK
+    for lo in range(0, len(frame), chunk):
+        yield frame_to_documents(dataset, frame.iloc[lo : lo + chunk], load_id)
+
+
 def upsert_operations(dataset: str, documents: Iterable[dict[str, Any]]) -> list[Any]:
     """pymongo ``ReplaceOne(upsert=True)`` per document, matched on its natural key."""
     from pymongo import ReplaceOne
@@ -218,6 +289,14 @@ class MongoSink:
             raise ValueError(f"candles frame mixes intervals {list(values)}; pass qualifier=")
         return str(values[0])
 
+    def _held(self, dataset: str, pid: str, flt: dict[str, Any]) -> tuple[str | None, int]:
+        """(current load id, its document count) of a partition; (None, 0) if never loaded."""
+        pointer = self.db[PARTITIONS].find_one({"_id": pid})
+        if pointer is None:
+            return None, 0
+        load = pointer["load"]
+        return load, int(self.db[dataset].count_documents({**flt, f"{META}.load": load}))
+
     def replace_partition(
         self,
         dataset: str,
@@ -227,32 +306,40 @@ class MongoSink:
         symbol: str,
         day: dt.date,
         qualifier: str | None = None,
-    ) -> int:
-        """Make ``frame`` the partition's content (insert new load, move pointer, drop old)."""
+        never_fewer: bool = False,
+    ) -> MongoLoad:
+        """Make ``frame`` the partition's content (insert new load, move pointer, drop old).
+
+        Rows outside the partition are refused before anything is written. With
+        ``never_fewer`` a frame with fewer rows than the partition's current load holds is
+        refused (``ShrinkRefusedError``) and the partition keeps its documents.
+        """
+        started = time.perf_counter()
         qual = self._qualifier(dataset, frame, qualifier)
-        load_id = uuid.uuid4().hex
-        docs = frame_to_documents(dataset, frame, load_id)
-        for d in docs:
-            if (
-                d[META]["symbol"] != symbol
-                or d[META]["exchange"] != exchange
-                or d[META]["day"] != day.isoformat()
-            ):
-                raise ValueError(
-                    f"{dataset}: a row of {d[META]} is outside partition {symbol} {day}"
-                )
-        if docs:
-            self.db[dataset].insert_many(docs, ordered=False)
+        frame = conform(frame, dataset_schema(dataset))
+        check_partition_frame(dataset, frame, exchange=exchange, symbol=symbol, day=day)
         pid = partition_id(dataset, exchange, symbol, day, qual)
+        flt = partition_filter(dataset, exchange, symbol, day, qual)
+        _, held = self._held(dataset, pid, flt)
+        if never_fewer and len(frame) < held:
+            raise ShrinkRefusedError(
+                f"{dataset} partition {pid}: refusing to replace {held} documents with "
+                f"{len(frame)}; the sink keeps its documents"
+            )
+        load_id = uuid.uuid4().hex
+        rows = 0
+        for docs in document_chunks(dataset, frame, load_id):
+            self.db[dataset].insert_many(docs, ordered=False)
+            rows += len(docs)
         self.db[PARTITIONS].update_one(
             {"_id": pid},
-            {"$set": {"load": load_id, "rows": len(docs), "loaded_at": dt.datetime.now(tz=dt.UTC)}},
+            {"$set": {"load": load_id, "rows": rows, "loaded_at": dt.datetime.now(tz=dt.UTC)}},
             upsert=True,
         )
-        stale = partition_filter(dataset, exchange, symbol, day, qual)
+        stale = dict(flt)
         stale[f"{META}.load"] = {"$ne": load_id}  # the old load and any crashed attempt
         self.db[dataset].delete_many(stale)
-        return len(docs)
+        return MongoLoad(pid, rows, held, load_id, time.perf_counter() - started)
 
     def _current_loads(
         self,

@@ -195,7 +195,8 @@ def test_restart_gap_opens_at_the_last_landed_trade_time(tmp_path, heartbeat_dat
 def test_a_far_future_window_is_clamped_when_written(tmp_path):
     """Issue 11 item 9: a far-future trade time made a ledger entry end at 2**63-1."""
     with LandingWriter(tmp_path, "binance", "gl") as w:
-        path = w.record_gap(GapRecord("trades", S, T0, 2**63 - 1, "disconnect", T0 + 1_000))
+        assert w.record_gap(GapRecord("trades", S, T0, 2**63 - 1, "disconnect", T0 + 1_000))
+    (path,) = (tmp_path / "binance" / "_gaps" / "gl").glob("gap-*.jsonl")
     raw = msgspec.json.decode(path.read_bytes())
     assert raw["start_ms"] == T0 and raw["end_ms"] == T0 + 1_000 + LEDGER_MAX_AHEAD_MS
     assert "clamped from" in raw["detail"]
