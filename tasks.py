@@ -48,10 +48,17 @@ def run(*cmd: str) -> int:
     return subprocess.run(list(cmd), cwd=ROOT, env=env, check=False).returncode
 
 
+def test_args(args: list[str]) -> list[str]:
+    """``--fast``: the pure, in-process lane (see the root conftest), spread over every core."""
+    if "--fast" in args and not any(a == "-n" or a.startswith("-n") for a in args):
+        return [*args, "-n", "auto"]
+    return list(args)
+
+
 TASKS = {
     "setup": lambda args: 0,
     "demo": lambda args: run(str(BIN / "petrosa"), "demo", *args),
-    "test": lambda args: run(str(BIN / "pytest"), *args),
+    "test": lambda args: run(str(BIN / "pytest"), *test_args(args)),
     "lint": lambda args: (
         run(str(BIN / "ruff"), "check", ".", *args)
         or run(str(BIN / "ruff"), "format", "--check", ".")

@@ -15,6 +15,8 @@ import pytest
 from petrosa_pipelines.landing.writer import LandingWriter
 from petrosa_pipelines_tests.test_landing import binance_frames as bf
 
+pytestmark = pytest.mark.slow  # real exchange processes cut and restarted
+
 _SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "chaos_ingest.py"
 
 

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from petrosa_pipelines.exchanges.base import TradeRecord
 from petrosa_pipelines.landing import LandingStore
@@ -37,6 +38,8 @@ from petrosa_pipelines.lib.timeutil import day_start_ms
 from petrosa_pipelines.local_exchange import LocalExchange, MarketConfig, SimulatedClock
 from petrosa_pipelines.market_data.assets import MarketDataConfig, materialise_partition
 from petrosa_pipelines_tests.test_ingest.ingest_child import GROUP
+
+pytestmark = pytest.mark.slow  # an ingest child process killed with SIGKILL
 
 SEED = 20240104
 DAY = dt.date(2024, 1, 4)

@@ -14,9 +14,12 @@ import time
 from pathlib import Path
 
 import dagster as dg
+import pytest
 
 from petrosa_pipelines.ingest.heartbeat import read_heartbeat
 from petrosa_pipelines.landing.assets import landing_key
+
+pytestmark = pytest.mark.slow  # a real `dagster job execute` subprocess
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent

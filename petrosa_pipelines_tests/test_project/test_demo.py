@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from petrosa_pipelines.demo import demo_days
 
@@ -42,6 +43,7 @@ def lake_frame(workdir: Path, dataset: str, day: dt.date) -> pd.DataFrame:
     return pd.read_parquet(path)
 
 
+@pytest.mark.slow  # streams a whole day through the ingest
 def test_demo_no_ui_materialises_everything(tmp_path):
     out = run_demo_cli(tmp_path, ingest_seconds=4)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
