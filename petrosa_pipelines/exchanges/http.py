@@ -411,24 +411,24 @@ def _attach(conn: HTTPConnection) -> None:
         deadline.attach(conn)
 
 
-class _DeadlineHTTPConnection(HTTPConnection):
+class _DeadlineMixin:
+    """Hands each (re)used connection to the active request's deadline timer."""
+
     def connect(self) -> None:
-        super().connect()
-        _attach(self)
+        super().connect()  # type: ignore[misc]
+        _attach(self)  # type: ignore[arg-type]
 
     def request(self, *args: Any, **kwargs: Any) -> None:
-        _attach(self)
-        super().request(*args, **kwargs)
+        _attach(self)  # type: ignore[arg-type]
+        super().request(*args, **kwargs)  # type: ignore[misc]
 
 
-class _DeadlineHTTPSConnection(HTTPSConnection):
-    def connect(self) -> None:
-        super().connect()
-        _attach(self)
+class _DeadlineHTTPConnection(_DeadlineMixin, HTTPConnection):
+    pass
 
-    def request(self, *args: Any, **kwargs: Any) -> None:
-        _attach(self)
-        super().request(*args, **kwargs)
+
+class _DeadlineHTTPSConnection(_DeadlineMixin, HTTPSConnection):
+    pass
 
 
 class _DeadlineHTTPPool(HTTPConnectionPool):

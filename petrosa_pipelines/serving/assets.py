@@ -11,6 +11,7 @@ a re-materialisation of the input is followed by a replace of the same serving p
 """
 
 from collections.abc import Mapping
+from typing import Any
 
 import dagster as dg
 import pandas as pd
@@ -23,12 +24,36 @@ from resources.warehouse import WarehouseResource
 LAYER = "storage"
 
 
-class WarehouseLoadConfig(dg.Config):
-    """Run settings of a warehouse load."""
+class ServingLoadConfig(dg.Config):
+    """Run settings of a load into a serving store (the warehouse or MongoDB)."""
 
-    #: replace a partition with fewer rows than it holds (off: such a load fails and the
-    #: warehouse keeps its rows; a lake partition never shrinks unless rows were proven wrong)
+    #: replace a partition with fewer rows than it holds (off: such a load fails and the store
+    #: keeps its rows; a lake partition never shrinks unless rows were proven wrong)
     allow_fewer_rows: bool = False
+
+
+def load_arguments(
+    context: dg.AssetExecutionContext, frame: pd.DataFrame, dataset: str, config: ServingLoadConfig
+) -> dict[str, Any]:
+    """What every store's replace call needs of one symbol-day partition."""
+    day, symbol = split_partition_key(context.partition_key)
+    return {
+        "exchange": str(frame["exchange"].iloc[0]) if len(frame) else DEFAULT_EXCHANGE,
+        "symbol": symbol,
+        "day": day,
+        "qualifier": "1m" if dataset == "candles" else None,
+        "never_fewer": not config.allow_fewer_rows,
+    }
+
+
+def load_metadata(rows: int, replaced_rows: int, seconds: float, **extra: Any) -> dict[str, Any]:
+    """The materialisation metadata of a load, whatever the store."""
+    return {
+        "dagster/row_count": rows,
+        "replaced_rows": replaced_rows,
+        "load_seconds": round(seconds, 3),
+        **extra,
+    }
 
 
 def warehouse_asset_key(dataset: str) -> dg.AssetKey:
@@ -54,40 +79,20 @@ def build_warehouse_asset(dataset: str) -> dg.AssetsDefinition:
     )
     def _load(
         context: dg.AssetExecutionContext,
-        config: WarehouseLoadConfig,
+        config: ServingLoadConfig,
         frame: pd.DataFrame,
         warehouse: WarehouseResource,
     ) -> dg.MaterializeResult:
-        day, symbol = split_partition_key(context.partition_key)
-        exchange = str(frame["exchange"].iloc[0]) if len(frame) else DEFAULT_EXCHANGE
-        report = warehouse.warehouse().load_partition(
-            dataset,
-            frame,
-            exchange=exchange,
-            symbol=symbol,
-            day=day,
-            qualifier="1m" if dataset == "candles" else None,
-            never_fewer=not config.allow_fewer_rows,
-        )
+        args = load_arguments(context, frame, dataset, config)
+        report = warehouse.warehouse().load_partition(dataset, frame, **args)
         return dg.MaterializeResult(
-            metadata={
-                "dagster/row_count": report.rows,
-                "replaced_rows": report.replaced_rows,
-                "load_seconds": round(report.seconds, 3),
-                "table": f"petrosa.{dataset}",
-            }
+            metadata=load_metadata(
+                report.rows, report.replaced_rows, report.seconds, table=f"petrosa.{dataset}"
+            )
         )
 
     _load.__name__ = f"warehouse_{dataset}"
     return _load
-
-
-class MongoLoadConfig(dg.Config):
-    """Run settings of a MongoDB load."""
-
-    #: replace a partition with fewer documents than its current load holds (off: such a
-    #: load fails and the store keeps its documents, as the warehouse does)
-    allow_fewer_rows: bool = False
 
 
 def mongo_asset_key(dataset: str) -> dg.AssetKey:
@@ -115,29 +120,20 @@ def build_mongo_asset(dataset: str) -> dg.AssetsDefinition:
     )
     def _load(
         context: dg.AssetExecutionContext,
-        config: MongoLoadConfig,
+        config: ServingLoadConfig,
         frame: pd.DataFrame,
         mongo_sink: MongoSinkResource,
     ) -> dg.MaterializeResult:
-        day, symbol = split_partition_key(context.partition_key)
-        exchange = str(frame["exchange"].iloc[0]) if len(frame) else DEFAULT_EXCHANGE
-        load = mongo_sink.sink().replace_partition(
-            dataset,
-            frame,
-            exchange=exchange,
-            symbol=symbol,
-            day=day,
-            qualifier="1m" if dataset == "candles" else None,
-            never_fewer=not config.allow_fewer_rows,
-        )
+        args = load_arguments(context, frame, dataset, config)
+        load = mongo_sink.sink().replace_partition(dataset, frame, **args)
         return dg.MaterializeResult(
-            metadata={
-                "dagster/row_count": load.rows,
-                "replaced_rows": load.replaced_rows,
-                "load_seconds": round(load.seconds, 3),
-                "collection": f"{mongo_sink.database}.{dataset}",
-                "load_id": load.load_id,
-            }
+            metadata=load_metadata(
+                load.rows,
+                load.replaced_rows,
+                load.seconds,
+                collection=f"{mongo_sink.database}.{dataset}",
+                load_id=load.load_id,
+            )
         )
 
     _load.__name__ = f"mongo_{dataset}"
