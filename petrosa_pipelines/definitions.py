@@ -36,7 +36,7 @@ from petrosa_pipelines.checks.definitions import (
     build_audit_schedule,
 )
 from petrosa_pipelines.checks.settings import audit_settings
-from petrosa_pipelines.ingest.job import ingest_job
+from petrosa_pipelines.ingest.job import ingest_job, ingest_stream_group
 from petrosa_pipelines.landing.assets import source_and_landing_specs
 from petrosa_pipelines.maintenance import purge_old_runs_job, purge_old_runs_schedule
 from petrosa_pipelines.market_data.assets import (
@@ -100,7 +100,10 @@ def build_definitions() -> dg.Definitions:
     return dg.Definitions.merge(
         # ① exchange feeds -> ② ingest (one long-running run per stream group, kept alive by
         # a sensor) -> ③ landing zone, which the ingest reports stream health on
-        dg.Definitions(assets=lineage(source_and_landing_specs()), jobs=[ingest_job]),
+        dg.Definitions(
+            assets=lineage(source_and_landing_specs(ingest_stream_group.compute_fn.decorated_fn)),
+            jobs=[ingest_job],
+        ),
         # ④ market data: in-process steps (a symbol-day's steps are small and process
         # start-up, ~2 s of imports per step, dominates on small machines)
         dg.Definitions(

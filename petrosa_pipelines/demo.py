@@ -86,19 +86,33 @@ def _point_settings_at(exchange, workdir: Path) -> dict[str, str]:
 
 
 def _run_partitions(
-    job_name: str, keys: Sequence[str], instance, label: str, log=print
+    job_name: str | None,
+    keys: Sequence[str],
+    instance,
+    label: str,
+    log=print,
+    assets: Sequence[Any] = (),
 ) -> list[tuple[str, bool, dict[str, int]]]:
-    """Run ``job_name`` for each partition key, one progress line per partition."""
+    """Run ``job_name`` (or, without one, just ``assets``) for each partition key, one progress
+    line per partition."""
     from petrosa_pipelines.definitions import defs
 
-    job = defs.resolve_job_def(job_name)
+    job = (
+        defs.resolve_job_def(job_name)
+        if job_name
+        else defs.resolve_implicit_job_def_def_for_assets(list(assets))
+    )
     results = []
     started = time.monotonic()
     total_rows = 0
     for n, key in enumerate(keys, start=1):
         t0 = time.monotonic()
         result = job.execute_in_process(
-            partition_key=key, instance=instance, raise_on_error=False, run_config=QUIET
+            partition_key=key,
+            instance=instance,
+            raise_on_error=False,
+            run_config=QUIET,
+            asset_selection=list(assets) or None,
         )
         rows: dict[str, int] = {}
         for event in result.get_asset_materialization_events():
@@ -131,7 +145,8 @@ def _run_partitions(
 def materialise_days(
     days: Sequence[dt.date], symbols: Sequence[str], instance, log=print
 ) -> list[tuple[str, bool, dict[str, int]]]:
-    """Market data (with its checks), then analytics, for every symbol-day of ``days``."""
+    """Market data (with its checks), analytics and health, for every symbol-day of ``days``."""
+    from petrosa_pipelines.checks.definitions import HEALTH_KEY
     from petrosa_pipelines.market_data.partitions import SYMBOLS_PARTITIONS_NAME, partition_key
 
     instance.add_dynamic_partitions(SYMBOLS_PARTITIONS_NAME, list(symbols))
@@ -139,6 +154,8 @@ def materialise_days(
     results = _run_partitions(MARKET_JOB, keys, instance, "market data", log)
     ok_keys = [key for key, ok, _ in results if ok]
     results += _run_partitions("analytics_job", ok_keys, instance, "analytics", log)
+    # what the daemon's health_refresh_sensor would do next: the health grid exists at once
+    results += _run_partitions(None, ok_keys, instance, "health", log, assets=[HEALTH_KEY])
     dates = sorted({key.split("|")[0] for key in ok_keys})
     results += _run_partitions("analytics_cross_symbol_job", dates, instance, "correlation", log)
     if os.environ.get("PETROSA_WAREHOUSE_URL"):

@@ -99,10 +99,10 @@ def exchange_source_specs() -> list[dg.AssetSpec]:
         dg.AssetSpec(
             REST_KEY,
             description=(
-                "Binance USD-M REST history (aggTrades: last hours only, klines, fundingRate), "
-                "asked only for the ranges still missing after the landing zone and archives, "
-                "within a shared request-weight budget. No order-book history exists. Endpoint: "
-                "`PETROSA_REST_BASE_URL`."
+                "Binance USD-M REST history (aggTrades by id up to a year back, klines, "
+                "fundingRate), asked only for the ranges still missing after the landing zone "
+                "and archives, within a shared request-weight budget. No order-book history "
+                "exists. Endpoint: `PETROSA_REST_BASE_URL`."
             ),
             kinds={"binance", "api"},
             metadata={
@@ -115,11 +115,11 @@ def exchange_source_specs() -> list[dg.AssetSpec]:
     ]
 
 
-def landing_specs() -> list[dg.AssetSpec]:
-    """One external asset per landed dataset, downstream of the websocket source."""
-    from petrosa_pipelines.ingest.job import ingest_stream_group
-
-    reference = _code_reference(ingest_stream_group.compute_fn.decorated_fn)
+def landing_specs(writer: Any) -> list[dg.AssetSpec]:
+    """One external asset per landed dataset, downstream of the websocket source; ``writer``
+    is the function that lands them (the ingest op's body), for the code reference. Passed in
+    by the code location: the ingest imports this module to report its observations."""
+    reference = _code_reference(writer)
     return [
         dg.AssetSpec(
             landing_key(dataset),
@@ -146,9 +146,9 @@ def landing_specs() -> list[dg.AssetSpec]:
     ]
 
 
-def source_and_landing_specs() -> list[dg.AssetSpec]:
-    """Layers 1 and 3 of the data flow, for the code location."""
-    return [*exchange_source_specs(), *landing_specs()]
+def source_and_landing_specs(writer: Any) -> list[dg.AssetSpec]:
+    """Layers 1 and 3 of the data flow, for the code location (``writer``: see landing_specs)."""
+    return [*exchange_source_specs(), *landing_specs(writer)]
 
 
 # --- what the ingest reports --------------------------------------------------------------

@@ -49,7 +49,7 @@ def test_demo_no_ui_materialises_everything(tmp_path):
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
     assert "market data [1/1]" in out.stdout and "candles=1440" in out.stdout
     assert "analytics [1/1]" in out.stdout and "volatility=" in out.stdout
-    assert "all 3 runs succeeded" in out.stdout
+    assert "all 4 runs succeeded" in out.stdout and "health [1/1]" in out.stdout
     assert "ingest: " in out.stdout and "today so far from the landing zone, BTCUSDT" in out.stdout
     assert list((tmp_path / "landing").rglob("seg-*"))
     assert list((tmp_path / "lake" / "market_data" / "candles").rglob("*.parquet"))
