@@ -185,6 +185,19 @@ def _progress(engine: Any, kind: str) -> int:
     return min(times) if times else 0
 
 
+def demo_ingest_config(exchange: Any, symbols: Sequence[str], landing_path: Path) -> Any:
+    """The demo's ingest (group ``demo``) against the local exchange."""
+    from petrosa_pipelines.ingest import IngestConfig
+
+    return IngestConfig(
+        group="demo",
+        symbols=tuple(symbols),
+        landing_path=str(landing_path),
+        ws_base_url=exchange.ws_base_url,
+        rest_base_url=exchange.rest_base_url,
+    )
+
+
 def stream_day(
     exchange: Any,
     clock: Any,
@@ -202,18 +215,12 @@ def stream_day(
     machine manages, and a slow machine takes longer instead of losing data. Afterwards the
     clock is back on the wall clock at 1x. Returns the ingest's final snapshot.
     """
-    from petrosa_pipelines.ingest import IngestConfig, IngestEngine
+    from petrosa_pipelines.ingest import IngestEngine
     from petrosa_pipelines.lib.timeutil import day_window_ms, utc_now_ms
 
     start, end = day_window_ms(day)
     stop_at = end + STREAM_PAST_MIDNIGHT_MS
-    config = IngestConfig(
-        group="demo",
-        symbols=tuple(symbols),
-        landing_path=str(landing_path),
-        ws_base_url=exchange.ws_base_url,
-        rest_base_url=exchange.rest_base_url,
-    )
+    config = demo_ingest_config(exchange, symbols, landing_path)
     clock.set_speed(0.0)
     clock.set(start)
     engine = IngestEngine(config, clock_ms=clock.now_ms)
@@ -344,17 +351,11 @@ def ingest_for(
     """Run the websocket ingest against the local exchange for ``seconds``; print what landed."""
     import asyncio
 
-    from petrosa_pipelines.ingest import IngestConfig, IngestEngine
+    from petrosa_pipelines.ingest import IngestEngine
     from petrosa_pipelines.landing import LandingStore
     from petrosa_pipelines.lib.timeutil import day_window_ms, utc_now_ms
 
-    config = IngestConfig(
-        group="demo",
-        symbols=tuple(symbols),
-        landing_path=str(landing_path),
-        ws_base_url=exchange.ws_base_url,
-        rest_base_url=exchange.rest_base_url,
-    )
+    config = demo_ingest_config(exchange, symbols, landing_path)
     engine = IngestEngine(config)
 
     async def run() -> None:
