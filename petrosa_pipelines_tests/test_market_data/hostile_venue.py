@@ -100,9 +100,11 @@ def _csv(header: str, rows: list[list]) -> bytes:
 
 
 def _zip(name: str, csv: bytes) -> bytes:
+    """The same bytes every time (a fixed entry time): the archive and its CHECKSUM are built
+    by separate requests, and ``writestr(name, ...)`` would stamp each with the current time."""
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
-        zf.writestr(name, csv)
+        zf.writestr(zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0)), csv)
     return buf.getvalue()
 
 
