@@ -18,7 +18,7 @@ import datetime as dt
 import os
 import re
 import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +28,16 @@ import pyarrow as pa
 from petrosa_pipelines.catalog.schemas import DATASETS, conform
 from petrosa_pipelines.checks.definitions import HEALTH_KEY
 from petrosa_pipelines.lake import Lake, lake_from_path, lake_path
+from petrosa_pipelines.serving.arguments import (  # noqa: F401 - part of the API
+    MAX_RANGE_DAYS,
+    DataError,
+    InvalidRangeError,
+    UnknownSymbolError,
+    days_between,
+    symbol_names,
+    to_utc,
+)
+from petrosa_pipelines.serving.arguments import checked_range as _range
 from petrosa_pipelines.serving.launch import launch_backfill, materialize_partitions
 from petrosa_pipelines.serving.quality import FailedCheck, check_partition
 from petrosa_pipelines.serving.warehouse import Warehouse, analytics_to_wide
@@ -51,22 +61,6 @@ INTERVAL_MINUTES = {
     "12h": 720,
     "1d": 1440,
 }
-_SYMBOL = re.compile(r"^[A-Z0-9]{2,30}$")
-#: the longest range one call may ask for (about ten years of days); Binance USD-M history
-#: starts in 2019, and an open-ended range (0001..9999) would walk 3.6 million days
-MAX_RANGE_DAYS = 3660
-
-
-class DataError(ValueError):
-    """Base of the API's errors: each message says what was asked and what exists."""
-
-
-class UnknownSymbolError(DataError):
-    pass
-
-
-class InvalidRangeError(DataError):
-    pass
 
 
 class MissingDataError(DataError):
@@ -171,85 +165,6 @@ def _shared_warehouse(url: str) -> Warehouse:
 
 
 # -- argument checking ---------------------------------------------------------------------------
-def to_utc(value: dt.datetime | dt.date | str | pd.Timestamp, name: str) -> dt.datetime:
-    """A timezone-aware UTC datetime; naive datetimes are refused (which zone did you mean?).
-
-    Every bad value raises ``InvalidRangeError`` naming the argument (``start=...``).
-    """
-    if isinstance(value, str):
-        text = value.strip()
-        try:
-            if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
-                value = dt.date.fromisoformat(text)
-            else:
-                value = pd.Timestamp(text)
-        except (ValueError, OverflowError) as exc:
-            raise InvalidRangeError(
-                f"{name}={value!r} is not an ISO date or datetime ({exc})"
-            ) from None
-    if value is pd.NaT or (isinstance(value, float) and value != value):
-        raise InvalidRangeError(f"{name}={value!r} is not a date or datetime")
-    if isinstance(value, dt.datetime):  # includes pd.Timestamp
-        if value.tzinfo is None:
-            raise InvalidRangeError(
-                f"{name}={value!r} is naive; pass a timezone-aware datetime (e.g. tzinfo=UTC)"
-            )
-        try:
-            return pd.Timestamp(value).tz_convert("UTC").to_pydatetime()
-        except (ValueError, OverflowError) as exc:
-            raise InvalidRangeError(f"{name}={value!r} is out of range ({exc})") from None
-    if isinstance(value, dt.date):
-        return dt.datetime(value.year, value.month, value.day, tzinfo=dt.UTC)
-    raise InvalidRangeError(f"{name}={value!r} is not a date or datetime")
-
-
-def _range(start: Any, end: Any) -> tuple[dt.datetime, dt.datetime]:
-    lo, hi = to_utc(start, "start"), to_utc(end, "end")
-    if hi <= lo:
-        raise InvalidRangeError(f"end {hi.isoformat()} is not after start {lo.isoformat()}")
-    if hi - lo > dt.timedelta(days=MAX_RANGE_DAYS):
-        raise InvalidRangeError(
-            f"[start, end) = [{lo.date()}, {hi.date()}) spans {(hi - lo).days} days, more than "
-            f"the {MAX_RANGE_DAYS} one call may read; split the range"
-        )
-    return lo, hi
-
-
-def days_between(start: dt.datetime, end: dt.datetime) -> list[dt.date]:
-    """UTC days overlapping [start, end)."""
-    last = (end - dt.timedelta(microseconds=1)).date()
-    return [d.date() for d in pd.date_range(start.date(), last, freq="D")]
-
-
-def symbol_names(symbols: str | Iterable[str]) -> list[str]:
-    """``symbols`` as distinct upper-case venue symbols, checked for form only (not existence).
-
-    Anything else (None, bytes, a number, ``"../x"``) is an ``UnknownSymbolError`` naming
-    ``symbols``.
-    """
-    if isinstance(symbols, str):
-        wanted: list[Any] = [symbols]
-    elif symbols is None or isinstance(symbols, bytes | bytearray | Mapping):
-        raise UnknownSymbolError(
-            f"symbols={symbols!r}: pass a symbol or a list of symbols (e.g. ['BTCUSDT'])"
-        )
-    else:
-        try:
-            wanted = list(symbols)
-        except TypeError:
-            raise UnknownSymbolError(
-                f"symbols={symbols!r}: pass a symbol or a list of symbols (e.g. ['BTCUSDT'])"
-            ) from None
-    if not wanted:
-        raise UnknownSymbolError("symbols is empty: no symbols given")
-    out = []
-    for s in wanted:
-        if not isinstance(s, str) or not _SYMBOL.match(sym := s.strip().upper()):
-            raise UnknownSymbolError(f"symbols: {s!r} is not a symbol (e.g. BTCUSDT)")
-        out.append(sym)
-    return list(dict.fromkeys(out))
-
-
 def _symbols(symbols: str | Iterable[str], known: Callable[[], set[str]]) -> list[str]:
     out = symbol_names(symbols)
     have = known()

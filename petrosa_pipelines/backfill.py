@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from petrosa_pipelines.stack import LOCATION_NAME, REPOSITORY_NAME, StackError, graphql
+from petrosa_pipelines.graphql_client import LOCATION_NAME, REPOSITORY_NAME, StackError, graphql
 
 BACKFILL_TAG = "dagster/backfill"
 ROW_COUNT = "dagster/row_count"

@@ -14,6 +14,14 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from petrosa_pipelines.lib.endpoints import (  # noqa: F401 - re-exported: the settings' parts
+    LIVE_BINANCE_REST,
+    LIVE_BINANCE_VISION,
+    LIVE_BINANCE_WS,
+    ExchangeEndpoints,
+    RestSettings,
+)
+
 
 class SettingError(ValueError):
     """A configuration value that is missing or not allowed.
@@ -162,44 +170,6 @@ def check_database_url(name: str, url: str | None, kind: str) -> str:
             check_url(name, prefix + host, [scheme], secret=True)
         return text
     raise AssertionError(kind)
-
-
-LIVE_BINANCE_REST = "https://fapi.binance.com"
-LIVE_BINANCE_WS = "wss://fstream.binance.com"
-LIVE_BINANCE_VISION = "https://data.binance.vision"
-
-
-@dataclass(frozen=True)
-class ExchangeEndpoints:
-    """Base URLs of one exchange; live Binance USD-M futures by default."""
-
-    rest_base_url: str = LIVE_BINANCE_REST
-    ws_base_url: str = LIVE_BINANCE_WS
-    vision_base_url: str = LIVE_BINANCE_VISION
-
-
-@dataclass(frozen=True)
-class RestSettings:
-    """How the REST history client behaves towards the exchange's limits."""
-
-    #: fraction of the exchange's weight limit per minute the client allows itself to use
-    weight_budget_fraction: float = 0.8
-    #: weight limit per minute when exchangeInfo has not been read (Binance USD-M: 2400)
-    weight_limit_per_minute: int = 2400
-    max_retries: int = 6
-    backoff_base_seconds: float = 0.5
-    backoff_max_seconds: float = 30.0
-    #: per socket read (and connect)
-    timeout_seconds: float = 30.0
-    #: a whole request (headers and body) must finish within this; a server that drips bytes
-    #: never trips the per-read timeout
-    deadline_seconds: float = 300.0
-    #: a 429/418 Retry-After or shared-budget block longer than this fails the run instead of
-    #: sleeping (Binance bans last 2 minutes to 3 days)
-    max_wait_seconds: float = 900.0
-    #: directory of a budget file shared by every process on this machine (one IP, one budget);
-    #: None keeps the budget per process
-    weight_budget_dir: str | None = None
 
 
 @dataclass(frozen=True)

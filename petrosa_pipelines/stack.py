@@ -38,10 +38,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from petrosa_pipelines.graphql_client import (  # noqa: F401 - re-exported for stack users
+    LOCATION_NAME,
+    REPOSITORY_NAME,
+    StackError,
+    graphql,
+)
 from petrosa_pipelines.instance import POSTGRES_URL_VAR, REPO_ROOT, instance_yaml
 
-LOCATION_NAME = "petrosa_pipelines"
-REPOSITORY_NAME = "__repository__"
 DEFINITIONS_MODULE = "petrosa_pipelines.definitions"
 LOCAL_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 #: the stack's own database on a shared server: Dagster's tables never mix with anything else
@@ -49,10 +53,6 @@ STACK_DATABASE = "petrosa_dagster"
 DEFAULT_WORKDIR = REPO_ROOT / "data" / "stack"
 STATE_FILE = "stack.json"
 IN_PROGRESS_STATUSES = ("QUEUED", "NOT_STARTED", "STARTING", "STARTED")
-
-
-class StackError(RuntimeError):
-    """A part of the stack did not start or answer; the message names it and shows its log."""
 
 
 # --- PostgreSQL -------------------------------------------------------------------------------
@@ -200,22 +200,6 @@ def http_get(url: str, timeout: float = 5.0) -> bytes:
     """GET ``url``; raises on any non-2xx answer or connection failure."""
     with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - loopback URLs
         return resp.read()
-
-
-def graphql(url: str, query: str, variables: Mapping[str, Any] | None = None, timeout=60.0) -> dict:
-    """POST one GraphQL document; returns ``data`` or raises with the server's errors."""
-    body = json.dumps({"query": query, "variables": dict(variables or {})}).encode()
-    req = urllib.request.Request(  # noqa: S310 - loopback URLs
-        url, data=body, headers={"Content-Type": "application/json"}, method="POST"
-    )
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310
-            payload = json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        raise StackError(f"GraphQL {url}: HTTP {exc.code}: {exc.read()[:2000]!r}") from exc
-    if payload.get("errors"):
-        raise StackError(f"GraphQL {url}: {payload['errors']}")
-    return payload["data"]
 
 
 @dataclass

@@ -32,7 +32,7 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from petrosa_pipelines.exchanges.base import ExchangeError, MessageError
-from petrosa_pipelines.settings import RestSettings
+from petrosa_pipelines.lib.endpoints import RestSettings
 
 log = logging.getLogger(__name__)
 

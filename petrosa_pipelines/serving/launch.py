@@ -17,6 +17,7 @@ from typing import Any
 import dagster as dg
 
 from petrosa_pipelines.market_data.partitions import SYMBOLS_PARTITIONS_NAME, partition_key
+from petrosa_pipelines.serving.arguments import checked_range, days_between, symbol_names
 
 MARKET_DATA_JOB = "market_data_job"
 DATASETS = ("trades", "candles", "depth", "funding")
@@ -48,24 +49,16 @@ def _asset_keys(datasets: str | Iterable[str]) -> list[dg.AssetKey]:
 def partition_keys(symbols: str | Iterable[str], start: Any, end: Any) -> list[str]:
     """``date|SYMBOL`` keys of every UTC day overlapping [start, end), for each symbol.
 
-    Symbols and range are checked first (``api.symbol_names``, ``api.MAX_RANGE_DAYS``): a
+    Symbols and range are checked first (``serving.arguments``): a
     junk symbol would otherwise become a permanent dynamic partition of the instance.
     """
-    from petrosa_pipelines.api import _range, days_between, symbol_names
-
     syms = symbol_names(symbols)
-    lo, hi = _range(start, end)
+    lo, hi = checked_range(start, end)
     return [str(partition_key(d, s)) for d in days_between(lo, hi) for s in syms]
 
 
-def _symbol_names(symbols: str | Iterable[str]) -> list[str]:
-    from petrosa_pipelines.api import symbol_names
-
-    return symbol_names(symbols)
-
-
 def _register_symbols(instance: dg.DagsterInstance, symbols: str | Iterable[str]) -> None:
-    instance.add_dynamic_partitions(SYMBOLS_PARTITIONS_NAME, _symbol_names(symbols))
+    instance.add_dynamic_partitions(SYMBOLS_PARTITIONS_NAME, symbol_names(symbols))
 
 
 def materialize_partitions(
@@ -85,7 +78,7 @@ def materialize_partitions(
     the UI), else an ephemeral one.
     """
     keys = _asset_keys(datasets)
-    syms = _symbol_names(symbols)  # checked before anything: a junk symbol stays registered
+    syms = symbol_names(symbols)  # checked before anything: a junk symbol stays registered
     pkeys = partition_keys(syms, start, end)
     job = _defs(defs).resolve_job_def(job_name)
     owned = instance is None
@@ -133,7 +126,7 @@ def launch_backfill(
     from dagster._core.utils import make_new_backfill_id
 
     keys = _asset_keys(datasets)
-    syms = _symbol_names(symbols)  # checked before anything: a junk symbol stays registered
+    syms = symbol_names(symbols)  # checked before anything: a junk symbol stays registered
     pkeys = partition_keys(syms, start, end)
     _register_symbols(instance, syms)
     backfill = PartitionBackfill.from_asset_partitions(

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import msgspec
 import orjson
@@ -38,9 +38,6 @@ from petrosa_pipelines.exchanges.binance.schemas import (
     check_stream,
     to_trade,
 )
-
-if TYPE_CHECKING:
-    from petrosa_pipelines.settings import Settings
 
 #: Binance closes a connection that asks for more streams than this
 MAX_STREAMS_PER_CONNECTION = 1024
@@ -263,20 +260,18 @@ class BinanceUsdmAdapter(ExchangeAdapter):
                 records.append(record)
         return records, errors
 
-    def rest_client(self, settings: Settings | None = None) -> Any:
-        """A ``BinanceRestClient`` on ``settings.endpoints`` with ``settings.rest`` limits."""
+    def rest_client(self, settings: Any) -> Any:
+        """A ``BinanceRestClient`` on ``settings.endpoints`` with ``settings.rest`` limits
+        (``settings``: a ``petrosa_pipelines.settings.Settings``; the exchange layer does not
+        import the settings, which validate against this registry)."""
         from petrosa_pipelines.exchanges.binance.rest import BinanceRestClient
-        from petrosa_pipelines.settings import Settings
 
-        settings = settings or Settings()
         return BinanceRestClient(settings.endpoints, settings.rest)
 
-    def archive_client(self, settings: Settings | None = None) -> Any:
+    def archive_client(self, settings: Any) -> Any:
         """A ``VisionArchiveClient`` on ``settings.endpoints.vision_base_url``."""
         from petrosa_pipelines.exchanges.binance.vision import VisionArchiveClient
-        from petrosa_pipelines.settings import Settings
 
-        settings = settings or Settings()
         return VisionArchiveClient(settings.endpoints.vision_base_url, settings.rest)
 
 

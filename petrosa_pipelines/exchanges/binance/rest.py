@@ -29,8 +29,8 @@ from petrosa_pipelines.exchanges.base import (
     SymbolInfo,
 )
 from petrosa_pipelines.exchanges.http import RestTransport, WeightBudget
+from petrosa_pipelines.lib.endpoints import ExchangeEndpoints, RestSettings
 from petrosa_pipelines.lib.timeutil import HOUR_MS, MINUTE_MS
-from petrosa_pipelines.settings import ExchangeEndpoints, RestSettings
 
 EXCHANGE = "binance"
 

@@ -40,8 +40,8 @@ from petrosa_pipelines.exchanges.http import (
     fetch,
     retry_after_seconds,
 )
+from petrosa_pipelines.lib.endpoints import RestSettings
 from petrosa_pipelines.lib.timeutil import day_window_ms
-from petrosa_pipelines.settings import RestSettings
 
 log = logging.getLogger(__name__)
 
