@@ -48,11 +48,28 @@ def run(*cmd: str) -> int:
     return subprocess.run(list(cmd), cwd=ROOT, env=env, check=False).returncode
 
 
+#: the whole suite's xdist workers: at least 4, since its longest tests mostly wait on other
+#: processes (the stack's daemon and runs, the demo's ingest, a browser) and two of them hold a
+#: worker each for minutes (``XDIST_GROUPS`` in the root conftest)
+MIN_FULL_SUITE_WORKERS = 4
+
+
 def test_args(args: list[str]) -> list[str]:
-    """``--fast``: the pure, in-process lane (see the root conftest), spread over every core."""
-    if "--fast" in args and not any(a == "-n" or a.startswith("-n") for a in args):
+    """The suite spread over xdist workers unless ``-n``/``-p no:xdist`` is given.
+
+    ``--fast``: the pure, in-process lane (see the root conftest), one worker per core. The
+    whole suite: ``--dist loadgroup``, so the tests sharing the stack or the demo run stay in
+    one worker (which starts it once) while everything else spreads over the others.
+    """
+    chosen = any(a == "-n" or a.startswith(("-n", "--numprocesses")) for a in args)
+    if chosen or "no:xdist" in args:
+        return list(args)
+    if "--fast" in args:
         return [*args, "-n", "auto"]
-    return list(args)
+    workers = max(MIN_FULL_SUITE_WORKERS, os.cpu_count() or 1)
+    # the slowest tests printed with every full run: where the suite's time goes, on record
+    durations = [] if any(a.startswith("--durations") for a in args) else ["--durations=25"]
+    return [*args, "-n", str(workers), "--dist", "loadgroup", *durations]
 
 
 TASKS = {

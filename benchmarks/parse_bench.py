@@ -107,7 +107,7 @@ def baseline_parse(raw: bytes) -> object:
 CHUNK = 10_000
 
 
-def _time_interleaved(
+def time_interleaved(
     contenders: dict[str, Callable[[bytes], object]], msgs: list[bytes]
 ) -> dict[str, float]:
     """msg/s of each contender over ``msgs``, taking turns every CHUNK messages so that load
@@ -136,7 +136,7 @@ def run(label: str, base: list[bytes], n: int, reps: int, *, ratio_target: bool)
     }
     rates: dict[str, list[float]] = {k: [] for k in contenders}
     for _ in range(reps):
-        for name, rate in _time_interleaved(contenders, msgs).items():
+        for name, rate in time_interleaved(contenders, msgs).items():
             rates[name].append(rate)
     ratios = [
         p / o

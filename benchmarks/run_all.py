@@ -24,6 +24,9 @@ QUICK_ARGS: dict[str, list[str]] = {
     "audit_bench.py": ["--rows", "1000000", "--repeat", "1"],
     "analytics_bench.py": ["--trades", "100000", "--repeat", "1"],
     "warehouse_bench.py": ["--rows", "100000", "--repeat", "1"],
+    "scale_bench.py": ["--tiny"],
+    "nats_bench.py": ["--quick"],
+    "book_archive_bench.py": ["--quick"],
 }
 
 

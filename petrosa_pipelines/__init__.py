@@ -33,6 +33,7 @@ _API = {
     "load_funding": "petrosa_pipelines.api",
     "load_analytics": "petrosa_pipelines.api",
     "load_health": "petrosa_pipelines.api",
+    "latest": "petrosa_pipelines.api",
     "LoadResult": "petrosa_pipelines.api",
     "DataError": "petrosa_pipelines.api",
     "materialize_partitions": "petrosa_pipelines.serving.launch",

@@ -27,6 +27,8 @@ import pyarrow as pa
 
 from petrosa_pipelines.catalog.schemas import DATASETS, conform
 from petrosa_pipelines.checks.definitions import HEALTH_KEY
+from petrosa_pipelines.exchanges import EXCHANGES, venue_of
+from petrosa_pipelines.instruments import Instrument, partition_key_str, storage_name
 from petrosa_pipelines.lake import Lake, lake_from_path, lake_path
 from petrosa_pipelines.serving.arguments import (  # noqa: F401 - part of the API
     MAX_RANGE_DAYS,
@@ -34,6 +36,7 @@ from petrosa_pipelines.serving.arguments import (  # noqa: F401 - part of the AP
     InvalidRangeError,
     UnknownSymbolError,
     days_between,
+    instruments_of,
     symbol_names,
     to_utc,
 )
@@ -118,8 +121,10 @@ class DataSources:
     lake: Lake
     landing: Any = None  # petrosa_pipelines.landing.LandingStore
     warehouse: Warehouse | None = None
+    #: the venue (id or storage name) of bare symbols in calls (``PETROSA_EXCHANGE``)
     exchange: str = "binance"
-    #: symbols always accepted (the settings' allow-list), on top of those found in storage
+    #: instruments always accepted (the settings' allow-list: ids or bare symbols of
+    #: ``exchange``), on top of those found in storage
     symbols: tuple[str, ...] = ()
     now: Callable[[], dt.datetime] = lambda: dt.datetime.now(tz=dt.UTC)
 
@@ -146,13 +151,26 @@ class DataSources:
             symbols=settings.symbols,
         )
 
+    @property
+    def venue(self) -> str:
+        return venue_of(self.exchange)
+
     def known_symbols(self, dataset_dir: str) -> set[str]:
-        known = set(self.symbols)
-        prefix = f"{dataset_dir}/{self.exchange}/"
-        known |= {p[len(prefix) :].split("/", 1)[0] for p in self.lake.list(prefix)}
-        if self.warehouse is not None:
-            known |= self.warehouse.known_symbols(self.exchange)
+        """Instrument ids accepted for ``dataset_dir``: the allow-list's, and every venue's
+        found in the lake or the warehouse (bare allow-list entries count for ``exchange``)."""
+        known = self._allowed()
+        for venue in sorted(EXCHANGES):
+            name = storage_name(venue)
+            prefix = f"{dataset_dir}/{name}/"
+            found = {p[len(prefix) :].split("/", 1)[0] for p in self.lake.list(prefix)}
+            if self.warehouse is not None:
+                found |= self.warehouse.known_symbols(name)
+            known |= {Instrument(venue, s).id for s in found}
         return known
+
+    def _allowed(self) -> set[str]:
+        entries = [s for s in self.symbols if not s.strip().endswith("*")]
+        return {i.id for i in instruments_of(entries, self.venue)} if entries else set()
 
 
 _WAREHOUSES: dict[str, Warehouse] = {}
@@ -165,13 +183,16 @@ def _shared_warehouse(url: str) -> Warehouse:
 
 
 # -- argument checking ---------------------------------------------------------------------------
-def _symbols(symbols: str | Iterable[str], known: Callable[[], set[str]]) -> list[str]:
-    out = symbol_names(symbols)
+def _symbols(
+    symbols: str | Iterable[str], known: Callable[[], set[str]], default_venue: str
+) -> list[Instrument]:
+    """The asked instruments (ids, or bare symbols of ``default_venue``), each known."""
+    out = instruments_of(symbols, default_venue)
     have = known()
-    unknown = [s for s in out if s not in have]
+    unknown = [i.id for i in out if i.id not in have]
     if unknown:
         raise UnknownSymbolError(f"unknown symbols {unknown}; known: {sorted(have)}")
-    return list(dict.fromkeys(out))
+    return out
 
 
 # -- the read ------------------------------------------------------------------------------------
@@ -179,17 +200,16 @@ def _read_one(
     src: DataSources,
     dataset: str,
     lake_dir: str,
-    symbol: str,
+    inst: Instrument,
     day: dt.date,
     qualifier: str,
     start: dt.datetime,
     end: dt.datetime,
 ) -> tuple[pd.DataFrame | None, str]:
-    """One symbol-day from the first source that has it."""
+    """One instrument-day from the first source that has it (its venue's directory in each)."""
+    exchange, symbol = inst.exchange, inst.symbol
     try:
-        return src.lake.read_frame(
-            lake_path(lake_dir, src.exchange, symbol, day.isoformat())
-        ), "lake"
+        return src.lake.read_frame(lake_path(lake_dir, exchange, symbol, day.isoformat())), "lake"
     except FileNotFoundError:
         pass
     now = src.now()
@@ -197,20 +217,20 @@ def _read_one(
         lo = max(start, dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC))
         hi = min(end, now)
         frame = src.landing.read_frame(
-            src.exchange, dataset, symbol, int(lo.timestamp() * 1000), int(hi.timestamp() * 1000)
+            exchange, dataset, symbol, int(lo.timestamp() * 1000), int(hi.timestamp() * 1000)
         )
         if len(frame):
             return frame, "landing"
     if src.warehouse is not None:
         table = dataset if dataset in DATASETS or dataset == "health" else "analytics"
         loaded = src.warehouse.loaded(
-            table, exchange=src.exchange, symbols=[symbol], days=[day], qualifier=qualifier
+            table, exchange=exchange, symbols=[symbol], days=[day], qualifier=qualifier
         )
         if (symbol, day) in loaded:
             lo = dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
             frame = src.warehouse.read(
                 table,
-                exchange=src.exchange,
+                exchange=exchange,
                 symbols=[symbol],
                 start=lo,
                 end=lo + dt.timedelta(days=1),
@@ -244,13 +264,13 @@ def _load(
 ) -> LoadResult:
     lo, hi = _range(start, end)
     src = sources or DataSources.from_settings()
-    syms = _symbols(symbols, lambda: src.known_symbols(lake_dir))
+    syms = _symbols(symbols, lambda: src.known_symbols(lake_dir), src.venue)
     today = src.now().date()
     frames, statuses, failed = [], [], []
     for day in days_between(lo, hi):
-        for sym in syms:
-            key = f"{day.isoformat()}|{sym}"
-            frame, source = _read_one(src, dataset, lake_dir, sym, day, qualifier, lo, hi)
+        for inst in syms:
+            key = partition_key_str(day, inst)
+            frame, source = _read_one(src, dataset, lake_dir, inst, day, qualifier, lo, hi)
             statuses.append(PartitionStatus(key, source, 0 if frame is None else len(frame)))
             if frame is None:
                 continue
@@ -260,7 +280,8 @@ def _load(
             frames.append(frame)
     if not frames:
         raise MissingDataError(
-            f"no {dataset} for {syms} in [{lo.isoformat()}, {hi.isoformat()}): every partition "
+            f"no {dataset} for {[i.id for i in syms]} in [{lo.isoformat()}, {hi.isoformat()}): "
+            "every partition "
             "is missing from the lake, the landing zone and the warehouse; materialise them "
             "with petrosa_pipelines.api.materialize_partitions"
         )
@@ -358,7 +379,9 @@ def load_candles(
             if n != want:
                 result.failed_checks.append(
                     FailedCheck(
-                        f"{row.open_time.date().isoformat()}|{row.symbol}",
+                        partition_key_str(
+                            row.open_time.date(), Instrument(venue_of(row.exchange), row.symbol)
+                        ),
                         "incomplete_bar",
                         f"{interval} bar at {row.open_time.isoformat()} built from {n} of "
                         f"{want} 1m candles",
@@ -464,6 +487,80 @@ def load_health(
     return _finish(r, as_arrow)
 
 
+# -- the latest live state (Redis) -----------------------------------------------------------------
+class LatestUnavailableError(DataError):
+    """The latest state cannot be read: ``PETROSA_REDIS_URL`` unset or Redis not answering."""
+
+
+@dataclass(frozen=True)
+class Latest:
+    """The latest state of one instrument as the live outputs keep it in Redis (docs/live.md).
+
+    ``values[field]``: the field's hash (numbers as numbers, ``as_of`` ms) or None when it was
+    never written or expired; ``age_s[field]``: seconds between its ``as_of`` and ``read_at``
+    (None when absent).
+    """
+
+    instrument: str
+    read_at: int
+    values: dict[str, dict[str, Any] | None]
+    age_s: dict[str, float | None]
+
+    def __getitem__(self, name: str) -> dict[str, Any] | None:
+        return self.values[name]
+
+
+def latest(
+    instrument: str | Instrument,
+    fields: Sequence[str] | None = None,
+    *,
+    redis_url: str | None = None,
+    now_ms: int | None = None,
+) -> Latest:
+    """Last trade, best bid/ask, open candle, funding and mark price, and health of
+    ``instrument`` (``binance-usdm:BTCUSDT`` or a bare symbol of the default venue), each with
+    its age. ``fields``: a subset of ``trade``, ``book``, ``candle``, ``funding``, ``health``.
+
+    Raises ``LatestUnavailableError`` when no Redis is configured or it does not answer (a
+    dashboard must tell "unknown" from "old"), ``InstrumentError`` for a malformed instrument.
+    """
+    import redis
+
+    from petrosa_pipelines import settings as settings_mod
+    from petrosa_pipelines.instruments import parse_instrument
+    from petrosa_pipelines.live.latest import FIELDS, read_latest
+
+    if isinstance(instrument, Instrument):
+        inst = instrument
+    elif ":" in str(instrument):
+        inst = parse_instrument(str(instrument))
+    else:  # a bare symbol trades on the default venue (PETROSA_EXCHANGE)
+        inst = parse_instrument(str(instrument), venue_of(settings_mod.from_env().exchange))
+    wanted = tuple(fields) if fields is not None else FIELDS
+    unknown = [f for f in wanted if f not in FIELDS]
+    if unknown or not wanted:
+        raise ValueError(f"fields {list(wanted)!r}: each one of {list(FIELDS)}")
+    live = settings_mod.live_settings_from_env()
+    url = redis_url or live.redis_url
+    if not url:
+        raise LatestUnavailableError(
+            "the latest state lives in Redis: set PETROSA_REDIS_URL (or pass redis_url=)"
+        )
+    client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+    try:
+        values, ages, read_at = read_latest(
+            client, live.redis_prefix, inst.venue, inst.symbol, wanted, now_ms
+        )
+    except redis.RedisError as exc:
+        text = settings_mod.redact(f"{type(exc).__name__}: {exc}", [url])
+        raise LatestUnavailableError(
+            f"Redis at {settings_mod.mask_url(url, hide_path=True)} did not answer: {text}"
+        ) from None
+    finally:
+        client.close()
+    return Latest(inst.id, read_at, values, ages)
+
+
 __all__ = [
     "DataError",
     "DataSources",
@@ -471,10 +568,13 @@ __all__ = [
     "IncompleteDataError",
     "IncompleteDataWarning",
     "InvalidRangeError",
+    "Latest",
+    "LatestUnavailableError",
     "LoadResult",
     "MissingDataError",
     "PartitionStatus",
     "UnknownSymbolError",
+    "latest",
     "launch_backfill",
     "load_analytics",
     "load_candles",

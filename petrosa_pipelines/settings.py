@@ -35,10 +35,32 @@ class SettingError(ValueError):
         super().__init__(f"setting {name}={shown!r} is not valid: expected {allowed}")
 
 
-#: a venue symbol as every layer accepts it (Binance USD-M: BTCUSDT, 1000PEPEUSDT)
+#: Binance USD-M's symbol form (BTCUSDT, 1000PEPEUSDT), kept for callers that only know Binance;
+#: symbols are validated by their venue's ``ExchangeAdapter.symbol_pattern``
 SYMBOL_PATTERN = re.compile(r"[A-Z0-9]{2,30}")
-#: what ``PETROSA_SYMBOLS`` says to follow every trading perpetual (an empty list is an error)
+#: what ``PETROSA_SYMBOLS`` says to follow every trading perpetual (an empty list is an error);
+#: ``<venue>:*`` says it for one venue
 ALL_SYMBOLS_WILDCARD = "*"
+#: the venue whose endpoints are ``PETROSA_REST_BASE_URL``, ``_WS_BASE_URL``, ``_VISION_BASE_URL``
+#: (the only venue before venues had ids)
+LEGACY_ENDPOINTS_VENUE = "binance-usdm"
+#: live endpoints per venue id, overridden by ``PETROSA_<VENUE>_{REST,WS,ARCHIVE}_BASE_URL``
+#: (Bybit v5: https://bybit-exchange.github.io/docs/v5/intro, public archives
+#: https://public.bybit.com)
+LIVE_ENDPOINTS: dict[str, ExchangeEndpoints] = {
+    "binance-usdm": ExchangeEndpoints(),
+    "bybit-linear": ExchangeEndpoints(
+        rest_base_url="https://api.bybit.com",
+        ws_base_url="wss://stream.bybit.com",
+        vision_base_url="https://public.bybit.com",
+    ),
+}
+#: per-venue variable suffix -> ``ExchangeEndpoints`` field (the archive is ``vision_base_url``)
+VENUE_URL_VARS = {
+    "REST_BASE_URL": "rest_base_url",
+    "WS_BASE_URL": "ws_base_url",
+    "ARCHIVE_BASE_URL": "vision_base_url",
+}
 _SECRET_QUERY_KEYS = re.compile(r"pass|pwd|secret|token|key|sig|auth", re.IGNORECASE)
 MASK = "***"
 
@@ -172,9 +194,88 @@ def check_database_url(name: str, url: str | None, kind: str) -> str:
     raise AssertionError(kind)
 
 
+def venue_env_prefix(venue: str) -> str:
+    """The prefix of a venue's variables: ``PETROSA_`` + the venue id upper-cased with ``-`` as
+    ``_`` + ``_`` (``bybit-linear``: ``..._BYBIT_LINEAR_WS_BASE_URL``)."""
+    return "PETROSA_" + venue.upper().replace("-", "_") + "_"
+
+
+# --- NATS (the ingest's NATS source) ----------------------------------------------------------
+#: the NATS server(s) a NATS-sourced stream group reads; may hold a token or user:password, so
+#: it is read from the environment only (never from run config or group config) and logged as
+#: its hosts (``nats_hosts``)
+NATS_URL_VAR = "PETROSA_NATS_URL"
+DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
+#: nats-py's URL schemes (https://nats-io.github.io/nats.py/modules.html#connection)
+NATS_SCHEMES = ("nats", "tls", "ws", "wss")
+#: where the Petrosa socket-client publishes raw Binance futures frames (its ``constants.py``:
+#: https://github.com/PetroSa2/petrosa-socket-client)
+SOCKET_CLIENT_SUBJECT = "binance.futures.websocket.data"
+
+
+def check_nats_url(name: str, url: str) -> str:
+    """A NATS server URL, or several separated by commas (a cluster's seed list), each checked
+    like ``check_url``; a bad one raises ``SettingError`` naming ``name``, credentials masked."""
+    text = str(url).strip()
+    servers = [s.strip() for s in text.split(",")]
+    want = "a nats:// URL (or a comma-separated list)"
+    if not text or not all(servers):
+        raise SettingError(name, mask_nats_url(text), want)
+    for server in servers:
+        try:
+            check_url(name, server, NATS_SCHEMES, secret=True)
+        except SettingError as exc:
+            allowed = str(exc).partition("expected ")[2] or want
+            raise SettingError(name, mask_nats_url(text), allowed) from None
+    return ",".join(servers)
+
+
+def mask_nats_url(url: str) -> str:
+    """A NATS URL as an error may show it: every server's user part hidden whole (a NATS URL's
+    user part alone is a token, which ``mask_url`` would keep)."""
+    out = []
+    for server in str(url).split(","):
+        scheme, sep, rest = server.strip().partition("://")
+        at = rest.rfind("@")
+        if at >= 0:
+            rest = f"{MASK}@{rest[at + 1 :]}"
+        out.append(f"{scheme}{sep}{rest}" if sep else (MASK if at >= 0 else server.strip()))
+    return ",".join(out)
+
+
+def nats_url_from_env(var: str = NATS_URL_VAR, environ: Mapping[str, str] | None = None) -> str:
+    """The NATS URL in ``var`` (checked), else the local server's ``DEFAULT_NATS_URL``."""
+    env = os.environ if environ is None else environ
+    raw = env.get(var)
+    if raw is None or not raw.strip():
+        return DEFAULT_NATS_URL
+    return check_nats_url(var, raw)
+
+
+def nats_hosts(url: str) -> str:
+    """``host:port`` of each server in a NATS URL: what may be logged or tagged (a NATS URL's
+    user part alone is a token, which ``mask_url`` would keep)."""
+    out = []
+    for server in str(url).split(","):
+        try:
+            parts = urlsplit(server.strip())
+            out.append(f"{parts.hostname or '?'}:{parts.port or 4222}")
+        except ValueError:
+            out.append("?")
+    return ",".join(out)
+
+
+def nats_url_has_credentials(url: str) -> bool:
+    """True when any server of a NATS URL carries a user, password or token."""
+    return any("@" in urlsplit(s.strip()).netloc for s in str(url).split(",") if s.strip())
+
+
 @dataclass(frozen=True)
 class Settings:
+    #: the default venue (id or storage name): where bare ``PETROSA_SYMBOLS`` entries trade,
+    #: what the ingest supervisor follows
     exchange: str = "binance"
+    #: Binance USD-M's endpoints (``PETROSA_REST_BASE_URL`` ...); other venues: ``endpoints_for``
     endpoints: ExchangeEndpoints = field(default_factory=ExchangeEndpoints)
     rest: RestSettings = field(default_factory=RestSettings)
     #: where the parquet lake lives (a local directory or s3://bucket/prefix)
@@ -183,9 +284,90 @@ class Settings:
     landing_path: str = "data/landing"
     #: first day of the daily partitions
     start_date: str = "2024-01-01"
-    #: the symbols to keep (allow-list); empty means every trading perpetual (``PETROSA_SYMBOLS``
-    #: says so with ``*``: an empty or all-comma value is an error, not "everything")
+    #: the allow-list as configured: instrument ids (``bybit-linear:BTCUSDT``), bare symbols of
+    #: the default venue (``BTCUSDT``) and ``<venue>:*``; empty means every trading perpetual of
+    #: the default venue (``PETROSA_SYMBOLS`` says so with ``*``: an empty or all-comma value is
+    #: an error, not "everything"). Read it through ``instruments``/``allow_list``.
     symbols: tuple[str, ...] = ("BTCUSDT", "ETHUSDT")
+    #: per-venue endpoint overrides (venue id -> endpoints), from ``PETROSA_<VENUE>_*_BASE_URL``
+    venue_endpoints: Mapping[str, ExchangeEndpoints] = field(default_factory=dict, hash=False)
+
+    @property
+    def venue(self) -> str:
+        """The default venue's id (``PETROSA_EXCHANGE`` may name its storage name)."""
+        from petrosa_pipelines.exchanges import venue_of
+
+        return venue_of(self.exchange)
+
+    def _entries(self) -> list[tuple[str, str | None]]:
+        from petrosa_pipelines.instruments import parse_entry
+
+        if not self.symbols:
+            return [(self.venue, None)]
+        return [parse_entry(e, self.venue) for e in self.symbols if e != ALL_SYMBOLS_WILDCARD] + (
+            [(self.venue, None)] if ALL_SYMBOLS_WILDCARD in self.symbols else []
+        )
+
+    @property
+    def venues(self) -> tuple[str, ...]:
+        """Every venue the allow-list follows, sorted."""
+        return tuple(sorted({v for v, _ in self._entries()}))
+
+    @property
+    def instruments(self) -> tuple[Any, ...]:
+        """The instruments named explicitly (``Instrument``s, sorted; wildcards not expanded)."""
+        from petrosa_pipelines.instruments import Instrument
+
+        return tuple(sorted({Instrument(v, s) for v, s in self._entries() if s is not None}))
+
+    @property
+    def qualified_symbols(self) -> tuple[str, ...]:
+        """The allow-list with every entry qualified (``binance-usdm:BTCUSDT``,
+        ``bybit-linear:*``), never empty: the form that means the same whatever the default
+        venue (``partitions.instrument_problem`` takes it)."""
+        return tuple(
+            f"{v}:{s if s is not None else ALL_SYMBOLS_WILDCARD}" for v, s in self._entries()
+        )
+
+    def allow_list(self, venue: str) -> tuple[str, ...] | None:
+        """Bare symbols allowed on ``venue`` (id or storage name): () means every trading
+        perpetual (a wildcard), None that the venue is not followed at all."""
+        from petrosa_pipelines.exchanges import venue_of
+
+        venue = venue_of(venue)
+        entries = [s for v, s in self._entries() if v == venue]
+        if not entries:
+            return None
+        return () if None in entries else tuple(sorted(set(entries)))  # type: ignore[arg-type]
+
+    def for_venue(self, venue: str) -> Settings:
+        """These settings as one venue's clients see them: ``exchange`` is the venue and
+        ``endpoints`` its endpoints (``endpoints_for``), so every adapter reads
+        ``settings.endpoints`` whatever its venue (``ExchangeResource.rest(venue)`` passes
+        this view)."""
+        from petrosa_pipelines.exchanges import venue_of
+
+        return replace(self, exchange=venue_of(venue), endpoints=self.endpoints_for(venue))
+
+    def endpoints_for(self, venue: str) -> ExchangeEndpoints:
+        """The base URLs of ``venue`` (id or storage name): its ``PETROSA_<VENUE>_*`` overrides
+        over its live defaults; Binance USD-M's are ``endpoints`` (``PETROSA_REST_BASE_URL``...)."""
+        from petrosa_pipelines.exchanges import venue_of
+
+        venue = venue_of(venue)
+        if venue == LEGACY_ENDPOINTS_VENUE:
+            return self.endpoints
+        if venue in self.venue_endpoints:
+            return self.venue_endpoints[venue]
+        if venue in LIVE_ENDPOINTS:
+            return LIVE_ENDPOINTS[venue]
+        prefix = venue_env_prefix(venue)
+        raise SettingError(
+            f"{prefix}REST_BASE_URL",
+            "",
+            f"the {venue} endpoints ({', '.join(prefix + k for k in VENUE_URL_VARS)}): "
+            "the venue has no default",
+        )
 
 
 _ENV = {
@@ -228,12 +410,13 @@ def _convert(name: str, raw: str, kind: type) -> Any:
     if kind is tuple:
         if raw.strip() == ALL_SYMBOLS_WILDCARD:
             return ()
-        items = tuple(s.strip().upper() for s in raw.split(",") if s.strip())
+        items = tuple(s.strip() for s in raw.split(",") if s.strip())
         if not items:
             raise SettingError(
                 name,
                 raw,
-                f"comma-separated symbols, or {ALL_SYMBOLS_WILDCARD} for every trading perpetual",
+                "comma-separated instruments (binance-usdm:BTCUSDT) or symbols, or "
+                f"{ALL_SYMBOLS_WILDCARD} for every trading perpetual",
             )
         return items
     raise AssertionError(kind)
@@ -241,13 +424,18 @@ def _convert(name: str, raw: str, kind: type) -> Any:
 
 def validate(settings: Settings) -> Settings:
     """Reject values that would misbehave later; name the setting and what is allowed."""
-    from petrosa_pipelines.exchanges import EXCHANGES
+    from petrosa_pipelines.exchanges import EXCHANGES, adapter_class
 
-    if settings.exchange not in EXCHANGES:
-        raise SettingError("PETROSA_EXCHANGE", settings.exchange, f"one of {sorted(EXCHANGES)}")
+    try:
+        adapter_class(settings.exchange)
+    except ValueError:
+        names = sorted({*EXCHANGES, *(c.name for c in EXCHANGES.values())})
+        raise SettingError("PETROSA_EXCHANGE", settings.exchange, f"one of {names}") from None
     for key in ("rest_base_url", "vision_base_url"):
         check_url(f"PETROSA_{key.upper()}", getattr(settings.endpoints, key), ("http", "https"))
     check_url("PETROSA_WS_BASE_URL", settings.endpoints.ws_base_url, ("ws", "wss"))
+    for venue, endpoints in settings.venue_endpoints.items():
+        _validate_venue_endpoints(venue, endpoints)
     _validate_rest(settings.rest)
     import datetime as dt
 
@@ -257,12 +445,44 @@ def validate(settings: Settings) -> Settings:
         raise SettingError("PETROSA_START_DATE", settings.start_date, "a date YYYY-MM-DD") from None
     if isinstance(settings.symbols, str):
         raise SettingError("PETROSA_SYMBOLS", settings.symbols, "a list of symbols, not a string")
-    for s in settings.symbols:
-        if not isinstance(s, str) or not SYMBOL_PATTERN.fullmatch(s):
+    return replace(settings, symbols=_canonical_symbols(settings))
+
+
+def _canonical_symbols(settings: Settings) -> tuple[str, ...]:
+    """The allow-list with each entry checked by its venue's symbol pattern and spelled the
+    venue's way (``btcusdt`` -> ``BTCUSDT``, ``Bybit-Linear:*`` -> ``bybit-linear:*``); bare
+    entries stay bare, so callers that read ``symbols`` as the default venue's symbols keep
+    working."""
+    from petrosa_pipelines.instruments import InstrumentError, parse_entry
+
+    default = settings.venue
+    out = []
+    for entry in settings.symbols:
+        if not isinstance(entry, str):
+            raise SettingError("PETROSA_SYMBOLS", entry, "instrument ids or symbols (strings)")
+        if entry.strip() == ALL_SYMBOLS_WILDCARD:
+            out.append(ALL_SYMBOLS_WILDCARD)
+            continue
+        try:
+            venue, symbol = parse_entry(entry, default)
+        except InstrumentError as exc:
             raise SettingError(
-                "PETROSA_SYMBOLS", s, "comma-separated alphanumeric symbols (A-Z, 0-9)"
-            )
-    return settings
+                "PETROSA_SYMBOLS",
+                entry,
+                f"comma-separated instrument ids (<venue>:<SYMBOL>, <venue>:*) or symbols of "
+                f"{default}, each in its venue's symbol form ({exc})",
+            ) from None
+        qualified = ":" in entry
+        text = symbol if symbol is not None else ALL_SYMBOLS_WILDCARD
+        out.append(f"{venue}:{text}" if qualified else text)
+    return tuple(out)
+
+
+def _validate_venue_endpoints(venue: str, endpoints: ExchangeEndpoints) -> None:
+    prefix = venue_env_prefix(venue)
+    check_url(f"{prefix}REST_BASE_URL", endpoints.rest_base_url, ("http", "https"))
+    check_url(f"{prefix}WS_BASE_URL", endpoints.ws_base_url, ("ws", "wss"))
+    check_url(f"{prefix}ARCHIVE_BASE_URL", endpoints.vision_base_url, ("http", "https"))
 
 
 def _validate_rest(rest: RestSettings) -> None:
@@ -304,16 +524,54 @@ def from_env(environ: Mapping[str, str] | None = None, base: Settings | None = N
             settings = replace(settings, **{head: replace(sub, **{leaf: value})})
         else:
             settings = replace(settings, **{leaf: value})
-    return validate(settings)
+    return validate(_with_venue_endpoints(settings, env))
+
+
+def _with_venue_endpoints(settings: Settings, env: Mapping[str, str]) -> Settings:
+    """``PETROSA_<VENUE>_{REST,WS,ARCHIVE}_BASE_URL`` over each registered venue's endpoints
+    (Binance USD-M's land in ``endpoints``, after the legacy ``PETROSA_REST_BASE_URL``...)."""
+    from petrosa_pipelines.exchanges import EXCHANGES
+
+    per_venue = dict(settings.venue_endpoints)
+    for venue in EXCHANGES:
+        prefix = venue_env_prefix(venue)
+        given = {
+            attr: _convert(prefix + suffix, env[prefix + suffix], str)
+            for suffix, attr in VENUE_URL_VARS.items()
+            if prefix + suffix in env
+        }
+        if not given:
+            continue
+        if venue == LEGACY_ENDPOINTS_VENUE:
+            settings = replace(settings, endpoints=replace(settings.endpoints, **given))
+            continue
+        try:
+            base = per_venue.get(venue) or settings.endpoints_for(venue)
+        except SettingError:
+            base = ExchangeEndpoints("", "", "")
+        per_venue[venue] = replace(base, **given)
+    return replace(settings, venue_endpoints=per_venue)
 
 
 def env_documentation() -> list[tuple[str, str]]:
-    """(variable, setting path) pairs, for the README and ``.env.example``."""
-    return [(var, path) for var, (path, _) in _ENV.items()]
+    """(variable, setting path) pairs, for the README and ``.env.example`` (per-venue endpoint
+    variables for every registered venue but Binance USD-M, whose are the legacy ones)."""
+    from petrosa_pipelines.exchanges import EXCHANGES
+
+    out = [(var, path) for var, (path, _) in _ENV.items()]
+    for venue in sorted(EXCHANGES):
+        if venue != LEGACY_ENDPOINTS_VENUE:
+            prefix = venue_env_prefix(venue)
+            out += [
+                (prefix + suffix, f"venue_endpoints[{venue}].{attr}")
+                for suffix, attr in VENUE_URL_VARS.items()
+            ]
+    return out
 
 
 __all__ = [
     "ALL_SYMBOLS_WILDCARD",
+    "LIVE_ENDPOINTS",
     "SYMBOL_PATTERN",
     "ExchangeEndpoints",
     "RestSettings",
@@ -328,4 +586,141 @@ __all__ = [
     "mask_url",
     "redact",
     "validate",
+    "venue_env_prefix",
 ]
+
+
+# ============================================================================================
+# Live outputs (issue 14 items 3-4: clean data on NATS, latest state in Redis; docs/live.md).
+# Read by ``petrosa_pipelines.live`` only; URLs are secrets (passwords, tokens): masked in errors.
+# ============================================================================================
+
+#: variable -> (LiveSettings field, type); ``PETROSA_NATS_URL`` is the ingest's NATS too
+LIVE_ENV: dict[str, tuple[str, type]] = {
+    "PETROSA_NATS_URL": ("nats_url", str),
+    "PETROSA_REDIS_URL": ("redis_url", str),
+    "PETROSA_LIVE_PUBLISH": ("publish", bool),
+    "PETROSA_LIVE_LATEST": ("latest", bool),
+    "PETROSA_LIVE_SUBJECT_PREFIX": ("subject_prefix", str),
+    "PETROSA_LIVE_STREAM": ("stream", str),
+    "PETROSA_LIVE_STREAM_MAX_AGE_S": ("max_age_s", float),
+    "PETROSA_LIVE_STREAM_MAX_BYTES": ("max_bytes", int),
+    "PETROSA_LIVE_BUFFER_MESSAGES": ("buffer_messages", int),
+    "PETROSA_LIVE_BUFFER_BYTES": ("buffer_bytes", int),
+    "PETROSA_LIVE_PUBLISH_TIMEOUT_S": ("publish_timeout_s", float),
+    "PETROSA_LIVE_REDIS_PREFIX": ("redis_prefix", str),
+    "PETROSA_LIVE_REDIS_TTL_S": ("redis_ttl_s", int),
+    "PETROSA_LIVE_REDIS_HEALTH_TTL_S": ("redis_health_ttl_s", int),
+    "PETROSA_LIVE_REDIS_INTERVAL_S": ("redis_interval_s", float),
+}
+_TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
+
+
+@dataclass(frozen=True)
+class LiveSettings:
+    """What the live outputs publish where; a URL left unset turns its output off."""
+
+    #: NATS server(s), comma-separated (``nats://user:pass@host:4222``); None: no publishing
+    nats_url: str | None = None
+    #: Redis (``redis://:pass@host:6379/0``, ``rediss://``); None: no latest state
+    redis_url: str | None = None
+    publish: bool = True
+    latest: bool = True
+    #: first token(s) of every subject (``<prefix>.<venue>.<dataset>.<SYMBOL>``)
+    subject_prefix: str = "petrosa"
+    #: the JetStream stream capturing ``<prefix>.>``, created or updated on connect
+    stream: str = "PETROSA_LIVE"
+    #: stream retention: messages older than this or beyond this size are discarded (oldest first)
+    max_age_s: float = 24 * 3600.0
+    max_bytes: int = 1 << 30
+    #: the publisher's buffer while NATS is slow or down; beyond it the oldest are dropped
+    #: (counted per subject)
+    buffer_messages: int = 100_000
+    buffer_bytes: int = 64 << 20
+    #: a batch not acknowledged by JetStream in this time is re-sent (de-duplicated by id)
+    publish_timeout_s: float = 5.0
+    redis_prefix: str = "petrosa:latest"
+    #: market fields (trade, book, candle, funding) expire this long after their last write
+    redis_ttl_s: int = 300
+    redis_health_ttl_s: int = 2 * 24 * 3600
+    #: at most one write per key per interval (latest value wins)
+    redis_interval_s: float = 0.25
+
+    @property
+    def publishing(self) -> bool:
+        return self.publish and bool(self.nats_url)
+
+    @property
+    def keeping_latest(self) -> bool:
+        return self.latest and bool(self.redis_url)
+
+
+def _live_value(var: str, raw: str, kind: type) -> Any:
+    if kind is bool:
+        text = raw.strip().lower()
+        if text not in _TRUE | _FALSE:
+            raise SettingError(var, raw, "true or false (1/0, yes/no, on/off)")
+        return text in _TRUE
+    return _convert(var, raw, kind)
+
+
+def validate_live(s: LiveSettings) -> LiveSettings:
+    """Every live setting in range; URLs checked with their secrets masked."""
+    from petrosa_pipelines.live.subjects import PREFIX, TOKEN
+
+    if s.nats_url:  # the ingest's own check: a token-only user part is masked too
+        s = replace(s, nats_url=check_nats_url("PETROSA_NATS_URL", s.nats_url))
+    if s.redis_url:
+        check_url("PETROSA_REDIS_URL", s.redis_url, ("redis", "rediss", "unix"), secret=True,
+                  need_host=not s.redis_url.startswith("unix"))  # fmt: skip
+    if not PREFIX.fullmatch(s.subject_prefix):
+        raise SettingError("PETROSA_LIVE_SUBJECT_PREFIX", s.subject_prefix,
+                           "1-4 dot-separated tokens of [A-Za-z0-9_-]")  # fmt: skip
+    if not TOKEN.fullmatch(s.stream):
+        raise SettingError("PETROSA_LIVE_STREAM", s.stream, "a stream name of [A-Za-z0-9_-]")
+    for var, value, floor in (
+        ("PETROSA_LIVE_STREAM_MAX_AGE_S", s.max_age_s, 1),
+        ("PETROSA_LIVE_STREAM_MAX_BYTES", s.max_bytes, 1024),
+        ("PETROSA_LIVE_BUFFER_MESSAGES", s.buffer_messages, 1),
+        ("PETROSA_LIVE_BUFFER_BYTES", s.buffer_bytes, 1024),
+        ("PETROSA_LIVE_PUBLISH_TIMEOUT_S", s.publish_timeout_s, 0.1),
+        ("PETROSA_LIVE_REDIS_TTL_S", s.redis_ttl_s, 1),
+        ("PETROSA_LIVE_REDIS_HEALTH_TTL_S", s.redis_health_ttl_s, 1),
+        ("PETROSA_LIVE_REDIS_INTERVAL_S", s.redis_interval_s, 0.01),
+    ):
+        if isinstance(value, bool) or not math.isfinite(value) or value < floor:
+            raise SettingError(var, value, f"a finite number >= {floor}")
+    if not s.redis_prefix.strip() or any(c.isspace() for c in s.redis_prefix):
+        raise SettingError("PETROSA_LIVE_REDIS_PREFIX", s.redis_prefix, "a key prefix, no spaces")
+    return s
+
+
+def live_settings_from_env(
+    environ: Mapping[str, str] | None = None, base: LiveSettings | None = None
+) -> LiveSettings:
+    """Live settings from ``PETROSA_NATS_URL``, ``PETROSA_REDIS_URL`` and ``PETROSA_LIVE_*``."""
+    env = os.environ if environ is None else environ
+    settings = base or LiveSettings()
+    for var, (name, kind) in LIVE_ENV.items():
+        if var in env and env[var].strip():
+            settings = replace(settings, **{name: _live_value(var, env[var], kind)})
+    return validate_live(settings)
+
+
+def redact_live(text: str, s: LiveSettings) -> str:
+    """``text`` (an error of nats-py or redis-py) without the live outputs' secrets: the Redis
+    URL's as ``redact`` does, and each NATS server's whole user part (a NATS URL's user alone
+    may be a token, which ``redact`` would keep)."""
+    out = redact(text, [s.redis_url])
+    for server in (s.nats_url or "").split(","):
+        server = server.strip()
+        rest = server.partition("://")[2]
+        at = rest.rfind("@")
+        if not server or at < 0:
+            continue
+        out = out.replace(server, mask_nats_url(server))
+        userinfo = rest[:at]
+        for part in sorted({userinfo, *userinfo.split(":")}, key=len, reverse=True):
+            if len(part) >= 3:
+                out = out.replace(part, MASK)
+    return out

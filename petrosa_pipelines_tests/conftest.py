@@ -142,6 +142,15 @@ def exchange_resource(local_exchange):
     )
 
 
+@pytest.fixture(scope="session")
+def finished_demo(tmp_path_factory):
+    """One ``petrosa demo --no-ui`` per session (see ``demo_run``), read by the demo test and
+    the demo's UI tests; its exit code is theirs to assert."""
+    from petrosa_pipelines_tests.demo_run import run_shared_demo
+
+    return run_shared_demo(tmp_path_factory.mktemp("demo"))
+
+
 # --- the fast lane: ``python3 tasks.py test --fast`` (pure and in-process tests only) --------
 
 #: fixtures that start servers, clusters, daemons or browsers: a test using one is not "fast"
@@ -156,6 +165,10 @@ SLOW_FIXTURES = frozenset(
         "resources",
         "stack",
         "ui_stack",
+        "finished_demo",
+        # NATS and Redis (petrosa_pipelines_tests/servers.py): a real server, maybe started
+        "nats_url",
+        "redis_url",
     }
 )
 #: folders whose every test drives a whole process topology
@@ -179,11 +192,86 @@ def is_slow(item: pytest.Item) -> bool:
     return bool(SLOW_FIXTURES & set(getattr(item, "fixturenames", ())))
 
 
+#: tests sharing one expensive session fixture run in one xdist worker, which then starts it
+#: once: (group, the fixtures, the node ids of its tests). By node id because pytest-xdist's own
+#: ``xdist_group`` mark renames ``item._nodeid``, which pytest 9 no longer reads (the mark is
+#: silently ignored); ``check_groups`` fails the collection when a test using one of these
+#: fixtures is outside its group, which would start a second stack or demo in another worker.
+XDIST_GROUPS = (
+    (
+        "stack",  # the process topology and its backfill
+        frozenset({"stack", "ui_stack"}),
+        (
+            "petrosa_pipelines_tests/test_stack/test_end_to_end.py::",
+            "petrosa_pipelines_tests/test_ui/test_browser.py::",
+        ),
+    ),
+    (
+        "demo",  # the demo run and the UI over it
+        frozenset({"finished_demo"}),
+        (
+            "petrosa_pipelines_tests/test_project/test_demo.py::test_demo_no_ui_",
+            "petrosa_pipelines_tests/test_ui/test_demo_ui.py::",
+        ),
+    ),
+    (
+        # a module fixture of several minutes (an ingest under faults, then both venues' day
+        # materialised): its tests spread over workers built it once per worker
+        "bybit_e2e",
+        frozenset(),
+        ("petrosa_pipelines_tests/test_market_data/test_bybit_end_to_end.py::",),
+    ),
+)
+
+
+def group_of(nodeid: str) -> str | None:
+    """The xdist group of the test ``nodeid``, if any."""
+    return next((g for g, _, prefixes in XDIST_GROUPS if nodeid.startswith(prefixes)), None)
+
+
+def check_groups(items: list[pytest.Item]) -> None:
+    """Every test that uses a group's fixture is in that group."""
+    for item in items:
+        used = set(getattr(item, "fixturenames", ()))
+        for name, fixtures, _ in XDIST_GROUPS:
+            if fixtures & used and group_of(item.nodeid) != name:
+                raise pytest.UsageError(
+                    f"{item.nodeid} uses {sorted(fixtures & used)}: add it to the "
+                    f"{name!r} group in XDIST_GROUPS (petrosa_pipelines_tests/conftest.py)"
+                )
+
+
+def run_order(item: pytest.Item) -> int:
+    """Groups first, then ``slow`` tests, then the rest: started early, the long chains overlap
+    with everything else instead of ending the run alone."""
+    names = [name for name, _, _ in XDIST_GROUPS]
+    group = group_of(item.nodeid)
+    if group is not None:
+        return names.index(group)
+    return len(names) + (0 if any(item.iter_markers("slow")) else 1)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """``--dist loadgroup`` with the groups of ``XDIST_GROUPS`` (each one work unit)."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class GroupScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return group_of(nodeid) or nodeid
+
+    return GroupScheduling(config, log)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if not config.getoption("--fast"):
+    if config.getoption("--fast"):
+        keep = [i for i in items if not is_slow(i)]
+        dropped = [i for i in items if is_slow(i)]
+        if dropped:
+            config.hook.pytest_deselected(items=dropped)
+        items[:] = keep
         return
-    keep = [i for i in items if not is_slow(i)]
-    dropped = [i for i in items if is_slow(i)]
-    if dropped:
-        config.hook.pytest_deselected(items=dropped)
-    items[:] = keep
+    check_groups(items)
+    items.sort(key=run_order)  # stable: each module keeps its own order

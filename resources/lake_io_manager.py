@@ -8,26 +8,33 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
+from petrosa_pipelines.instruments import KEY_SEP, Instrument, parse_partition_key
 from petrosa_pipelines.lake import Lake, S3Lake, lake_from_path, lake_path
 
 ALL_SYMBOLS = "ALL"
 
 
-def _key_parts(partition_key: str | None) -> tuple[str, str]:
-    """(date, symbol) of a partition key: ``date|symbol``, a bare date, or none."""
+def _key_parts(partition_key: str | None) -> tuple[str, Instrument | None]:
+    """(date, instrument) of a partition key: ``date|instrument``, a bare date, or none.
+
+    The instrument of a legacy bare key (``2024-05-01|BTCUSDT``) is Binance USD-M's, so it
+    reads and writes the same file as ``2024-05-01|binance-usdm:BTCUSDT``.
+    """
     if partition_key is None:
-        return "1970-01-01", ALL_SYMBOLS
-    if isinstance(partition_key, dg.MultiPartitionKey):
-        dims = partition_key.keys_by_dimension
-        return dims["date"], dims["symbol"]
-    if "|" in partition_key:
-        date, symbol = partition_key.split("|", 1)
-        return date, symbol
-    return partition_key, ALL_SYMBOLS
+        return "1970-01-01", None
+    if KEY_SEP in str(partition_key):
+        day, inst = parse_partition_key(str(partition_key))  # a MultiPartitionKey is date|symbol
+        return day.isoformat(), inst
+    return str(partition_key), None
 
 
 class LakeIOManager(dg.ConfigurableIOManager):
     """One parquet file per partition at ``{layer}/{dataset}/{exchange}/{symbol}/{date}``.
+
+    ``exchange`` and ``symbol`` come from the partition's instrument (its venue's storage name:
+    ``binance`` for ``binance-usdm``), so one asset holds every venue's partitions. Partitions
+    without an instrument (by date alone: cross-symbol analytics) use the asset's ``exchange``
+    metadata, else the ``exchange`` field, and the symbol ``ALL``.
 
     Loading several upstream partitions (rolling windows, cross-symbol assets) always hands
     over ONE frame sorted by time, never a dict or a bare frame depending on the count.
@@ -48,9 +55,13 @@ class LakeIOManager(dg.ConfigurableIOManager):
             return S3Lake(client, self.s3_bucket, self.s3_prefix)
         return lake_from_path(self.base_path or os.environ.get("PETROSA_LAKE_PATH", "data/lake"))
 
-    def _relpath(self, asset_key: dg.AssetKey, partition_key: str | None, exchange: str) -> str:
-        date, symbol = _key_parts(partition_key)
-        return lake_path("/".join(asset_key.path), exchange, symbol, date)
+    def _relpath(
+        self, asset_key: dg.AssetKey, partition_key: str | None, exchange: str | None
+    ) -> str:
+        date, inst = _key_parts(partition_key)
+        if inst is not None:
+            return lake_path("/".join(asset_key.path), inst.exchange, inst.symbol, date)
+        return lake_path("/".join(asset_key.path), exchange or self.exchange, ALL_SYMBOLS, date)
 
     def _exchange(self, metadata: Any) -> str:
         value = (metadata or {}).get("exchange")
@@ -64,7 +75,7 @@ class LakeIOManager(dg.ConfigurableIOManager):
         Assets that must never publish fewer rows than they already hold read it before
         replacing it (``market_data/assets.py``: ``refuse_to_shrink``).
         """
-        relpath = self._relpath(asset_key, partition_key, exchange or self.exchange)
+        relpath = self._relpath(asset_key, partition_key, exchange)
         try:
             return self.lake().read_frame(relpath)
         except FileNotFoundError:

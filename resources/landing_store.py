@@ -8,7 +8,8 @@ import dagster as dg
 
 
 class LandingResource(dg.ConfigurableResource):
-    """Root of the landing zone (default: PETROSA_LANDING_PATH, else data/landing)."""
+    """Root of the landing zone (default: PETROSA_LANDING_PATH, else data/landing); implements
+    ``market_data.ports.LandingPort``."""
 
     root: str | None = None
 

@@ -7,25 +7,17 @@ without MongoDB never shows, runs or fails them.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
-
 import dagster as dg
 from pydantic import PrivateAttr
 
 from petrosa_pipelines.serving.mongo import MongoSink
+from petrosa_pipelines.serving.ports import MONGODB_URL_VAR as URL_VAR
 from petrosa_pipelines.settings import check_database_url
-
-URL_VAR = "PETROSA_MONGODB_URL"
-
-
-def mongo_configured(env: Mapping[str, str] | None = None) -> bool:
-    """True when ``PETROSA_MONGODB_URL`` is set to something (checked when a run connects)."""
-    return bool((os.environ if env is None else env).get(URL_VAR, "").strip())
 
 
 class MongoSinkResource(dg.ConfigurableResource):
-    """Where the sink writes; collections and indexes are ensured when a run first uses it."""
+    """Where the sink writes; collections and indexes are ensured when a run first uses it.
+    Implements ``serving.ports.MongoSinkPort``."""
 
     url: str
     database: str = "petrosa"

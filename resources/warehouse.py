@@ -17,7 +17,8 @@ URL_VAR = "PETROSA_WAREHOUSE_URL"
 
 
 class WarehouseResource(dg.ConfigurableResource):
-    """Connection to the warehouse; migrates the schema when a run first uses it."""
+    """Connection to the warehouse; migrates the schema when a run first uses it. Implements
+    ``serving.ports.WarehousePort``."""
 
     url: str
     #: apply pending schema migrations at run start (off: fail if the schema is behind)

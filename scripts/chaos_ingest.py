@@ -177,7 +177,7 @@ def check_segments(root: Path, report: ChaosReport) -> None:
                 int(recv)
                 if payload[:1] == b"!":
                     decode_internal(payload)
-                elif adapter.parse(payload) is None:
+                elif not adapter.parse_frame(payload):
                     report.failures.append(f"{path.name}: a control frame was landed")
             except (ValueError, MessageError) as exc:
                 report.failures.append(f"{path.name}: unparsable line {raw[:80]!r}: {exc}")
@@ -258,6 +258,14 @@ def check_trades(
 
 
 # -- scenarios -----------------------------------------------------------------------------------
+def _trades_reached(e: IngestEngine, t_ms: int) -> bool:
+    """Every trades stream has processed a trade at or after ``t_ms`` (market time)."""
+    trades = [s for s in e.stats.streams.values() if s.dataset == "trades"]
+    return bool(trades) and all(
+        s.last_data_ms is not None and s.last_data_ms >= t_ms for s in trades
+    )
+
+
 def run_kill(
     root: Path, *, kills: int = 1, outage_s: float = 1.0, stream_s: float = 2.0, speed: float = 20
 ) -> ChaosReport:
@@ -273,6 +281,8 @@ def run_kill(
         await _wait_for(lambda: e.stats.streams and e.writer.stats.lines_durable > 0, 60)
         for _ in range(kills):
             await asyncio.sleep(stream_s)
+            # a loaded machine may not have delivered a trade yet: the check needs one before
+            await _wait_for(lambda: _trades_reached(e, 0), 60)
             before = e.stats.connections_opened
             # the kill moment on the *exchange's* clock: its server time, asked just before,
             # plus the real time until the kill at the market's speed
@@ -286,6 +296,8 @@ def run_kill(
             await asyncio.to_thread(ex.start, clock.now_ms())
             outages.append((kill_lo, kill_hi))
             await _wait_for(lambda b=before: e.stats.connections_opened > b, 30)
+            # ... and one after the restart, however slowly the frames come
+            await _wait_for(lambda hi=kill_hi: _trades_reached(e, hi), 60)
         await asyncio.sleep(stream_s)
 
     rest = _rest(port)

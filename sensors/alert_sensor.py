@@ -26,6 +26,7 @@ import dagster as dg
 
 from petrosa_pipelines.checks.records import CheckRecord, new_check_records
 from petrosa_pipelines.checks.settings import AlertSettings, alert_settings
+from petrosa_pipelines.live.quality import publish_alerts
 from petrosa_pipelines.settings import check_url, redact
 
 log = logging.getLogger(__name__)
@@ -300,6 +301,7 @@ def build_alert_sensor(
         # forget folds of failures that have been quiet for a whole window
         for fp in [fp for fp, e in folds.items() if now - e["last_sent"] > 2 * cfg.fold_window_s]:
             folds.pop(fp)
+        publish_alerts(sent)  # on NATS too (docs/live.md); never raises
         context.update_cursor(json.dumps(cursor))
         return dg.SkipReason(tick_summary(sent, folded, len(cleared)))
 

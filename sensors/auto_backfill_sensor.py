@@ -7,6 +7,10 @@ cannot fill (depth: Binance publishes no order-book history; the rule and its wo
 with the checks in ``petrosa_pipelines/checks/applicability.py``) are marked unrecoverable at once;
 any other gap becomes unrecoverable after ``max_attempts`` and is never retried again. Both are
 recorded as asset observations so the UI shows them on the partition.
+
+The open day (today's partition, ``market_data.partitions``) is never repaired here: it is
+still landing, its archive does not exist yet, and the window sensor builds it in full once
+it closes. Its gaps wait (no attempt is spent) and are planned like any other once it closes.
 """
 
 from __future__ import annotations
@@ -20,15 +24,38 @@ from typing import Any
 
 import dagster as dg
 
-from petrosa_pipelines.checks.applicability import no_history_reason
+from petrosa_pipelines.checks.applicability import (
+    NO_HISTORY_DATASETS,
+    no_history_datasets,
+    no_history_reason,
+)
 from petrosa_pipelines.checks.records import FAILED, latest_by_partition, latest_record
 from petrosa_pipelines.checks.settings import BackfillSettings, backfill_settings
+from petrosa_pipelines.exchanges import venue_of
+from petrosa_pipelines.instruments import (
+    DATASETS,
+    LEGACY_VENUE,
+    Instrument,
+    InstrumentError,
+    market_data_path,
+    parse_instrument,
+    partition_key_str,
+    partition_value,
+    split_key,
+    storage_name,
+)
 from petrosa_pipelines.landing.records import sane_gap
 from petrosa_pipelines.lib.timeutil import DAY_MS, day_window_ms
-from petrosa_pipelines.market_data.partitions import PARTITIONS_START, SYMBOLS_PARTITIONS_NAME
+from petrosa_pipelines.market_data.partitions import (
+    PARTITIONS_START,
+    SYMBOLS_PARTITIONS_NAME,
+    is_open_day,
+)
+
+#: why a target of today's partition waits
+OPEN_DAY_SKIP = "open day (repaired once it closes)"
 
 AUTO_BACKFILL_TAG = "petrosa/auto_backfill"
-DATASETS = ("trades", "candles", "depth", "funding")
 #: check name per dataset whose failure means "rows are missing", and the metadata key giving
 #: the missing time (trade-id gaps always qualify: any missing id is lost data)
 GAP_CHECKS = {
@@ -47,7 +74,31 @@ ACTIVE = [
 
 
 def market_key(dataset: str) -> dg.AssetKey:
-    return dg.AssetKey(["market_data", dataset])
+    return dg.AssetKey(market_data_path(dataset))
+
+
+def _of_venue(registered: Sequence[str], venue: str) -> list[str]:
+    """The registered partition values whose instrument trades on ``venue``."""
+    out = []
+    for value in registered:
+        try:
+            if parse_instrument(value).venue == venue:
+                out.append(value)
+        except InstrumentError:
+            continue
+    return out
+
+
+def unrecoverable(target: GapTarget, datasets: Sequence[str]) -> bool:
+    """Whether ``target`` can never be refilled: its dataset is configured unrecoverable and,
+    for a dataset no exchange usually keeps (depth), its venue keeps no history of it either
+    (a venue publishing book archives, Bybit's daily order-book files, can refill depth)."""
+    if target.dataset not in datasets:
+        return False
+    if target.dataset not in NO_HISTORY_DATASETS:
+        return True
+    _, inst = split_key(target.partition)
+    return target.dataset in no_history_datasets(parse_instrument(inst).venue)
 
 
 @dataclass(frozen=True)
@@ -72,8 +123,12 @@ def ledger_targets(
     symbols: Sequence[str],
     lookback_start_ms: int,
     end_ms: int | None = None,
+    venue: str = LEGACY_VENUE,
 ) -> list[GapTarget]:
-    """Gap-ledger entries split into symbol-day partitions (``*`` = every symbol/dataset).
+    """Gap-ledger entries of one venue's landing zone split into instrument-day partitions
+    (``*`` = every registered instrument of the venue / every dataset). ``symbols`` are the
+    registered partition values: a target takes the form registered for its instrument
+    (``instruments.partition_value``: the id, or a legacy bare symbol not yet migrated).
 
     Bounded whatever an entry says: its window is clamped (``landing.records.sane_gap``) and
     cut to [``lookback_start_ms``, ``end_ms``), so the days walked never exceed the lookback
@@ -85,7 +140,11 @@ def ledger_targets(
         g = sane_gap(g)
         lo = max(g.start_ms, lookback_start_ms, first_day_ms)
         hi = g.end_ms if end_ms is None else min(g.end_ms, end_ms)
-        syms = symbols if g.symbol == "*" else [g.symbol.upper()]
+        syms = (
+            _of_venue(symbols, venue)
+            if g.symbol == "*"
+            else [partition_value(Instrument(venue, g.symbol), symbols)]
+        )
         dsets = DATASETS if g.dataset == "*" else [g.dataset]
         day_start = lo - lo % DAY_MS
         while day_start < hi:
@@ -95,7 +154,11 @@ def ledger_targets(
                 for sym in syms:
                     out.append(
                         GapTarget(
-                            ds, f"{day}|{sym}", f"ledger:{g.cause}", span, g.recorded_at / 1000
+                            ds,
+                            partition_key_str(day, sym),
+                            f"ledger:{g.cause}",
+                            span,
+                            g.recorded_at / 1000,
                         )
                     )
             day_start += DAY_MS
@@ -122,12 +185,42 @@ def check_targets(instance: dg.DagsterInstance, first_day: dt.date) -> list[GapT
     return out
 
 
+def registered_targets(targets: Iterable[GapTarget], symbols: Sequence[str]) -> list[GapTarget]:
+    """``targets`` under the partition key their instrument is registered as now, dropping
+    those of unregistered instruments: a check failed on a legacy bare key before
+    ``petrosa migrate-instruments`` is repaired under the instrument id (the bare partition no
+    longer exists, and a run request for it would be refused)."""
+    out = []
+    for t in targets:
+        day, value = split_key(t.partition)
+        try:
+            value = partition_value(parse_instrument(value), symbols)
+        except InstrumentError:
+            continue
+        if value in symbols:
+            out.append(replace(t, partition=partition_key_str(day, value)))
+    return out
+
+
 # ------------------------------------------------------------------------------------- planning
 @dataclass
 class Plan:
     requests: list[GapTarget]
     unrecoverable: list[tuple[GapTarget, str]]
     skipped: dict[str, int]
+
+
+def closed_day_targets(
+    targets: Iterable[GapTarget], now: float, skipped: dict[str, int]
+) -> list[GapTarget]:
+    """``targets`` of days that have ended at ``now``; the open day's are counted in
+    ``skipped`` and given no state entry, so nothing is spent on a day still landing."""
+    targets = list(targets)
+    out = [t for t in targets if not is_open_day(t.partition[:10], now)]
+    waiting = len(targets) - len(out)
+    if waiting:
+        skipped[OPEN_DAY_SKIP] = skipped.get(OPEN_DAY_SKIP, 0) + waiting
+    return out
 
 
 def plan_backfill(
@@ -156,7 +249,8 @@ def plan_backfill(
         plan.skipped[why] = plan.skipped.get(why, 0) + 1
 
     slots = max(settings.max_concurrent_runs - active_runs, 0)
-    for t in sorted(merged.values(), key=lambda t: (t.partition, t.dataset)):
+    closed = closed_day_targets(merged.values(), now, plan.skipped)
+    for t in sorted(closed, key=lambda t: (t.partition, t.dataset)):
         entry = state.setdefault(t.key, {"attempts": 0, "last_attempt": 0.0})
         if entry.get("unrecoverable"):
             skip("unrecoverable")
@@ -164,7 +258,7 @@ def plan_backfill(
         if t.seen_at <= entry["last_attempt"]:
             skip("already attempted")
             continue
-        if t.dataset in settings.unrecoverable_datasets:
+        if unrecoverable(t, settings.unrecoverable_datasets):
             entry["unrecoverable"] = no_history_reason(t.dataset)
             plan.unrecoverable.append((t, entry["unrecoverable"]))
             continue
@@ -216,16 +310,17 @@ def _ledger(root: str | None, exchange: str, start_ms: int, end_ms: int) -> list
     return LandingStore(root).gaps(exchange, start_ms, end_ms)
 
 
-def _landing_root() -> tuple[str, str]:
+def _landing_root() -> tuple[str, tuple[str, ...]]:
+    """The landing root and the venues whose ledgers to read (every venue followed)."""
     from petrosa_pipelines.settings import from_env
 
     s = from_env()
-    return s.landing_path, s.exchange
+    return s.landing_path, s.venues
 
 
 def build_auto_backfill_sensor(
     settings: Callable[[], BackfillSettings] = backfill_settings,
-    landing: Callable[[], tuple[str | None, str]] = _landing_root,
+    landing: Callable[[], tuple[str | None, str | Sequence[str]]] = _landing_root,
     gap_reader: Callable[[str | None, str, int, int], list[Any]] = _ledger,
     clock: Callable[[], float] = time.time,
     minimum_interval_seconds: int = 60,
@@ -247,19 +342,21 @@ def build_auto_backfill_sensor(
             days=cfg.lookback_days
         )
         start_ms = day_window_ms(first_day)[0]
-        root, exchange = landing()
+        root, venues = landing()
         symbols = context.instance.get_dynamic_partitions(SYMBOLS_PARTITIONS_NAME)
-        targets = check_targets(context.instance, first_day)
-        try:
-            gaps = gap_reader(root, exchange, start_ms, int(now * 1000))
-        except Exception as exc:  # noqa: BLE001 - the failed checks still get repaired
-            context.log.warning(f"gap ledger unreadable: {type(exc).__name__}: {exc}")
-            gaps = []
-        targets += [
-            t
-            for t in ledger_targets(gaps, symbols, start_ms, int(now * 1000) + 1)
-            if t.partition.split("|")[1] in symbols
-        ]
+        targets = registered_targets(check_targets(context.instance, first_day), symbols)
+        for venue in [venues] if isinstance(venues, str) else venues:
+            venue = venue_of(venue)  # a venue id or storage name
+            try:
+                gaps = gap_reader(root, storage_name(venue), start_ms, int(now * 1000))
+            except Exception as exc:  # noqa: BLE001 - the failed checks still get repaired
+                context.log.warning(f"gap ledger unreadable: {type(exc).__name__}: {exc}")
+                gaps = []
+            targets += [
+                t
+                for t in ledger_targets(gaps, symbols, start_ms, int(now * 1000) + 1, venue)
+                if split_key(t.partition)[1] in symbols
+            ]
         active = len(
             context.instance.get_run_ids(
                 dg.RunsFilter(tags={AUTO_BACKFILL_TAG: "true"}, statuses=ACTIVE), limit=1000
@@ -299,4 +396,5 @@ __all__ = [
     "check_targets",
     "ledger_targets",
     "plan_backfill",
+    "registered_targets",
 ]

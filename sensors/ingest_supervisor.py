@@ -1,5 +1,10 @@
 """Keep exactly one ingest run alive per enabled stream group (the seed's leader election).
 
+A group is one venue's: it is keyed by (venue storage name, group name), so two venues may
+each have a group of the same name and each gets its own run; its heartbeat is read where the
+engine writes it, under the venue's storage name (a group configured as ``binance-usdm`` is
+read under ``binance``).
+
 Every tick, per group: if no run of the group is active (queued, starting, started or being
 canceled), request one; if the active run's heartbeat went stale (or a started run never wrote
 one), cancel it so the next tick relaunches; cancel runs of groups that are no longer enabled.
@@ -25,9 +30,17 @@ from typing import Any
 
 import dagster as dg
 
-from petrosa_pipelines.ingest.config import ALL_DATASETS, parse_ingest_groups
+from petrosa_pipelines.exchanges import adapter_class
+from petrosa_pipelines.ingest.config import NATS_KEYS, parse_ingest_groups
 from petrosa_pipelines.ingest.heartbeat import read_heartbeat
-from petrosa_pipelines.ingest.job import EXCHANGE_TAG, GROUP_TAG, INGEST_JOB_NAME, ingest_job
+from petrosa_pipelines.ingest.job import (
+    EXCHANGE_TAG,
+    GROUP_TAG,
+    INGEST_JOB_NAME,
+    ingest_job,
+    source_tags,
+)
+from petrosa_pipelines.instruments import DATASETS
 from petrosa_pipelines.landing.assets import supervisor_observations
 
 ACTIVE_STATUSES = [
@@ -49,18 +62,60 @@ class StreamGroup:
 
     name: str
     symbols: tuple[str, ...]
-    datasets: tuple[str, ...] = ALL_DATASETS
+    datasets: tuple[str, ...] = DATASETS
     exchange: str = "binance"
     enabled: bool = True
     run_config_overrides: dict[str, Any] = field(default_factory=dict)
+    #: ``websocket`` or ``nats``; ``nats``: the group's NATS keys (``ingest.config.NATS_KEYS``,
+    #: checked credential-free by ``parse_ingest_groups``), passed on as run config
+    source: str = "websocket"
+    nats: dict[str, Any] = field(default_factory=dict)
+    #: the venue's stream profile (empty: its default), passed on as run config
+    stream_profile: str = ""
+
+    @property
+    def tags(self) -> dict[str, str]:
+        """The run tags: group, venue, source (and NATS subject/stream; never the URL)."""
+        return {
+            GROUP_TAG: self.name,
+            EXCHANGE_TAG: self.storage,
+            **source_tags(self.source, self.nats.get("nats_subject"), self.nats.get("nats_stream")),
+        }
+
+    @property
+    def storage(self) -> str:
+        """The venue's landing directory, where the engine writes the heartbeat."""
+        return storage_of(self.exchange)
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """(storage name, group name): what one run is kept alive for."""
+        return self.storage, self.name
+
+
+def storage_of(exchange: str) -> str:
+    """The storage name of a venue id or storage name; an unknown one as given."""
+    try:
+        return adapter_class(exchange).name
+    except ValueError:
+        return exchange
+
+
+def _run_key(run: dg.DagsterRun) -> tuple[str, str]:
+    """(storage name, group) of an ingest run; runs from before the venue tag are Binance's."""
+    return storage_of(run.tags.get(EXCHANGE_TAG, "binance")), run.tags.get(GROUP_TAG, "")
 
 
 def groups_from_env() -> list[StreamGroup]:
-    """Groups from ``PETROSA_INGEST_GROUPS`` (a JSON list), else one ``default`` group.
+    """Groups from ``PETROSA_INGEST_GROUPS`` (a JSON list), else one default group per venue.
 
     ``[{"name": "majors", "symbols": ["BTCUSDT"], "datasets": ["trades"], "enabled": true}]``;
-    the default group streams every symbol of the ``PETROSA_SYMBOLS`` allow-list.
+    the default groups stream every instrument of the ``PETROSA_SYMBOLS`` allow-list: the
+    default venue's group is ``default`` (its historic name), another venue's
+    ``default_<venue>`` (``-`` as ``_``). A group's ``exchange`` is its venue's storage name,
+    the landing directory it writes to (``binance`` for Binance USD-M).
     """
+    from petrosa_pipelines.instruments import storage_name
     from petrosa_pipelines.settings import from_env
 
     raw = os.environ.get("PETROSA_INGEST_GROUPS")
@@ -68,12 +123,13 @@ def groups_from_env() -> list[StreamGroup]:
         settings = from_env()
         return [
             StreamGroup(
-                "default",
-                tuple(settings.symbols),
-                exchange=settings.exchange,
+                "default" if venue == settings.venue else f"default_{venue.replace('-', '_')}",
+                tuple(settings.allow_list(venue) or ()),
+                exchange=storage_name(venue),
                 # follow the symbols sensor: allow-list x trading perpetuals, live
                 run_config_overrides={"follow_dynamic_symbols": True},
             )
+            for venue in settings.venues
         ]
     out = []
     for g in parse_ingest_groups(raw):  # checked: errors name the group and key
@@ -81,10 +137,13 @@ def groups_from_env() -> list[StreamGroup]:
             StreamGroup(
                 name=g["name"],
                 symbols=tuple(s.upper() for s in g["symbols"]),
-                datasets=tuple(g.get("datasets", ALL_DATASETS)),
+                datasets=tuple(g.get("datasets", DATASETS)),
                 exchange=g.get("exchange", "binance"),
                 enabled=bool(g.get("enabled", True)),
                 run_config_overrides=dict(g.get("run_config", {})),
+                source=g.get("source", "websocket"),
+                stream_profile=g.get("stream_profile", ""),
+                nats={k: g[k] for k in NATS_KEYS if g.get(k) is not None},
             )
         )
     return out
@@ -152,19 +211,23 @@ class TickReport:
     """What one tick saw (``notes``) and did (``actions``: group, datasets, action, run id)."""
 
     notes: list[str] = field(default_factory=list)
-    actions: list[tuple[str, tuple[str, ...], str, str | None]] = field(default_factory=list)
+    #: (group, datasets, action, run id, venue storage name or None)
+    actions: list[tuple[str, tuple[str, ...], str, str | None, str | None]] = field(
+        default_factory=list
+    )
 
     def act(self, group: StreamGroup | str, action: str, run_id: str | None = None) -> None:
         name = group.name if isinstance(group, StreamGroup) else group
-        datasets = group.datasets if isinstance(group, StreamGroup) else ALL_DATASETS
+        datasets = group.datasets if isinstance(group, StreamGroup) else DATASETS
+        storage = group.storage if isinstance(group, StreamGroup) else None
         self.notes.append(f"{name}: {action}")
-        self.actions.append((name, tuple(datasets), action, run_id))
+        self.actions.append((name, tuple(datasets), action, run_id, storage))
 
     def observations(self) -> list[dg.AssetObservation]:
         return [
             obs
-            for group, datasets, action, run_id in self.actions
-            for obs in supervisor_observations(datasets, group, action, run_id)
+            for group, datasets, action, run_id, storage in self.actions
+            for obs in supervisor_observations(datasets, group, action, run_id, exchange=storage)
         ]
 
 
@@ -184,7 +247,7 @@ def _supervise_runs(
         started = None
         if rec is not None:
             started = rec.start_time or rec.create_timestamp.timestamp()
-        hb = read_heartbeat(root, group.exchange, group.name)
+        hb = read_heartbeat(root, group.storage, group.name)
         why = _is_stale(run, started, hb, now, stale_after_s, startup_grace_s)
         if why:
             action = "cancelled " + _cancel(instance, run, why) + "; relaunch on the next tick"
@@ -217,39 +280,41 @@ def build_ingest_supervisor(
         instance = context.instance
         now = clock()
         root = landing_root()
-        configured = {g.name: g for g in groups()}
-        wanted = {name: g for name, g in configured.items() if g.enabled}
+        configured = {g.key: g for g in groups()}
+        wanted = {key: g for key, g in configured.items() if g.enabled}
         requests: list[dg.RunRequest] = []
         report = TickReport()
         active = instance.get_runs(
             filters=dg.RunsFilter(job_name=INGEST_JOB_NAME, statuses=ACTIVE_STATUSES)
         )
-        by_group: dict[str, list[dg.DagsterRun]] = {}
+        by_group: dict[tuple[str, str], list[dg.DagsterRun]] = {}
         for run in active:
-            by_group.setdefault(run.tags.get(GROUP_TAG, ""), []).append(run)
+            by_group.setdefault(_run_key(run), []).append(run)
         # groups that are no longer enabled: stop their runs
-        for group, runs in by_group.items():
-            if group not in wanted:
+        for key, runs in by_group.items():
+            if key not in wanted:
                 for run in runs:
                     if run.status != dg.DagsterRunStatus.CANCELING:
-                        why = f"group {group!r} is not enabled"
+                        why = f"group {key[1]!r} is not enabled ({key[0]})"
                         action = "cancelled " + _cancel(instance, run, why)
-                        report.act(configured.get(group, group), action, run.run_id)
+                        report.act(configured.get(key, key[1]), action, run.run_id)
         for group in wanted.values():
-            runs = by_group.get(group.name, [])
+            runs = by_group.get(group.key, [])
             if runs:
                 _supervise_runs(
                     instance, runs, group, root, now, stale_after_s, startup_grace_s, report
                 )
                 continue
+            # counted over every venue's runs of this name: it only grows, so a run key
+            # (which names the venue) is never asked for twice, whatever the tags said before
             generation = instance.get_runs_count(
                 dg.RunsFilter(job_name=INGEST_JOB_NAME, tags={GROUP_TAG: group.name})
             )
             requests.append(
                 dg.RunRequest(
-                    run_key=f"ingest:{group.exchange}:{group.name}:{generation}",
+                    run_key=f"ingest:{group.storage}:{group.name}:{generation}",
                     run_config=_run_config(group),
-                    tags={GROUP_TAG: group.name, EXCHANGE_TAG: group.exchange},
+                    tags=group.tags,
                 )
             )
             report.act(group, f"requested run generation {generation} (no active run)")
@@ -272,6 +337,8 @@ def _run_config(group: StreamGroup) -> dict[str, Any]:
         list(group.symbols),
         list(group.datasets),
         exchange=group.exchange,
+        **({"source": "nats", **group.nats} if group.source == "nats" else {}),
+        **({"stream_profile": group.stream_profile} if group.stream_profile else {}),
         **group.run_config_overrides,
     )
 

@@ -1,10 +1,14 @@
 """Once a UTC day has closed (plus a grace period), materialise its partitions, once.
 
-For every symbol with landed data that day, one run of the ``trades``, ``candles``, ``depth``
-and ``funding`` partitions ``YYYY-MM-DD|SYMBOL``. The cursor is the last day handled and each
-request has a deterministic ``run_key`` (exchange, day, symbol), so re-ticks, overlapping ticks
-and daemon restarts never request a symbol-day twice. Symbols not yet registered in the
-``symbols`` dynamic partitions are added in the same tick (Dagster applies those first).
+For every instrument with landed data that day (every registered venue's landing directory),
+one run of the ``trades``, ``candles``, ``depth`` and ``funding`` partitions
+``YYYY-MM-DD|<venue>:<SYMBOL>``. The cursor is the last day handled and each request has a
+deterministic ``run_key`` (exchange, day, symbol), so re-ticks, overlapping ticks and daemon
+restarts never request an instrument-day twice. Today's partition exists too (the open day,
+``market_data.partitions``) but is never requested here: only days that have ended (plus the
+grace) are, through ``partitions.last_closed_day``. Instruments not yet registered in the
+``symbols`` dynamic partitions are added in the same tick (Dagster applies those first); one
+registered in its legacy bare form (an install not yet migrated) is requested under that key.
 """
 
 from __future__ import annotations
@@ -15,14 +19,21 @@ from collections.abc import Callable
 
 import dagster as dg
 
+from petrosa_pipelines.instruments import (
+    DATASETS,
+    Instrument,
+    market_data_path,
+    partition_value,
+    storage_name,
+)
 from petrosa_pipelines.market_data.partitions import (
     PARTITIONS_START,
+    last_closed_day,
     partition_key,
     symbols_partitions,
 )
 
-DATASETS = ("trades", "candles", "depth", "funding")
-ASSET_KEYS = [dg.AssetKey(["market_data", d]) for d in DATASETS]
+ASSET_KEYS = [dg.AssetKey(market_data_path(d)) for d in DATASETS]
 #: landing segments close at least every 15 s and the last candle arrives just after midnight
 DEFAULT_GRACE_S = 30.0
 #: at most this many days are caught up per tick (the rest next tick)
@@ -35,15 +46,21 @@ def _landing_root() -> str:
     return from_env().landing_path
 
 
+def _venues() -> list[str]:
+    from petrosa_pipelines.exchanges import EXCHANGES
+
+    return sorted(EXCHANGES)
+
+
 def newest_closed_day(now_s: float, grace_s: float) -> dt.date:
-    """The latest UTC day whose end is at least ``grace_s`` in the past."""
-    return dt.datetime.fromtimestamp(now_s - grace_s, tz=dt.UTC).date() - dt.timedelta(days=1)
+    """The latest UTC day whose end is at least ``grace_s`` in the past (never the open day)."""
+    return last_closed_day(now_s - grace_s)
 
 
 def build_window_sensor(
     landing_root: Callable[[], str] = _landing_root,
     *,
-    exchange: str = "binance",
+    venues: Callable[[], list[str]] = _venues,
     name: str = "market_data_window",
     grace_s: float = DEFAULT_GRACE_S,
     clock: Callable[[], float] = time.time,
@@ -78,17 +95,25 @@ def build_window_sensor(
         requests: list[dg.RunRequest] = []
         new_symbols: set[str] = set()
         for day in days:
-            for symbol in sorted(store.symbols_with_data(exchange, day)):
-                if symbol not in registered:
-                    new_symbols.add(symbol)
-                requests.append(
-                    dg.RunRequest(
-                        run_key=f"window:{exchange}:{day.isoformat()}:{symbol}",
-                        partition_key=partition_key(day, symbol),
-                        asset_selection=ASSET_KEYS,
-                        tags={"petrosa/window_day": day.isoformat(), "petrosa/symbol": symbol},
+            for venue in venues():
+                exchange = storage_name(venue)
+                for symbol in sorted(store.symbols_with_data(exchange, day)):
+                    inst = Instrument(venue, symbol)
+                    value = partition_value(inst, registered)
+                    if value not in registered:
+                        new_symbols.add(value)
+                    requests.append(
+                        dg.RunRequest(
+                            run_key=f"window:{exchange}:{day.isoformat()}:{symbol}",
+                            partition_key=partition_key(day, value),
+                            asset_selection=ASSET_KEYS,
+                            tags={
+                                "petrosa/window_day": day.isoformat(),
+                                "petrosa/symbol": symbol,
+                                "petrosa/instrument": inst.id,
+                            },
+                        )
                     )
-                )
         dyn = [symbols_partitions.build_add_request(sorted(new_symbols))] if new_symbols else []
         return dg.SensorResult(
             run_requests=requests,

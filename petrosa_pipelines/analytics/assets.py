@@ -23,6 +23,7 @@ import pandas as pd
 from petrosa_pipelines.analytics.charts import ChartContext
 from petrosa_pipelines.analytics.compute import AnalyticsConfig, Part
 from petrosa_pipelines.analytics.specs import ALL_SPECS, AnalyticSpec, InputSpec
+from petrosa_pipelines.instruments import LEGACY_VENUE, storage_name
 from petrosa_pipelines.market_data.assets import table_schema
 from petrosa_pipelines.market_data.partitions import (
     DATE_DIM,
@@ -34,17 +35,35 @@ from petrosa_pipelines.market_data.partitions import (
 
 LAYER = "analytics"
 OWNER = "team:analytics"
-EXCHANGE = "binance"
+#: the lake directory of the cross-symbol assets (partitioned by date alone, no instrument);
+#: per-instrument assets take it from each partition's instrument
+EXCHANGE = storage_name(LEGACY_VENUE)
 AC = dg.AutomationCondition
 
+#: ``since_last_handled()`` without its reset on the initial evaluation: on that one tick the
+#: reset holds every partition of the asset, which the next tick reloads from the cursor by
+#: listing the whole date x instrument space (N=500: ~57 s of CPU once, after each deploy that
+#: changes a condition); the first evaluation never requests anyway (nothing updated yet)
+HANDLED = (AC.newly_requested() | AC.newly_updated()).with_label("handled")
+#: ``eager()`` over any date, without ``newly_missing``: Dagster evaluates that over the asset's
+#: whole partition space on every tick (``NewlyTrueCondition``: ~1,070 days x N instruments of
+#: keys per asset; at N=100, 13-24 s of CPU per 30 s tick, docs/scale.md). It only ever fired
+#: for a partition key added while its inputs were already present, which a new day or a new
+#: instrument never is (no market data yet); dependency updates on any date still trigger.
+EAGER_ANY_DATE = (
+    AC.any_deps_updated().since(HANDLED)
+    & ~AC.any_deps_missing()
+    & ~AC.any_deps_in_progress()
+    & ~AC.in_progress()
+)
 #: any date (not only the latest), and only once the inputs' blocking checks passed
-GATED_ANY_DATE = (
-    AC.eager().without(AC.in_latest_time_window()) & AC.all_deps_blocking_checks_passed()
-).with_label("eager, any date, upstream blocking checks passed")
+GATED_ANY_DATE = (EAGER_ANY_DATE & AC.all_deps_blocking_checks_passed()).with_label(
+    "eager, any date, upstream blocking checks passed"
+)
 #: rolling windows: eager() would wait forever on a missing older day of the window (a symbol
 #: added last week), so only the updates, in-progress guards and checks gate the run
 GATED_ROLLING = (
-    AC.any_deps_updated().since_last_handled()
+    AC.any_deps_updated().since(HANDLED)
     & ~AC.any_deps_in_progress()
     & ~AC.in_progress()
     & AC.all_deps_blocking_checks_passed()
@@ -94,8 +113,11 @@ def column_lineage(spec: AnalyticSpec) -> dg.TableColumnLineage:
 
 
 def _part(context: dg.AssetExecutionContext, per_symbol: bool) -> Part:
+    """The partition as ``compute`` sees it: the instrument's venue symbol (the rows' ``symbol``
+    column; their ``exchange`` column comes from the inputs)."""
     if per_symbol:
-        day, symbol = split_partition_key(context.partition_key)
+        day, inst = split_partition_key(context.partition_key)
+        symbol: str | None = inst.symbol
     else:
         day, symbol = dt.date.fromisoformat(context.partition_key), None
     return Part(day, symbol, pd.Timestamp.now(tz="UTC"))
@@ -172,9 +194,9 @@ def build_analytics_asset(spec: AnalyticSpec) -> dg.AssetsDefinition:
         description=spec.description,
         owners=[OWNER],
         kinds={"pandas", "parquet"},
-        tags={"dataset": spec.name, "exchange": EXCHANGE, "layer": LAYER, **spec.tags},
+        tags={"dataset": spec.name, "layer": LAYER, **spec.tags},
         metadata={
-            "exchange": EXCHANGE,
+            **({} if spec.per_symbol else {"exchange": EXCHANGE}),
             "dagster/column_schema": table_schema_of(spec),
             "dagster/column_lineage": column_lineage(spec),
             "rolling_window_days": max(i.window_days for i in spec.inputs.values()),

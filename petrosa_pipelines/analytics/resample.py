@@ -143,7 +143,10 @@ class TradeArrays:
 
     @classmethod
     def of(cls, trades: pd.DataFrame) -> TradeArrays:
-        t = trades.sort_values(["trade_time", "agg_trade_id"], kind="stable")
+        # the lake's row order (catalog TRADES.sort_columns): time, then the numeric id, then the
+        # venue's own id, so two sources of one Bybit millisecond order the same way
+        order = [c for c in ("trade_time", "agg_trade_id", "trade_id") if c in trades.columns]
+        t = trades.sort_values(order, kind="stable")
         price = t["price"].to_numpy("float64")
         qty = ExactColumn.of(t["quantity"].to_numpy("float64"))
         quote = ExactColumn.product(ExactColumn.of(price), qty)

@@ -5,7 +5,9 @@ current day's partition is re-materialised as its windows close, and a rolling o
 view should also be refreshed on a steady cadence so dashboards never trail by more than one
 interval. The interval is a setting (the seed's default: 900 s). A tick at T refreshes the date
 partition holding the last closed window [T - interval, T): at 00:00 that is still yesterday,
-which gives yesterday its final refresh once its last window closed.
+which gives yesterday its final refresh once its last window closed. Otherwise it is today's
+partition, the open day (``market_data.partitions``): these schedules refresh the day so far on
+purpose, unlike the window sensor, which builds only closed days.
 
 Only symbol-days whose 1m candles exist are requested, and none whose candles carry a failed
 blocking check, so the schedule never pushes data the auditors stopped.
@@ -25,6 +27,7 @@ from petrosa_pipelines.analytics.assets import (
     analytics_cross_symbol_job,
     analytics_rolling_job,
 )
+from petrosa_pipelines.instruments import partition_key_str
 from petrosa_pipelines.market_data.assets import CANDLES_KEY
 from petrosa_pipelines.market_data.partitions import (
     PARTITIONS_START,
@@ -132,7 +135,7 @@ def build_analytics_schedules(
         stamp = context.scheduled_execution_time.strftime("%Y%m%dT%H%M")
         return [
             dg.RunRequest(
-                run_key=f"analytics-rolling:{day}|{s}:{stamp}",
+                run_key=f"analytics-rolling:{partition_key_str(day, s)}:{stamp}",
                 partition_key=str(partition_key(day, s)),
             )
             for s in symbols

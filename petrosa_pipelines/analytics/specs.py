@@ -16,6 +16,7 @@ import pyarrow as pa
 
 from petrosa_pipelines.analytics import charts, compute, correlation
 from petrosa_pipelines.catalog.schemas import TS, Column
+from petrosa_pipelines.instruments import market_data_path
 
 #: rolling windows, in days including the partition's own day (fixed: they are partition mappings)
 VOLATILITY_WINDOW_DAYS = 7
@@ -62,10 +63,10 @@ class AnalyticSpec:
         return any(i.window_days > 1 or i.all_symbols for i in self.inputs.values())
 
 
-TRADES = ("market_data", "trades")
-CANDLES = ("market_data", "candles")
-DEPTH = ("market_data", "depth")
-FUNDING = ("market_data", "funding")
+TRADES = tuple(market_data_path("trades"))
+CANDLES = tuple(market_data_path("candles"))
+DEPTH = tuple(market_data_path("depth"))
+FUNDING = tuple(market_data_path("funding"))
 F64, I64, STR, BOOL = pa.float64(), pa.int64(), pa.string(), pa.bool_()
 
 DATE = Column("date", TS, "The partition's UTC day (00:00).")

@@ -10,10 +10,14 @@ row count and time range of its latest materialisation.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from typing import Any, Literal
 
 import dagster as dg
+
+from petrosa_pipelines.instruments import KEY_SEP, parse_partition_key
+from petrosa_pipelines.market_data.partitions import SYMBOL_DIM
 
 Format = Literal["json", "markdown"]
 
@@ -52,7 +56,11 @@ def _partitions(spec: dg.AssetSpec) -> str | None:
     if pdef is None:
         return None
     if isinstance(pdef, dg.MultiPartitionsDefinition):
-        dims = [f"{d.name}: {type(d.partitions_def).__name__}" for d in pdef.partitions_defs]
+        dims = [
+            f"{d.name}: {type(d.partitions_def).__name__}"
+            + (" of instrument ids" if d.name == SYMBOL_DIM else "")
+            for d in pdef.partitions_defs
+        ]
         return "multi(" + ", ".join(dims) + ")"
     return type(pdef).__name__
 
@@ -66,6 +74,9 @@ def _latest(instance: dg.DagsterInstance | None, key: dg.AssetKey) -> dict[str, 
     event = records[0]
     meta = event.asset_materialization.metadata if event.asset_materialization else {}
     out: dict[str, Any] = {"materialized": True, "last_partition": event.partition_key}
+    if event.partition_key and KEY_SEP in event.partition_key:
+        with contextlib.suppress(ValueError):  # a junk partition added through the UI
+            out["last_instrument"] = parse_partition_key(event.partition_key)[1].id
     for src, dst in (
         ("dagster/row_count", "row_count"),
         ("first_time", "first_time"),

@@ -5,8 +5,9 @@ market_data"):
 
 - A market-data asset reads its sources through resources, not inputs, so nothing links it to
   the landing zone, the archives or REST. ``market_data_upstream`` derives those edges from the
-  failover order itself (``market_data.sources.sources_for``), so the graph cannot drift from
-  what a run reads.
+  failover order itself (``market_data.sources.sources_for``), asked for every registered venue
+  with its capabilities, so the graph cannot drift from what a run reads: a venue's archive or
+  REST feed is an edge only for the datasets it serves.
 - ``checks/health`` reads check results, not assets: it gets the market-data assets as deps.
 - ``dagster/column_lineage`` is shown only by Dagster+ (https://docs.dagster.io/guides/build/
   assets/metadata-and-tags/column-level-lineage), and the open-source UI hides the entry.
@@ -26,29 +27,46 @@ from typing import Any
 
 import dagster as dg
 
-from petrosa_pipelines.landing.assets import ARCHIVE_KEY, REST_KEY, landing_key
+from petrosa_pipelines.instruments import MARKET_DATA
+from petrosa_pipelines.landing.assets import (
+    ARCHIVE,
+    REST,
+    landing_key,
+    registered_venues,
+    source_key,
+)
 
-MARKET_DATA_LAYER = "market_data"
+MARKET_DATA_LAYER = MARKET_DATA
 HEALTH_KEY = dg.AssetKey(["checks", "health"])
-#: ``HistorySource.name`` of each source -> the asset it reads
-_SOURCE_ASSET: dict[str, Callable[[str], dg.AssetKey]] = {
-    "ws": landing_key,
-    "archive": lambda _: ARCHIVE_KEY,
-    "rest": lambda _: REST_KEY,
+#: ``HistorySource.name`` of each source -> the asset it reads, given (dataset, storage name)
+_SOURCE_ASSET: dict[str, Callable[[str, str], dg.AssetKey]] = {
+    "ws": lambda dataset, _: landing_key(dataset),
+    "archive": lambda _, exchange: source_key(exchange, ARCHIVE),
+    "rest": lambda _, exchange: source_key(exchange, REST),
 }
 
 
 def market_data_upstream(dataset: str) -> list[dg.AssetKey]:
-    """The assets a ``market_data/<dataset>`` partition is filled from, in failover order.
+    """The assets a ``market_data/<dataset>`` partition is filled from: per registered venue,
+    in failover order (the landing zone, shared by every venue, once).
 
-    Asked of ``sources_for`` with every source present (the previous partition, the last
-    source, is the asset itself and no edge).
+    Asked of ``sources_for`` with every source present and each venue's name, so its declared
+    capabilities decide which archive and REST feeds are asked (the previous partition, the
+    last source, is the asset itself and no edge).
     """
     from petrosa_pipelines.market_data.sources import sources_for
 
     present = object()
-    sources = sources_for(dataset, landing=present, archive=present, rest=present, exchange="")
-    return [_SOURCE_ASSET[s.name](dataset) for s in sources if s.name in _SOURCE_ASSET]
+    out: list[dg.AssetKey] = []
+    for venue in registered_venues():
+        sources = sources_for(
+            dataset, landing=present, archive=present, rest=present, exchange=venue.name
+        )
+        for s in sources:
+            key = _SOURCE_ASSET[s.name](dataset, venue.name) if s.name in _SOURCE_ASSET else None
+            if key is not None and key not in out:
+                out.append(key)
+    return out
 
 
 def _market_dataset(key: dg.AssetKey) -> str | None:

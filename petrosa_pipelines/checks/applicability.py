@@ -9,13 +9,21 @@ applicable" with the reason (passed, so alerts stay silent) instead of failing, 
 auto-backfill sensor (``sensors/auto_backfill_sensor.py``) gives such gaps up at once for the
 same reason. Freshness only means something for the open partition: a closed day is judged by
 its completeness checks.
+
+The open day (today's partition) is a snapshot of the day so far: every check judges it as of
+the moment it was built (``judged_now_ms``, from the build's ``as_of_ms`` metadata written by
+``market_data.fill.window_metadata``), so minutes that had not happened then (or happened
+since, before the next rebuild) are never counted missing, and ``fresh`` measures whether
+the build reached the data that existed at that moment.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from petrosa_pipelines.checks.audit import CheckOutcome
 from petrosa_pipelines.landing import layout
@@ -26,6 +34,15 @@ NOT_APPLICABLE = "not_applicable"
 NO_HISTORY_DATASETS: tuple[str, ...] = ("depth",)
 #: "the ingest has landed nothing yet": its start lies after every day
 NOTHING_LANDED = 2**63 - 1
+
+
+def no_history_datasets(venue: str) -> tuple[str, ...]:
+    """The datasets of which ``venue`` (id or storage name) keeps no history anywhere: depth,
+    unless the venue declares book history (``Capabilities.depth_history``, e.g. a venue that
+    publishes book archives); the ``no_history`` argument of ``history_applicability``."""
+    from petrosa_pipelines.exchanges import adapter_class
+
+    return () if adapter_class(venue).capabilities.depth_history else NO_HISTORY_DATASETS
 
 
 def no_history_reason(dataset: str) -> str:
@@ -89,6 +106,36 @@ def freshness_applicability(end_ms: int, now_ms: int) -> Applicability:
             "partition (completeness checks judge closed days)",
         )
     return Applicability(True)
+
+
+def as_of_from_metadata(metadata: Mapping[str, Any] | None) -> int | None:
+    """The ``as_of_ms`` a build recorded (a Dagster metadata value or a plain number), or None
+    for a build from before builds recorded it (then the checks judge against now, as before)."""
+    if not metadata or "as_of_ms" not in metadata:
+        return None
+    value = metadata["as_of_ms"]
+    value = getattr(value, "value", value)
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def judged_now_ms(now_ms: int, as_of_ms: int | None) -> int:
+    """The "now" a partition is judged at: the moment it was built, when known and earlier.
+
+    A closed day built after its end is judged as before (its ``as_of_ms`` is the day's end);
+    an open day built at 12:00 and audited at 12:05 is judged at 12:00, not failed for the
+    five minutes its snapshot cannot hold.
+    """
+    return now_ms if as_of_ms is None else min(now_ms, as_of_ms)
+
+
+def open_day_note(end_ms: int, judged_ms: int) -> str:
+    """Words for a partition judged before its day ended ("" for a closed day)."""
+    if judged_ms >= end_ms:
+        return ""
+    return f"open day, judged as of {_minute(judged_ms)} (the day so far)"
 
 
 def not_applicable(o: CheckOutcome, reason: str) -> CheckOutcome:

@@ -9,17 +9,21 @@ an audit of 10 M trades must stay within 2x of a bare numpy pass over the same c
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from petrosa_pipelines.checks.settings import AuditSettings, Component, Severity
+from petrosa_pipelines.checks.venue import capabilities_of, ids_consecutive
+from petrosa_pipelines.exchanges.base import Capabilities
 from petrosa_pipelines.lib.timeutil import MINUTE_MS, ms_to_iso
 
 #: relative tolerance for sums of float volumes (summation order differs from the exchange's)
 SUM_RTOL = 1e-9
+#: completeness of trades whose ids prove nothing: held against the venue's 1m candles
+CANDLE_EVIDENCE_CHECK = "trades_cover_candles"
 
 
 @dataclass(frozen=True)
@@ -434,7 +438,12 @@ def candles_wicks(
 # -------------------------------------------------------------------------------------- trades
 @dataclass(frozen=True)
 class TradeArrays:
-    """The trades columns as numpy arrays in aggregate-id order, extracted once per partition."""
+    """The trades columns as numpy arrays, extracted once per partition.
+
+    In aggregate-id order where the venue's ids are consecutive (``by_id``, Binance), else in
+    time order (then id, as the lake stores them): Bybit's archive rows all carry id 0, so only
+    time orders them.
+    """
 
     ids: np.ndarray
     times: np.ndarray
@@ -446,16 +455,29 @@ class TradeArrays:
     #: positions in the original frame (None when the frame was already in id order)
     order: np.ndarray | None
     id_steps: np.ndarray
+    #: arrays are in aggregate-id order (ids consecutive), else in time order
+    by_id: bool = True
 
     @classmethod
-    def from_frame(cls, frame: pd.DataFrame) -> TradeArrays:
+    def from_frame(cls, frame: pd.DataFrame, by_id: bool | None = None) -> TradeArrays:
+        """``by_id`` None: as the rows' venue declares (``checks/venue.py``)."""
+        if by_id is None:
+            by_id = ids_consecutive(capabilities_of(frame))
         ids = frame["agg_trade_id"].to_numpy()
-        steps = np.diff(ids)
         order = None
-        if steps.size and not (steps >= 0).all():
-            order = np.argsort(ids, kind="stable")
-            ids = ids[order]
+        if by_id:
             steps = np.diff(ids)
+            if steps.size and not (steps >= 0).all():
+                order = np.argsort(ids, kind="stable")
+        else:
+            ms = ms_column(frame, "trade_time")
+            ordered = np.diff(ms) > 0
+            ordered |= (np.diff(ms) == 0) & (np.diff(ids) >= 0)
+            if ms.size > 1 and not ordered.all():
+                order = np.lexsort((ids, ms))
+        if order is not None:
+            ids = ids[order]
+        steps = np.diff(ids)
 
         def col(name: str, ms: bool = False) -> np.ndarray:
             a = ms_column(frame, name) if ms else frame[name].to_numpy()
@@ -471,6 +493,7 @@ class TradeArrays:
             buyer_maker=col("is_buyer_maker"),
             order=order,
             id_steps=steps,
+            by_id=by_id,
         )
 
     def rows(self, frame: pd.DataFrame, idx: np.ndarray, cols: Sequence[str], limit: int) -> list:
@@ -479,7 +502,25 @@ class TradeArrays:
 
 
 def trades_id_continuity(t: TradeArrays, limit: int = 10) -> CheckOutcome:
-    """Aggregate ids are consecutive per symbol: every skipped id is a gap (as id ranges)."""
+    """Aggregate ids are consecutive per symbol: every skipped id is a gap (as id ranges).
+
+    Only where the venue's ids are consecutive: elsewhere (``t.by_id`` False) an id proves
+    nothing about its neighbours and the outcome is not applicable, naming the evidence that
+    judges completeness instead (``trades_candle_evidence``).
+    """
+    if not t.by_id:
+        return CheckOutcome(
+            "trades_id_continuous",
+            True,
+            "ERROR",
+            "completeness",
+            0,
+            0,
+            not_applicable=(
+                "not applicable: this venue's trade ids are not consecutive, so a missing id "
+                f"proves nothing; completeness is judged by {CANDLE_EVIDENCE_CHECK}"
+            ),
+        )
     holes = np.flatnonzero(t.id_steps > 1)
     starts, ends = t.ids[holes] + 1, t.ids[holes + 1] - 1
     missing = int((ends - starts + 1).sum()) if holes.size else 0
@@ -494,7 +535,7 @@ def trades_id_continuity(t: TradeArrays, limit: int = 10) -> CheckOutcome:
     ]
     span = int(t.ids[-1] - t.ids[0] + 1) if t.ids.size else 0
     gap_ms = int((t.times[holes + 1] - t.times[holes]).sum()) if holes.size else 0
-    return outcome(
+    result = outcome(
         "trades_id_continuous",
         "ERROR",
         "completeness",
@@ -508,26 +549,42 @@ def trades_id_continuity(t: TradeArrays, limit: int = 10) -> CheckOutcome:
         first_id=int(t.ids[0]) if t.ids.size else 0,
         last_id=int(t.ids[-1]) if t.ids.size else 0,
     )
+    return replace(result, extra={"evidence": ["consecutive_trade_ids"]})
 
 
 def trades_duplicates(frame: pd.DataFrame, t: TradeArrays, limit: int = 10) -> CheckOutcome:
-    """The same aggregate id twice (ids sorted, so duplicates are zero steps)."""
-    idx = np.flatnonzero(t.id_steps == 0) + 1
+    """The same trade twice: the same aggregate id where ids are consecutive (sorted, so a
+    duplicate is a zero step), else the same venue trade id (``trade_id``)."""
+    key = "agg_trade_id" if t.by_id else "trade_id"
+    if t.by_id:
+        idx = np.flatnonzero(t.id_steps == 0) + 1
+    else:
+        ids = frame["trade_id"].to_numpy(dtype=object)
+        ids = ids if t.order is None else ids[t.order]
+        idx = np.flatnonzero(pd.Series(ids).duplicated(keep="first").to_numpy())
     return outcome(
         "trades_unique",
         "ERROR",
         "validity",
         t.ids.size,
         idx.size,
-        t.rows(frame, idx, ["agg_trade_id", "trade_time", "price", "source"], limit),
+        t.rows(frame, idx, [key, "trade_time", "price", "source"], limit),
         limit,
         duplicate_rows=idx.size,
     )
 
 
 def trades_time_order(frame: pd.DataFrame, t: TradeArrays, limit: int = 10) -> CheckOutcome:
-    """Trade time never goes back as the aggregate id grows."""
-    idx = np.flatnonzero(np.diff(t.times) < 0) + 1
+    """Trade time never goes back as the aggregate id grows.
+
+    Where rows are in time order (ids not consecutive), the same rule read the other way: the
+    ids that carry an order (Bybit's ``seq``-based ones, > 0) never go back as time grows.
+    """
+    if t.by_id:
+        idx = np.flatnonzero(np.diff(t.times) < 0) + 1
+    else:
+        seq = np.flatnonzero(t.ids > 0)
+        idx = seq[1:][np.diff(t.ids[seq]) < 0]
     return outcome(
         "trades_time_ordered",
         "ERROR",
@@ -686,8 +743,12 @@ def candles_match_trades(
     fields_bad = {}
     for k in ("open", "high", "low", "close"):
         fields_bad[k] = getattr(bars, k)[sel] != cl[k][slot]
-    fields_bad["trade_count"] = bars.trade_count[sel] != cl["trade_count"][slot]
+    absent = unsupplied_candle_fields(cl)
+    if "trade_count" not in absent:
+        fields_bad["trade_count"] = bars.trade_count[sel] != cl["trade_count"][slot]
     for k in ("volume", "taker_buy_volume"):
+        if k in absent:
+            continue
         fields_bad[k] = ~np.isclose(getattr(bars, k)[sel], cl[k][slot], rtol=SUM_RTOL, atol=1e-12)
     bad = np.zeros(sel.size, dtype=bool)
     for v in fields_bad.values():
@@ -705,7 +766,7 @@ def candles_match_trades(
         }
         for i, s in zip(np.flatnonzero(bad)[:limit], slot[bad][:limit], strict=True)
     ]
-    return outcome(
+    result = outcome(
         "candles_match_trades",
         "WARN",
         "consistency",
@@ -718,6 +779,123 @@ def candles_match_trades(
         minutes_without_trades=without.size,
         **{f"mismatch_{k}": int(v.sum()) for k, v in fields_bad.items()},
     )
+    return (
+        replace(result, note=f"not compared (the venue's candles lack them): {absent}")
+        if absent
+        else result
+    )
+
+
+#: candle fields a venue may not publish (Bybit klines: no trade count, no taker-buy volume)
+_OPTIONAL_CANDLE_FIELDS = ("trade_count", "taker_buy_volume")
+
+
+def unsupplied_candle_fields(cl: dict[str, np.ndarray]) -> list[str]:
+    """Fields that are 0 on every candle that traded: the venue does not publish them.
+
+    A real minute with volume has at least one trade, and a whole day of minutes without a
+    single taker buy does not happen, so all-zero means "not supplied" (Bybit's parser writes 0
+    for ``trade_count`` and the taker-buy volumes, which its klines lack).
+    """
+    traded = np.nan_to_num(cl["volume"]) > 0
+    if not traded.any():
+        return []
+    return [k for k in _OPTIONAL_CANDLE_FIELDS if not np.nan_to_num(cl[k][traded]).any()]
+
+
+def trades_candle_evidence(
+    t: TradeArrays,
+    candles: pd.DataFrame | None,
+    start_ms: int,
+    end_ms: int,
+    now_ms: int,
+    rtol: float,
+    interval_ms: int = MINUTE_MS,
+    limit: int = 10,
+) -> CheckOutcome:
+    """Completeness of trades whose ids prove nothing, held against the venue's own 1m candles.
+
+    Two pieces of evidence over every closed minute of the window that has a candle:
+
+    * coverage: a minute whose candle traded (volume > 0 or trade_count > 0) has trades;
+      one without any is ``missing``;
+    * volume: the minute's trade quantities sum to the candle's volume within ``rtol``
+      (relative): ``short`` minutes lost trades, ``excess`` minutes hold trades the venue did
+      not count (duplicates under another id, another symbol's rows).
+
+    A candle is the venue's own count of the minute, so this holds whatever the ids are (Bybit
+    publishes no trade count in its klines, so volume carries the proof). Minutes whose candle
+    is absent cannot be judged here (``candles_complete`` reports them); without any candle the
+    outcome is not applicable.
+    """
+    name, evidence = CANDLE_EVIDENCE_CHECK, ["candle_coverage", "candle_volume"]
+    expected = expected_opens(start_ms, end_ms, now_ms, interval_ms)
+    if candles is None or len(candles) == 0 or expected.size == 0:
+        return CheckOutcome(
+            name,
+            True,
+            "ERROR",
+            "completeness",
+            0,
+            0,
+            extra={"evidence": evidence},
+            not_applicable=(
+                "not applicable: no closed 1m candle of the venue for this window, so nothing "
+                "to hold the trades against"
+            ),
+        )
+    m = expected.size
+    cl = _candle_lookup(candles, start_ms, (end_ms - start_ms) // interval_ms, interval_ms)
+    volume, count = cl["volume"][:m], cl["trade_count"][:m]
+    has_candle = ~np.isnan(volume)
+    traded = has_candle & ((np.nan_to_num(volume) > 0) | (np.nan_to_num(count) > 0))
+    slot = (t.times - start_ms) // interval_ms
+    inside = (slot >= 0) & (slot < m)
+    n_trades = np.bincount(slot[inside], minlength=m)
+    t_volume = np.bincount(slot[inside], weights=t.qty[inside].astype("float64"), minlength=m)
+    c_volume = np.nan_to_num(volume)
+    missing = traded & (n_trades == 0)
+    judged = has_candle & ~missing
+    diff = t_volume - c_volume
+    tol = rtol * np.maximum(c_volume, t_volume) + 1e-12
+    short = judged & (diff < -tol)
+    excess = judged & (diff > tol)
+    bad = missing | short | excess
+    miss_starts, miss_ends = runs_to_ranges(expected[missing], interval_ms)
+    examples: list[Any] = [
+        {"issue": "no trades in a traded minute", **r}
+        for r in time_ranges(miss_starts, miss_ends, limit)
+    ]
+    for i in np.flatnonzero(short | excess)[: max(limit - len(examples), 0)]:
+        examples.append(
+            {
+                "issue": "volume short" if short[i] else "volume excess",
+                "open_time": ms_to_iso(int(expected[i])),
+                "candle_volume": float(c_volume[i]),
+                "trades_volume": float(t_volume[i]),
+                "trades": int(n_trades[i]),
+            }
+        )
+    lost = float(np.sum(c_volume[missing | short] - t_volume[missing | short]))
+    result = outcome(
+        name,
+        "ERROR",
+        "completeness",
+        int(has_candle.sum()),
+        int(bad.sum()),
+        examples,
+        limit,
+        candle_minutes=int(has_candle.sum()),
+        traded_minutes=int(traded.sum()),
+        missing_minutes=int(missing.sum()),
+        missing_ranges=int(miss_starts.size),
+        short_minutes=int(short.sum()),
+        excess_minutes=int(excess.sum()),
+        minutes_without_candle=int(np.count_nonzero(~has_candle & (n_trades > 0))),
+        volume_missing=lost,
+        volume_rtol=rtol,
+    )
+    return replace(result, extra={"evidence": evidence})
 
 
 def audit_candles(
@@ -737,13 +915,46 @@ def audit_candles(
 
 
 def audit_trades(
-    frame: pd.DataFrame, settings: AuditSettings
+    frame: pd.DataFrame,
+    settings: AuditSettings,
+    *,
+    candles: pd.DataFrame | None = None,
+    window: tuple[int, int, int] | None = None,
+    capabilities: Capabilities | None = None,
+    exchange: str | None = None,
 ) -> tuple[TradeArrays, list[CheckOutcome]]:
-    """Every single-dataset trades check on one partition (and the arrays, for reuse)."""
+    """Every trades check of one partition (and the arrays, for reuse).
+
+    Completeness evidence follows the venue (``capabilities``, else that of ``exchange`` or of
+    the rows): consecutive ids (``trades_id_continuous``), else the venue's own 1m
+    ``candles`` of the day over ``window`` = (start_ms, end_ms, now_ms)
+    (``trades_candle_evidence``). Both outcomes are always present; the one that does not
+    apply says why.
+    """
     lim = settings.examples_limit
-    t = TradeArrays.from_frame(frame)
+    caps = capabilities_of(frame, exchange, capabilities)
+    t = TradeArrays.from_frame(frame, by_id=ids_consecutive(caps))
+    if t.by_id:
+        evidence = CheckOutcome(
+            CANDLE_EVIDENCE_CHECK,
+            True,
+            "ERROR",
+            "completeness",
+            0,
+            0,
+            not_applicable=(
+                "not applicable: this venue's trade ids are consecutive, so "
+                "trades_id_continuous proves completeness"
+            ),
+        )
+    else:
+        start, end, now = window if window is not None else (0, 0, 0)
+        evidence = trades_candle_evidence(
+            t, candles, start, end, now, settings.trades_volume_rtol, limit=lim
+        )
     return t, [
         trades_id_continuity(t, lim),
+        evidence,
         trades_duplicates(frame, t, lim),
         trades_time_order(frame, t, lim),
         trades_values(frame, t, lim),

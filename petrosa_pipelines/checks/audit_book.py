@@ -12,7 +12,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from petrosa_pipelines.catalog.schemas import with_trade_ids
 from petrosa_pipelines.checks.applicability import (
+    NO_HISTORY_DATASETS,
     freshness_applicability,
     history_applicability,
     not_applicable,
@@ -26,6 +28,8 @@ from petrosa_pipelines.checks.audit import (
     time_ranges,
 )
 from petrosa_pipelines.checks.settings import AuditSettings
+from petrosa_pipelines.checks.venue import capabilities_of, ids_consecutive
+from petrosa_pipelines.exchanges.base import Capabilities
 from petrosa_pipelines.lib.timeutil import HOUR_MS, MINUTE_MS, ms_to_iso
 
 #: Binance stamps funding settlements a few ms after the hour (e.g. 1640995200006)
@@ -34,49 +38,99 @@ FUNDING_TOLERANCE_MS = 1_000
 
 # --------------------------------------------------------------------------------------- depth
 def _snapshots(frame: pd.DataFrame) -> pd.DataFrame:
-    """One row per snapshot: time, update id, best bid, best ask."""
+    """One row per snapshot: time, update id, best bid, best ask (and source, if known)."""
     t = ms_column(frame, "snapshot_time")
     best = frame.assign(_t=t)[frame["level"].to_numpy() == 0]
     bids = best[best["side"] == "bid"].groupby("_t")["price"].max()
     asks = best[best["side"] == "ask"].groupby("_t")["price"].min()
-    ids = frame.assign(_t=t).groupby("_t")["last_update_id"].max()
-    return pd.DataFrame({"update_id": ids, "bid": bids, "ask": asks}).sort_index()
+    by_time = frame.assign(_t=t).groupby("_t")
+    out = pd.DataFrame({"update_id": by_time["last_update_id"].max(), "bid": bids, "ask": asks})
+    if "source" in frame.columns:
+        out["source"] = by_time["source"].first()
+    return out.sort_index()
+
+
+#: how fast a restarted book numbering can climb back: at most one message a ms (Bybit's
+#: fastest book topic pushes every 10 ms: https://bybit-exchange.github.io/docs/v5/websocket/
+#: public/orderbook), so a spliced-in book with a venue's usual large ids is never a restart
+RESTART_IDS_PER_MS = 1
+
+
+def book_restarts(
+    ids: np.ndarray, times_ms: np.ndarray, capabilities: Capabilities | None
+) -> np.ndarray:
+    """Positions of samples where the venue restarted its book numbering (a bool mask).
+
+    Only a venue that sends its book snapshots in the stream can restart it there
+    (``Capabilities.book_snapshot_in_stream``; Bybit: "if you receive a new snapshot message
+    with u=1, reset your local orderbook", https://bybit-exchange.github.io/docs/v5/websocket/
+    public/orderbook). Such a snapshot replaces the book whatever its id, so the samples' id
+    falls back; it counts from 1 again, so the id after the fall is no more than the messages
+    the restarted book can have seen since the previous sample.
+    """
+    restart = np.zeros(ids.size, dtype=bool)
+    if capabilities is None or not capabilities.book_snapshot_in_stream or ids.size < 2:
+        return restart
+    back = np.diff(ids) < 0
+    reachable = ids[1:] <= 1 + np.diff(times_ms) * RESTART_IDS_PER_MS
+    restart[1:] = back & reachable
+    return restart
 
 
 def depth_sequence(
-    frame: pd.DataFrame, ledger: Sequence[Mapping[str, Any]] = (), limit: int = 10
+    frame: pd.DataFrame,
+    ledger: Sequence[Mapping[str, Any]] = (),
+    limit: int = 10,
+    capabilities: Capabilities | None = None,
 ) -> CheckOutcome:
-    """The book's update id never goes back between samples; resyncs from the ledger reported.
+    """The book's update id never goes back between samples; resyncs and restarts counted.
 
-    A backwards id means samples from two books were spliced (wrong data); a resync recorded
-    by the ingest after a ``pu`` break is the book healing itself and is only counted.
+    A backwards id means samples from two books were spliced (wrong data), except where the
+    venue restarted its book numbering with an in-stream snapshot (``book_restarts``): that is
+    the book as the venue published it, counted and listed in ``book_restarts``. A resync
+    recorded by the ingest after a ``pu`` break is the book healing itself and is only counted.
+    Ids are compared within one source's run of samples only: a venue numbers each book topic
+    on its own (Bybit's websocket ``orderbook.50`` and its daily ``ob200`` files), so the id at
+    a switch between the websocket and the archive says nothing.
     """
     if frame.empty:
         return outcome("depth_sequence", "ERROR", "validity", 0, 0, breaks_recorded=len(ledger))
     snaps = _snapshots(frame)
     ids = snaps["update_id"].to_numpy()
-    back = np.flatnonzero(np.diff(ids) < 0) + 1
-    examples = [
-        {
-            "snapshot_time": ms_to_iso(int(snaps.index[i])),
+    times = snaps.index.to_numpy(dtype=np.int64)
+    restart = book_restarts(ids, times, capabilities)
+    backwards = np.r_[False, np.diff(ids) < 0] & ~restart
+    if "source" in snaps.columns:
+        src = snaps["source"].to_numpy()
+        backwards &= np.r_[False, src[1:] == src[:-1]]
+    back = np.flatnonzero(backwards)
+
+    def step(i: int) -> dict[str, Any]:
+        return {
+            "snapshot_time": ms_to_iso(int(times[i])),
             "update_id": int(ids[i]),
             "previous_update_id": int(ids[i - 1]),
         }
-        for i in back[:limit]
-    ]
+
     causes = [str(g.get("cause", "")) for g in ledger]
-    return outcome(
+    result = outcome(
         "depth_sequence",
         "ERROR",
         "validity",
         max(len(ids) - 1, 0),
         back.size,
-        examples,
+        [step(i) for i in back[:limit]],
         limit,
         backwards_update_ids=back.size,
+        book_restarts=int(restart.sum()),
         sequence_breaks_recorded=causes.count("sequence_break"),
         resyncs_recorded=causes.count("resync"),
     )
+    if not restart.any():
+        return result
+    restarts = [step(int(i)) for i in np.flatnonzero(restart)[:limit]]
+    note = f"{int(restart.sum())} book restart(s) by the venue (update ids numbered afresh)"
+    return replace(result, note=note, extra={"book_restarts": restarts})
 
 
 def depth_crossed(frame: pd.DataFrame, limit: int = 10) -> CheckOutcome:
@@ -223,22 +277,52 @@ def funding_rates(frame: pd.DataFrame, floor: float, cap: float, limit: int = 10
     )
 
 
-def funding_mark_price(frame: pd.DataFrame, limit: int = 10) -> CheckOutcome:
-    """Mark price present and > 0 where the source has one (Vision archives carry none)."""
-    archive = frame["source"].to_numpy() == "archive"
+def mark_price_sources(caps: Capabilities | None) -> frozenset[str] | None:
+    """The funding sources whose rows must carry a mark price (None: unknown venue, where
+    every source but the archive must, Binance's rule before venues declared it)."""
+    return None if caps is None else caps.funding_mark_price_sources
+
+
+def funding_mark_price(
+    frame: pd.DataFrame, limit: int = 10, capabilities: Capabilities | None = None
+) -> CheckOutcome:
+    """Mark price present and > 0 where the row's source has one.
+
+    Which sources have one is the venue's declaration (``Capabilities.funding_mark_price_sources``):
+    Binance's fundingRate answers and markPrice stream do, its Vision archive does not; Bybit's
+    tickers do, its REST funding history does not. Rows of other sources are excused and the
+    result says how many, from which source.
+    """
+    source = frame["source"].astype(str).to_numpy()
+    declared = mark_price_sources(capabilities)
+    if declared is None:
+        held = source != "archive"
+    else:
+        held = np.isin(source, sorted(declared))
     m = frame["mark_price"].to_numpy(dtype=float)
-    bad = ~archive & ~(m > 0)
-    idx = np.flatnonzero(bad)
-    return outcome(
+    missing = ~(m > 0)
+    idx = np.flatnonzero(held & missing)
+    excused = ~held & missing
+    by_source = {str(k): int(v) for k, v in pd.Series(source[excused]).value_counts().items()}
+    result = outcome(
         "funding_mark_price_present",
         "WARN",
         "validity",
-        int((~archive).sum()),
+        int(held.sum()),
         idx.size,
         _rows(frame, idx, ["funding_time", "mark_price", "source"], limit),
         limit,
-        archive_rows_without_mark=int((archive & ~(m > 0)).sum()),
+        archive_rows_without_mark=by_source.get("archive", 0),
+        rows_excused=int(excused.sum()),
     )
+    if not by_source:
+        return result
+    kinds = ", ".join(f"{n} {k}" for k, n in sorted(by_source.items()))
+    note = f"not held to a mark price: {kinds} row(s), a source the venue publishes none in"
+    extra = {"excused_without_mark": by_source}
+    if declared is not None:
+        extra["sources_with_mark"] = sorted(declared)
+    return replace(result, note=note, extra=extra)
 
 
 # ----------------------------------------------------------------------------------- freshness
@@ -295,19 +379,33 @@ _COMPARE = {
     "candles": (("open_time",), ("open", "high", "low", "close", "volume", "trade_count")),
     "trades": (("agg_trade_id",), ("price", "quantity", "first_trade_id", "last_trade_id")),
 }
+#: trades of venues whose ids are not consecutive: matched by the venue's own id (one Bybit
+#: trade has another aggregate id in the archive than in the websocket)
+_COMPARE_BY_TRADE_ID = (("trade_id",), ("price", "quantity"))
 
 
 def reconcile(
-    dataset: str, frames: Mapping[str, pd.DataFrame], time_column: str, limit: int = 10
+    dataset: str,
+    frames: Mapping[str, pd.DataFrame],
+    time_column: str,
+    limit: int = 10,
+    capabilities: Capabilities | None = None,
 ) -> CheckOutcome:
     """Websocket vs REST vs archive rows where their time ranges overlap.
 
     For each pair of sources: row counts inside the overlap, keys only one side has, and
     value equality on the shared keys (OHLCV for candles; price, quantity and trade-id span for
-    trades, plus trade-id continuity of each side inside the overlap).
+    trades, plus trade-id continuity of each side inside the overlap). Where the venue's trade
+    ids are not consecutive (``capabilities``, else the rows' venue) trades are matched by
+    ``trade_id`` on price and quantity, and no id gap is counted.
     """
-    key_cols, value_cols = _COMPARE[dataset]
     present = {k: f for k, f in frames.items() if f is not None and len(f)}
+    by_id = True
+    if dataset == "trades":
+        present = {k: with_trade_ids(f) for k, f in present.items()}
+        first = next(iter(present.values()), None)
+        by_id = ids_consecutive(capabilities_of(first, capabilities=capabilities))
+    key_cols, value_cols = _COMPARE[dataset] if by_id else _COMPARE_BY_TRADE_ID
     pairs, offending, checked, examples = {}, 0, 0, []
     names = sorted(present)
     for i, a in enumerate(names):
@@ -332,7 +430,7 @@ def reconcile(
                     atol=0,
                 )
             gaps = 0
-            if dataset == "trades":
+            if dataset == "trades" and by_id:
                 gaps = sum(
                     int((np.diff(np.sort(s["agg_trade_id"].to_numpy())) > 1).sum())
                     for s in (sa, sb)
@@ -380,6 +478,11 @@ def _plain(v: Any) -> Any:
     return v.item() if isinstance(v, np.generic) else v
 
 
+def has_depth_history(caps: Capabilities | None) -> bool:
+    """Whether the venue keeps book history anywhere (unknown venue: no, as Binance)."""
+    return caps is not None and caps.depth_history
+
+
 def audit_depth(
     frame: pd.DataFrame,
     start_ms: int,
@@ -387,11 +490,12 @@ def audit_depth(
     now_ms: int,
     settings: AuditSettings,
     ledger: Sequence[Mapping[str, Any]] = (),
+    capabilities: Capabilities | None = None,
 ) -> list[CheckOutcome]:
-    """Every depth check on one partition."""
+    """Every depth check on one partition (``capabilities``: the venue's, None: unknown)."""
     lim = settings.examples_limit
     return [
-        depth_sequence(frame, ledger, lim),
+        depth_sequence(frame, ledger, lim, capabilities),
         depth_crossed(frame, lim),
         depth_levels(frame, lim),
         depth_coverage(
@@ -407,14 +511,19 @@ def audit_depth(
 
 
 def audit_funding(
-    frame: pd.DataFrame, start_ms: int, end_ms: int, now_ms: int, settings: AuditSettings
+    frame: pd.DataFrame,
+    start_ms: int,
+    end_ms: int,
+    now_ms: int,
+    settings: AuditSettings,
+    capabilities: Capabilities | None = None,
 ) -> list[CheckOutcome]:
-    """Every funding check on one partition."""
+    """Every funding check on one partition (``capabilities``: the venue's, None: unknown)."""
     lim = settings.examples_limit
     return [
         funding_schedule(frame, start_ms, end_ms, now_ms, settings.funding_interval_hours, lim),
         funding_rates(frame, settings.funding_rate_floor, settings.funding_rate_cap, lim),
-        funding_mark_price(frame, lim),
+        funding_mark_price(frame, lim, capabilities),
     ]
 
 
@@ -427,26 +536,41 @@ def audit_dataset(
     settings: AuditSettings,
     ledger: Sequence[Mapping[str, Any]] = (),
     ingest_started_ms: int | None = None,
+    *,
+    candles: pd.DataFrame | None = None,
+    exchange: str | None = None,
+    capabilities: Capabilities | None = None,
 ) -> list[CheckOutcome]:
     """Every single-dataset check of one partition, freshness included (no GX, no cross checks).
 
+    What the venue guarantees decides what is judged (``capabilities``, else those of
+    ``exchange`` (the partition's storage name) or of the rows' exchange): trades are held
+    against the day's 1m ``candles`` where their ids prove nothing (``audit_trades``), and
     ``ingest_started_ms`` (the first landed frame, ``applicability.ingest_started_ms``) decides
-    whether a dataset without history can have data here: where it cannot, every outcome is
-    "not applicable" with the reason; on the day the ingest started, coverage counts from then.
+    whether depth can have data here unless the venue has book history: where it cannot, every
+    outcome is "not applicable" with the reason; on the day the ingest started, coverage counts
+    from then.
     """
     from petrosa_pipelines.checks.audit import audit_candles, audit_trades
 
+    caps = capabilities_of(frame, exchange, capabilities)
     lag = settings.freshness_max_lag_s * 1000
-    app = history_applicability(dataset, start_ms, end_ms, len(frame), ingest_started_ms)
+    no_history = tuple(
+        d for d in NO_HISTORY_DATASETS if not (d == "depth" and has_depth_history(caps))
+    )
+    app = history_applicability(
+        dataset, start_ms, end_ms, len(frame), ingest_started_ms, no_history=no_history
+    )
     if dataset == "candles":
         outs = audit_candles(frame, start_ms, end_ms, now_ms, settings)
         fresh = freshness(frame, "open_time", start_ms, end_ms, now_ms, lag)
     elif dataset == "trades":
-        outs = audit_trades(frame, settings)[1]
+        window = (start_ms, end_ms, now_ms)
+        outs = audit_trades(frame, settings, candles=candles, window=window, capabilities=caps)[1]
         fresh = freshness(frame, "trade_time", start_ms, end_ms, now_ms, lag, step_ms=0)
     elif dataset == "depth":
         judged_from = app.from_ms if app.from_ms is not None else start_ms
-        outs = audit_depth(frame, judged_from, end_ms, now_ms, settings, ledger)
+        outs = audit_depth(frame, judged_from, end_ms, now_ms, settings, ledger, caps)
         if app.from_ms is not None:
             outs = [
                 replace(o, note=f"{app.reason} (the ingest started then)")
@@ -458,7 +582,7 @@ def audit_dataset(
             frame, "snapshot_time", start_ms, end_ms, now_ms, lag, step_ms=settings.depth_cadence_ms
         )
     elif dataset == "funding":
-        outs = audit_funding(frame, start_ms, end_ms, now_ms, settings)
+        outs = audit_funding(frame, start_ms, end_ms, now_ms, settings, caps)
         step = settings.funding_interval_hours * HOUR_MS
         fresh = freshness(frame, "funding_time", start_ms, end_ms, now_ms, lag, step, grid=True)
     else:

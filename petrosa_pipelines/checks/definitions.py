@@ -1,5 +1,8 @@
-"""The Dagster side of the auditor: partition-aware asset checks, the health asset, the audit
-job and schedule, and the sensor that refreshes health when new results land.
+"""The Dagster side of the auditor: partition-aware asset checks and the health asset.
+
+``evaluate_dataset`` is the one place a dataset's check results are produced: the checks of a
+materialisation run yield them, and the batched audit (``checks/batch.py``: today's open day,
+a daily re-audit of closed days, health) records them for many partitions in one run.
 
 Bodies are thin: load the partition, call the pure functions of ``audit``/``audit_book``, map
 each ``CheckOutcome`` to an ``AssetCheckResult``. One ``multi_asset_check`` per dataset loads a
@@ -12,7 +15,7 @@ severity; staleness, anomalies and cross-source disagreements warn.
 
 import datetime as dt
 import json
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -20,8 +23,14 @@ import dagster as dg
 import pandas as pd
 
 from petrosa_pipelines.catalog.schemas import DATASETS
-from petrosa_pipelines.checks.applicability import ingest_started_ms
+from petrosa_pipelines.checks.applicability import (
+    as_of_from_metadata,
+    ingest_started_ms,
+    judged_now_ms,
+    open_day_note,
+)
 from petrosa_pipelines.checks.audit import (
+    CANDLE_EVIDENCE_CHECK,
     WICK_CHECK,
     CheckOutcome,
     TradeArrays,
@@ -46,15 +55,25 @@ from petrosa_pipelines.checks.health import (
     health_for,
     health_metadata,
 )
-from petrosa_pipelines.checks.records import latest_record, new_check_records
+from petrosa_pipelines.checks.records import latest_record
 from petrosa_pipelines.checks.settings import AuditSettings, audit_settings
+from petrosa_pipelines.instruments import (
+    DATASETS as DATASET_NAMES,
+)
+from petrosa_pipelines.instruments import (
+    Instrument,
+    market_data_path,
+    parse_instrument,
+    partition_key_str,
+    split_key,
+)
 from petrosa_pipelines.lib.timeutil import day_window_ms, utc_now_ms
+from petrosa_pipelines.live.quality import publish_check_results, publish_health
 from petrosa_pipelines.market_data.partitions import (
-    PARTITIONS_START,
-    SYMBOLS_PARTITIONS_NAME,
     daily_symbol_partitions,
     split_partition_key,
 )
+from petrosa_pipelines.market_data.sources import venue_capabilities
 
 LAYER = "checks"
 OWNER = "team:market-data"
@@ -70,7 +89,7 @@ REST_TRADES_SPAN_MS = 3_600_000
 
 
 def market_key(dataset: str) -> dg.AssetKey:
-    return dg.AssetKey(["market_data", dataset])
+    return dg.AssetKey(market_data_path(dataset))
 
 
 #: dataset -> (check name, blocking, description); blocking ones fail with ERROR severity
@@ -91,6 +110,12 @@ DATASET_CHECKS: dict[str, list[tuple[str, bool, str]]] = {
     ],
     "trades": [
         ("trades_id_continuous", True, "Aggregate trade ids consecutive; gaps as id ranges."),
+        (
+            CANDLE_EVIDENCE_CHECK,
+            True,
+            "Where trade ids are not consecutive: every traded minute of the venue's 1m candles "
+            "has trades, volumes within PETROSA_TRADES_VOLUME_RTOL.",
+        ),
         ("trades_unique", True, "One row per aggregate trade id."),
         ("trades_time_ordered", True, "Trade time never decreases as the id grows."),
         ("trades_values_valid", True, "Price and quantity > 0; first_trade_id <= last."),
@@ -134,7 +159,7 @@ def _metadata_value(v: Any) -> Any:
     return v
 
 
-def to_result(asset: dg.AssetKey, o: CheckOutcome) -> dg.AssetCheckResult:
+def to_result(asset: dg.AssetKey, o: CheckOutcome, day_note: str = "") -> dg.AssetCheckResult:
     """A CheckOutcome as a Dagster check result: a one-line description of why
     (``explain.describe``), the key figures as top-level metadata, examples and details as
     JSON."""
@@ -146,14 +171,24 @@ def to_result(asset: dg.AssetKey, o: CheckOutcome) -> dg.AssetCheckResult:
         passed=bool(o.passed),
         severity=dg.AssetCheckSeverity(o.severity),
         metadata=meta,
-        description=describe(o),
+        description=describe(o, day_note),
     )
 
 
-def _partition(context: dg.AssetCheckExecutionContext) -> tuple[dt.date, str, int, int]:
-    day, symbol = split_partition_key(context.partition_key)
+def _built_as_of(instance: dg.DagsterInstance, asset: dg.AssetKey, partition: str) -> int | None:
+    """When the partition's latest build was judged up to (None for builds before as_of_ms)."""
+    recs = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=asset, asset_partitions=[partition]), limit=1
+    ).records
+    mat = recs[0].asset_materialization if recs else None
+    return as_of_from_metadata(mat.metadata if mat else None)
+
+
+def _partition(context: dg.AssetCheckExecutionContext) -> tuple[dt.date, Instrument, int, int]:
+    """(day, instrument, day start ms, day end ms) of the check's partition."""
+    day, inst = split_partition_key(context.partition_key)
     start, end = day_window_ms(day)
-    return day, symbol, start, end
+    return day, inst, start, end
 
 
 def _conform(dataset: str, frame: pd.DataFrame | None) -> pd.DataFrame:
@@ -168,12 +203,10 @@ def read_partition(context: dg.AssetCheckExecutionContext, asset: dg.AssetKey) -
     """This check's partition of ``asset`` from the lake, or its empty frame when absent."""
     from petrosa_pipelines.lake import lake_path
 
-    day, symbol = split_partition_key(context.partition_key)
+    day, inst = split_partition_key(context.partition_key)
     io_manager = context.resources.io_manager
     dataset = asset.path[-1]
-    relpath = lake_path(
-        "/".join(asset.path), getattr(io_manager, "exchange", "binance"), symbol, day.isoformat()
-    )
+    relpath = lake_path("/".join(asset.path), inst.exchange, inst.symbol, day.isoformat())
     try:
         frame = io_manager.lake().read_frame(relpath)
     except FileNotFoundError:
@@ -199,26 +232,28 @@ def gx_outcome(dataset: str, frame: pd.DataFrame) -> CheckOutcome:
     )
 
 
-def _ledger(context: dg.AssetCheckExecutionContext, symbol: str, start: int, end: int) -> list:
-    """Depth breaks and resyncs the ingest recorded for this symbol-day (empty when unreadable)."""
+def _ledger(context: dg.AssetCheckExecutionContext, inst: Instrument, start: int, end: int) -> list:
+    """Depth breaks and resyncs the ingest recorded for this instrument-day (empty when
+    unreadable), from its venue's landing directory."""
     landing = getattr(context.resources, "landing", None)
     if landing is None:
         return []
     try:
-        gaps = landing.store().gaps("binance", start, end, dataset="depth", symbol=symbol)
+        gaps = landing.store().gaps(inst.exchange, start, end, dataset="depth", symbol=inst.symbol)
     except Exception as exc:  # noqa: BLE001 - the ledger is advisory for this check
         context.log.warning(f"gap ledger unreadable: {type(exc).__name__}: {exc}")
         return []
     return [{"cause": g.cause, "start_ms": g.start_ms, "end_ms": g.end_ms} for g in gaps]
 
 
-def _ingest_started(context: dg.AssetCheckExecutionContext) -> int | None:
-    """When the ingest first landed anything (None when the landing zone cannot be asked)."""
+def _ingest_started(context: dg.AssetCheckExecutionContext, exchange: str) -> int | None:
+    """When the ingest first landed anything for ``exchange`` (a venue's storage name; None
+    when the landing zone cannot be asked)."""
     landing = getattr(context.resources, "landing", None)
     try:
         store = landing.store() if landing is not None else None
         root = getattr(store, "root", None)
-        return ingest_started_ms(root, "binance") if root else None
+        return ingest_started_ms(root, exchange) if root else None
     except OSError as exc:
         context.log.warning(f"landing zone unreadable: {type(exc).__name__}: {exc}")
         return None
@@ -230,11 +265,11 @@ def quality_verdict(meta: dict[str, Any], min_score: float) -> str:
 
 
 def _quality_is_news(
-    instance: dg.DagsterInstance, asset: dg.AssetKey, partition: str, verdict: str
+    instance: dg.DagsterInstance, asset: dg.AssetKey, partition: str, verdict: Any
 ) -> bool:
     """Whether the partition's shown verdict differs from ``verdict``: the UI shows only
     observations newer than the latest materialisation, so one is due after each
-    materialisation and whenever the verdict changes (not every scheduled audit)."""
+    materialisation and whenever the verdict changes (not every batched audit)."""
     records_filter = dg.AssetRecordsFilter(asset_key=asset, asset_partitions=[partition])
     seen = instance.fetch_observations(records_filter, limit=1).records
     if not seen:
@@ -243,7 +278,8 @@ def _quality_is_news(
     if built and built[0].storage_id > seen[0].storage_id:
         return True
     shown = seen[0].asset_observation.metadata.get("quality") if seen[0].asset_observation else None
-    return getattr(shown, "value", shown) != verdict
+    # either may be a Dagster metadata value (an observation's metadata is normalised)
+    return getattr(shown, "value", shown) != getattr(verdict, "value", verdict)
 
 
 def quality_observation(
@@ -263,6 +299,107 @@ def quality_observation(
     return dg.AssetObservation(asset_key=asset, partition=partition, metadata=metadata)
 
 
+def evaluate_dataset(
+    dataset: str,
+    frame: pd.DataFrame,
+    partition: str,
+    *,
+    now_ms: int,
+    settings: AuditSettings,
+    ledger: Sequence[dict] = (),
+    started: int | None = None,
+    candles: pd.DataFrame | None = None,
+    selected: set[str] | None = None,
+) -> tuple[list[dg.AssetCheckResult], dg.AssetObservation | None]:
+    """Every check result of one dataset partition, and its quality observation (None when
+    ``health`` is not selected): the ONE place a check evaluation is produced.
+
+    Both paths call it: the multi-asset check of a materialisation run (results yielded in the
+    run) and the batched audit (``checks/batch.py``: one run recording many partitions). So a
+    hook on every evaluation (publishing quality elsewhere) belongs here. ``now_ms`` is the
+    moment judged (``judged_now_ms``: an open day as of its build or its landing read);
+    ``selected`` the check names wanted (None: all of the dataset's).
+    """
+    cfg = settings
+    day, inst = split_partition_key(partition)
+    start, end = day_window_ms(day)
+    asset = market_key(dataset)
+    names = {n for n, _, _ in [*DATASET_CHECKS[dataset], *_COMMON_CHECKS]}
+    selected = names if selected is None else selected
+    day_note = open_day_note(end, now_ms)
+    # the partition's venue, not the rows': an empty frame has no exchange to read
+    outcomes = audit_dataset(
+        dataset,
+        frame,
+        start,
+        end,
+        now_ms,
+        cfg,
+        list(ledger),
+        started,
+        candles=candles,
+        exchange=inst.exchange,
+    )
+    if GX_CHECK in selected:
+        gx = gx_outcome(dataset, frame)
+        # a partition whose data cannot exist has nothing for the suite to judge either
+        na = outcomes[0].not_applicable if all(o.not_applicable for o in outcomes) else ""
+        outcomes.append(replace(gx, passed=True, not_applicable=na) if na else gx)
+    results = [to_result(asset, o, day_note) for o in outcomes if o.name in selected]
+    quality = None
+    if HEALTH_CHECK in selected:
+        judged_from = max(start, started) if started is not None and started < end else start
+        meta = health_metadata(
+            outcomes,
+            cfg.health_weights,
+            rows=len(frame),
+            data_expected=min(now_ms, end) - judged_from > cfg.freshness_max_lag_s * 1000,
+            min_score=cfg.health_min_score,
+        )
+        meta["min_score"] = cfg.health_min_score
+        results.append(
+            dg.AssetCheckResult(
+                asset_key=asset,
+                check_name=HEALTH_CHECK,
+                passed=meta["status"] != "failed",
+                severity=dg.AssetCheckSeverity.WARN,
+                metadata={k: _metadata_value(v) for k, v in meta.items()},
+                description=describe_health(meta, cfg.health_min_score),
+            )
+        )
+        quality = quality_observation(asset, partition, meta, cfg.health_min_score)
+    # on NATS too (docs/live.md): never raises; after a failure, skipped for 30 s
+    publish_check_results(partition, dataset, results)
+    return results, quality
+
+
+def agreement_results(
+    candles: pd.DataFrame,
+    trades: pd.DataFrame,
+    partition: str,
+    examples_limit: int,
+    selected: set[str] | None = None,
+) -> list[dg.AssetCheckResult]:
+    """Candles against trades of one instrument-day (``candles_trades_agreement``)."""
+    candles_key, trades_key = market_key("candles"), market_key("trades")
+    start, end = day_window_ms(split_partition_key(partition)[0])
+    t = TradeArrays.from_frame(trades)
+    wanted = {MATCH_TRADES_CHECK, WITHIN_CANDLES_CHECK} if selected is None else selected
+    out = []
+    if MATCH_TRADES_CHECK in wanted:
+        o = candles_match_trades(candles, t, start, end, limit=examples_limit)
+        out.append(to_result(candles_key, o))
+    if WITHIN_CANDLES_CHECK in wanted:
+        o = trades_within_candles(trades, t, candles, start, end, limit=examples_limit)
+        out.append(to_result(trades_key, o))
+    return out
+
+
+#: resources an audit reads besides its own partition: depth the gap ledger, trades the day's
+#: candles (through the lake)
+_AUDIT_RESOURCES: dict[str, set[str]] = {"depth": {"landing"}, "trades": {"io_manager"}}
+
+
 def build_dataset_check(
     dataset: str, settings: Callable[[], AuditSettings] = audit_settings
 ) -> dg.AssetChecksDefinition:
@@ -277,49 +414,28 @@ def build_dataset_check(
         description=f"Audit of one {dataset} partition (see each check's description).",
         can_subset=True,
         ins={"frame": dg.AssetIn(key=asset)},
-        required_resource_keys={"landing"} if dataset == "depth" else None,
+        required_resource_keys=_AUDIT_RESOURCES.get(dataset),
     )
     def _audit(context: dg.AssetCheckExecutionContext, frame: pd.DataFrame):
-        cfg = settings()
-        day, symbol, start, end = _partition(context)
-        frame = _conform(dataset, frame)
-        ledger = _ledger(context, symbol, start, end) if dataset == "depth" else []
-        started = _ingest_started(context) if dataset == "depth" else None
-        now = utc_now_ms()
-        outcomes = audit_dataset(dataset, frame, start, end, now, cfg, ledger, started)
-        selected = {k.name for k in context.selected_asset_check_keys}
-        if GX_CHECK in selected:
-            gx = gx_outcome(dataset, frame)
-            # a partition whose data cannot exist has nothing for the suite to judge either
-            na = outcomes[0].not_applicable if all(o.not_applicable for o in outcomes) else ""
-            outcomes.append(replace(gx, passed=True, not_applicable=na) if na else gx)
-        for o in outcomes:
-            if o.name in selected:
-                yield to_result(asset, o)
-        if HEALTH_CHECK in selected:
-            judged_from = max(start, started) if started is not None and started < end else start
-            meta = health_metadata(
-                outcomes,
-                cfg.health_weights,
-                rows=len(frame),
-                data_expected=min(now, end) - judged_from > cfg.freshness_max_lag_s * 1000,
-                min_score=cfg.health_min_score,
-            )
-            meta["min_score"] = cfg.health_min_score
-            yield dg.AssetCheckResult(
-                asset_key=asset,
-                check_name=HEALTH_CHECK,
-                passed=meta["status"] != "failed",
-                severity=dg.AssetCheckSeverity.WARN,
-                metadata={k: _metadata_value(v) for k, v in meta.items()},
-                description=describe_health(meta, cfg.health_min_score),
-            )
-            pk = str(context.partition_key)
-            verdict = quality_verdict(meta, cfg.health_min_score)
-            if _quality_is_news(context.instance, asset, pk, verdict):
-                context.op_execution_context.log_event(
-                    quality_observation(asset, pk, meta, cfg.health_min_score)
-                )
+        day, inst, start, end = _partition(context)
+        pk = str(context.partition_key)
+        results, quality = evaluate_dataset(
+            dataset,
+            _conform(dataset, frame),
+            pk,
+            now_ms=judged_now_ms(utc_now_ms(), _built_as_of(context.instance, asset, pk)),
+            settings=settings(),
+            ledger=_ledger(context, inst, start, end) if dataset == "depth" else [],
+            started=_ingest_started(context, inst.exchange) if dataset == "depth" else None,
+            # trades whose ids prove nothing are held against the venue's candles of the day
+            candles=read_partition(context, market_key("candles")) if dataset == "trades" else None,
+            selected={k.name for k in context.selected_asset_check_keys},
+        )
+        yield from results
+        if quality is not None and _quality_is_news(
+            context.instance, asset, pk, quality.metadata["quality"]
+        ):
+            context.op_execution_context.log_event(quality)
 
     return _audit
 
@@ -353,31 +469,38 @@ def build_agreement_check(
     def _agreement(context: dg.AssetCheckExecutionContext):
         # read through the lake, not AssetIn: one of the two partitions may not exist, and
         # Dagster forbids input metadata (allow_missing_partitions) on a check's own asset
-        candles = read_partition(context, candles_key)
-        trades = read_partition(context, trades_key)
-        lim = settings().examples_limit
-        _, _, start, end = _partition(context)
-        t = TradeArrays.from_frame(trades)
-        selected = {k.name for k in context.selected_asset_check_keys}
-        if MATCH_TRADES_CHECK in selected:
-            yield to_result(candles_key, candles_match_trades(candles, t, start, end, limit=lim))
-        if WITHIN_CANDLES_CHECK in selected:
-            o = trades_within_candles(trades, t, candles, start, end, limit=lim)
-            yield to_result(trades_key, o)
+        yield from agreement_results(
+            read_partition(context, candles_key),
+            read_partition(context, trades_key),
+            str(context.partition_key),
+            settings().examples_limit,
+            {k.name for k in context.selected_asset_check_keys},
+        )
 
     return _agreement
 
 
 def fetch_sources(
-    dataset: str, exchange: Any, landing: Any, symbol: str, day: dt.date, now_ms: int
+    dataset: str,
+    exchange: Any,
+    landing: Any,
+    instrument: Instrument | str,
+    day: dt.date,
+    now_ms: int,
 ) -> tuple[dict[str, pd.DataFrame], list[str]]:
-    """ws, archive and REST rows of one symbol-day where each exists; errors become notes.
+    """ws, archive and REST rows of one instrument-day where each exists; errors become notes.
 
-    REST is asked only where the websocket has rows (candles: the whole day is one request of
-    1440 rows; trades: the ws span, because aggTrades REST history is shallow and costly).
+    ``instrument``: an ``Instrument``, an id or a bare (Binance USD-M) symbol; its venue picks
+    the landing directory and the clients, and its capabilities which sources exist: the
+    archive only where the venue publishes one for ``dataset``, REST only where it has that
+    history (Bybit's recent-trade endpoint is no history). Candles ask REST for the whole day
+    (one request of 1440 rows); trades only for the ws span, because trades REST history is
+    shallow and costly.
     """
+    inst = instrument if isinstance(instrument, Instrument) else parse_instrument(instrument)
+    symbol, venue, name = inst.symbol, inst.venue, inst.exchange
+    caps = venue_capabilities(name)
     start, end = day_window_ms(day)
-    name = exchange.settings().exchange
     frames: dict[str, pd.DataFrame] = {}
     notes: list[str] = []
     time_col = DATASETS[dataset].time_column
@@ -392,18 +515,23 @@ def fetch_sources(
             frames[source] = frame
 
     attempt("ws", lambda: landing.store().read_frame(name, dataset, symbol, start, end))
-    if now_ms >= end:
+    if now_ms >= end and (caps is None or caps.archive_for(dataset) is not None):
         method = "daily_klines" if dataset == "candles" else "daily_agg_trades"
-        attempt("archive", lambda: getattr(exchange.archive(), method)(symbol, day))
+        attempt("archive", lambda: getattr(exchange.archive(venue), method)(symbol, day))
     ws = frames.get("ws")
-    if dataset == "candles":
-        attempt("rest", lambda: exchange.rest().klines(symbol, start, min(end, now_ms)))
-    elif ws is not None:
+    has_rest = caps is None or dataset in caps.rest_reach_ms
+    if dataset == "candles" and has_rest:
+        attempt("rest", lambda: exchange.rest(venue).klines(symbol, start, min(end, now_ms)))
+    elif dataset == "trades" and ws is not None and has_rest:
         times = ws[time_col].to_numpy(dtype="datetime64[ms]").view("int64")
         lo = int(times.min())
         hi = min(int(times.max()) + 1, lo + REST_TRADES_SPAN_MS)
-        attempt("rest", lambda: exchange.rest().agg_trades(symbol, lo, hi))
+        attempt("rest", lambda: exchange.rest(venue).agg_trades(symbol, lo, hi))
     return frames, notes
+
+
+#: the datasets with a second and third source to reconcile against (archive and REST)
+RECONCILED_DATASETS = ("candles", "trades")
 
 
 def build_reconcile_check(
@@ -417,7 +545,7 @@ def build_reconcile_check(
             False,
             "Websocket, REST and checksum-verified archive rows agree where they overlap.",
         )
-        for ds in ("candles", "trades")
+        for ds in RECONCILED_DATASETS
     }
 
     @dg.multi_asset_check(
@@ -429,7 +557,7 @@ def build_reconcile_check(
     )
     def _reconcile(context: dg.AssetCheckExecutionContext):
         lim = settings().examples_limit
-        day, symbol, _, _ = _partition(context)
+        day, inst, _, _ = _partition(context)
         selected = {k.name for k in context.selected_asset_check_keys}
         for ds, spec in specs.items():
             if spec.name not in selected:
@@ -438,7 +566,7 @@ def build_reconcile_check(
                 ds,
                 context.resources.exchange,
                 context.resources.landing,
-                symbol,
+                inst,
                 day,
                 utc_now_ms(),
             )
@@ -457,18 +585,19 @@ HEALTH_THRESHOLD_CHECK = "health_above_threshold"
 #: the grid on checks/health covers this many most recent days with materialised partitions
 GRID_DAYS = 7
 GRID_MAX_ROWS = 120
-GRID_DATASETS = ("candles", "trades", "depth", "funding")
+GRID_DATASETS = DATASET_NAMES
 
 
 def _health_records(
     instance: dg.DagsterInstance, rows: Sequence[tuple[str, str]]
 ) -> dict[tuple[str, str, str], dict[str, Any]]:
-    """Latest health-check metadata per (day, symbol, dataset) of ``rows``."""
+    """Latest health-check metadata per (day, instrument, dataset) of ``rows`` (the instrument
+    as its partition value: an id, or a legacy bare symbol)."""
     out = {}
     for ds in GRID_DATASETS:
         key = dg.AssetCheckKey(market_key(ds), HEALTH_CHECK)
         for day, sym in rows:
-            rec = latest_record(instance, key, f"{day}|{sym}")
+            rec = latest_record(instance, key, partition_key_str(day, sym))
             if rec is not None and rec.metadata:
                 out[(day, sym, ds)] = {**rec.metadata, "passed": rec.passed}
     return out
@@ -482,9 +611,9 @@ def recent_grid(
     built: set[tuple[str, str, str]] = set()
     for ds in GRID_DATASETS:
         for pk in instance.get_materialized_partitions(market_key(ds)):
-            day, _, sym = str(pk).partition("|")
-            built.add((day, sym, ds))
-    keys = {f"{d}|{s}" for d, s, _ in built} | ({include} if include else set())
+            day, sym = split_key(pk)
+            built.add((day.isoformat(), sym, ds))
+    keys = {partition_key_str(d, s) for d, s, _ in built} | ({include} if include else set())
     rows = recent_rows(sorted(keys), GRID_DAYS, GRID_MAX_ROWS)
     return health_grid(_health_records(instance, rows), built, rows, GRID_DATASETS, min_score)
 
@@ -537,7 +666,6 @@ def threshold_result(frame: pd.DataFrame, min_score: float) -> tuple[bool, str, 
     owners=[OWNER],
     kinds={"pandas", "parquet"},
     tags={"layer": LAYER},
-    metadata={"exchange": "binance"},
     check_specs=[
         dg.AssetCheckSpec(
             HEALTH_THRESHOLD_CHECK,
@@ -553,8 +681,10 @@ def threshold_result(frame: pd.DataFrame, min_score: float) -> tuple[bool, str, 
     description=(
         "Health score 0-100 of each market-data dataset for one symbol-day, from the latest "
         "results of its checks (completeness, validity, consistency, freshness; weights are "
-        "settings). Refreshed by `health_refresh_sensor` whenever a dataset's checks re-run, "
-        "so a partition that degrades later shows here over time. Each materialisation also "
+        "settings). Refreshed without a run per partition: `audit_sensor`'s batched `audit_job` "
+        "records it for every partition whose checks re-ran (a materialisation, today's "
+        "open day, the daily re-audit), so a partition that degrades later shows here over "
+        "time; materialising one partition here recomputes it at once. Each materialisation also "
         "shows `health_grid`: day x symbol x dataset over the recent materialised partitions, "
         "the failing check named in each cell."
     ),
@@ -562,31 +692,10 @@ def threshold_result(frame: pd.DataFrame, min_score: float) -> tuple[bool, str, 
 def health(context: dg.AssetExecutionContext):  # noqa: ANN201 - see below
     # no return annotation: with check_specs, Dagster 1.13 reads `-> MaterializeResult` as a
     # Nothing output and rejects the frame (and a parametrised one as a tuple of outputs)
-    day, symbol = split_partition_key(context.partition_key)
     min_score = audit_settings().health_min_score
-    frames = [health_for(symbol, ds, day, day, instance=context.instance) for ds in DATASETS]
-    frame = pd.concat([f for f in frames if len(f)] or [frames[0]], ignore_index=True)
-    meta: dict[str, Any] = {"dagster/row_count": len(frame)}
-    not_applicable = []
-    for row in frame.itertuples():
-        if row.status == "not_applicable":
-            not_applicable.append(f"{row.dataset}: {row.reason}")
-        elif pd.notna(row.score):
-            meta[f"score_{row.dataset}"] = float(row.score)
-    if not_applicable:  # a text key, so each score_* key stays a number for the UI's plots
-        meta["not_applicable"] = "; ".join(not_applicable)
-    scored = frame["score"].dropna() if len(frame) else frame
-    if len(scored):
-        meta["min_score"] = float(scored.min())
-    passed, text, figures = threshold_result(frame, min_score)
-    meta["verdict"] = text
-    grid = recent_grid(context.instance, min_score, include=str(context.partition_key))
-    meta["health_grid"] = grid_table(grid)
-    png = heatmap_png(
-        grid, min_score, f"Health by symbol-day and dataset (threshold {min_score:g})"
+    frame, meta, (passed, text, figures) = health_value(
+        context.instance, str(context.partition_key), min_score
     )
-    if png is not None:
-        meta["health_heatmap"] = dg.MetadataValue.md(png_markdown(png, "health heatmap"))
     return dg.MaterializeResult(
         value=frame,
         metadata=meta,
@@ -602,6 +711,50 @@ def health(context: dg.AssetExecutionContext):  # noqa: ANN201 - see below
     )
 
 
+def health_value(
+    instance: dg.DagsterInstance, partition: str, min_score: float, grid: bool = True
+) -> tuple[pd.DataFrame, dict[str, Any], tuple[bool, str, dict[str, Any]]]:
+    """(frame, metadata, threshold verdict) of one ``checks/health`` partition, from the latest
+    health-check results of its datasets: what the asset returns and what the batched audit
+    records for many partitions in one run (``checks/batch.py``). ``grid``: add the recent
+    health grid and heatmap (about 500 reads; a batch adds it once, not per partition)."""
+    day, value = split_key(partition)  # the value as registered (id or legacy)
+    frames = [health_for(value, ds, day, day, instance=instance) for ds in DATASETS]
+    frame = pd.concat([f for f in frames if len(f)] or [frames[0]], ignore_index=True)
+    meta: dict[str, Any] = {"dagster/row_count": len(frame)}
+    not_applicable = []
+    for row in frame.itertuples():
+        if row.status == "not_applicable":
+            not_applicable.append(f"{row.dataset}: {row.reason}")
+        elif pd.notna(row.score):
+            meta[f"score_{row.dataset}"] = float(row.score)
+    if not_applicable:  # a text key, so each score_* key stays a number for the UI's plots
+        meta["not_applicable"] = "; ".join(not_applicable)
+    scored = frame["score"].dropna() if len(frame) else frame
+    if len(scored):
+        meta["min_score"] = float(scored.min())
+    verdict = threshold_result(frame, min_score)
+    meta["verdict"] = verdict[1]
+    if grid:
+        meta.update(grid_metadata(instance, min_score, include=partition))
+    publish_health(partition, frame.to_dict("records"))  # NATS and Redis; never raises
+    return frame, meta, verdict
+
+
+def grid_metadata(
+    instance: dg.DagsterInstance, min_score: float, include: str | None = None
+) -> dict[str, Any]:
+    """``health_grid`` (a table) and ``health_heatmap`` (when it can be drawn)."""
+    grid = recent_grid(instance, min_score, include=include)
+    meta: dict[str, Any] = {"health_grid": grid_table(grid)}
+    png = heatmap_png(
+        grid, min_score, f"Health by symbol-day and dataset (threshold {min_score:g})"
+    )
+    if png is not None:
+        meta["health_heatmap"] = dg.MetadataValue.md(png_markdown(png, "health heatmap"))
+    return meta
+
+
 def dataset_check_keys(checks: Sequence[dg.AssetChecksDefinition]) -> dict[str, list]:
     """Check keys of ``checks`` grouped by the market-data dataset they target."""
     out: dict[str, list[dg.AssetCheckKey]] = {}
@@ -611,130 +764,10 @@ def dataset_check_keys(checks: Sequence[dg.AssetChecksDefinition]) -> dict[str, 
     return out
 
 
-def cron_for_interval(seconds: int) -> str:
-    """A cron expression firing every ``seconds`` (whole minutes < 1 h, or whole hours)."""
-    if seconds % 3600 == 0:
-        return f"0 */{seconds // 3600} * * *" if seconds < 86400 else "0 0 * * *"
-    if seconds % 60 == 0 and seconds < 3600:
-        return f"*/{seconds // 60} * * * *"
-    raise ValueError(f"audit interval {seconds}s is neither whole minutes < 1 h nor whole hours")
-
-
-def audit_run_requests(
-    instance: dg.DagsterInstance,
-    now: dt.datetime,
-    recent_days: int,
-    checks: Sequence[dg.AssetChecksDefinition],
-    tick: str,
-) -> list[dg.RunRequest]:
-    """One run per materialised symbol-day of the last ``recent_days`` days, re-running the
-    checks of exactly the datasets that have that partition."""
-    by_dataset = dataset_check_keys(checks)
-    materialised = {ds: instance.get_materialized_partitions(market_key(ds)) for ds in by_dataset}
-    symbols = instance.get_dynamic_partitions(SYMBOLS_PARTITIONS_NAME)
-    first = dt.date.fromisoformat(PARTITIONS_START)
-    days = [now.date() - dt.timedelta(days=i) for i in range(recent_days)]
-    requests = []
-    for day in sorted(d for d in days if d >= first):
-        for symbol in sorted(symbols):
-            pk = f"{day.isoformat()}|{symbol}"
-            keys = [k for ds, ks in by_dataset.items() if pk in materialised[ds] for k in ks]
-            if not keys:
-                continue
-            tags = dict(daily_symbol_partitions.get_tags_for_partition_key(pk))
-            tags[AUDIT_TAG] = "scheduled"
-            # partition via tags, not partition_key: a checks-only job has no assets to infer
-            # its partitions definition from, and Dagster rejects partition_key there
-            requests.append(
-                dg.RunRequest(run_key=f"audit:{pk}:{tick}", tags=tags, asset_check_keys=keys)
-            )
-    return requests
-
-
-def build_audit_job(checks: Sequence[dg.AssetChecksDefinition], name: str = "audit_job") -> Any:
-    return dg.define_asset_job(
-        name,
-        selection=dg.AssetSelection.checks(*checks),
-        description="Re-run the market-data checks of one symbol-day (no re-materialisation).",
-        tags={AUDIT_TAG: "true"},
-    )
-
-
-def build_audit_schedule(
-    job: Any,
-    checks: Sequence[dg.AssetChecksDefinition],
-    interval_s: int = AuditSettings.audit_interval_s,
-    settings: Callable[[], AuditSettings] = audit_settings,
-    reconcile_checks: Sequence[dg.AssetChecksDefinition] = (),
-) -> dg.ScheduleDefinition:
-    """Re-run the checks over the most recent partitions every ``interval_s`` seconds, so a
-    partition that degrades later (late data, a republished archive) is caught.
-
-    ``reconcile_checks`` join when the ``audit_reconcile`` setting is on (they call the
-    exchange). The cron is fixed when definitions load: pass ``audit_settings().audit_interval_s``.
-    """
-
-    @dg.schedule(
-        name="audit_schedule",
-        job=job,
-        cron_schedule=cron_for_interval(interval_s),
-        execution_timezone="UTC",
-        default_status=dg.DefaultScheduleStatus.RUNNING,
-        description=f"Scheduled audit every {interval_s}s over the most recent partitions.",
-    )
-    def _audit_schedule(context: dg.ScheduleEvaluationContext):
-        now = context.scheduled_execution_time or dt.datetime.now(tz=dt.UTC)
-        cfg = settings()
-        active = [*checks, *(reconcile_checks if cfg.audit_reconcile else ())]
-        requests = audit_run_requests(
-            context.instance,
-            now.astimezone(dt.UTC),
-            cfg.audit_recent_days,
-            active,
-            now.strftime("%Y%m%dT%H%M%S"),
-        )
-        return requests or dg.SkipReason("no materialised partition in the audit window")
-
-    return _audit_schedule
-
-
-def build_health_sensor(
-    checks: Sequence[dg.AssetChecksDefinition], minimum_interval_seconds: int = 60
-) -> dg.SensorDefinition:
-    """Materialise the health asset of every partition whose health check has new results."""
-    keys = [k for c in checks for k in c.check_keys if k.name == HEALTH_CHECK]
-
-    @dg.sensor(
-        name="health_refresh_sensor",
-        # by key: the code location adds lineage to the asset (catalog/lineage.py)
-        target=[HEALTH_KEY],
-        minimum_interval_seconds=minimum_interval_seconds,
-        default_status=dg.DefaultSensorStatus.RUNNING,
-        description="Refresh checks/health for partitions whose checks produced new results.",
-    )
-    def _health_sensor(context: dg.SensorEvaluationContext) -> Iterator[dg.RunRequest]:
-        cursor = json.loads(context.cursor) if context.cursor else {}
-        latest: dict[str, int] = {}
-        for rec in new_check_records(context.instance, keys, cursor):
-            if rec.partition:
-                latest[rec.partition] = max(latest.get(rec.partition, 0), rec.record_id)
-        for pk, rid in sorted(latest.items()):
-            yield dg.RunRequest(
-                run_key=f"health:{pk}:{rid}", partition_key=pk, asset_selection=[HEALTH_KEY]
-            )
-        context.update_cursor(json.dumps(cursor))
-
-    return _health_sensor
-
-
-DATASET_AUDITS = [build_dataset_check(ds) for ds in ("candles", "trades", "depth", "funding")]
+DATASET_AUDITS = [build_dataset_check(ds) for ds in DATASET_NAMES]
 AGREEMENT_CHECK = build_agreement_check()
 RECONCILE_CHECK = build_reconcile_check()
 ALL_CHECKS = [*DATASET_AUDITS, AGREEMENT_CHECK, RECONCILE_CHECK]
-#: checks the schedule re-runs (reconciliation calls the exchange: opt in via a setting)
+#: the checks the batched audit re-evaluates (reconciliation calls the exchange: it runs in
+#: the materialisation run only)
 SCHEDULED_CHECKS = [*DATASET_AUDITS, AGREEMENT_CHECK]
-audit_job = build_audit_job(ALL_CHECKS)
-audit_schedule = build_audit_schedule(
-    audit_job, SCHEDULED_CHECKS, reconcile_checks=[RECONCILE_CHECK]
-)
-health_refresh_sensor = build_health_sensor(ALL_CHECKS)

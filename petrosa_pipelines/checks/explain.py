@@ -199,8 +199,17 @@ _SPECIFIC: dict[str, Callable[[CheckOutcome], str]] = {
 }
 
 
-def describe(o: CheckOutcome) -> str:
-    """One line saying why ``o`` passed, failed or could not judge its partition."""
+def describe(o: CheckOutcome, day_note: str = "") -> str:
+    """One line saying why ``o`` passed, failed or could not judge its partition.
+
+    ``day_note`` (``applicability.open_day_note``) says the partition is the open day judged
+    as of its build, so "all 720 candles pass" on today reads as the day so far.
+    """
+    text = _describe(o)
+    return f"{text} [{day_note}]" if day_note and not o.not_applicable else text
+
+
+def _describe(o: CheckOutcome) -> str:
     if o.not_applicable:
         return o.not_applicable
     specific = _SPECIFIC.get(o.name)

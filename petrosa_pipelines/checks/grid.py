@@ -7,11 +7,15 @@ asset's metadata, unlike markdown over 1,000 characters, which hides behind "[Sh
 Markdown]"; see dagster-io/dagster ``js_modules/dagster-ui/packages/ui-core/src/metadata/
 MetadataEntry.tsx``) and as a PNG heatmap drawn like ``analytics/charts.py`` (matplotlib's
 object API, PNG inside markdown). Pure functions: records in, cells and pictures out.
+
+Today's row is the open day (``market_data.partitions``): its label says "open" and its cells
+"so far", since its checks judge the day up to its latest build, not a finished day.
 """
 
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import importlib.util
 import io
 from collections.abc import Mapping, Sequence
@@ -21,14 +25,29 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from petrosa_pipelines.instruments import KEY_SEP, split_key
+from petrosa_pipelines.market_data.partitions import is_open_day
+
 #: marks of a cell, worst first
 FAILING, WARNING, OK, NOT_APPLICABLE, NOT_AUDITED, NOT_BUILT = "❌", "⚠️", "✅", "➖", "…", "—"
 LEGEND = (
     f"{OK} health at or above the threshold, every check passes; {WARNING} a check fails, "
     f"health still at or above the threshold; {FAILING} health below the threshold; "
     f"{NOT_APPLICABLE} not applicable (the data cannot exist); {NOT_AUDITED} built, not "
-    f"audited yet; {NOT_BUILT} not materialised"
+    f"audited yet; {NOT_BUILT} not materialised; a day marked (open) is today, judged as the "
+    "day so far"
 )
+#: appended to the label of the open day's rows and the text of its cells
+OPEN_LABEL, OPEN_CELL = " (open)", " (so far)"
+
+
+def day_label(day: str, today: dt.date | None = None) -> str:
+    """``day`` as a row label: today's (the open day, ``today`` None: the clock's) marked."""
+    return day + (OPEN_LABEL if is_open_day(day, _now(today)) else "")
+
+
+def _now(today: dt.date | None) -> dt.datetime | None:
+    return None if today is None else dt.datetime(today.year, today.month, today.day, tzinfo=dt.UTC)
 
 
 @dataclass(frozen=True)
@@ -76,25 +95,34 @@ def health_grid(
     rows: Sequence[tuple[str, str]],
     datasets: Sequence[str],
     min_score: float,
+    today: dt.date | None = None,
 ) -> dict[tuple[str, str], dict[str, Cell]]:
-    """Cells per (day, symbol) row and dataset.
+    """Cells per (day, symbol) row and dataset; the open day's (``today``, None: the clock's)
+    built cells say "so far".
 
     ``records`` and ``built`` are keyed (day, symbol, dataset): the latest health metadata and
     the materialised partitions.
     """
-    return {
-        (day, sym): {
-            ds: cell(records.get((day, sym, ds)), (day, sym, ds) in built, min_score)
-            for ds in datasets
-        }
-        for day, sym in rows
-    }
+    out = {}
+    for day, sym in rows:
+        is_open = is_open_day(day, _now(today))
+        cells = {}
+        for ds in datasets:
+            c = cell(records.get((day, sym, ds)), (day, sym, ds) in built, min_score)
+            if is_open and c.mark != NOT_BUILT:
+                c = Cell(c.mark, c.score, c.text + OPEN_CELL, c.failing)
+            cells[ds] = c
+        out[(day, sym)] = cells
+    return out
 
 
-def grid_frame(grid: Mapping[tuple[str, str], Mapping[str, Cell]]) -> pd.DataFrame:
-    """The grid as text: one row per symbol-day, one column per dataset."""
+def grid_frame(
+    grid: Mapping[tuple[str, str], Mapping[str, Cell]], today: dt.date | None = None
+) -> pd.DataFrame:
+    """The grid as text: one row per symbol-day (the open day's labelled), one column per
+    dataset."""
     out = [
-        {"day": day, "symbol": sym, **{ds: c.text for ds, c in cells.items()}}
+        {"day": day_label(day, today), "symbol": sym, **{ds: c.text for ds, c in cells.items()}}
         for (day, sym), cells in grid.items()
     ]
     return pd.DataFrame(out)
@@ -113,13 +141,19 @@ def grid_markdown(grid: Mapping[tuple[str, str], Mapping[str, Cell]]) -> str:
 
 
 def recent_rows(partitions: Sequence[str], days: int, max_rows: int) -> list[tuple[str, str]]:
-    """(day, symbol) of the ``days`` most recent days among ``YYYY-MM-DD|SYMBOL`` keys, newest
-    day first, symbols in order, at most ``max_rows``."""
-    pairs = {tuple(str(pk).split("|", 1)) for pk in partitions if "|" in str(pk)}
+    """(day, instrument) of the ``days`` most recent days among ``YYYY-MM-DD|<instrument>``
+    keys (the instrument as in the key: an id, or a legacy bare symbol), newest day first,
+    instruments in order, at most ``max_rows``."""
+    pairs = {_pair(pk) for pk in partitions if KEY_SEP in str(pk)}
     recent = sorted({d for d, _ in pairs}, reverse=True)[:days]
     keep = set(recent)
     rows = sorted((p for p in pairs if p[0] in keep), key=lambda p: (-_ordinal(p[0]), p[1]))
     return rows[:max_rows]  # type: ignore[return-value]
+
+
+def _pair(key: str) -> tuple[str, str]:
+    day, inst = split_key(str(key))
+    return day.isoformat(), inst
 
 
 def _ordinal(day: str) -> int:
@@ -127,7 +161,10 @@ def _ordinal(day: str) -> int:
 
 
 def heatmap_png(
-    grid: Mapping[tuple[str, str], Mapping[str, Cell]], min_score: float, title: str
+    grid: Mapping[tuple[str, str], Mapping[str, Cell]],
+    min_score: float,
+    title: str,
+    today: dt.date | None = None,
 ) -> bytes | None:
     """A PNG heatmap of the scores (red 0 to green 100, grey n/a), each cell annotated with
     its score and failing check; None without matplotlib or rows."""
@@ -136,7 +173,7 @@ def heatmap_png(
     from matplotlib.colors import ListedColormap
     from matplotlib.figure import Figure
 
-    labels = [f"{d} {s}" for d, s in grid]
+    labels = [f"{day_label(d, today)} {s}" for d, s in grid]
     datasets = list(next(iter(grid.values())))
     scores = np.array([[c.score for c in cells.values()] for cells in grid.values()], float)
     fig = Figure(figsize=(1.9 * len(datasets) + 2.4, 0.42 * len(labels) + 1.3), dpi=100)

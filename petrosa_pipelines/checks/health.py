@@ -108,6 +108,10 @@ def health_for(
 ) -> pd.DataFrame:
     """Latest health of ``dataset`` for ``symbol`` on each day in [start, end] (inclusive).
 
+    ``symbol`` is the partition's instrument as registered: an id (``bybit-linear:BTCUSDT``;
+    ``binance:BTCUSDT`` reads as ``binance-usdm:BTCUSDT``) or a legacy bare Binance symbol.
+    It is not upper-cased: an id's venue part is lower-case.
+
     Reads the per-partition results of the dataset's ``health`` check back from the Dagster
     instance (``DagsterInstance.get()`` when none is given). Days never audited are absent.
     Columns: date, symbol, dataset, score (NaN when not applicable), the four components,
@@ -117,17 +121,18 @@ def health_for(
     import dagster as dg
     from dagster._core.event_api import PartitionKeyFilter  # no public path in 1.13
 
+    from petrosa_pipelines.instruments import market_data_path
     from petrosa_pipelines.market_data.partitions import partition_key
 
     first = dt.date.fromisoformat(start) if isinstance(start, str) else start
     last = dt.date.fromisoformat(end) if isinstance(end, str) else end
     inst = instance or dg.DagsterInstance.get()
     storage = inst.event_log_storage
-    key = dg.AssetCheckKey(dg.AssetKey(["market_data", dataset]), HEALTH_CHECK)
+    key = dg.AssetCheckKey(dg.AssetKey(market_data_path(dataset)), HEALTH_CHECK)
     rows = []
     day = first
     while day <= last:
-        pk = str(partition_key(day, symbol.upper()))
+        pk = str(partition_key(day, symbol))
         rec = storage.get_latest_asset_check_execution_by_key(
             [key], partition_filter=PartitionKeyFilter(key=pk)
         ).get(key)
@@ -137,7 +142,7 @@ def health_for(
             rows.append(
                 {
                     "date": day,
-                    "symbol": symbol.upper(),
+                    "symbol": symbol,
                     "dataset": dataset,
                     "score": float(meta.get("score", float("nan"))),
                     **{c: meta.get(c) for c in COMPONENTS},

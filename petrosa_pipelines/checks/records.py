@@ -65,6 +65,22 @@ def _flatten(key: dg.AssetCheckKey, rec: Any) -> CheckRecord:
     )
 
 
+def _history_since(storage: Any, key: dg.AssetCheckKey, last: int) -> list[Any]:
+    """Every execution row of ``key`` newer than ``last``, newest first, a page at a time: a
+    batched audit run writes a row per instrument-day, more than one page between two ticks
+    at a few hundred instruments (``cursor`` pages to ids below it)."""
+    history: list[Any] = []
+    page_cursor = None
+    while True:
+        page = storage.get_asset_check_execution_history(
+            key, limit=HISTORY_LIMIT, cursor=page_cursor
+        )
+        history += page
+        if len(page) < HISTORY_LIMIT or page[-1].id <= last:
+            return history
+        page_cursor = page[-1].id
+
+
 def new_check_records(
     instance: dg.DagsterInstance,
     keys: Iterable[dg.AssetCheckKey],
@@ -81,7 +97,7 @@ def new_check_records(
     for key in keys:
         name = key.to_user_string()
         last = int(cursor.get(name, 0))
-        history = storage.get_asset_check_execution_history(key, limit=HISTORY_LIMIT)
+        history = _history_since(storage, key, last)
         fresh = sorted((r for r in history if r.id > last), key=lambda r: r.id)
         planned = [
             r.id

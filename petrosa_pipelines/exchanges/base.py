@@ -4,20 +4,21 @@ Everything downstream of an adapter (landing, partitioned assets, checks, analyt
 these records and the dataset frames built from them, never an exchange's own field names.
 Adding an exchange means one module under ``exchanges/`` and one line in ``EXCHANGES``.
 
-Two records are parsed but not (yet) subscribed by the ingest: ``RawTradeRecord`` (individual
-trades, Binance ``@trade``, as in hftbacktest-style captures) and ``BookTickerRecord`` (best bid
-and ask, ``@bookTicker``). A raw trade keeps its print type (``trade_type``, Binance ``X``):
+``RawTradeRecord`` (individual trades, Binance ``@trade``, the Petrosa socket-client's trade
+stream) and ``TickerRecord`` (``@ticker``) are streamed by the ingest under the socket-client
+stream profile (``exchanges/binance/adapter.py``); ``BookTickerRecord`` (best bid and ask,
+``@bookTicker``) is parsed only. A raw trade keeps its print type (``trade_type``, Binance ``X``):
 only ``MARKET`` prints are market trades (Binance's klines and aggTrades exclude insurance-fund
 and ADL prints), so candles and trade statistics take ``frames.market_trades_frame`` while
-``frames.raw_trades_to_frame`` keeps every print visible as its own row. Both records are the
-foundation for consuming those streams live (landing them is a later issue's).
+``frames.raw_trades_to_frame`` keeps every print visible as its own row.
 """
 
 from __future__ import annotations
 
 import abc
 import enum
-from collections.abc import Iterable, Sequence
+import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -80,7 +81,7 @@ class ExchangeError(RuntimeError):
 
 
 class TradeRecord(msgspec.Struct, frozen=True, gc=False):
-    """One aggregate trade. Natural key: (exchange, symbol, agg_trade_id)."""
+    """One (aggregate) trade. Natural key: (exchange, symbol, trade_id or agg_trade_id)."""
 
     exchange: str
     symbol: str
@@ -94,6 +95,9 @@ class TradeRecord(msgspec.Struct, frozen=True, gc=False):
     event_time: int | None = None
     source: str = Source.WS
     received_at: int | None = None
+    #: the venue's own trade id as text, the natural key where ids are not consecutive
+    #: integers (Bybit: a UUID); None where ``agg_trade_id`` is the venue's id (Binance)
+    trade_id: str | None = None
 
 
 class CandleRecord(msgspec.Struct, frozen=True, gc=False):
@@ -135,7 +139,16 @@ class DepthUpdateRecord(msgspec.Struct, frozen=True, gc=False):
 
 
 class DepthSnapshotRecord(msgspec.Struct, frozen=True, gc=False):
-    """A full book snapshot from REST (levels best first)."""
+    """A book snapshot (levels best first): from REST, a checkpoint of our own book, or sent
+    by the venue in its stream.
+
+    ``in_stream``: the venue sent it in the stream (Binance partial depth ``@depth20@100ms``:
+    the top levels every 100 ms), so it replaces the book in its place among the stream's
+    messages whatever the venue's ``book_snapshot_in_stream`` capability says about its diff
+    stream. ``prev_update_id`` is the ``pu`` of such a snapshot (the ``u`` of the stream's
+    previous message): a snapshot whose ``pu`` is not the book's last ``u`` follows missed
+    messages (a sequence break, ``landing.book.BookSync``). None where the venue sends none.
+    """
 
     exchange: str
     symbol: str
@@ -145,6 +158,8 @@ class DepthSnapshotRecord(msgspec.Struct, frozen=True, gc=False):
     bids: tuple[tuple[Decimal, Decimal], ...]
     asks: tuple[tuple[Decimal, Decimal], ...]
     received_at: int | None = None
+    prev_update_id: int | None = None
+    in_stream: bool = False
 
 
 class MarkPriceRecord(msgspec.Struct, frozen=True, gc=False):
@@ -217,6 +232,32 @@ class BookTickerRecord(msgspec.Struct, frozen=True, gc=False):
     received_at: int | None = None
 
 
+class TickerRecord(msgspec.Struct, frozen=True, gc=False):
+    """24-hour rolling statistics of one instrument (Binance ``@ticker``, ``24hrTicker``).
+
+    Feeds no dataset: it is landed (the raw frame is kept), tells the ingest the feed is alive
+    and gives the latest traded price to whoever wants it (a cache). Natural key: (exchange,
+    symbol, event_time).
+    """
+
+    exchange: str
+    symbol: str
+    event_time: int
+    last_price: Decimal
+    last_quantity: Decimal
+    open_price: Decimal
+    high_price: Decimal
+    low_price: Decimal
+    volume: Decimal
+    quote_volume: Decimal
+    open_time: int
+    close_time: int
+    first_trade_id: int
+    last_trade_id: int
+    trade_count: int
+    received_at: int | None = None
+
+
 class FundingRecord(msgspec.Struct, frozen=True, gc=False):
     """A settled funding event. Natural key: (exchange, symbol, funding_time)."""
 
@@ -238,7 +279,17 @@ Record = (
     | FundingRecord
     | RawTradeRecord
     | BookTickerRecord
+    | TickerRecord
 )
+
+
+#: the record type of each dataset's usual stream (``ExchangeAdapter.stream_record_type``)
+STREAM_RECORD_TYPES: dict[str, type] = {
+    "trades": TradeRecord,
+    "candles": CandleRecord,
+    "depth": DepthUpdateRecord,
+    "funding": MarkPriceRecord,
+}
 
 
 @dataclass(frozen=True)
@@ -253,6 +304,10 @@ class SymbolInfo:
     tick_size: Decimal
     step_size: Decimal
     onboard_time: int | None = None
+    #: base units per contract (1 for linear USDT perpetuals quoted in the base asset)
+    contract_size: Decimal = Decimal(1)
+    #: how often funding settles for this instrument (Bybit varies it per symbol), None: unknown
+    funding_interval_ms: int | None = None
 
     @property
     def is_trading_perpetual(self) -> bool:
@@ -285,16 +340,88 @@ class ExchangeInfo:
         return default
 
 
+@dataclass(frozen=True)
+class ArchiveSpec:
+    """One bulk-history archive a venue publishes for a dataset."""
+
+    dataset: str
+    #: "daily" or "monthly" files
+    granularity: str
+    #: whether each file has a published checksum (Binance Vision: ``.CHECKSUM``; Bybit: none)
+    checksums: bool
+    #: where the files live, for humans (e.g. ``https://public.bybit.com/trading/``)
+    url: str
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a venue guarantees, declared once by its adapter and asked by every layer.
+
+    The ingest, landing, the partition fill, the checks and the local exchange read these
+    instead of assuming Binance: e.g. a trade-id gap is evidence of a lost trade only where
+    ``trade_ids_consecutive``; a depth partition before the ingest started is unrecoverable
+    unless ``depth_history``.
+    """
+
+    #: the datasets the venue serves (``Dataset`` values)
+    datasets: frozenset[str]
+    #: dataset -> how far back REST answers in ms (None: from the listing on); absent: no REST
+    rest_reach_ms: Mapping[str, int | None]
+    #: the bulk archives, if any
+    archives: tuple[ArchiveSpec, ...] = ()
+    #: trade ids are consecutive integers per symbol, so a missing id is a lost trade
+    trade_ids_consecutive: bool = False
+    #: book history exists somewhere (REST or archive), so old depth partitions can be filled
+    depth_history: bool = False
+    #: the websocket sends book snapshots itself (Bybit ``type: snapshot``), so no REST
+    #: snapshot is needed and an in-stream snapshot replaces the book
+    book_snapshot_in_stream: bool = False
+    #: the funding sources (``Source`` values) whose settlements carry a mark price; rows
+    #: from any other source are not held to having one (Binance's Vision archive has none,
+    #: Bybit's REST funding history has none)
+    funding_mark_price_sources: frozenset[str] = frozenset()
+    #: the venue sends a book checksum to verify against (OKX ``checksum``)
+    book_checksum: bool = False
+    #: the client must send application pings this often (None: the server pings us)
+    ping_interval_s: float | None = None
+    #: datasets whose landed frames only parse as they did live after an earlier start frame
+    #: (Bybit ``tickers`` deltas merge into their snapshot): a landing replay of them starts
+    #: far enough back to find one (``ExchangeAdapter.frame_stream`` says which frame starts)
+    stateful_replay: frozenset[str] = frozenset()
+
+    def archive_for(self, dataset: str) -> ArchiveSpec | None:
+        return next((a for a in self.archives if a.dataset == dataset), None)
+
+
 class ExchangeAdapter(abc.ABC):
     """One exchange: its endpoints, its stream names and its message parsers.
 
     Subclasses are mostly declarative (the channel map and default URLs); the parsing hot path
     is one ``parse`` method that turns raw websocket bytes into records.
+
+    ``venue`` is the instrument namespace (``binance-usdm``, ``bybit-linear``: exchange and
+    market), the first part of every instrument id (``petrosa_pipelines.instruments``).
+    ``name`` is the venue's directory in the lake, landing zone and warehouse rows (the
+    ``exchange`` of every record); Binance USD-M keeps its historic ``binance`` so existing
+    lakes are read unchanged.
     """
 
+    venue: ClassVar[str]
     name: ClassVar[str]
+    capabilities: ClassVar[Capabilities]
+    #: a symbol as the venue spells it (validated per venue, not by one regex for all)
+    symbol_pattern: ClassVar[re.Pattern[str]]
     #: dataset -> stream name template (``{symbol}`` lowercased, ``{interval}``)
     channels: ClassVar[dict[str, str]]
+    #: the stream kind (a key of ``channels``) the ingest always carries, whatever datasets a
+    #: group streams: its regular ticks tell a live feed from a dead one (Binance's 1 s mark
+    #: price; the socket-client profile's ``@ticker``)
+    liveness_stream: ClassVar[str] = "funding"
+
+    def stream_record_type(self, kind: str) -> type:
+        """The record type the stream of a dataset (or ``liveness_stream``) parses into; the
+        ingest keys its per-stream state by it (``ingest/subscriptions.py``)."""
+        return STREAM_RECORD_TYPES[kind]
 
     @abc.abstractmethod
     def stream_names(self, symbols: Sequence[str], datasets: Iterable[str]) -> list[str]:
@@ -303,6 +430,14 @@ class ExchangeAdapter(abc.ABC):
     @abc.abstractmethod
     def combined_stream_url(self, ws_base_url: str, streams: Sequence[str]) -> str:
         """One websocket URL subscribing to all ``streams`` at once."""
+
+    def initial_messages(self, streams: Sequence[str], request_id: int) -> list[bytes]:
+        """Frames to send right after connecting (venues that subscribe in-band, like Bybit)."""
+        return []
+
+    def ping_message(self) -> bytes | None:
+        """The application ping to send every ``capabilities.ping_interval_s`` (None: none)."""
+        return None
 
     @abc.abstractmethod
     def subscribe_message(self, streams: Sequence[str], request_id: int) -> bytes:
@@ -319,6 +454,37 @@ class ExchangeAdapter(abc.ABC):
         Returns None for control frames (subscription acks). Raises ``MessageError`` (or
         ``UnknownMessageError``) naming the field for anything malformed or unknown.
         """
+
+    def parse_frame(self, raw: bytes | str, received_at: int | None = None) -> list[Record]:
+        """Every record in one websocket frame (empty for control frames).
+
+        Venues that batch several events in one frame (Bybit ``publicTrade``: every fill of a
+        taker order) override this; the ingest and the landing replay call it, never assume
+        one record per frame.
+        """
+        record = self.parse(raw, received_at)
+        return [] if record is None else [record]
+
+    def frame_stream(self, payload: bytes) -> tuple[str, str, bool] | None:
+        """(symbol, stream, a replay of the stream may start here) of a landed frame, read
+        from its bytes without parsing; None: the frame names none, the reader parses it.
+
+        The landing reader filters frames by symbol with it and lists a day's symbols, so a
+        venue reads its own framing (Binance ``{"stream":"btcusdt@aggTrade"``, Bybit
+        ``"topic":"publicTrade.BTCUSDT"``) and the reader knows none. The flag is False only
+        for frames of a ``capabilities.stateful_replay`` dataset that a fresh adapter cannot
+        parse as the live one did (Bybit ticker deltas before their snapshot). Default: None
+        for every frame (the reader parses each one).
+        """
+        return None
+
+    def fast_path(self) -> Any:
+        """An optional per-frame shortcut for the ingest's hot path (None: parse every frame).
+
+        Its interface is described in ``ingest/hotpath.py``; Binance's is
+        ``exchanges/binance/fastpath.py``.
+        """
+        return None
 
     @abc.abstractmethod
     def rest_client(self, settings: Any) -> Any:

@@ -88,7 +88,8 @@ def records_to_frame(dataset: str, records: Sequence[Record]) -> pd.DataFrame:
 
     Candles that are not closed (``is_closed`` False, in-progress kline updates) are dropped:
     only closed candles enter the lake, and the lake schema cannot tell them apart. Depth
-    has its own layout: use ``depth_snapshots_to_frame``.
+    has its own layout: use ``depth_snapshots_to_frame``. A trade without ``trade_id``
+    (Binance, whose aggregate id is its id) gets the aggregate id's text (``conform``).
     """
     if dataset == Dataset.DEPTH:
         raise ValueError("depth frames are built from snapshots: use depth_snapshots_to_frame")
@@ -138,7 +139,9 @@ def market_trades_frame(records: Sequence[RawTradeRecord]) -> pd.DataFrame:
         return TRADES.empty_frame()
     cols = _columns(market, RawTradeRecord)
     ids = cols["trade_id"]
-    cols.update(agg_trade_id=ids, first_trade_id=ids, last_trade_id=ids)
+    cols.update(
+        agg_trade_id=ids, first_trade_id=ids, last_trade_id=ids, trade_id=list(map(str, ids))
+    )
     return _frame(TRADES, cols)
 
 

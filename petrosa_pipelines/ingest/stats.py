@@ -2,13 +2,17 @@
 
 Liveness tells a dead feed from a quiet market: the 1 s mark-price stream ticks whether or not
 anyone trades, so silent trades with fresh mark prices are a quiet market, and silent mark
-prices mean the feed (connection, exchange or our reader) is dead.
+prices mean the feed (connection, exchange or our reader) is dead. A group without a mark-price
+stream (the socket-client's streams) is judged by its ``@ticker``, sent every second or two.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from petrosa_pipelines.exchanges import venue_of
+from petrosa_pipelines.instruments import Instrument
 
 ALIVE = "alive"
 DEAD_FEED = "dead_feed"
@@ -82,11 +86,17 @@ class GroupStats:
     streams: dict[str, StreamStats] = field(default_factory=dict)
 
 
+#: the streams a live feed sends about once a second whatever the market does
+LIVENESS_DATASETS = ("funding", "ticker")
+
+
 def judge_liveness(
     streams: dict[str, StreamStats], now_ms: int, stale_ms: int, connected: bool
 ) -> str:
-    """The group's liveness from its mark-price streams (see module docstring)."""
-    marks = [s for s in streams.values() if s.dataset == "funding"]
+    """The group's liveness from its about-once-a-second streams (see module docstring): the
+    mark price, or the 24 h ticker where a group carries no mark price (the socket-client's
+    streams: ``@trade``, ``@depth20@100ms``, ``@ticker``)."""
+    marks = [s for s in streams.values() if s.dataset in LIVENESS_DATASETS]
     if not any(s.last_message_ms is not None for s in streams.values()):
         return STARTING if connected else DISCONNECTED
     fresh = any(
@@ -109,9 +119,19 @@ _GROUP_COUNTERS = (
 
 
 def prometheus_text(snapshot: dict[str, Any]) -> str:
-    """Prometheus exposition format (text 0.0.4) of a heartbeat snapshot."""
-    g = f'exchange="{snapshot["exchange"]}",group="{snapshot["group"]}"'
+    """Prometheus exposition format (text 0.0.4) of a heartbeat snapshot.
+
+    Every series carries ``exchange`` (the storage name, as dashboards always had it),
+    ``venue`` (``binance-usdm``) and ``group``; per-stream series also ``instrument``
+    (``binance-usdm:BTCUSDT``), so two venues' BTCUSDT never share a series.
+    """
+    exchange = snapshot["exchange"]
+    venue = snapshot.get("venue") or venue_of(exchange)
+    g = f'exchange="{exchange}",venue="{venue}",group="{snapshot["group"]}"'
     lines: list[str] = []
+
+    def per_stream(name: str, s: dict[str, Any]) -> str:
+        return f'{g},stream="{name}",instrument="{Instrument(venue, s["symbol"]).id}"'
 
     def metric(name: str, kind: str, help_: str, samples: list[tuple[str, float]]) -> None:
         lines.append(f"# HELP petrosa_ingest_{name} {help_}")
@@ -125,20 +145,20 @@ def prometheus_text(snapshot: dict[str, Any]) -> str:
             f"messages_{c}_total" if c not in ("resyncs", "gaps") else f"{c}_total",
             "counter",
             f"{c} per stream",
-            [(f'{g},stream="{name}"', s[c]) for name, s in streams.items()],
+            [(per_stream(name, s), s[c]) for name, s in streams.items()],
         )
     metric(
         "lag_ms",
         "gauge",
         "receipt time minus exchange event time of the last message",
-        [(f'{g},stream="{n}"', s["lag_ms"]) for n, s in streams.items() if s["lag_ms"] is not None],
+        [(per_stream(n, s), s["lag_ms"]) for n, s in streams.items() if s["lag_ms"] is not None],
     )
     metric(
         "last_message_age_seconds",
         "gauge",
         "seconds since the stream's last message",
         [
-            (f'{g},stream="{n}"', round((snapshot["written_at"] - s["last_message_ms"]) / 1000, 3))
+            (per_stream(n, s), round((snapshot["written_at"] - s["last_message_ms"]) / 1000, 3))
             for n, s in streams.items()
             if s["last_message_ms"] is not None
         ],

@@ -1,14 +1,17 @@
-"""The first three layers in the asset graph: exchange sources (1), the landing zone (3), and
-what the ingest (2) reports on it.
+"""The first three layers in the asset graph: every registered venue's feeds (1), the landing
+zone (3), and what the ingest (2) reports on it.
 
-Neither the exchange nor the landing zone is materialised by Dagster: the exchange is outside
-it, and the landing zone is written continuously by the long-running ``ingest`` job. Both are
-external assets (``dg.AssetSpec`` without a function:
+Each venue of ``exchanges.EXCHANGES`` has one source asset per feed its capabilities declare
+(``exchanges/<storage name>_websocket``, ``_archive``, ``_rest``): a venue without archives
+has no archive asset. Neither the exchange nor the landing zone is materialised by Dagster: the
+exchange is outside it, and the landing zone is written continuously by the long-running
+``ingest`` job. Both are external assets (``dg.AssetSpec`` without a function:
 https://docs.dagster.io/concepts/assets/external-assets), so the graph shows where
 ``market_data`` comes from. The ingest job reports ``AssetObservation``s of its stream health on
-the landing assets (``landing_observations``; https://docs.dagster.io/concepts/assets/asset-observations),
-and the ingest supervisor reports what it did to a group's runs the same way, so both show on
-the landing assets' pages and timelines.
+the landing assets (``landing_observations``;
+https://docs.dagster.io/concepts/assets/asset-observations), and the ingest supervisor reports
+what it did to a group's runs the same way, so both show on the landing assets' pages and
+timelines.
 """
 
 from __future__ import annotations
@@ -16,25 +19,57 @@ from __future__ import annotations
 import inspect
 import warnings
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 
-EXCHANGE = "binance"
+from petrosa_pipelines.instruments import DATASETS
+
+if TYPE_CHECKING:
+    from petrosa_pipelines.exchanges.base import ExchangeAdapter
+
 EXCHANGES_GROUP = "exchanges"
 LANDING_GROUP = "landing"
 OWNER = "team:market-data"
-#: the datasets the ingest lands (``ingest.config.ALL_DATASETS``; repeated to keep this light)
-LANDED_DATASETS = ("trades", "candles", "depth", "funding")
+#: the datasets the ingest lands (the curated datasets, ``instruments.DATASETS``)
+LANDED_DATASETS = DATASETS
+#: the kinds of feed a venue may have, in the order the README's data flow draws them
+WEBSOCKET, ARCHIVE, REST = "websocket", "archive", "rest"
+#: feed kind -> the ``ExchangeEndpoints`` field of its base URL (``lib/endpoints.py``)
+_ENDPOINT_FIELD = {WEBSOCKET: "ws_base_url", ARCHIVE: "vision_base_url", REST: "rest_base_url"}
+#: feed kind -> the Dagster kind shown on its asset
+_KIND = {WEBSOCKET: "websocket", ARCHIVE: "csv", REST: "api"}
 
-WEBSOCKET_KEY = dg.AssetKey([EXCHANGES_GROUP, f"{EXCHANGE}_websocket"])
-REST_KEY = dg.AssetKey([EXCHANGES_GROUP, f"{EXCHANGE}_rest"])
-ARCHIVE_KEY = dg.AssetKey([EXCHANGES_GROUP, f"{EXCHANGE}_archive"])
+
+def source_key(exchange: str, kind: str) -> dg.AssetKey:
+    """``exchanges/<storage name>_<kind>``: one feed of one venue (``exchange``: the venue's
+    storage name, e.g. ``binance``, ``bybit-linear``; Dagster asset key parts may hold ``-``)."""
+    return dg.AssetKey([EXCHANGES_GROUP, f"{exchange}_{kind}"])
 
 
 def landing_key(dataset: str) -> dg.AssetKey:
-    """``landing/<dataset>``: what the ingest landed of one dataset."""
+    """``landing/<dataset>``: what the ingest landed of one dataset, every venue's."""
     return dg.AssetKey([LANDING_GROUP, dataset])
+
+
+def registered_venues() -> list[type[ExchangeAdapter]]:
+    """Every venue of the registry (``exchanges.EXCHANGES``), in its order."""
+    from petrosa_pipelines.exchanges import EXCHANGES
+
+    return list(EXCHANGES.values())
+
+
+def feed_datasets(venue: type[ExchangeAdapter], kind: str) -> list[str]:
+    """The datasets ``venue``'s feed of ``kind`` serves, as its capabilities declare them
+    (empty: the venue has no such feed)."""
+    caps = venue.capabilities
+    if kind == WEBSOCKET:
+        served = caps.datasets
+    elif kind == ARCHIVE:
+        served = {a.dataset for a in caps.archives}
+    else:
+        served = set(caps.rest_reach_ms)
+    return [d for d in LANDED_DATASETS if d in served]
 
 
 def _code_reference(obj: Any) -> dg.CodeReferencesMetadataValue:
@@ -53,85 +88,131 @@ def _code_reference(obj: Any) -> dg.CodeReferencesMetadataValue:
         )
 
 
-def exchange_source_specs() -> list[dg.AssetSpec]:
-    """The venue's three feeds, in the order the README's data flow draws them."""
-    from petrosa_pipelines.exchanges.binance.adapter import BinanceUsdmAdapter
-    from petrosa_pipelines.exchanges.binance.rest import BinanceRestClient
-    from petrosa_pipelines.exchanges.binance.vision import VisionArchiveClient
+def _endpoint(venue: type[ExchangeAdapter], kind: str) -> tuple[str, str]:
+    """(live base URL, the variable that overrides it) of one feed (``settings.py`` owns both)."""
     from petrosa_pipelines.settings import (
-        LIVE_BINANCE_REST,
-        LIVE_BINANCE_VISION,
-        LIVE_BINANCE_WS,
+        LEGACY_ENDPOINTS_VENUE,
+        LIVE_ENDPOINTS,
+        env_documentation,
     )
 
-    common = {"group_name": EXCHANGES_GROUP, "owners": [OWNER], "tags": {"exchange": EXCHANGE}}
-    return [
-        dg.AssetSpec(
-            WEBSOCKET_KEY,
-            description=(
-                "Binance USD-M websocket streams (aggTrade, kline_1m, depth diffs, markPrice): "
-                "the only live source, and the only source of order-book depth. Streamed by the "
-                "`ingest` job into the landing zone. Endpoint: `PETROSA_WS_BASE_URL`."
-            ),
-            kinds={"binance", "websocket"},
-            metadata={
-                "endpoint": dg.MetadataValue.url(LIVE_BINANCE_WS),
-                "endpoint_setting": "PETROSA_WS_BASE_URL",
-                "dagster/code_references": _code_reference(BinanceUsdmAdapter),
-            },
-            **common,
-        ),
-        dg.AssetSpec(
-            ARCHIVE_KEY,
-            description=(
-                "Binance Vision daily archives (aggTrades, 1m klines, fundingRate), checksum-"
-                "verified; published for closed days only, so they fill history the landing zone "
-                "lacks. No depth archive exists. Endpoint: `PETROSA_VISION_BASE_URL`."
-            ),
-            kinds={"binance", "csv"},
-            metadata={
-                "endpoint": dg.MetadataValue.url(LIVE_BINANCE_VISION),
-                "endpoint_setting": "PETROSA_VISION_BASE_URL",
-                "dagster/code_references": _code_reference(VisionArchiveClient),
-            },
-            **common,
-        ),
-        dg.AssetSpec(
-            REST_KEY,
-            description=(
-                "Binance USD-M REST history (aggTrades by id up to a year back, klines, "
-                "fundingRate), asked only for the ranges still missing after the landing zone "
-                "and archives, within a shared request-weight budget. No order-book history "
-                "exists. Endpoint: `PETROSA_REST_BASE_URL`."
-            ),
-            kinds={"binance", "api"},
-            metadata={
-                "endpoint": dg.MetadataValue.url(LIVE_BINANCE_REST),
-                "endpoint_setting": "PETROSA_REST_BASE_URL",
-                "dagster/code_references": _code_reference(BinanceRestClient),
-            },
-            **common,
-        ),
-    ]
+    field = _ENDPOINT_FIELD[kind]
+    path = (
+        f"endpoints.{field}"
+        if venue.venue == LEGACY_ENDPOINTS_VENUE
+        else f"venue_endpoints[{venue.venue}].{field}"
+    )
+    variable = next(var for var, setting in env_documentation() if setting == path)
+    return getattr(LIVE_ENDPOINTS[venue.venue], field), variable
+
+
+def _title(venue: type[ExchangeAdapter]) -> str:
+    """The venue as its adapter describes itself (the first line of its docstring)."""
+    doc = (venue.__doc__ or venue.venue).strip().splitlines()[0].rstrip(".")
+    return f"{doc}, venue `{venue.venue}`."
+
+
+def _days(ms: int | None) -> str:
+    return "from the listing on" if ms is None else f"{ms // 86_400_000} days back"
+
+
+def _description(venue: type[ExchangeAdapter], kind: str, variable: str) -> str:
+    """What one feed is, said from the venue's declared capabilities."""
+    caps = venue.capabilities
+    datasets = feed_datasets(venue, kind)
+    if kind == WEBSOCKET:
+        streams = ", ".join(f"{d} `{venue.channels[d]}`" for d in datasets if d in venue.channels)
+        depth = (
+            "the only live source"
+            if caps.depth_history
+            else "the only live source, and the only source of order-book depth"
+        )
+        text = (
+            f"{_title(venue)} Websocket streams ({streams}): {depth}. Streamed by the `ingest` "
+            "job into the landing zone."
+        )
+    elif kind == ARCHIVE:
+        files = ", ".join(
+            f"{a.dataset} ({a.granularity}, "
+            f"{'checksum-verified' if a.checksums else 'no published checksums'}, {a.url})"
+            for a in caps.archives
+        )
+        text = (
+            f"{_title(venue)} Bulk archives: {files}. Published for closed periods only, so "
+            "they fill history the landing zone lacks."
+        )
+    else:
+        reach = ", ".join(f"{d} {_days(caps.rest_reach_ms[d])}" for d in datasets)
+        text = (
+            f"{_title(venue)} REST history ({reach}), asked only for the ranges still missing "
+            "after the landing zone and archives, within the venue's rate-limit budget."
+        )
+    if kind != WEBSOCKET and "depth" not in datasets and not caps.depth_history:
+        text += " No order-book history (the venue declares none)."
+    return f"{text} Endpoint: `{variable}`."
+
+
+def _implementation(venue: type[ExchangeAdapter], kind: str) -> Any:
+    """What reads the feed: the adapter (websocket) or its client factory (archive, REST)."""
+    return {WEBSOCKET: venue, ARCHIVE: venue.archive_client, REST: venue.rest_client}[kind]
+
+
+def venue_source_specs(venue: type[ExchangeAdapter]) -> list[dg.AssetSpec]:
+    """One external asset per feed the venue has: no archive asset for a venue that
+    publishes none, no REST asset for one without REST history."""
+    specs = []
+    for kind in (WEBSOCKET, ARCHIVE, REST):
+        if not feed_datasets(venue, kind):
+            continue
+        url, variable = _endpoint(venue, kind)
+        specs.append(
+            dg.AssetSpec(
+                source_key(venue.name, kind),
+                description=_description(venue, kind, variable),
+                group_name=EXCHANGES_GROUP,
+                owners=[OWNER],
+                tags={"exchange": venue.name, "venue": venue.venue},
+                # the exchange part of the venue id (``<exchange>-<market>``) and the wire kind
+                kinds={venue.venue.split("-")[0], _KIND[kind]},
+                metadata={
+                    "endpoint": dg.MetadataValue.url(url),
+                    "endpoint_setting": variable,
+                    "datasets": ", ".join(feed_datasets(venue, kind)),
+                    "dagster/code_references": _code_reference(_implementation(venue, kind)),
+                },
+            )
+        )
+    return specs
+
+
+def exchange_source_specs() -> list[dg.AssetSpec]:
+    """Every registered venue's feeds (``exchanges.EXCHANGES``), venue by venue."""
+    return [spec for venue in registered_venues() for spec in venue_source_specs(venue)]
 
 
 def landing_specs(writer: Any) -> list[dg.AssetSpec]:
-    """One external asset per landed dataset, downstream of the websocket source; ``writer``
-    is the function that lands them (the ingest op's body), for the code reference. Passed in
-    by the code location: the ingest imports this module to report its observations."""
+    """One external asset per landed dataset, downstream of the websocket of every venue that
+    streams it; ``writer`` is the function that lands them (the ingest op's body), for the code
+    reference. Passed in by the code location: the ingest imports this module to report its
+    observations."""
     reference = _code_reference(writer)
+    venues = registered_venues()
     return [
         dg.AssetSpec(
             landing_key(dataset),
-            deps=[WEBSOCKET_KEY],
+            deps=[
+                source_key(v.name, WEBSOCKET)
+                for v in venues
+                if dataset in feed_datasets(v, WEBSOCKET)
+            ],
             group_name=LANDING_GROUP,
             owners=[OWNER],
             kinds={"jsonl", "websocket"},
-            tags={"exchange": EXCHANGE, "dataset": dataset, "layer": LANDING_GROUP},
+            tags={"dataset": dataset, "layer": LANDING_GROUP},
             description=(
-                f"Raw {dataset} messages of the websocket streams, landed durably by the "
-                "long-running `ingest` job (one run per stream group, kept alive by the "
-                "`ingest_supervisor` sensor) in append-only, crash-safe segments "
+                f"Raw {dataset} messages of every venue's websocket streams, landed durably by "
+                "the long-running `ingest` job (one run per venue and stream group, kept alive "
+                "by the `ingest_supervisor` sensor) in append-only, crash-safe segments "
                 "(`PETROSA_LANDING_PATH`/{exchange}/{group}/{day}/{hour}/seg-*.jsonl), with dead "
                 "letters and a gap ledger beside them. Not materialised by Dagster: the ingest "
                 "reports its stream health (messages, lag, durable-write p99) here as "
@@ -222,10 +303,25 @@ def landing_observations(snapshot: Mapping[str, Any]) -> list[dg.AssetObservatio
 
 
 def supervisor_observations(
-    datasets: Iterable[str], group: str, action: str, run_id: str | None = None
+    datasets: Iterable[str],
+    group: str,
+    action: str,
+    run_id: str | None = None,
+    exchange: str | None = None,
 ) -> list[dg.AssetObservation]:
-    """What the ingest supervisor did to a group's runs, on the group's landing assets."""
-    meta = _metadata({"ingest_group": group, "supervisor_action": action, "ingest_run": run_id})
+    """What the ingest supervisor did to a group's runs, on the group's landing assets.
+
+    A group is one venue's (the landing assets hold every venue's data), so ``exchange``, the
+    venue's storage name, is reported beside the group name.
+    """
+    meta = _metadata(
+        {
+            "exchange": exchange,
+            "ingest_group": group,
+            "supervisor_action": action,
+            "ingest_run": run_id,
+        }
+    )
     return [
         dg.AssetObservation(asset_key=landing_key(d), metadata=meta)
         for d in LANDED_DATASETS
@@ -234,15 +330,19 @@ def supervisor_observations(
 
 
 __all__ = [
-    "ARCHIVE_KEY",
+    "ARCHIVE",
     "LANDED_DATASETS",
-    "REST_KEY",
-    "WEBSOCKET_KEY",
+    "REST",
+    "WEBSOCKET",
     "dataset_health",
     "exchange_source_specs",
+    "feed_datasets",
     "landing_key",
     "landing_observations",
     "landing_specs",
+    "registered_venues",
     "source_and_landing_specs",
+    "source_key",
     "supervisor_observations",
+    "venue_source_specs",
 ]

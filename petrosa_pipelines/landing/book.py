@@ -1,25 +1,32 @@
-"""Local order books kept in sync under Binance USD-M's rules, and top-N sampling at a cadence.
+"""Local order books kept in sync by update ids, and top-N sampling at a cadence.
 
 The live ingest and the landing reader share this code, so the depth samples a partition is
-rebuilt with are the ones the ingest saw. The procedure (Binance, "How to manage a local order
-book correctly": https://developers.binance.com/docs/derivatives/usds-margined-futures/
-websocket-market-streams/How-to-manage-a-local-order-book-correctly): buffer diffs, take a
-snapshot, drop diffs with ``u < lastUpdateId``, the first applied diff must straddle the
-snapshot (``U <= lastUpdateId <= u``), then every diff's ``pu`` must equal the previous ``u``;
-anything else is a sequence break that forces a new snapshot. A checkpoint of our own book
-(``pu`` of the next diff equals its id) is accepted like a snapshot.
+rebuilt with are the ones the ingest saw. The sequence rules are on the record's fields
+(``first_update_id``, ``final_update_id``, ``prev_final_update_id``) and every venue maps its
+own ids onto them in its parser (``exchanges/<venue>/``): Binance USD-M's ``U``/``u``/``pu``
+are the three fields as sent; a Bybit delta has first = final = ``u`` and prev = ``u - 1``
+(its ``u`` rises by exactly one per book message). The rules are Binance's procedure ("How to
+manage a local order book correctly": https://developers.binance.com/docs/derivatives/
+usds-margined-futures/websocket-market-streams/How-to-manage-a-local-order-book-correctly):
+buffer diffs, take a snapshot, drop diffs with ``final < lastUpdateId``, the first applied diff
+must straddle the snapshot (``first <= lastUpdateId <= final``) or continue it (``prev ==
+lastUpdateId``), then every diff's ``prev`` must equal the previous ``final`` (where a venue has
+no ``prev``: ``first == previous final + 1``); anything else is a sequence break that forces a
+new snapshot. A checkpoint of our own book is accepted like a snapshot. A snapshot the venue
+sends in the stream itself (Bybit, https://bybit-exchange.github.io/docs/v5/websocket/public/
+orderbook) replaces the book whatever its id: ``BookSync.on_snapshot(..., in_stream=True)``.
 
 **Numbers.** Levels are kept as ``(price, quantity)`` floats, keyed by the float price. This is
 what makes the live path cheap (msgspec parses the level strings to floats in C, see
-``petrosa_pipelines.ingest.fastpath``; building and hashing ~40 ``Decimal`` per diff was the
-ingest's bottleneck) and it loses nothing the dataset keeps: the catalog stores depth prices and
-quantities as float64. It also normalises spellings: ``"100.10"``, ``"100.1"`` and a REST
-snapshot's ``Decimal("100.1")`` are one level, because float conversion (msgspec's parser and
-``float(Decimal)`` are both correctly rounded) maps equal decimal values to the same float.
-Two *different* prices only share a key when they differ beyond ~15 significant digits, which
-no Binance tick size comes near. Samples hand out ``Decimal`` levels (the ``Level`` contract of
-the records), converted lazily from the shortest float repr, so a sample nobody reads costs
-nothing.
+``petrosa_pipelines/exchanges/binance/fastpath.py``; building and hashing ~40 ``Decimal`` per
+diff was the ingest's bottleneck) and it loses nothing the dataset keeps: the catalog stores
+depth prices and quantities as float64. It also normalises spellings: ``"100.10"``, ``"100.1"``
+and a REST snapshot's ``Decimal("100.1")`` are one level, because float conversion (msgspec's
+parser and ``float(Decimal)`` are both correctly rounded) maps equal decimal values to the same
+float. Two *different* prices only share a key when they differ beyond ~15 significant digits,
+which no venue's tick size comes near. Samples hand out ``Decimal`` levels (the ``Level``
+contract of the records), converted lazily from the shortest float repr, so a sample nobody
+reads costs nothing.
 """
 
 from __future__ import annotations
@@ -104,7 +111,7 @@ class _Side:
                     if p not in book:
                         insort(keys, -p)
                     book[p] = lv
-                elif p in book:  # removing an unknown level is normal (Binance rule 9)
+                elif p in book:  # removing an unknown level is normal (the procedure above)
                     del book[p]
                     del keys[bisect_left(keys, -p)]
         else:
@@ -318,7 +325,7 @@ class BookSync:
 
     ``on_diff`` returns what happened to the diff plus the samples due before it: a sample at
     tick ``T`` reflects every diff with event time ``<= T``. Diffs seen while there is no book
-    are buffered (bounded) so the next snapshot can be caught up, as Binance prescribes.
+    are buffered (bounded) so the next snapshot can be caught up (module docstring).
     ``on_update`` is the same for a diff given as fields with float levels (the live ingest's
     fast path); both feed the same book, so the ingest's samples equal a rebuild from landing.
     """
@@ -388,11 +395,22 @@ class BookSync:
             samples = []
         return result, samples
 
-    def on_snapshot(self, snap: DepthSnapshotRecord) -> tuple[bool, list[BookSample]]:
-        """Load a snapshot (ignored while in sync) and catch up the buffer.
+    def on_snapshot(
+        self, snap: DepthSnapshotRecord, *, in_stream: bool = False
+    ) -> tuple[bool, list[BookSample]]:
+        """Load a snapshot and catch up the buffer; a REST one is ignored while in sync.
 
-        Returns (synced now, samples emitted while catching up).
+        ``in_stream`` (or the record's own ``in_stream``: Binance partial depth): the venue sent
+        the snapshot in the stream, so its place among the diffs is exact: it replaces the book
+        whatever its update id (a venue restart numbers the book from 1 again), diffs buffered
+        before it are older, and the ticks before it are sampled from the book it replaces, as
+        before a diff, unless its ``prev_update_id`` shows missed messages
+        (``snapshot_breaks``): then those ticks are dropped, as at a diff's break. Partial depth
+        is thus sampled at the cadence exactly like a diff-built book: a sample at tick ``T`` is
+        the last snapshot with event time ``<= T``. Returns (synced now, samples emitted).
         """
+        if in_stream or snap.in_stream:
+            return True, self._replace(snap)
         if self.book.last_update_id is not None:
             return True, []
         self.book.load(snap)
@@ -418,6 +436,32 @@ class BookSync:
             if r is Applied.APPLIED:
                 self.applied += 1
         return True, samples
+
+    def snapshot_breaks(self, snap: DepthSnapshotRecord) -> bool:
+        """Whether an in-stream snapshot follows missed messages: it names the update id of
+        the stream's previous message (``prev_update_id``, Binance partial depth ``pu``) and
+        that is not the one the book reflects. Unknown (no book, no ``pu``): no break."""
+        prev = snap.prev_update_id
+        lid = self.book.last_update_id
+        return prev is not None and lid is not None and prev != lid
+
+    def _replace(self, snap: DepthSnapshotRecord) -> list[BookSample]:
+        start = snap.event_time if snap.event_time is not None else snap.received_at
+        if self.snapshot_breaks(snap):
+            # messages between the book and this snapshot were missed, at unknown times: the
+            # ticks in between are not samples of the real book (as for a diff's break)
+            self.breaks += 1
+            self.next_tick = None
+            samples: list[BookSample] = []
+        else:
+            samples = self._samples_before(start) if start is not None else []
+        self.book.reset()
+        self.buffer.clear()
+        self.book.load(snap)
+        self.syncs += 1
+        if self.next_tick is None and start is not None:
+            self.next_tick = self._tick_after(start)
+        return samples
 
     def reset(self) -> None:
         """Forget the book: the stream broke (a disconnect, a restart), so diffs were missed.

@@ -32,13 +32,13 @@ HEARTBEAT_DIR = "_heartbeat"
 LOCK_NAME = ".lock"
 
 _SEGMENT_RE = re.compile(r"^seg-(\d+)-([0-9A-Za-z]+)-(\d+)\.jsonl$")
-_NAME_RE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z_.=]*$")
+_NAME_RE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z_.=-]*$")
 
 
 def check_name(kind: str, name: str) -> str:
     """Reject names that would escape the root or collide with the reserved stores."""
-    if not _NAME_RE.match(name) or ".." in name:
-        raise ValueError(f"{kind} name {name!r}: use letters, digits, _ . = (not first: _ .)")
+    if not _NAME_RE.fullmatch(name) or ".." in name:
+        raise ValueError(f"{kind} name {name!r}: use letters, digits, _ . = - (not first: _ . -)")
     return name
 
 

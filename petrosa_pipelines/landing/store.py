@@ -2,8 +2,17 @@
 
 The partitioned assets rebuild a day from here, and today's data is readable the same way
 (closed segments only; the ingest closes a segment at least every ``segment_max_age_s``).
-Everything is derived by replaying the landed raw frames through the exchange adapter, so the
-landing zone stays the single source of truth and a parser fix re-derives history.
+Everything is derived by replaying the landed raw frames through the exchange adapter
+(``parse_frame``: a frame may carry several records), so the landing zone stays the single
+source of truth and a parser fix re-derives history.
+
+Every read replays through a fresh adapter instance: an adapter may keep per-symbol state
+(Bybit merges ``tickers`` deltas into the last snapshot), so a read must not depend on what
+was read before. The reader knows no venue's framing: the adapter says which symbol and stream
+a landed frame belongs to and where a replay of a stream may start (``frame_stream``), and which
+datasets need frames from before the window to parse as they did live
+(``capabilities.stateful_replay``). A stream's frames before its first start point in the window
+are skipped, never parsed into a record the live ingest did not make.
 """
 
 from __future__ import annotations
@@ -12,23 +21,24 @@ import datetime as dt
 import heapq
 import itertools
 import logging
-import re
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from pathlib import Path
 
 import msgspec
 import pandas as pd
 
 from petrosa_pipelines.catalog.schemas import conform, dataset_schema
-from petrosa_pipelines.exchanges import get_adapter
+from petrosa_pipelines.exchanges import adapter_class
 from petrosa_pipelines.exchanges.base import (
     CandleRecord,
+    Dataset,
     DepthSnapshotRecord,
     DepthUpdateRecord,
     ExchangeAdapter,
     FundingRecord,
     MarkPriceRecord,
     MessageError,
+    RawTradeRecord,
     Record,
     TradeRecord,
 )
@@ -49,17 +59,19 @@ from petrosa_pipelines.landing.records import (
 from petrosa_pipelines.lib.timeutil import HOUR_MS, day_window_ms
 
 log = logging.getLogger(__name__)
-_STREAM_HEAD = b'{"stream":"'
-_SYMBOL_SCAN = re.compile(rb'\n\d+ (?:\{"stream":"([a-z0-9]+)@|!\w+ ([A-Z0-9]+) )')
 DEFAULT_DEPTH_CADENCE_MS = 1000
 DEFAULT_DEPTH_TOP_N = 20
 #: a reader of depth starts this far before the window to find a snapshot or checkpoint
 DEFAULT_DEPTH_LOOKBACK_MS = HOUR_MS
+#: a reader of a stream whose frames only make sense after a start point (Bybit ``tickers``
+#: deltas after their snapshot) starts this far back: the ingest opens a new connection, which
+#: sends the snapshot again, at least every 23 h (``IngestConfig.max_connection_age_s``)
+DEFAULT_STATE_LOOKBACK_MS = 24 * HOUR_MS
 
 
 def record_time(rec: Record) -> int:
     """The time a record belongs to a window by: trade, candle open, or event time."""
-    if type(rec) is TradeRecord:
+    if type(rec) is TradeRecord or type(rec) is RawTradeRecord:
         return rec.trade_time
     if type(rec) is CandleRecord:
         return rec.open_time
@@ -81,41 +93,42 @@ def iter_segment_lines(path: Path) -> Iterator[tuple[int, bytes]]:
         yield int(line[:sp]), line[sp + 1 :]
 
 
-def _stream_symbol(payload: bytes) -> bytes | None:
-    """The lowercase symbol of a combined-stream frame, or of an internal line (upper case)."""
-    if payload.startswith(_STREAM_HEAD):
-        end = payload.find(b"@", 11)
-        return payload[11:end] if end > 0 else None
-    if payload[:1] == b"!":
-        parts = payload.split(b" ", 2)
-        return parts[1].lower() if len(parts) == 3 else None
-    return None
-
-
 class LandingStore:
-    """Read access to a landing root (``settings.landing_path``)."""
+    """Read access to a landing root (``settings.landing_path``).
+
+    ``adapters``: storage name -> an adapter for a venue outside the registry (tests); reads
+    replay through a fresh instance of its class, so it must construct without arguments.
+    """
 
     def __init__(
         self,
         root: str | Path,
+        adapters: Mapping[str, ExchangeAdapter] | None = None,
         *,
         depth_cadence_ms: int = DEFAULT_DEPTH_CADENCE_MS,
         depth_top_n: int = DEFAULT_DEPTH_TOP_N,
         depth_lookback_ms: int = DEFAULT_DEPTH_LOOKBACK_MS,
+        state_lookback_ms: int = DEFAULT_STATE_LOOKBACK_MS,
     ):
         self.root = Path(root)
         self.depth_cadence_ms = depth_cadence_ms
         self.depth_top_n = depth_top_n
         self.depth_lookback_ms = depth_lookback_ms
+        self.state_lookback_ms = state_lookback_ms
         self.parse_failures = 0
         #: gap-ledger files that could not be read (path: error), see :meth:`gaps`
         self.ledger_errors: list[str] = []
-        self._adapters: dict[str, ExchangeAdapter] = {}
+        self._classes: dict[str, type[ExchangeAdapter]] = {
+            name: type(a) for name, a in (adapters or {}).items()
+        }
+
+    def _adapter_class(self, exchange: str) -> type[ExchangeAdapter]:
+        cls = self._classes.get(exchange)
+        return cls if cls is not None else adapter_class(exchange)
 
     def _adapter(self, exchange: str) -> ExchangeAdapter:
-        if exchange not in self._adapters:
-            self._adapters[exchange] = get_adapter(exchange)
-        return self._adapters[exchange]
+        """A fresh adapter: no state from an earlier read (see the module docstring)."""
+        return self._adapter_class(exchange)()
 
     # -- raw lines -------------------------------------------------------------------------------
     def iter_lines(
@@ -141,6 +154,48 @@ class LandingStore:
         else:
             yield from heapq.merge(*chains, key=lambda x: x[0])
 
+    def _replay(
+        self,
+        exchange: str,
+        start_ms: int,
+        end_ms: int,
+        symbols: Collection[str] | None,
+        *,
+        slack_ms: int = HOUR_MS,
+    ) -> Iterator[tuple[Record, bool]]:
+        """(record, from an internal line) of every landed line, in landing order, replayed
+        through one fresh adapter; a stream's frames count from its first start point on."""
+        adapter = self._adapter(exchange)
+        parse_frame = adapter.parse_frame
+        stream_of = adapter.frame_stream
+        # as the venue spells them, and upper-cased as callers have always passed them
+        wanted = {*symbols, *(s.upper() for s in symbols)} if symbols is not None else None
+        started: set[str] = set()
+        for recv, payload in self.iter_lines(exchange, start_ms, end_ms, slack_ms=slack_ms):
+            if payload[:1] == b"!":
+                snap = decode_internal(payload)[2]
+                if wanted is None or snap.symbol in wanted:
+                    yield snap, True
+                continue
+            info = stream_of(payload)
+            if info is not None:
+                sym, stream, starts = info
+                if wanted is not None and sym not in wanted:
+                    continue
+                if stream not in started:
+                    if not starts:
+                        continue  # its records depend on frames before this window
+                    started.add(stream)
+            try:
+                recs = parse_frame(payload, recv)
+            except MessageError:
+                # landed frames parsed at ingest; a stricter parser later must not stop a read
+                self.parse_failures += 1
+                continue
+            for rec in recs:
+                if wanted is None or rec.symbol in wanted:
+                    yield rec, False
+
     def _iter_parsed(
         self,
         exchange: str,
@@ -150,26 +205,7 @@ class LandingStore:
         *,
         slack_ms: int = HOUR_MS,
     ) -> Iterator[Record]:
-        adapter = self._adapter(exchange)
-        parse = adapter.parse
-        wanted = {s.lower().encode() for s in symbols} if symbols is not None else None
-        upper = {s.upper() for s in symbols} if symbols is not None else None
-        for recv, payload in self.iter_lines(exchange, start_ms, end_ms, slack_ms=slack_ms):
-            if wanted is not None:
-                sym = _stream_symbol(payload)
-                if sym is not None and sym not in wanted:
-                    continue
-            if payload[:1] == b"!":
-                rec: Record | None = decode_internal(payload)[2]
-            else:
-                try:
-                    rec = parse(payload, recv)
-                except MessageError:
-                    # landed frames parsed at ingest; a stricter parser later must not stop a read
-                    self.parse_failures += 1
-                    continue
-            if rec is None or (upper is not None and rec.symbol not in upper):
-                continue
+        for rec, _ in self._replay(exchange, start_ms, end_ms, symbols, slack_ms=slack_ms):
             yield rec
 
     def read_records(
@@ -181,8 +217,10 @@ class LandingStore:
     ) -> Iterator[Record]:
         """Every landed record whose trade/candle-open/event time is in [start_ms, end_ms).
 
-        Raw frames are replayed through the adapter parser; REST depth snapshots and book
-        checkpoints come back as ``DepthSnapshotRecord``. Duplicates are not removed here.
+        Raw frames are replayed through the adapter parser (every record of a frame); REST
+        depth snapshots and book checkpoints come back as ``DepthSnapshotRecord``. Duplicates
+        are not removed here. A stream that needs its start point (Bybit ``tickers``) gives
+        records only from the first one in the read on (:meth:`mark_prices` looks back for it).
         """
         for rec in self._iter_parsed(exchange, start_ms, end_ms, symbols):
             if start_ms <= record_time(rec) < end_ms:
@@ -227,15 +265,31 @@ class LandingStore:
             frame = frame.sort_values("agg_trade_id", kind="stable")
         return conform(frame, schema)
 
+    def mark_prices(
+        self, exchange: str, symbol: str, start_ms: int, end_ms: int
+    ) -> list[MarkPriceRecord]:
+        """One symbol's mark-price samples with event time in [start_ms, end_ms), by time.
+
+        A venue whose funding frames need an earlier start frame (``stateful_replay``:
+        Bybit's ``tickers`` deltas merge into their snapshot) is replayed from
+        ``state_lookback_ms`` before the window, so the samples are the live ones; the frames
+        before its first snapshot are skipped unparsed.
+        """
+        caps = self._adapter_class(exchange).capabilities
+        stateful = Dataset.FUNDING in caps.stateful_replay
+        lo = start_ms - (self.state_lookback_ms if stateful else 0)
+        marks = [
+            r
+            for r in self._iter_parsed(exchange, lo, end_ms, [symbol])
+            if type(r) is MarkPriceRecord and start_ms <= r.event_time < end_ms
+        ]
+        marks.sort(key=lambda r: r.event_time)
+        return marks
+
     def _funding_records(
         self, exchange: str, symbol: str, start_ms: int, end_ms: int
     ) -> list[Record]:
-        marks = [
-            r
-            for r in self._iter_parsed(exchange, start_ms - HOUR_MS, end_ms + HOUR_MS, [symbol])
-            if type(r) is MarkPriceRecord
-        ]
-        marks.sort(key=lambda r: r.event_time)
+        marks = self.mark_prices(exchange, symbol, start_ms - HOUR_MS, end_ms + HOUR_MS)
         events = mark_prices_to_funding(marks)
         return [e for e in events if start_ms <= e.funding_time < end_ms]
 
@@ -247,57 +301,54 @@ class LandingStore:
         The gap ledger is honoured: at each depth window (disconnect, restart, break) the book
         is dropped once the replay passes the window's start, exactly as the live ingest
         dropped it, and sampling resumes only from a snapshot or checkpoint newer than the
-        break. Without this, the pre-cut book was sampled through the outage as if it were
-        current (diffs of the outage missing from it).
+        break (for a venue that sends its book in the stream, its next snapshot). Without
+        this, the pre-cut book was sampled through the outage as if it were current (diffs of
+        the outage missing from it). No sample strictly inside a window is ever given, whatever
+        the window's bounds (``in_window``).
         """
         symbol = symbol.upper()
         sync = BookSync(symbol, cadence_ms=self.depth_cadence_ms, top_n=self.depth_top_n)
         lo = start_ms - self.depth_lookback_ms
-        breaks = sorted(
-            {g.start_ms for g in self.gaps(exchange, lo, end_ms, "depth", symbol)}, reverse=True
-        )
-        for rec in self._iter_parsed(exchange, lo, end_ms, [symbol]):
-            if type(rec) is DepthUpdateRecord:
-                t = rec.event_time
-                if t < lo:
+        windows = [(g.start_ms, g.end_ms) for g in self.gaps(exchange, lo, end_ms, "depth", symbol)]
+        breaks = sorted({a for a, _ in windows}, reverse=True)
+        in_stream_venue = self._adapter_class(exchange).capabilities.book_snapshot_in_stream
+        for rec, internal in self._replay(exchange, lo, end_ms, [symbol]):
+            t = type(rec)
+            if t is DepthUpdateRecord:
+                if rec.event_time < lo:
                     continue
-                if breaks and t > breaks[-1]:
-                    # the first diff after a break (a window opens at the last diff before
-                    # it); snapshots do not trigger this: one landed just before a cut can
-                    # carry a later event time than the last diff, and a re-sync snapshot
-                    # is only fetched once diffs flow again, so it always comes after
-                    while breaks and t > breaks[-1]:
-                        breaks.pop()
-                    sync.reset()
-                _, samples = sync.on_diff(rec)
-            elif type(rec) is DepthSnapshotRecord:
-                _, samples = sync.on_snapshot(rec)
+                samples = _replay_diff(sync, rec, breaks)
+            elif t is DepthSnapshotRecord:
+                venue_sent = (in_stream_venue or rec.in_stream) and not internal
+                samples = _replay_snapshot(sync, rec, breaks, venue_sent)
             else:
                 continue
             for s in samples:
                 if s.snapshot_time >= end_ms:
                     return
-                if s.snapshot_time >= start_ms:
+                if s.snapshot_time >= start_ms and not in_window(s.snapshot_time, windows):
                     yield s
 
     def _depth_frame(self, exchange: str, symbol: str, start_ms: int, end_ms: int) -> pd.DataFrame:
-        return depth_samples_to_frame(
-            exchange, self.depth_samples(exchange, symbol, start_ms, end_ms), self.depth_top_n
-        )
+        samples = self.depth_samples(exchange, symbol, start_ms, end_ms)
+        return depth_samples_to_frame(exchange, samples, self.depth_top_n, floats=True)
 
     # -- catalogue of what landed ---------------------------------------------------------------
     def symbols_with_data(self, exchange: str, day: dt.date) -> set[str]:
-        """Symbols with any landed frame received during ``day`` (UTC)."""
+        """Symbols with any landed frame received during ``day`` (UTC), as the venue spells them.
+
+        Internal lines carry their symbol; the venue reads each frame's symbol from its bytes
+        (``frame_stream``) and a frame it cannot read is parsed by its adapter.
+        """
         start, end = day_window_ms(day)
-        out: set[bytes] = set()
+        adapter = self._adapter(exchange)
+        out: set[str] = set()
         for group in layout.data_groups(self.root, exchange):
             base = layout.group_dir(self.root, exchange, group)
             for hour_dir in layout.hour_dirs_between(base, start, end):
                 for _, path in layout.closed_segments_in(hour_dir):
-                    data = b"\n" + path.read_bytes()
-                    for m in _SYMBOL_SCAN.finditer(data):
-                        out.add(m.group(1) or m.group(2))
-        return {s.decode().upper() for s in out}
+                    out |= _segment_symbols(adapter, path)
+        return out
 
     def last_data_times(
         self,
@@ -316,7 +367,9 @@ class LandingStore:
         small reorderings); reading stops once every wanted stream is settled or after
         ``max_segments`` segments.
         """
-        adapter = self._adapter(exchange)
+        # records' times only: a stateful parse (ticker deltas read without their snapshot)
+        # still gives every landed frame's records their times
+        parse_frame = self._adapter(exchange).parse_frame
         todo = set(wanted)
         out: dict[tuple[type, str], int] = {}
         seen = 0
@@ -331,16 +384,21 @@ class LandingStore:
                     if payload[:1] == b"!":
                         continue
                     try:
-                        rec = adapter.parse(payload, recv)
+                        recs = parse_frame(payload, recv)
                     except (MessageError, ValueError, RecursionError):
                         continue  # a stricter parser later must not stop a restart
-                    if rec is None:
-                        continue
-                    key = (type(rec), rec.symbol)
-                    if key in todo:
-                        t = record_time(rec)
-                        if t > found.get(key, t - 1):
-                            found[key] = t
+                    for rec in recs:
+                        # a venue's in-stream snapshot is its depth stream's data
+                        kind = (
+                            DepthUpdateRecord
+                            if type(rec) is DepthSnapshotRecord and rec.in_stream
+                            else type(rec)
+                        )
+                        key = (kind, rec.symbol)
+                        if key in todo:
+                            t = record_time(rec)
+                            if t > found.get(key, t - 1):
+                                found[key] = t
                 out.update(found)
                 todo -= found.keys()
         return out
@@ -370,7 +428,7 @@ class LandingStore:
                 continue
             if dataset is not None and gap.dataset not in (dataset, "*"):
                 continue
-            if symbol is not None and gap.symbol not in (symbol.upper(), "*"):
+            if symbol is not None and gap.symbol not in (symbol, symbol.upper(), "*"):
                 continue
             out.append(gap)
         out.sort(key=lambda g: (g.start_ms, g.recorded_at, g.dataset, g.symbol))
@@ -419,10 +477,85 @@ class LandingStore:
         return out
 
 
+def _segment_symbols(adapter: ExchangeAdapter, path: Path) -> set[str]:
+    """Symbols of one segment's lines: internal lines (``!kind SYMBOL ...``) and frames the
+    venue reads (``frame_stream``) unparsed, the other frames parsed (their records' symbols)."""
+    out: set[str] = set()
+    add = out.add
+    stream_of = adapter.frame_stream
+    # the hot loop of a day's listing: no receipt-time parse unless a frame must be parsed
+    for line in path.read_bytes().split(b"\n"):
+        if not line:
+            continue
+        sp = line.index(b" ")
+        payload = line[sp + 1 :]
+        if payload[:1] == b"!":
+            parts = payload.split(b" ", 2)
+            if len(parts) == 3:
+                add(parts[1].decode())
+            continue
+        info = stream_of(payload)
+        if info is not None:
+            add(info[0])
+            continue
+        try:
+            recs = adapter.parse_frame(payload, int(line[:sp]))
+        except (MessageError, ValueError, RecursionError):
+            continue  # dead letters never land here; a stricter parser must not stop us
+        out.update(r.symbol for r in recs)
+    return out
+
+
+def _replay_diff(sync: BookSync, rec: DepthUpdateRecord, breaks: list[int]) -> list[BookSample]:
+    """A landed diff into the rebuilt book; ``breaks``: window starts not passed yet, latest
+    first. The first diff after a break (a window opens at the last diff before it) drops the
+    book. Snapshots fetched from REST do not: one landed just before a cut can carry a later
+    event time than the last diff, and a re-sync snapshot is only fetched once diffs flow
+    again, so it always comes after."""
+    t = rec.event_time
+    if breaks and t > breaks[-1]:
+        while breaks and t > breaks[-1]:
+            breaks.pop()
+        sync.reset()
+    return sync.on_diff(rec)[1]
+
+
+def _replay_snapshot(
+    sync: BookSync, rec: DepthSnapshotRecord, breaks: list[int], venue_sent: bool
+) -> list[BookSample]:
+    """A landed snapshot or checkpoint into the rebuilt book. ``venue_sent``: the venue's own
+    snapshot in its place in the stream (``book_snapshot_in_stream``): it replaces the book as
+    it did live and ends a break before it (a reconnect sends it); the book was dropped at the
+    break, as live, so the ticks up to it are not samples of the pre-break book."""
+    if not venue_sent:
+        return sync.on_snapshot(rec)[1]
+    t = record_time(rec)
+    if breaks and t > breaks[-1]:
+        while breaks and t > breaks[-1]:
+            breaks.pop()
+        sync.reset()
+    return sync.on_snapshot(rec, in_stream=True)[1]
+
+
+def in_window(t: int, windows: Iterable[tuple[int, int]]) -> bool:
+    """Whether ``t`` lies strictly inside a gap window: the book at a window's ends is known
+    (its last diff before the break, the snapshot that ends it), in between it is not."""
+    return any(a < t < b for a, b in windows)
+
+
 def depth_samples_to_frame(
-    exchange: str, samples: Iterable[BookSample], top_n: int
+    exchange: str,
+    samples: Iterable[BookSample],
+    top_n: int,
+    source: str = "ws",
+    *,
+    floats: bool = False,
 ) -> pd.DataFrame:
-    """Book samples as catalog DEPTH rows (one per snapshot, side and level), source ``ws``."""
+    """Book samples as catalog DEPTH rows (one per snapshot, side and level) of ``source``.
+
+    ``floats``: take the book's float levels instead of its ``Decimal`` ones, the same values
+    (``float(Decimal(repr(x))) == x``) without a round trip that took most of a day's build.
+    """
     return depth_snapshots_to_frame(
         (
             (
@@ -433,12 +566,13 @@ def depth_samples_to_frame(
                     last_update_id=s.last_update_id,
                     event_time=s.snapshot_time,
                     transaction_time=None,
-                    bids=tuple(s.bids),
-                    asks=tuple(s.asks),
+                    bids=tuple(s.bid_floats if floats else s.bids),  # type: ignore[arg-type]
+                    asks=tuple(s.ask_floats if floats else s.asks),  # type: ignore[arg-type]
                     received_at=s.received_at,
                 ),
             )
             for s in samples
         ),
         top_n=top_n,
+        source=source,
     )

@@ -16,6 +16,14 @@ before the data after the gap is synced or its segment published; :meth:`close` 
 queued entry durable. A ``kill -9`` can therefore lose an entry only together with every line
 queued after it, and the next run's ``writer_restart`` gap (opened at the last *landed* data
 time, ``LandingStore.last_data_times``) covers that window.
+
+**Durable-position watermark.** Every line the writer accepts (frames, snapshots, dead
+letters, gap entries) advances :attr:`LandingWriter.queued_mark` by one; the writer thread
+advances :attr:`LandingWriter.durable_mark` once those lines are synced (queue order: a mark is
+durable only when everything queued before it is). A source that must acknowledge upstream only
+after durable landing (the NATS JetStream source, ``ingest/nats_source.py``) takes
+``queued_mark`` after handing its messages over and acknowledges once ``durable_mark`` reaches
+it (:meth:`add_mark_listener` wakes it; :meth:`wait_durable` blocks).
 """
 
 from __future__ import annotations
@@ -284,6 +292,11 @@ class LandingWriter:
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
         self._durable_listeners: list[Callable[[int], None]] = []
+        #: lines accepted / made durable so far (the watermark of the module docstring)
+        self._queued_mark = 0
+        self._durable_mark = 0
+        self._mark_cond = threading.Condition()
+        self._mark_listeners: list[Callable[[int], None]] = []
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> LandingWriter:
@@ -365,7 +378,12 @@ class LandingWriter:
     # -- producer API (any thread) --------------------------------------------------------------
     def put(self, recv_ms: int, payload: bytes) -> bool:
         """Queue one raw frame; False means full (memory and spill): wait and retry, never drop."""
-        return self.queue.put(DATA, recv_ms, format_line(recv_ms, payload))
+        return self._counted(self.queue.put(DATA, recv_ms, format_line(recv_ms, payload)))
+
+    def _counted(self, accepted: bool, lines: int = 1) -> bool:
+        if accepted:
+            self._queued_mark += lines
+        return accepted
 
     def put_batch(self, batch: LineBatch) -> list[tuple[int, bytes]]:
         """Queue a batch of frames; returns the lines the queue refused (in order, formatted).
@@ -382,29 +400,30 @@ class LandingWriter:
         first, chunk, _ = batch.take()
         q = self.queue
         if q.spill_bytes == 0 and q.memory_bytes + len(chunk) <= q.max_memory_bytes:
-            if q.put(DATA, first, chunk):
+            if self._counted(q.put(DATA, first, chunk), chunk.count(b"\n")):
                 return []
             raise AssertionError("landing queue refused a batch that fitted in memory")
         refused: list[tuple[int, bytes]] = []
         for line in chunk.splitlines(keepends=True):
             recv = int(line[: line.index(b" ")])
-            if refused or not q.put(DATA, recv, line):
+            if refused or not self._counted(q.put(DATA, recv, line)):
                 refused.append((recv, line))
         return refused
 
     def put_line(self, recv_ms: int, line: bytes) -> bool:
         """Queue one already formatted line (a refused line of :meth:`put_batch`, retried)."""
-        return self.queue.put(DATA, recv_ms, line)
+        return self._counted(self.queue.put(DATA, recv_ms, line))
 
     def put_snapshot(self, snap: DepthSnapshotRecord, kind: bytes = DEPTH_SNAPSHOT) -> bool:
         """Land a REST depth snapshot (or a book checkpoint) in line with the frames."""
         recv = snap.received_at if snap.received_at is not None else self._clock_ms()
-        return self.queue.put(DATA, recv, format_line(recv, encode_snapshot(kind, snap)))
+        line = format_line(recv, encode_snapshot(kind, snap))
+        return self._counted(self.queue.put(DATA, recv, line))
 
     def put_dead_letter(self, recv_ms: int, raw: bytes | str, reason: str, field: str) -> bool:
         """Queue a rejected frame with its reason for the dead-letter store."""
         line = format_line(recv_ms, encode_dead_letter(raw, reason, field))
-        return self.queue.put(DEAD, recv_ms, line)
+        return self._counted(self.queue.put(DEAD, recv_ms, line))
 
     def record_gap(self, gap: GapRecord) -> bool:
         """Queue one gap-ledger entry; no disk I/O here (see the module docstring for when it
@@ -412,7 +431,7 @@ class LandingWriter:
         if self._stop.is_set():
             raise RuntimeError("landing writer is closed: the gap entry would be lost")
         line = format_line(gap.recorded_at, encode_gap(gap))
-        if not self.queue.put(GAP, gap.recorded_at, line):
+        if not self._counted(self.queue.put(GAP, gap.recorded_at, line)):
             return False
         self._gaps_queued += 1
         return True
@@ -445,6 +464,36 @@ class LandingWriter:
         """``fn(n)`` is called on the writer thread after ``n`` more lines became durable."""
         self._durable_listeners.append(fn)
 
+    @property
+    def queued_mark(self) -> int:
+        """Lines accepted so far (frames, snapshots, dead letters, gap entries): take it after
+        handing something over, then wait until :attr:`durable_mark` reaches it."""
+        return self._queued_mark
+
+    @property
+    def durable_mark(self) -> int:
+        """Lines made durable so far, in queue order (see the module docstring)."""
+        return self._durable_mark
+
+    def add_mark_listener(self, fn: Callable[[int], None]) -> None:
+        """``fn(durable_mark)`` is called on the writer thread each time the mark advances
+        (an asyncio caller passes a ``loop.call_soon_threadsafe`` wrapper)."""
+        self._mark_listeners.append(fn)
+
+    def wait_durable(self, mark: int, timeout: float = 10.0) -> int:
+        """Block until :attr:`durable_mark` >= ``mark``; returns the mark. Raises
+        ``TimeoutError``, or ``RuntimeError`` when the writer failed (never reports a line
+        durable that is not)."""
+        with self._mark_cond:
+            ok = self._mark_cond.wait_for(
+                lambda: self._durable_mark >= mark or self._error is not None, timeout
+            )
+        if self._error is not None:
+            raise RuntimeError("landing writer failed") from self._error
+        if not ok:
+            raise TimeoutError(f"durable mark {self._durable_mark} did not reach {mark}")
+        return self._durable_mark
+
     # -- writer thread ---------------------------------------------------------------------------
     def _run(self) -> None:
         try:
@@ -469,6 +518,8 @@ class LandingWriter:
             self._error = e
             with self._gaps_done:
                 self._gaps_done.notify_all()
+            with self._mark_cond:
+                self._mark_cond.notify_all()
         finally:
             for s in self._stores.values():
                 try:
@@ -501,6 +552,7 @@ class LandingWriter:
         made durable first (the ordering guarantee of the module docstring).
         """
         gaps = [line for store, _, line in batch if store == GAP]
+        marked = len(gaps)
         if gaps:
             self._write_ledger(gaps)
             batch = [item for item in batch if item[0] != GAP]
@@ -550,6 +602,16 @@ class LandingWriter:
         st.bytes_written += nbytes
         for fn in self._durable_listeners:
             fn(lines + dead)
+        self._advance_mark(marked + lines + dead)
+
+    def _advance_mark(self, n: int) -> None:
+        """``n`` more accepted lines are durable (writer thread, after their sync)."""
+        with self._mark_cond:
+            self._durable_mark += n
+            mark = self._durable_mark
+            self._mark_cond.notify_all()
+        for fn in self._mark_listeners:
+            fn(mark)
 
 
 def recover_group(root: str | Path, exchange: str, group: str) -> list[Path]:

@@ -82,4 +82,27 @@ def symbol_list(text: str) -> tuple[str, ...]:
     return symbols
 
 
-__all__ = ["float_in", "int_in", "iso_date", "iso_time", "symbol_list"]
+def instrument_list(text: str) -> tuple[str, ...]:
+    """Comma-separated instruments: ids (``bybit-linear:BTCUSDT``, ``binance:ethusdt`` gives
+    ``binance-usdm:ETHUSDT``) or bare symbols, kept bare (upper-cased) for the caller to place
+    (a backfill reads them as Binance USD-M, the demo on every venue). Every symbol is checked
+    against its venue's pattern (``petrosa_pipelines.instruments``): ``../../etc`` is refused."""
+    from petrosa_pipelines.instruments import VENUE_SEP, InstrumentError, parse_entry
+
+    out: list[str] = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        try:
+            venue, symbol = parse_entry(part)
+        except InstrumentError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+        if symbol is None:
+            raise argparse.ArgumentTypeError(f"{part!r}: name instruments, not a wildcard")
+        out.append(f"{venue}{VENUE_SEP}{symbol}" if VENUE_SEP in part else symbol)
+    if not out:
+        raise argparse.ArgumentTypeError(f"{text!r} holds no instrument")
+    return tuple(dict.fromkeys(out))
+
+
+__all__ = ["float_in", "instrument_list", "int_in", "iso_date", "iso_time", "symbol_list"]

@@ -27,9 +27,10 @@ class ExchangeEndpoints:
 class RestSettings:
     """How the REST history client behaves towards the exchange's limits."""
 
-    #: fraction of the exchange's weight limit per minute the client allows itself to use
+    #: fraction of the venue's rate limit the client allows itself to use (every venue)
     weight_budget_fraction: float = 0.8
-    #: weight limit per minute when exchangeInfo has not been read (Binance USD-M: 2400)
+    #: Binance USD-M's weight limit per minute when exchangeInfo has not been read (2400);
+    #: other venues declare theirs in their ``RateModel`` (Bybit: 600 requests per 5 s)
     weight_limit_per_minute: int = 2400
     max_retries: int = 6
     backoff_base_seconds: float = 0.5
@@ -39,8 +40,8 @@ class RestSettings:
     #: a whole request (headers and body) must finish within this; a server that drips bytes
     #: never trips the per-read timeout
     deadline_seconds: float = 300.0
-    #: a 429/418 Retry-After or shared-budget block longer than this fails the run instead of
-    #: sleeping (Binance bans last 2 minutes to 3 days)
+    #: a rate-limit wait (Retry-After, a ban, a venue's reset time, a shared-budget block)
+    #: longer than this fails the run instead of sleeping (Binance bans last 2 min to 3 days)
     max_wait_seconds: float = 900.0
     #: directory of a budget file shared by every process on this machine (one IP, one budget);
     #: None keeps the budget per process

@@ -1,13 +1,13 @@
-"""The local exchange: Binance USD-M futures REST, websocket streams and Vision archives, offline.
+"""The local exchange: each venue's REST, websocket streams and archives, offline, on one port.
 
-The market of the demo and of every test: a deterministic generator (``market.py``) behind a
-server speaking Binance's formats, weights, limits and errors (``server.py``), an archive tree
-like data.binance.vision (``archives.py``), replay of recordings (``replay.py``) and runtime
-fault switches (``faults.py``). Every project endpoint URL is a setting, so the same code talks
-to this and to Binance.
+The market of the demo and of every test: one venue-neutral deterministic generator
+(``generator.py``; ``market.py`` keeps the names callers import) behind a server (``exchange.py``)
+that routes each path to a venue's wire module (``venues/``: formats, weights, limits, errors,
+archives, subscribe protocols), replay of recordings (``replay.py``) and runtime fault switches
+(``faults.py``) that apply to every venue. Every project endpoint URL is a setting, so the same
+code talks to this and to the real venues.
 """
 
-from petrosa_pipelines.local_exchange.archives import VisionArchive
 from petrosa_pipelines.local_exchange.faults import Faults
 from petrosa_pipelines.local_exchange.market import Market, MarketConfig, SymbolSpec
 from petrosa_pipelines.local_exchange.replay import Recording
@@ -18,6 +18,7 @@ from petrosa_pipelines.local_exchange.server import (
     exchange_info,
     main,
 )
+from petrosa_pipelines.local_exchange.venues.binance.vision import VisionArchive
 
 __all__ = [
     "Faults",

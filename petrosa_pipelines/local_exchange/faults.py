@@ -1,9 +1,10 @@
 """Fault injection switches of the local exchange, read at request/message time.
 
 Tests flip these while a client is connected (``ex.faults.drop_probability = 0.1``) to prove the
-project survives what Binance does in production: disconnects, duplicates, gaps, garbage,
-429 bursts, slow answers and re-published archives. Random choices come from one seeded RNG so a
-failing chaos run can be replayed exactly.
+project survives what venues do in production: disconnects, duplicates, gaps, garbage,
+429 bursts, slow answers, re-published archives and book-service restarts. Every switch applies
+to every venue the server speaks (each in its own wire format). Random choices come from one
+seeded RNG so a failing chaos run can be replayed exactly.
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ class Faults:
     _lock: threading.Lock = field(init=False, repr=False, compare=False)
     #: bumped by ``disconnect_now``; connections opened before the bump close themselves
     disconnect_generation: int = field(init=False, default=0, compare=False)
+    #: bumped by ``restart_book_service``; venues with a book reset in their protocol send it
+    book_restart_generation: int = field(init=False, default=0, compare=False)
 
     def __post_init__(self) -> None:
         self._rng = random.Random(self.seed)
@@ -86,6 +89,11 @@ class Faults:
             stream, trade_ms = str(frame.get("stream", data["s"])), int(data["T"])
         except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError):
             return False
+        return self.cut_between(last_trade_ms, stream, trade_ms)
+
+    def cut_between(self, last_trade_ms: dict[str, int], stream: str, trade_ms: int) -> bool:
+        """Whether to close the connection before a trade message of ``stream`` at ``trade_ms``
+        (a draw only when the previous one sent on ``stream`` shares its millisecond)."""
         if last_trade_ms.get(stream) == trade_ms and self.chance(self.cut_same_ms_probability):
             return True
         last_trade_ms[stream] = trade_ms
@@ -96,8 +104,14 @@ class Faults:
         with self._lock:
             self.disconnect_generation += 1
 
+    def restart_book_service(self) -> None:
+        """The venue's order-book service restarts: where the protocol has it (Bybit), every
+        book topic gets a new snapshot whose update id starts again at 1."""
+        with self._lock:
+            self.book_restart_generation += 1
+
     def clear(self) -> None:
-        """Switch every fault off (the generation counter keeps counting)."""
+        """Switch every fault off (the generation counters keep counting)."""
         with self._lock:
             self.disconnect_every_n_messages = 0
             self.duplicate_probability = 0.0
@@ -109,6 +123,7 @@ class Faults:
             self.cut_same_ms_probability = 0.0
 
 
+#: Binance-shaped garbage (each venue's wire module has its own)
 MALFORMED_SAMPLES: tuple[bytes, ...] = (
     b'{"stream":"btcusdt@aggTrade","data":{"e":"aggTrade","E":1,',  # truncated JSON
     b"not json at all",

@@ -12,28 +12,47 @@ import pandas as pd
 from pydantic import Field
 
 from petrosa_pipelines.catalog.schemas import DATASETS, DatasetSchema
-from petrosa_pipelines.lib.timeutil import utc_now_ms
-from petrosa_pipelines.market_data.datasets import SPECS, DepthSpec, FundingSpec
-from petrosa_pipelines.market_data.fill import FillResult, PartitionWindow, fill_partition
+from petrosa_pipelines.instruments import DATASETS as INSTRUMENT_DATASETS
+from petrosa_pipelines.instruments import (
+    LEGACY_VENUE,
+    MARKET_DATA,
+    InstrumentError,
+    market_data_path,
+    split_key,
+    storage_name,
+)
+from petrosa_pipelines.lib.timeutil import ms_to_iso, utc_now_ms
+from petrosa_pipelines.market_data.datasets import SPECS, DepthSpec, FundingSpec, trades_spec
+from petrosa_pipelines.market_data.fill import (
+    FillResult,
+    PartitionWindow,
+    fill_partition,
+    window_metadata,
+)
 from petrosa_pipelines.market_data.guidance import depth_metadata, refuse_unknown_instrument
 from petrosa_pipelines.market_data.partitions import daily_symbol_partitions, split_partition_key
-from petrosa_pipelines.market_data.sources import PreviousPartitionSource, sources_for
+from petrosa_pipelines.market_data.ports import EXCHANGE_POOL, ExchangePort, LandingPort
+from petrosa_pipelines.market_data.sources import (
+    PreviousPartitionSource,
+    has_book_archive,
+    sources_for,
+    venue_capabilities,
+)
 from petrosa_pipelines.settings import SettingError
-from resources.exchange_client import EXCHANGE_POOL, ExchangeResource
-from resources.landing_store import LandingResource
 
-LAYER = "market_data"
+LAYER = MARKET_DATA
 OWNER = "team:market-data"
-DEFAULT_EXCHANGE = "binance"
+#: the storage name of a legacy bare partition's venue (Binance USD-M keeps ``binance``); rows
+#: and lake paths take the exchange from each partition's instrument
+DEFAULT_EXCHANGE = storage_name(LEGACY_VENUE)
 
 
 def asset_key(dataset: str) -> dg.AssetKey:
-    return dg.AssetKey([LAYER, dataset])
+    """``market_data/<dataset>`` (``instruments.market_data_path`` owns the path)."""
+    return dg.AssetKey(market_data_path(dataset))
 
 
-TRADES_KEY, CANDLES_KEY, DEPTH_KEY, FUNDING_KEY = (
-    asset_key(d) for d in ("trades", "candles", "depth", "funding")
-)
+TRADES_KEY, CANDLES_KEY, DEPTH_KEY, FUNDING_KEY = (asset_key(d) for d in INSTRUMENT_DATASETS)
 
 
 class MarketDataConfig(dg.Config):
@@ -81,7 +100,7 @@ def output_metadata(
         "missing_ranges": dg.MetadataValue.json(result.missing_iso()),
         "missing_range_count": len(result.missing),
         "sources_tried": dg.MetadataValue.json(result.attempts),
-        "window_closed": window.closed,
+        **window_metadata(window),
         "rejected_rows": sum(result.rejected.values()),
         "kept_rows": result.added_by(PreviousPartitionSource.name),
     }
@@ -106,7 +125,11 @@ def dedup_keep(config: MarketDataConfig) -> Literal["first", "last"]:
     return raw  # type: ignore[return-value]
 
 
-def _spec(dataset: str, config: MarketDataConfig):
+def _spec(dataset: str, config: MarketDataConfig, exchange: str):
+    """The dataset's spec; trades follow the venue (``exchange``: its storage name), whose ids
+    prove coverage only where it declares them consecutive."""
+    if dataset == "trades":
+        return trades_spec(exchange)
     if dataset == "funding":
         return FundingSpec(config.funding_interval_hours)
     if dataset == "depth":
@@ -118,8 +141,8 @@ def materialise_partition(
     dataset: str,
     partition: str,
     config: MarketDataConfig,
-    exchange: ExchangeResource,
-    landing: LandingResource | None,
+    exchange: ExchangePort,
+    landing: LandingPort | None,
     now_ms: int | None = None,
     previous: pd.DataFrame | None = None,
 ) -> tuple[pd.DataFrame, dict[str, object]]:
@@ -128,36 +151,51 @@ def materialise_partition(
     ``previous`` is the partition as the lake holds it now (None when there is none): it is
     the last source, and ``refuse_to_shrink`` fails the run rather than publish less.
     """
-    day, symbol = split_partition_key(partition)
-    window = PartitionWindow(day=day, symbol=symbol, now_ms=now_ms or utc_now_ms())
     settings = exchange.settings()
-    refuse_unknown_instrument(symbol, settings.symbols)  # "Add a partition" accepts any text
-    use_history = dataset != "depth"
+    # "Add a partition" accepts any text: refuse (naming it) what the allow-list does not name,
+    # malformed values included, before the key is parsed
+    refuse_unknown_instrument(split_key(partition)[1], settings.qualified_symbols)
+    day, inst = split_partition_key(partition)
+    window = PartitionWindow(day=day, symbol=inst.symbol, now_ms=now_ms or utc_now_ms())
+    # depth has history only where the venue publishes book files (``sources.has_book_archive``)
+    use_archive = dataset != "depth" or has_book_archive(venue_capabilities(inst.exchange))
     store = landing.store() if landing is not None else None
     sources = sources_for(
         dataset,
         landing=store,
-        archive=exchange.archive() if use_history else None,
-        rest=exchange.rest() if use_history else None,
-        exchange=settings.exchange,
+        archive=exchange.archive(inst.venue) if use_archive else None,
+        rest=exchange.rest(inst.venue) if dataset != "depth" else None,
+        exchange=inst.exchange,
         previous=previous,
     )
     ledger = (
-        store.gaps(settings.exchange, window.start_ms, window.end_ms, dataset, symbol)
+        store.gaps(inst.exchange, window.start_ms, window.end_ms, dataset, inst.symbol)
         if store is not None
         else []
     )
     known_gaps = [(max(g.start_ms, window.start_ms), min(g.end_ms, window.end_ms)) for g in ledger]
+    spec = _spec(dataset, config, inst.exchange)
     result = fill_partition(
-        _spec(dataset, config), window, sources, keep=dedup_keep(config), known_gaps=known_gaps
+        spec,
+        window,
+        sources,
+        keep=dedup_keep(config),
+        known_gaps=known_gaps,
     )
     meta = output_metadata(DATASETS[dataset], result, window)
     meta["ledger_gaps"] = len(ledger)
+    if dataset == "depth":  # which spans of the day came from where (ws, archive, previous)
+        meta["source_spans"] = dg.MetadataValue.json(
+            {
+                src: [f"{ms_to_iso(a)}/{ms_to_iso(b)}" for a, b in spans[:20]]
+                for src, spans in result.source_spans(spec, window).items()
+            }
+        )
     refusal = refuse_to_shrink(dataset, partition, result, previous)
     if refusal:
         raise dg.Failure(description=refusal, metadata=meta, allow_retries=False)
-    if dataset == "depth":  # no history exists: say whether this day could hold any
-        meta.update(depth_metadata(landing, settings.exchange, window, len(result.frame)))
+    if dataset == "depth":  # say whether this day could hold any, and from where
+        meta.update(depth_metadata(landing, inst.exchange, window, len(result.frame)))
     return result.frame, meta
 
 
@@ -200,15 +238,19 @@ def refuse_to_shrink(
 
 
 def previous_partition(
-    context: dg.AssetExecutionContext, dataset: str, exchange_name: str
+    context: dg.AssetExecutionContext, dataset: str, exchange_name: str | None = None
 ) -> pd.DataFrame | None:
     """The partition as the lake holds it now, through the run's IO manager (None if absent
-    or when the IO manager cannot read partitions back)."""
+    or when the IO manager cannot read partitions back). The lake file follows from the
+    partition's instrument; ``exchange_name`` only matters for partitions without one."""
     io_manager = getattr(context.resources, "io_manager", None)
     reader = getattr(io_manager, "read_partition", None)
     if reader is None:
         return None
-    return reader(asset_key(dataset), context.partition_key, exchange_name)
+    try:
+        return reader(asset_key(dataset), context.partition_key, exchange_name)
+    except InstrumentError:
+        return None  # a malformed partition: ``materialise_partition`` refuses it, naming it
 
 
 def backfill_progress(context: dg.AssetExecutionContext) -> dict[str, object] | None:
@@ -237,7 +279,9 @@ def backfill_progress(context: dg.AssetExecutionContext) -> dict[str, object] | 
     }
 
 
-def build_market_data_asset(dataset: str, exchange_name: str = DEFAULT_EXCHANGE):
+def build_market_data_asset(dataset: str):
+    """One market-data asset; every venue's instruments are its partitions (no exchange is
+    fixed here: each partition's venue names the exchange of its rows and lake files)."""
     schema = DATASETS[dataset]
 
     @dg.asset(
@@ -247,9 +291,8 @@ def build_market_data_asset(dataset: str, exchange_name: str = DEFAULT_EXCHANGE)
         description=schema.description,
         owners=[OWNER],
         kinds={"pandas", "parquet"},
-        tags={"dataset": dataset, "exchange": exchange_name, "layer": LAYER},
+        tags={"dataset": dataset, "layer": LAYER},
         metadata={
-            "exchange": exchange_name,
             "natural_key": ", ".join(schema.natural_key),
             "dagster/column_schema": table_schema(schema),
             "schema_version": schema.version,
@@ -260,8 +303,8 @@ def build_market_data_asset(dataset: str, exchange_name: str = DEFAULT_EXCHANGE)
     def _market_data_asset(
         context: dg.AssetExecutionContext,
         config: MarketDataConfig,
-        exchange: ExchangeResource,
-        landing: LandingResource,
+        exchange: dg.ResourceParam[ExchangePort],
+        landing: dg.ResourceParam[LandingPort],
     ) -> dg.MaterializeResult:
         frame, meta = materialise_partition(
             dataset,
@@ -269,7 +312,7 @@ def build_market_data_asset(dataset: str, exchange_name: str = DEFAULT_EXCHANGE)
             config,
             exchange,
             landing,
-            previous=previous_partition(context, dataset, exchange_name),
+            previous=previous_partition(context, dataset),
         )
         progress = backfill_progress(context)
         if progress:
@@ -285,9 +328,6 @@ def build_market_data_asset(dataset: str, exchange_name: str = DEFAULT_EXCHANGE)
     return _market_data_asset
 
 
-trades = build_market_data_asset("trades")
-candles = build_market_data_asset("candles")
-depth = build_market_data_asset("depth")
-funding = build_market_data_asset("funding")
-
-MARKET_DATA_ASSETS = [trades, candles, depth, funding]
+trades, candles, depth, funding = MARKET_DATA_ASSETS = [
+    build_market_data_asset(d) for d in INSTRUMENT_DATASETS
+]

@@ -8,6 +8,7 @@ import pandas as pd
 from petrosa_pipelines.catalog.schemas import CANDLES, DEPTH, FUNDING, TRADES
 from petrosa_pipelines.lib.timeutil import HOUR_MS, MINUTE_MS, merge_ranges
 from petrosa_pipelines.market_data.fill import DatasetSpec, PartitionWindow, Range
+from petrosa_pipelines.market_data.sources import EDGE_GAPS, EDGE_MIN_MS, venue_capabilities
 
 
 def _ms(series: pd.Series) -> np.ndarray:
@@ -15,18 +16,33 @@ def _ms(series: pd.Series) -> np.ndarray:
 
 
 class TradesSpec(DatasetSpec):
-    """Aggregate trade ids are consecutive per symbol: a missing id is a gap.
+    """Trades of one symbol-day; what proves them complete depends on the venue's ids.
 
-    Coverage is proven by ids, not by timestamps: a run of consecutive ids from trade ``a`` to
-    trade ``b`` proves every trade strictly between their milliseconds, but not the whole
-    millisecond of either end, which another (lost) trade may share. A day is complete once a
-    run reaches from a trade before its start to a trade at or after its end; the neighbours
-    outside the window that prove it are held while filling and dropped from the result.
+    Where ids are consecutive per symbol (``Capabilities.trade_ids_consecutive``, Binance
+    aggTrades) a missing id is a gap, and coverage is proven by ids, not by timestamps: a run of
+    consecutive ids from trade ``a`` to trade ``b`` proves every trade strictly between their
+    milliseconds, but not the whole millisecond of either end, which another (lost) trade may
+    share. A day is complete once a run reaches from a trade before its start to a trade at or
+    after its end; the neighbours outside the window that prove it are held while filling and
+    dropped from the result.
+
+    Where ids prove nothing (Bybit's UUIDs), rows cannot show a hole: a closed day is proven
+    only by a source that confirms it (the venue's day archive, ``ArchiveSource``), and the open
+    day by the density of its own trades (``dense_coverage``: the same Poisson bound the archive
+    edges use), the ingest's gap ledger marking what it lost. The checks then hold the day
+    against the venue's candles (``checks/audit.py``: ``trades_candle_evidence``).
     """
 
     schema = TRADES
 
+    def __init__(self, consecutive_ids: bool = True):
+        self.consecutive_ids = consecutive_ids
+
     def implied_coverage(self, frame: pd.DataFrame, window: PartitionWindow) -> list[Range]:
+        if not self.consecutive_ids:
+            if window.closed or frame.empty:
+                return []
+            return dense_coverage(_ms(frame["trade_time"]), window)
         if len(frame) < 2:
             return []
         ordered = frame.sort_values("agg_trade_id", kind="stable")
@@ -40,7 +56,7 @@ class TradesSpec(DatasetSpec):
         )
 
     def intrinsic_gaps(self, frame: pd.DataFrame, window: PartitionWindow) -> list[Range]:
-        if len(frame) < 2:
+        if not self.consecutive_ids or len(frame) < 2:
             return []
         ordered = frame.sort_values("agg_trade_id")
         ids = ordered["agg_trade_id"].to_numpy()
@@ -49,7 +65,28 @@ class TradesSpec(DatasetSpec):
         return merge_ranges([(int(times[i]), int(times[i + 1]) + 1) for i in holes])
 
     def keep_rows(self, frame: pd.DataFrame, window: PartitionWindow) -> pd.DataFrame:
+        if not self.consecutive_ids:
+            return self.in_window(frame, window)  # no id neighbour proves anything
         return frame  # neighbours outside the window prove its edges (see the class docstring)
+
+
+def dense_coverage(times_ms: np.ndarray, window: PartitionWindow) -> list[Range]:
+    """[start, now) where trades are no further apart than a silence the market would not keep.
+
+    A stretch between two trades (or between a window edge and the nearest trade) counts as
+    covered when it is shorter than ``EDGE_GAPS`` typical gaps or ``EDGE_MIN_MS``, whichever is
+    longer (``sources.trade_edges_reached``: a Poisson market leaves 50 mean gaps empty with
+    p ~ e^-50). Longer silences stay missing, so the next source is asked for them.
+    """
+    start, stop = window.start_ms, window.needed_end_ms
+    ms = np.sort(times_ms[(times_ms >= start) & (times_ms < stop)])
+    if ms.size == 0:
+        return []
+    typical = float(np.median(np.diff(ms))) if ms.size > 1 else float(stop - start)
+    reach = max(EDGE_MIN_MS, EDGE_GAPS * typical)
+    points = np.concatenate([[start], ms, [stop]])
+    short = np.flatnonzero(np.diff(points) <= reach)
+    return merge_ranges([(int(points[i]), int(points[i + 1])) for i in short])
 
 
 class CandlesSpec(DatasetSpec):
@@ -119,3 +156,10 @@ class DepthSpec(DatasetSpec):
 
 
 SPECS = {"trades": TradesSpec, "candles": CandlesSpec, "funding": FundingSpec, "depth": DepthSpec}
+
+
+def trades_spec(exchange: str) -> TradesSpec:
+    """The trades spec of a venue (id or storage name): ids prove coverage only where the
+    venue declares them consecutive; an unknown name keeps the consecutive (Binance) rules."""
+    caps = venue_capabilities(exchange)
+    return TradesSpec(consecutive_ids=caps is None or caps.trade_ids_consecutive)

@@ -14,7 +14,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from petrosa_pipelines.catalog.schemas import DatasetSchema, conform
 from petrosa_pipelines.lib.timeutil import day_window_ms, merge_ranges, ms_to_iso
@@ -48,6 +51,29 @@ class PartitionWindow:
     def needed_end_ms(self) -> int:
         """History can only exist up to now."""
         return min(self.end_ms, self.now_ms)
+
+
+def window_metadata(window: PartitionWindow) -> dict[str, object]:
+    """What day a build holds, for its metadata: a closed day, or the open day so far.
+
+    The open day (today, ``partitions.OPEN_DAY_OFFSET``) is built from what has landed up to
+    ``now`` (REST filling holes where the fill asks it): a partial day that only grows.
+    ``as_of_ms`` is the moment it was judged complete up to; the checks judge it as of then
+    (``checks.applicability.judged_now_ms``), not for minutes that had not happened.
+    """
+    meta: dict[str, object] = {
+        "window_closed": window.closed,
+        "day_state": "closed" if window.closed else "open",
+        "as_of": ms_to_iso(min(window.now_ms, window.end_ms)),
+        "as_of_ms": min(window.now_ms, window.end_ms),
+    }
+    if not window.closed:
+        meta["partial_day"] = (
+            f"open day {window.day.isoformat()}, partial: the day so far up to "
+            f"{ms_to_iso(window.now_ms)}; it grows on each rebuild and is built in full once "
+            "the day closes"
+        )
+    return meta
 
 
 def subtract_ranges(needed: Sequence[Range], covered: Sequence[Range]) -> list[Range]:
@@ -102,10 +128,17 @@ class DatasetSpec(abc.ABC):
         return self.in_window(frame, window)
 
     def in_window(self, frame: pd.DataFrame, window: PartitionWindow) -> pd.DataFrame:
+        return frame[self.window_mask(frame, window)]
+
+    def window_mask(self, frame: pd.DataFrame, window: PartitionWindow) -> np.ndarray:
+        """Which rows lie in the window (a mask: counting them copies no row)."""
         col = frame[self.schema.time_column]
         start = pd.Timestamp(window.start_ms, unit="ms", tz="UTC")
         end = pd.Timestamp(window.end_ms, unit="ms", tz="UTC")
-        return frame[(col >= start) & (col < end)]
+        return ((col >= start) & (col < end)).to_numpy(dtype=bool)
+
+    def count_in_window(self, frame: pd.DataFrame, window: PartitionWindow) -> int:
+        return int(np.count_nonzero(self.window_mask(frame, window))) if len(frame) else 0
 
     def missing(
         self, frame: pd.DataFrame, window: PartitionWindow, confirmed: Sequence[Range]
@@ -120,10 +153,15 @@ class DatasetSpec(abc.ABC):
 
 @dataclass
 class SourceAnswer:
-    """Rows, and the ranges the source proves complete beyond what its rows imply."""
+    """Rows, and the ranges the source proves complete beyond what its rows imply.
+
+    ``note``: what the source wants the run's metadata to say about this answer (e.g. which
+    spans it filled), added to its entry of ``FillResult.attempts``.
+    """
 
     frame: pd.DataFrame
     confirmed: list[Range]
+    note: dict = field(default_factory=dict)
 
 
 class HistorySource(abc.ABC):
@@ -172,14 +210,122 @@ class FillResult:
     def errors(self) -> list[dict]:
         return [a for a in self.attempts if "error" in a]
 
+    def source_spans(self, spec: DatasetSpec, window: PartitionWindow) -> dict[str, list[Range]]:
+        """Per row source, the spans its rows cover (``spec.implied_coverage`` of its rows):
+        which part of the day came from where (e.g. depth: ws from noon, archive before)."""
+        if self.frame.empty:
+            return {}
+        return {
+            str(src): spec.implied_coverage(rows, window)
+            for src, rows in self.frame.groupby("source", sort=True)
+        }
+
 
 def dedup(frame: pd.DataFrame, schema: DatasetSchema, keep: DedupKeep = "first") -> pd.DataFrame:
-    """One row per natural key, sorted by time then key: the same input gives the same rows."""
+    """One row per natural key, sorted by time then ``schema.sort_columns``: the same input
+    gives the same rows.
+
+    Trades are keyed by the venue's own id (``trade_id``), so one Bybit trade met in the
+    websocket (``agg_trade_id`` from its ``seq``) and in the archive (``agg_trade_id`` 0) is one
+    row; on Binance ``trade_id`` is the aggregate id's text, the same key as before. A frame
+    that already is its own result (a Binance archive day: ``already_deduped``) is returned
+    without the hashing and sorting copies, which hold several times a 10 M-row frame.
+    """
     if frame.empty:
         return frame
+    if already_deduped(frame, schema):
+        return frame.reset_index(drop=True)
     out = frame.drop_duplicates(subset=list(schema.natural_key), keep=keep)
-    sort_cols = [schema.time_column, *[k for k in schema.natural_key if k != schema.time_column]]
-    return out.sort_values(sort_cols, kind="stable").reset_index(drop=True)
+    return out.sort_values(schema.sort_columns, kind="stable").reset_index(drop=True)
+
+
+#: rows compared per block by ``already_deduped`` (its transient arrays stay this small)
+CHECK_BLOCK = 1 << 20
+_TRADES_ORDER = ["trade_time", "exchange", "symbol", "agg_trade_id", "trade_id"]
+
+
+def already_deduped(frame: pd.DataFrame, schema: DatasetSchema) -> bool:
+    """Whether ``dedup`` would give ``frame``'s rows in ``frame``'s order (trades only).
+
+    True when the rows are of one exchange and symbol, every ``trade_id`` is the text of its
+    ``agg_trade_id`` (so the key is the aggregate id) and (time, aggregate id) strictly grows
+    row after row: no key repeats, and the stable sort by ``schema.sort_columns`` keeps the
+    order. Checked column by column in blocks, never copying the frame; anything else (a
+    null, a Bybit UUID, one row out of order) answers False and the full dedup runs.
+    """
+    if schema.natural_key != ("exchange", "symbol", "trade_id"):
+        return False
+    if schema.sort_columns != _TRADES_ORDER or len(frame) < 2:
+        return False
+    times = frame["trade_time"]
+    if str(times.dtype) != "datetime64[ms, UTC]" or times.isna().any():
+        return False
+    if frame["agg_trade_id"].dtype != np.int64:
+        return False
+    if not all(_constant_text(frame[c]) for c in ("exchange", "symbol")):
+        return False
+    ids = frame["agg_trade_id"].to_numpy()
+    ms = times.array.asi8
+    trade_ids = _arrow_text(frame["trade_id"])
+    if trade_ids is None:
+        return False
+    n = len(frame)
+    for lo in range(0, n, CHECK_BLOCK):
+        hi = min(n, lo + CHECK_BLOCK + 1)  # one row of overlap: the step across blocks
+        d_id = np.diff(ids[lo:hi])
+        if not (d_id > 0).all():  # ids strictly grow: unique, and ordered within a time
+            return False
+        if not (np.diff(ms[lo:hi]) >= 0).all():
+            return False
+        text = pc.cast(pa.array(ids[lo:hi]), trade_ids.type)
+        if not pc.all(pc.equal(text, trade_ids.slice(lo, hi - lo))).as_py():
+            return False
+    return True
+
+
+def _arrow_text(series: pd.Series) -> pa.ChunkedArray | None:
+    """An arrow-backed text column as its arrow data (no copy); None for any other column."""
+    if not isinstance(series.dtype, pd.StringDtype) or series.dtype.storage != "pyarrow":
+        return None
+    data = series.array.__arrow_array__()  # the array's own arrow data (the arrow protocol)
+    if not isinstance(data, pa.ChunkedArray):
+        data = pa.chunked_array([data])
+    return None if data.null_count else data
+
+
+def _constant_text(series: pd.Series) -> bool:
+    """One non-null value in every row (compared chunk by chunk, no copy)."""
+    data = _arrow_text(series)
+    if data is None or len(data) == 0:
+        return False
+    first = data[0]
+    return all(pc.all(pc.equal(chunk, first)).as_py() for chunk in data.chunks if len(chunk))
+
+
+def conformed(frame: pd.DataFrame, schema: DatasetSchema) -> pd.DataFrame:
+    """``conform(frame, schema)``, without its copy of every column when ``frame`` already is
+    conformed (the archive and lake readers give conformed frames): the same columns in the
+    same order with the same dtypes, a default index and, for trades, every ``trade_id``."""
+    if (
+        list(frame.columns) == schema.column_names
+        and isinstance(frame.index, pd.RangeIndex)
+        and frame.index.start == 0
+        and frame.index.step == 1
+        and list(frame.dtypes) == list(_conformed_dtypes(schema))
+        and not (schema.name == "trades" and frame["trade_id"].isna().any())
+    ):
+        return frame
+    return conform(frame, schema)
+
+
+_DTYPES: dict[str, pd.Series] = {}
+
+
+def _conformed_dtypes(schema: DatasetSchema) -> pd.Series:
+    key = f"{schema.name}.v{schema.version}"
+    if key not in _DTYPES:
+        _DTYPES[key] = schema.empty_frame().dtypes
+    return _DTYPES[key]
 
 
 def fill_partition(
@@ -215,20 +361,24 @@ def fill_partition(
             attempts.append({"source": source.name, "error": f"{type(exc).__name__}: {exc}"})
             continue
         got = (
-            spec.keep_rows(conform(answer.frame, spec.schema), window)
+            spec.keep_rows(conformed(answer.frame, spec.schema), window)
             if len(answer.frame.columns)
             else spec.schema.empty_frame()
         )
         got, bad, reasons = split_valid(got, spec.schema.name)
         attempt: dict = {"source": source.name, "rows": len(got), "ranges": len(missing)}
+        attempt.update(answer.note)
         if len(bad):
             attempt["rejected"] = reasons
             for reason, n in reasons.items():
                 rejected[reason] = rejected.get(reason, 0) + n
-        before = len(spec.in_window(frame, window))
+        before = spec.count_in_window(frame, window)
         if not got.empty:
-            frame = dedup(pd.concat([frame, got], ignore_index=True), spec.schema, keep)
-        attempt["added"] = len(spec.in_window(frame, window)) - before
+            # nothing held yet: the answer alone is deduped (a concat would copy every row)
+            both = pd.concat([frame, got], ignore_index=True) if len(frame) else got
+            frame = dedup(both, spec.schema, keep)
+            del both
+        attempt["added"] = spec.count_in_window(frame, window) - before
         attempts.append(attempt)
         bad_ranges = spec.row_ranges(spec.in_window(bad, window))
         answered = [*answer.confirmed]
@@ -237,5 +387,8 @@ def fill_partition(
         confirmed.extend(subtract_ranges(answer.confirmed, bad_ranges))
         extra = merge_ranges([*subtract_ranges(extra, answered), *bad_ranges])
     remaining = merge_ranges([*spec.missing(frame, window, confirmed), *extra])
-    frame = spec.in_window(frame, window).reset_index(drop=True)
+    inside = spec.window_mask(frame, window)
+    if not inside.all():  # only trades keep rows outside the window (id neighbours)
+        frame = frame[inside]
+    frame = frame.reset_index(drop=True)
     return FillResult(frame=frame, missing=remaining, attempts=attempts, rejected=rejected)

@@ -36,15 +36,22 @@ def depth_history_metadata(
     end_ms: int,
     rows: int,
     ingest_started_ms: int | None,
+    book_history: bool = False,
 ) -> dict[str, Any]:
-    """Metadata of a depth materialisation: no history exists, and how much the ingest landed.
+    """Metadata of a depth materialisation: whether history exists, and how much the ingest
+    landed.
 
-    ``landed_coverage`` is ``none`` (no rows), ``partial`` (the ingest started during the day)
-    or ``landed``; ``not_applicable`` carries the reason when the day ended before the ingest
-    ever landed anything, i.e. no book data for it can exist anywhere.
+    ``book_history``: the venue publishes order-book history files (``Capabilities
+    .depth_history``, Bybit), which the fill replays: the day is backfillable and judged like
+    any dataset with history. Otherwise ``landed_coverage`` is ``none`` (no rows), ``partial``
+    (the ingest started during the day) or ``landed``; ``not_applicable`` carries the reason
+    when the day ended before the ingest ever landed anything, i.e. no book data for it can
+    exist anywhere.
     """
     from petrosa_pipelines.checks.applicability import history_applicability
 
+    if book_history:
+        return {"history_available": True, "backfillable": True}
     app = history_applicability("depth", start_ms, end_ms, rows, ingest_started_ms)
     meta: dict[str, Any] = {"history_available": False, "backfillable": False}
     if rows == 0:
@@ -74,12 +81,14 @@ def depth_history_metadata(
 
 def depth_metadata(landing: Any, exchange: str, window: Any, rows: int) -> dict[str, Any]:
     """``depth_history_metadata`` of a partition window, with the ingest's start read from the
-    landing zone (``landing`` is the run's ``LandingResource``, or None)."""
+    landing zone (``landing`` is the run's ``LandingPort``, or None)."""
     from petrosa_pipelines.checks.applicability import ingest_started_ms
+    from petrosa_pipelines.market_data.sources import has_book_archive, venue_capabilities
 
+    history = has_book_archive(venue_capabilities(exchange))
     started = ingest_started_ms(landing.path(), exchange) if landing is not None else None
     return depth_history_metadata(
-        window.day, window.symbol, window.start_ms, window.end_ms, rows, started
+        window.day, window.symbol, window.start_ms, window.end_ms, rows, started, history
     )
 
 

@@ -1,12 +1,21 @@
-"""Partitions shared by every market-data asset: a UTC day x a dynamic symbol.
+"""Partitions shared by every market-data asset: a UTC day x a dynamic instrument.
 
 Dimension names are part of every partition key (``date|symbol``, alphabetical order) and of
-the lake layout: renaming them silently changes both, so they are constants.
+the lake layout: renaming them silently changes both, so they are constants. The second
+dimension keeps its historic name ``symbol`` (and the dynamic partitions theirs, ``symbols``),
+but its values are instrument ids (``binance-usdm:BTCUSDT``, ``petrosa_pipelines.instruments``).
+A bare symbol written before venues existed still reads as Binance USD-M (same files);
+``petrosa migrate-instruments`` renames such partitions without rebuilding any.
 
 The first day is the ``PETROSA_START_DATE`` setting, read once when the definitions load (a
 partitions definition is fixed for the life of a code location): this module is its only
 owner, and everything else imports ``PARTITIONS_START`` from here. The number of partitions
 per asset is days since the start x symbols; docs/scale.md gives the limit (100,000 per asset).
+
+The last day is today (UTC), the open day (``end_offset=1``): the ingest keeps landing it, so it
+can be browsed and built as it grows (a partial day, its metadata says so). Everything that
+means "a finished day" (the window sensor, the auto-backfill, a backfill of "all") asks
+``closed_day_keys``/``last_closed_day`` here, never the partitions' own last key.
 """
 
 from __future__ import annotations
@@ -16,6 +25,19 @@ import os
 from collections.abc import Mapping, Sequence
 
 import dagster as dg
+
+from petrosa_pipelines.exchanges import adapter_class
+from petrosa_pipelines.instruments import (
+    LEGACY_VENUE,
+    WILDCARD,
+    Instrument,
+    InstrumentError,
+    instrument_id,
+    is_legacy_key,
+    parse_entry,
+    parse_instrument,
+    parse_partition_key,
+)
 
 DATE_DIM = "date"
 SYMBOL_DIM = "symbol"
@@ -46,67 +68,133 @@ def partitions_start(environ: Mapping[str, str] | None = None, today: dt.date | 
 #: first partition day (``PETROSA_START_DATE``, default 2024-01-01)
 PARTITIONS_START = partitions_start()
 
+#: the daily dimension ends with today, the open day (Dagster's default stops at yesterday)
+OPEN_DAY_OFFSET = 1
+
 symbols_partitions = dg.DynamicPartitionsDefinition(name=SYMBOLS_PARTITIONS_NAME)
-daily_partitions = dg.DailyPartitionsDefinition(start_date=PARTITIONS_START, timezone="UTC")
+daily_partitions = dg.DailyPartitionsDefinition(
+    start_date=PARTITIONS_START, timezone="UTC", end_offset=OPEN_DAY_OFFSET
+)
 daily_symbol_partitions = dg.MultiPartitionsDefinition(
     {DATE_DIM: daily_partitions, SYMBOL_DIM: symbols_partitions}
 )
 
 
-def partition_key(day: dt.date | str, symbol: str) -> dg.MultiPartitionKey:
-    """The multi-partition key of one symbol-day."""
+def utc_today(now: dt.datetime | float | None = None) -> dt.date:
+    """The open day: the UTC date of ``now`` (a datetime or epoch seconds; None: the clock)."""
+    if now is None:
+        return dt.datetime.now(tz=dt.UTC).date()
+    if isinstance(now, dt.datetime):
+        return now.astimezone(dt.UTC).date()
+    return dt.datetime.fromtimestamp(now, tz=dt.UTC).date()
+
+
+def last_closed_day(now: dt.datetime | float | None = None) -> dt.date:
+    """The newest day that has ended at ``now``: yesterday (UTC)."""
+    return utc_today(now) - dt.timedelta(days=1)
+
+
+def is_open_day(day: dt.date | str, now: dt.datetime | float | None = None) -> bool:
+    """Whether ``day`` has not ended at ``now`` (today; a future day is not a partition)."""
+    day = day if isinstance(day, dt.date) else dt.date.fromisoformat(str(day)[:10])
+    return day >= utc_today(now)
+
+
+def closed_day_keys(keys: Sequence[str], now: dt.datetime | float | None = None) -> list[str]:
+    """``keys`` (``YYYY-MM-DD`` or ``YYYY-MM-DD|<instrument>``) without the open day's: what
+    backfills and repairs iterate, since a day still landing is not a finished day."""
+    return [k for k in keys if not is_open_day(str(k)[:10], now)]
+
+
+def partition_key(day: dt.date | str, instrument: Instrument | str) -> dg.MultiPartitionKey:
+    """The multi-partition key of one instrument-day: ``YYYY-MM-DD|<venue>:<SYMBOL>``.
+
+    ``instrument``: an ``Instrument`` or an id (its venue written as the id: ``binance:BTCUSDT`` ->
+    ``binance-usdm:BTCUSDT``). A bare symbol string is kept as given: it names a legacy
+    partition of an install not yet migrated (``instruments.partition_value`` chooses between
+    the two forms by what is registered).
+    """
     date = day if isinstance(day, str) else day.isoformat()
-    return dg.MultiPartitionKey({DATE_DIM: date, SYMBOL_DIM: symbol})
+    value = instrument.id if isinstance(instrument, Instrument) else str(instrument)
+    if not is_legacy_key(value) or isinstance(instrument, Instrument):
+        value = instrument_id(value)
+    return dg.MultiPartitionKey({DATE_DIM: date, SYMBOL_DIM: value})
 
 
-def split_partition_key(key: str) -> tuple[dt.date, str]:
-    """(day, symbol) of a ``date|symbol`` key."""
+def split_partition_key(key: str) -> tuple[dt.date, Instrument]:
+    """(day, instrument) of a ``date|instrument`` key.
+
+    An ``Instrument``, not text, so callers take ``.symbol`` (what the venue's clients and the
+    landing zone want), ``.exchange`` (the lake/warehouse directory) or ``.id`` without
+    parsing again. A legacy bare key (``2024-05-01|BTCUSDT``) gives the same instrument as
+    ``2024-05-01|binance-usdm:BTCUSDT``: both read the same lake and landing files.
+    """
     if isinstance(key, dg.MultiPartitionKey):
         dims = key.keys_by_dimension
-        return dt.date.fromisoformat(dims[DATE_DIM]), dims[SYMBOL_DIM]
-    date, _, symbol = key.partition("|")
-    if not symbol:
-        raise ValueError(f"partition key {key!r} is not 'YYYY-MM-DD|SYMBOL'")
-    return dt.date.fromisoformat(date), symbol
+        return dt.date.fromisoformat(dims[DATE_DIM]), parse_instrument(dims[SYMBOL_DIM])
+    return parse_partition_key(key)
 
 
 class UnknownInstrumentError(ValueError):
-    """A partition's symbol that is malformed or outside the ``PETROSA_SYMBOLS`` allow-list."""
+    """A partition's instrument that is malformed or outside the ``PETROSA_SYMBOLS`` allow-list."""
 
 
-def instrument_problem(symbol: str, allow_list: Sequence[str]) -> str | None:
-    """Why ``symbol`` must not be materialised (None: it may).
+def _allowed(inst: Instrument, allow_list: Sequence[str], default_venue: str) -> bool:
+    """Whether the allow-list (ids, bare symbols of ``default_venue``, ``<venue>:*``) names it.
+
+    An empty list is ``*``: every trading perpetual of ``default_venue``.
+    """
+    if not allow_list:
+        return inst.venue == adapter_class(default_venue).venue
+    for entry in allow_list:
+        if entry.strip() == WILDCARD:
+            venue, symbol = adapter_class(default_venue).venue, None
+        else:
+            try:
+                venue, symbol = parse_entry(entry, default_venue)
+            except InstrumentError:
+                continue
+        if venue == inst.venue and symbol in (None, inst.symbol):
+            return True
+    return False
+
+
+def instrument_problem(
+    instrument: str | Instrument, allow_list: Sequence[str], default_venue: str = LEGACY_VENUE
+) -> str | None:
+    """Why ``instrument`` (a partition's ``symbol`` value) must not be materialised (None: it may).
 
     The UI's "Add a partition" accepts any text, bypassing the allow-list that the symbols
-    sensor keeps the partitions in step with (sensors/symbols_sensor.py). A symbol is accepted
-    when it has the venue's form (``settings.SYMBOL_PATTERN``: A-Z and 0-9, 2-30 characters)
-    and, unless the allow-list is ``*`` (empty: every trading perpetual), is on the list.
+    sensor keeps the partitions in step with (sensors/symbols_sensor.py). An instrument is
+    accepted when it has its venue's symbol form (``ExchangeAdapter.symbol_pattern``) and the
+    allow-list names it, compared in canonical form: a legacy bare partition ``BTCUSDT`` is
+    ``binance-usdm:BTCUSDT`` and stays accepted while that instrument is allowed.
     """
-    from petrosa_pipelines.settings import SYMBOL_PATTERN
-
-    allowed = sorted({s.upper() for s in allow_list})
-    if not isinstance(symbol, str) or not SYMBOL_PATTERN.fullmatch(symbol):
-        hint = (
-            f" (did you mean {symbol.upper()!r}?)"
-            if isinstance(symbol, str) and SYMBOL_PATTERN.fullmatch(symbol.upper())
-            else ""
-        )
+    if isinstance(instrument, Instrument):
+        inst = instrument
+    else:
+        try:
+            inst = parse_instrument(instrument)
+        except InstrumentError as exc:
+            return (
+                f"instrument {instrument!r} is malformed ({exc}). Delete this partition from the "
+                "`symbols` partitions (Dagster UI: the asset's Partitions tab) and add the "
+                f"instrument as <venue>:<SYMBOL>, e.g. {LEGACY_VENUE}:BTCUSDT."
+            )
+    if not _allowed(inst, allow_list, default_venue):
+        shown = sorted(allow_list) or [f"{adapter_class(default_venue).venue}:*"]
         return (
-            f"instrument {symbol!r} is malformed{hint}: a symbol is 2-30 characters A-Z and 0-9, "
-            "e.g. BTCUSDT. Delete this partition from the `symbols` partitions "
-            "(Dagster UI: the asset's Partitions tab) and add the venue's symbol."
-        )
-    if allowed and symbol not in allowed:
-        return (
-            f"instrument {symbol!r} is not in the PETROSA_SYMBOLS allow-list {allowed}: add it "
+            f"instrument {inst.id!r} is not in the PETROSA_SYMBOLS allow-list {shown}: add it "
             "to PETROSA_SYMBOLS (and restart the code location) to collect it, or delete this "
             "partition from the `symbols` partitions."
         )
     return None
 
 
-def check_instrument(symbol: str, allow_list: Sequence[str]) -> None:
-    """Raise ``UnknownInstrumentError`` (its message names the symbol) unless it is accepted."""
-    problem = instrument_problem(symbol, allow_list)
+def check_instrument(
+    instrument: str | Instrument, allow_list: Sequence[str], default_venue: str = LEGACY_VENUE
+) -> None:
+    """Raise ``UnknownInstrumentError`` (its message names the instrument) unless accepted."""
+    problem = instrument_problem(instrument, allow_list, default_venue)
     if problem:
         raise UnknownInstrumentError(problem)

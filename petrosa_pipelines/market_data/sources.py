@@ -1,27 +1,54 @@
 """The history sources a partition is filled from: landing zone, archives, REST.
 
 Thin adapters from each client's API to ``HistorySource``; the order they are tried in is
-decided by ``sources_for`` and nowhere else.
+decided by ``sources_for`` and nowhere else. Which sources exist for a dataset, how far back
+REST reaches and whether trades can be repaired by id are the venue's declared capabilities
+(``exchanges/base.py``: ``Capabilities``), asked by the venue's storage name.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from petrosa_pipelines.catalog.schemas import DATASETS
-from petrosa_pipelines.exchanges.base import Source
-from petrosa_pipelines.market_data.fill import HistorySource, PartitionWindow, Range, SourceAnswer
+from petrosa_pipelines.catalog.schemas import DATASETS, with_trade_ids
+from petrosa_pipelines.exchanges import adapter_class
+from petrosa_pipelines.exchanges.base import (
+    Capabilities,
+    DepthSnapshotRecord,
+    DepthUpdateRecord,
+    Source,
+)
+from petrosa_pipelines.landing.book import BookSample, BookSync
+from petrosa_pipelines.landing.store import (
+    DEFAULT_DEPTH_CADENCE_MS,
+    DEFAULT_DEPTH_TOP_N,
+    depth_samples_to_frame,
+    record_time,
+)
+from petrosa_pipelines.lib.timeutil import merge_ranges, ms_to_iso
+from petrosa_pipelines.market_data.fill import (
+    HistorySource,
+    PartitionWindow,
+    Range,
+    SourceAnswer,
+    subtract_ranges,
+)
 
 
 def _without_receipt_time(frame: pd.DataFrame) -> pd.DataFrame:
-    """History rows carry no receipt time, so re-materialising gives identical rows."""
-    if "received_at" in frame.columns:
-        frame = frame.copy()
-        frame["received_at"] = pd.NaT
-    return frame
+    """History rows carry no receipt time, so re-materialising gives identical rows.
+
+    A frame that has none already (an archive's) is returned as is, and otherwise only the
+    column is replaced (``assign`` shares the other columns): a day of trades is not copied.
+    """
+    if "received_at" not in frame.columns or frame["received_at"].isna().all():
+        return frame
+    return frame.assign(received_at=pd.NaT)
 
 
 class LandingSource(HistorySource):
@@ -75,7 +102,8 @@ def check_day(frame: pd.DataFrame, dataset: str, window: PartitionWindow, what: 
 
 
 class ArchiveSource(HistorySource):
-    """Checksum-verified daily archives; only closed days are published.
+    """Daily archives (checksum-verified where the venue publishes checksums); only closed days
+    are published.
 
     A checksum proves the bytes are what was published, not that they hold the day: the rows
     must all lie inside the day (else the whole file is refused as another day's), candles
@@ -134,6 +162,186 @@ def trade_edges_reached(frame: pd.DataFrame, window: PartitionWindow) -> list[Ra
     return [(lo, hi)] if hi > lo else []
 
 
+#: the archive client's method giving one day of order-book history (snapshot and delta
+#: records in the venue's order, ``None`` when the day has no file)
+BOOK_ARCHIVE_METHOD = "daily_book_records"
+
+
+class ArchiveMissingError(LookupError):
+    """The archive the venue declares has no file for a closed day: a source failure, never a
+    quiet (empty) day."""
+
+
+class BookArchiveSource(HistorySource):
+    """Depth from the venue's daily order-book history (a snapshot, then every delta), for
+    venues that declare one (``Capabilities.depth_history`` with a depth ``ArchiveSpec``).
+
+    The day's book is replayed through the landing rebuild's own book (``landing.book.BookSync``:
+    the ingest's sequence rules; a snapshot the venue sent in its stream replaces the book) and
+    sampled at the same cadence and top N (``LandingStore.depth_cadence_ms``/``depth_top_n``), so
+    an archive sample is the one the ingest would have taken. A sample is kept at every tick of
+    the day where no held row has one: where the ingest landed, its rows (ws) win, and the
+    archive fills the rest, each snapshot whole from one source. The answer confirms the spans
+    over which the archive's book was known (from a snapshot to the last message before a
+    sequence break or the file's end): a tick outside them (before the file's first message,
+    after a break until the next snapshot, after the last message, since nothing proves the
+    file was not cut there) stays missing. Only closed days are published; a closed day without
+    a file raises ``ArchiveMissingError``, which the run's ``sources_tried`` names (and the kept
+    partition, ``PreviousPartitionSource``, is not shrunk).
+    """
+
+    name = Source.ARCHIVE.value
+    clears_ledger = True
+
+    def __init__(
+        self,
+        client: Any,
+        exchange: str,
+        *,
+        cadence_ms: int = DEFAULT_DEPTH_CADENCE_MS,
+        top_n: int = DEFAULT_DEPTH_TOP_N,
+        snapshot_in_stream: bool = True,
+    ):
+        self.client, self.exchange = client, exchange
+        self.cadence_ms, self.top_n = cadence_ms, top_n
+        self.snapshot_in_stream = snapshot_in_stream
+
+    def available(self, window: PartitionWindow) -> bool:
+        return window.closed
+
+    def fetch(self, window: PartitionWindow, missing: list[Range]) -> SourceAnswer:
+        return self.fetch_for(window, missing, pd.DataFrame())
+
+    def fetch_for(
+        self, window: PartitionWindow, missing: list[Range], held: pd.DataFrame
+    ) -> SourceAnswer:
+        records = getattr(self.client, BOOK_ARCHIVE_METHOD)(window.symbol, window.day)
+        if records is None:
+            raise ArchiveMissingError(
+                f"no order-book history file for {window.symbol} on {window.day.isoformat()} "
+                "in the venue's archive (not published yet, or the symbol was not listed)"
+            )
+        held_ms = np.unique(_ms_values(held["snapshot_time"])) if len(held) else np.empty(0, "i8")
+        replay = replay_book_history(
+            records,
+            window,
+            held_ms,
+            cadence_ms=self.cadence_ms,
+            top_n=self.top_n,
+            snapshot_in_stream=self.snapshot_in_stream,
+        )
+        if replay.messages and not replay.messages_in_day:
+            raise WrongDayError(
+                f"order-book history for {window.day.isoformat()} holds no message of that day: "
+                "not that day's file, nothing in it is used"
+            )
+        frame = samples_frame(self.exchange, replay.samples, self.top_n, self.name)
+        confirmed = [(max(a, window.start_ms), min(b, window.end_ms)) for a, b in replay.known]
+        confirmed = [(a, b) for a, b in confirmed if b > a]
+        note = {
+            "book_messages": replay.messages,
+            "book_syncs": replay.syncs,
+            "sequence_breaks": replay.breaks,
+            "samples": len(replay.samples),
+            "cadence_ms": self.cadence_ms,
+            "top_n": self.top_n,
+            "spans": {
+                "held": _iso_spans(_tick_spans(held_ms.tolist(), self.cadence_ms)),
+                self.name: _iso_spans(
+                    _tick_spans([s.snapshot_time for s in replay.samples], self.cadence_ms)
+                ),
+                "book_known": _iso_spans(confirmed),
+                "not_in_archive": _iso_spans(subtract_ranges(missing, confirmed)),
+            },
+        }
+        return SourceAnswer(frame=frame, confirmed=confirmed, note=note)
+
+
+def samples_frame(
+    exchange: str, samples: list[BookSample], top_n: int, source: str
+) -> pd.DataFrame:
+    """Book samples as catalog DEPTH rows of ``source``, from the book's floats."""
+    return depth_samples_to_frame(exchange, samples, top_n, source, floats=True)
+
+
+def _ms_values(series: pd.Series) -> np.ndarray:
+    return series.astype("datetime64[ms, UTC]").astype("int64").to_numpy()
+
+
+def _tick_spans(ticks: list[int], cadence_ms: int) -> list[Range]:
+    """Sample times as runs of consecutive ticks, [first, last + cadence)."""
+    return merge_ranges([(t, t + cadence_ms) for t in ticks])
+
+
+def _iso_spans(ranges: list[Range], limit: int = 20) -> list[str]:
+    out = [f"{ms_to_iso(s)}/{ms_to_iso(e)}" for s, e in ranges[:limit]]
+    if len(ranges) > limit:
+        out.append(f"... {len(ranges) - limit} more")
+    return out
+
+
+@dataclass
+class BookReplay:
+    """What one pass over a day's book history gave: the samples kept, the spans over which
+    the book was known (``[sync, last message before a break or the end)``), and counts."""
+
+    samples: list[BookSample] = field(default_factory=list)
+    known: list[Range] = field(default_factory=list)
+    messages: int = 0
+    messages_in_day: int = 0
+    syncs: int = 0
+    breaks: int = 0
+
+
+def replay_book_history(
+    records: Iterable[Any],
+    window: PartitionWindow,
+    held_ms: np.ndarray,
+    *,
+    cadence_ms: int,
+    top_n: int,
+    snapshot_in_stream: bool,
+) -> BookReplay:
+    """Replay a day's book ``records`` (in the venue's order) through ``BookSync`` and keep
+    the samples inside ``window`` at ticks not in ``held_ms`` (sorted). One pass: a streamed
+    file is never held whole."""
+    sync = BookSync(window.symbol, cadence_ms=cadence_ms, top_n=top_n)
+    lo, hi = window.start_ms, window.end_ms
+    out = BookReplay()
+    opened: int | None = None
+    last = 0
+    for rec in records:
+        kind = type(rec)
+        breaks = sync.breaks
+        if kind is DepthUpdateRecord:
+            batch = sync.on_diff(rec)[1]
+        elif kind is DepthSnapshotRecord:
+            batch = sync.on_snapshot(rec, in_stream=snapshot_in_stream)[1]
+        else:
+            continue
+        t = record_time(rec)
+        out.messages += 1
+        out.messages_in_day += lo <= t < hi
+        if sync.breaks != breaks:  # missed messages: the book is unknown until a snapshot
+            if opened is not None:
+                out.known.append((opened, last))
+            opened = None
+        elif sync.book.synced:
+            opened = t if opened is None else opened
+            last = t
+        for smp in batch:
+            st = smp.snapshot_time
+            if lo <= st < hi:
+                j = int(np.searchsorted(held_ms, st))
+                if j == len(held_ms) or held_ms[j] != st:
+                    out.samples.append(smp)
+    if opened is not None:
+        out.known.append((opened, last))
+    out.known = [(a, b) for a, b in out.known if b > a]
+    out.syncs, out.breaks = sync.syncs, sync.breaks
+    return out
+
+
 _REST_METHODS = {"candles": "klines", "trades": "agg_trades", "funding": "funding_rates"}
 
 
@@ -144,17 +352,22 @@ def _ms(value: Any) -> int:
 class RestSource(HistorySource):
     """REST history for exactly the missing ranges, within the venue's reach.
 
-    ``reach_ms`` is how far back the endpoint answers (a venue capability: the client's
-    ``history_reach_ms``); ranges older than it are neither asked for nor confirmed. An answer
-    confirms nothing by itself: its rows prove what they cover (whole candles, settlements,
-    runs of consecutive trade ids). Trades are repaired by id (``repair_trades``).
+    ``reach_ms`` is how far back the endpoint answers (the venue's
+    ``Capabilities.rest_reach_ms``); ranges older than it are neither asked for nor confirmed.
+    An answer confirms nothing by itself: its rows prove what they cover (whole candles,
+    settlements, runs of consecutive trade ids). Trades are repaired by id (``repair_trades``)
+    only where ids are consecutive (``repair_by_id``): elsewhere an id says nothing about its
+    neighbours.
     """
 
     name = Source.REST.value
     clears_ledger = True
 
-    def __init__(self, client: Any, dataset: str, reach_ms: int | None = None):
+    def __init__(
+        self, client: Any, dataset: str, reach_ms: int | None = None, repair_by_id: bool = True
+    ):
         self.client, self.dataset, self.reach_ms = client, dataset, reach_ms
+        self.repair_by_id = repair_by_id
 
     def reachable(self, window: PartitionWindow, missing: list[Range]) -> list[Range]:
         if self.reach_ms is None:
@@ -176,7 +389,8 @@ class RestSource(HistorySource):
     def fetch_for(
         self, window: PartitionWindow, missing: list[Range], held: pd.DataFrame
     ) -> SourceAnswer:
-        if self.dataset != "trades" or not hasattr(self.client, "agg_trades_from_id"):
+        by_id = self.repair_by_id and hasattr(self.client, "agg_trades_from_id")
+        if self.dataset != "trades" or not by_id:
             return self.fetch(window, missing)
         frame, confirmed = repair_trades(
             self.client, window.symbol, self.reachable(window, missing), held, window.now_ms
@@ -255,7 +469,9 @@ class PreviousPartitionSource(HistorySource):
     always = True
 
     def __init__(self, frame: pd.DataFrame, dataset: str):
-        self.frame, self.dataset = frame, dataset
+        # a v1 trades file has no trade_id: its rows get their key as every reader fills it
+        self.frame = with_trade_ids(frame) if dataset == "trades" else frame
+        self.dataset = dataset
 
     def fetch(self, window: PartitionWindow, missing: list[Range]) -> SourceAnswer:
         return SourceAnswer(frame=self.frame, confirmed=[])
@@ -271,9 +487,29 @@ class PreviousPartitionSource(HistorySource):
         return SourceAnswer(frame=self.frame[~old.isin(new)], confirmed=[])
 
 
-def rest_reach_ms(rest: Any, dataset: str) -> int | None:
-    """How far back the venue's REST answers for ``dataset`` (its client declares it)."""
-    return dict(getattr(rest, "history_reach_ms", {}) or {}).get(dataset)
+def venue_capabilities(exchange: str) -> Capabilities | None:
+    """What the venue (id or storage name) declares; None for a name no adapter has."""
+    try:
+        return adapter_class(exchange).capabilities
+    except ValueError:
+        return None
+
+
+def rest_reach_ms(capabilities: Capabilities | None, dataset: str) -> int | None:
+    """How far back the venue's REST answers for ``dataset`` (None: from the listing on)."""
+    if capabilities is None:
+        return None
+    return capabilities.rest_reach_ms.get(dataset)
+
+
+def has_book_archive(capabilities: Capabilities | None) -> bool:
+    """Whether the venue publishes order-book history files the depth fill can replay (an
+    unknown venue: no, as Binance)."""
+    return (
+        capabilities is not None
+        and capabilities.depth_history
+        and capabilities.archive_for("depth") is not None
+    )
 
 
 def sources_for(
@@ -283,20 +519,39 @@ def sources_for(
     rest: Any | None,
     exchange: str,
     previous: pd.DataFrame | None = None,
+    capabilities: Capabilities | None = None,
 ) -> list[HistorySource]:
     """The failover order: landing, then archives (closed days), then REST, then the rows the
     partition already holds (``previous``, so a re-run never shrinks it).
 
-    Depth has no history anywhere: only the landing zone can give it.
+    The venue's capabilities (``capabilities``, else those of ``exchange``) say which archives
+    and REST histories exist: a source the venue does not have for ``dataset`` is not asked
+    (an unknown venue is asked everything, as before venues declared anything). Depth has a
+    history source only where the venue declares book history in an archive
+    (``depth_history`` and a depth ``ArchiveSpec``: ``BookArchiveSource``, sampled as the
+    landing store samples); elsewhere only the landing zone can give it.
     """
+    caps = capabilities or venue_capabilities(exchange)
     out: list[HistorySource] = []
     if landing is not None:
         out.append(LandingSource(landing, exchange, dataset))
-    if dataset != "depth":
-        if archive is not None:
+    if dataset == "depth":
+        if archive is not None and has_book_archive(caps):
+            out.append(
+                BookArchiveSource(
+                    archive,
+                    exchange,
+                    cadence_ms=getattr(landing, "depth_cadence_ms", DEFAULT_DEPTH_CADENCE_MS),
+                    top_n=getattr(landing, "depth_top_n", DEFAULT_DEPTH_TOP_N),
+                    snapshot_in_stream=bool(caps and caps.book_snapshot_in_stream),
+                )
+            )
+    else:
+        if archive is not None and (caps is None or caps.archive_for(dataset) is not None):
             out.append(ArchiveSource(archive, dataset))
-        if rest is not None:
-            out.append(RestSource(rest, dataset, rest_reach_ms(rest, dataset)))
+        if rest is not None and (caps is None or dataset in caps.rest_reach_ms):
+            repair = caps is None or caps.trade_ids_consecutive
+            out.append(RestSource(rest, dataset, rest_reach_ms(caps, dataset), repair))
     if previous is not None and len(previous):
         out.append(PreviousPartitionSource(previous, dataset))
     return out

@@ -5,8 +5,8 @@ The websocket parser (``petrosa_pipelines/exchanges/binance/schemas.py``: ``to_t
 and quantities, negative volumes, a last trade id below the first and a close time before the
 open time. REST and archive rows arrive as whole frames, so the same rules are applied here,
 vectorised, plus the OHLC consistency every candle must have (``low <= min(open, close)``,
-``high >= max(open, close)``). A rejected row is never silently dropped: the fill reports its
-range as missing and counts it.
+``high >= max(open, close)``) and a trade id on every trade (the natural key). A rejected
+row is never silently dropped: the fill reports its range as missing and counts it.
 """
 
 from __future__ import annotations
@@ -23,6 +23,17 @@ MAX_RATE = 1.0
 
 def _num(frame: pd.DataFrame, col: str) -> np.ndarray:
     return pd.to_numeric(frame[col], errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+
+
+def _text_present(frame: pd.DataFrame, col: str) -> np.ndarray:
+    """Non-null, non-empty text (a frame without the column has it nowhere)."""
+    if col not in frame.columns:
+        return np.zeros(len(frame), dtype=bool)
+    text = frame[col]
+    if isinstance(text.dtype, pd.StringDtype):  # compared in arrow: no object per row
+        return (text.notna() & (text != "")).to_numpy(dtype=bool, na_value=False)
+    text = text.to_numpy(dtype=object)
+    return pd.notna(text) & (text != "")
 
 
 def _positive(frame: pd.DataFrame, col: str) -> np.ndarray:
@@ -42,6 +53,7 @@ def _rules(frame: pd.DataFrame, dataset: str) -> list[tuple[str, np.ndarray]]:
         return [
             ("trade_time missing", frame["trade_time"].notna().to_numpy()),
             ("agg_trade_id negative", _num(frame, "agg_trade_id") >= 0),
+            ("trade_id missing", _text_present(frame, "trade_id")),
             ("price not > 0", _positive(frame, "price")),
             ("quantity not > 0", _positive(frame, "quantity")),
             ("last_trade_id < first_trade_id", (first >= 0) & (last >= first)),

@@ -1,4 +1,8 @@
-"""Checking the arguments of the Python API and the launch helpers: symbols and date ranges.
+"""Checking the arguments of the Python API and the launch helpers: instruments and date ranges.
+
+Instruments are given as ids (``bybit-linear:BTCUSDT``) or bare symbols (of Binance USD-M, or
+the caller's default venue), checked by their venue's symbol form
+(``petrosa_pipelines.instruments``).
 
 One owner for both (``api`` reads, ``serving/launch`` starts materialisations): every bad value
 raises an error naming the argument, and junk never becomes a partition.
@@ -13,7 +17,17 @@ from typing import Any
 
 import pandas as pd
 
-_SYMBOL = re.compile(r"^[A-Z0-9]{2,30}$")
+from petrosa_pipelines.instruments import (
+    LEGACY_VENUE,
+    Instrument,
+    InstrumentError,
+    parse_entry,
+)
+
+_EXPECTED = (
+    "pass an instrument id, a symbol or a list of them "
+    "(e.g. ['binance-usdm:BTCUSDT'] or ['BTCUSDT'])"
+)
 #: the longest range one call may ask for (about ten years of days); Binance USD-M history
 #: starts in 2019, and an open-ended range (0001..9999) would walk 3.6 million days
 MAX_RANGE_DAYS = 3660
@@ -81,30 +95,41 @@ def days_between(start: dt.datetime, end: dt.datetime) -> list[dt.date]:
     return [d.date() for d in pd.date_range(start.date(), last, freq="D")]
 
 
-def symbol_names(symbols: str | Iterable[str]) -> list[str]:
-    """``symbols`` as distinct upper-case venue symbols, checked for form only (not existence).
+def instruments_of(
+    symbols: str | Iterable[str], default_venue: str = LEGACY_VENUE
+) -> list[Instrument]:
+    """``symbols`` (instrument ids or bare symbols of ``default_venue``, any case) as distinct
+    ``Instrument``s, in the order given, checked for form by their venue (not for existence).
 
-    Anything else (None, bytes, a number, ``"../x"``) is an ``UnknownSymbolError`` naming
-    ``symbols``.
+    Anything else (None, bytes, a number, ``"../x"``, an unknown venue) is an
+    ``UnknownSymbolError`` naming ``symbols``.
     """
     if isinstance(symbols, str):
         wanted: list[Any] = [symbols]
     elif symbols is None or isinstance(symbols, bytes | bytearray | Mapping):
-        raise UnknownSymbolError(
-            f"symbols={symbols!r}: pass a symbol or a list of symbols (e.g. ['BTCUSDT'])"
-        )
+        raise UnknownSymbolError(f"symbols={symbols!r}: {_EXPECTED}")
     else:
         try:
             wanted = list(symbols)
         except TypeError:
-            raise UnknownSymbolError(
-                f"symbols={symbols!r}: pass a symbol or a list of symbols (e.g. ['BTCUSDT'])"
-            ) from None
+            raise UnknownSymbolError(f"symbols={symbols!r}: {_EXPECTED}") from None
     if not wanted:
         raise UnknownSymbolError("symbols is empty: no symbols given")
     out = []
     for s in wanted:
-        if not isinstance(s, str) or not _SYMBOL.match(sym := s.strip().upper()):
-            raise UnknownSymbolError(f"symbols: {s!r} is not a symbol (e.g. BTCUSDT)")
-        out.append(sym)
+        if not isinstance(s, str):
+            raise UnknownSymbolError(f"symbols: {s!r} is not a symbol ({_EXPECTED})")
+        try:
+            venue, symbol = parse_entry(s, default_venue)
+        except InstrumentError as exc:
+            raise UnknownSymbolError(f"symbols: {s!r} is not a symbol ({exc})") from None
+        if symbol is None:
+            raise UnknownSymbolError(f"symbols: {s!r} is a wildcard; name the instruments")
+        out.append(Instrument(venue, symbol))
     return list(dict.fromkeys(out))
+
+
+def symbol_names(symbols: str | Iterable[str], default_venue: str = LEGACY_VENUE) -> list[str]:
+    """``symbols`` as distinct canonical instrument ids (``btcusdt`` ->
+    ``binance-usdm:BTCUSDT``): what partition keys and the ``symbols`` partitions hold."""
+    return [i.id for i in instruments_of(symbols, default_venue)]

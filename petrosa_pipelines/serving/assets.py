@@ -16,10 +16,10 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
-from petrosa_pipelines.market_data.assets import DEFAULT_EXCHANGE, OWNER, asset_key
+from petrosa_pipelines.instruments import DATASETS
+from petrosa_pipelines.market_data.assets import OWNER, asset_key
 from petrosa_pipelines.market_data.partitions import daily_symbol_partitions, split_partition_key
-from resources.mongo_sink import MongoSinkResource, mongo_configured
-from resources.warehouse import WarehouseResource
+from petrosa_pipelines.serving.ports import MongoSinkPort, WarehousePort, mongo_configured
 
 LAYER = "storage"
 
@@ -36,10 +36,10 @@ def load_arguments(
     context: dg.AssetExecutionContext, frame: pd.DataFrame, dataset: str, config: ServingLoadConfig
 ) -> dict[str, Any]:
     """What every store's replace call needs of one symbol-day partition."""
-    day, symbol = split_partition_key(context.partition_key)
+    day, inst = split_partition_key(context.partition_key)
     return {
-        "exchange": str(frame["exchange"].iloc[0]) if len(frame) else DEFAULT_EXCHANGE,
-        "symbol": symbol,
+        "exchange": inst.exchange,
+        "symbol": inst.symbol,
         "day": day,
         "qualifier": "1m" if dataset == "candles" else None,
         "never_fewer": not config.allow_fewer_rows,
@@ -81,7 +81,7 @@ def build_warehouse_asset(dataset: str) -> dg.AssetsDefinition:
         context: dg.AssetExecutionContext,
         config: ServingLoadConfig,
         frame: pd.DataFrame,
-        warehouse: WarehouseResource,
+        warehouse: dg.ResourceParam[WarehousePort],
     ) -> dg.MaterializeResult:
         args = load_arguments(context, frame, dataset, config)
         report = warehouse.warehouse().load_partition(dataset, frame, **args)
@@ -122,7 +122,7 @@ def build_mongo_asset(dataset: str) -> dg.AssetsDefinition:
         context: dg.AssetExecutionContext,
         config: ServingLoadConfig,
         frame: pd.DataFrame,
-        mongo_sink: MongoSinkResource,
+        mongo_sink: dg.ResourceParam[MongoSinkPort],
     ) -> dg.MaterializeResult:
         args = load_arguments(context, frame, dataset, config)
         load = mongo_sink.sink().replace_partition(dataset, frame, **args)
@@ -140,7 +140,7 @@ def build_mongo_asset(dataset: str) -> dg.AssetsDefinition:
     return _load
 
 
-SERVED_DATASETS = ("trades", "candles", "depth", "funding")
+SERVED_DATASETS = DATASETS
 
 
 def build_storage_assets(env: Mapping[str, str] | None = None) -> list[dg.AssetsDefinition]:

@@ -16,11 +16,12 @@ from typing import Any
 
 import dagster as dg
 
+from petrosa_pipelines import instruments
 from petrosa_pipelines.market_data.partitions import SYMBOLS_PARTITIONS_NAME, partition_key
 from petrosa_pipelines.serving.arguments import checked_range, days_between, symbol_names
 
 MARKET_DATA_JOB = "market_data_job"
-DATASETS = ("trades", "candles", "depth", "funding")
+DATASETS = instruments.DATASETS
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,7 @@ def _asset_keys(datasets: str | Iterable[str]) -> list[dg.AssetKey]:
     unknown = [d for d in names if d not in DATASETS]
     if unknown or not names:
         raise ValueError(f"unknown datasets {unknown or names}; known: {list(DATASETS)}")
-    return [dg.AssetKey(["market_data", d]) for d in names]
+    return [dg.AssetKey(instruments.market_data_path(d)) for d in names]
 
 
 def partition_keys(symbols: str | Iterable[str], start: Any, end: Any) -> list[str]:

@@ -37,12 +37,19 @@ import numpy as np
 import pandas as pd
 
 from petrosa_pipelines.catalog.schemas import TS, conform, dataset_schema
+from petrosa_pipelines.instruments import DATASETS
 
 META = "meta"
 PARTITIONS = "partitions"
 _GRANULARITY = {"trades": "seconds", "depth": "seconds", "candles": "minutes", "funding": "hours"}
 #: columns that go into ``meta`` (identify the series) rather than the measurement
 _META_COLUMNS = {"exchange", "symbol", "interval"}
+#: the natural-key index of a dataset whose key changed carries the key's version: MongoDB
+#: refuses to create an index under an existing name with other keys (IndexKeySpecsConflict),
+#: so trades v2 (keyed by ``trade_id``, was ``agg_trade_id``) needs a new name
+_NATURAL_KEY_INDEX = {"trades": "trades_natural_key_v2"}
+#: index names earlier versions created, dropped by ``MongoSink.ensure``
+RETIRED_INDEXES: dict[str, tuple[str, ...]] = {"trades": ("trades_natural_key",)}
 #: documents per ``insert_many`` (bounds the memory of a replace: a depth day is millions)
 INSERT_CHUNK = 50_000
 
@@ -76,6 +83,11 @@ def timeseries_options(dataset: str) -> dict[str, str]:
     }
 
 
+def natural_key_index(dataset: str) -> str:
+    """The name of a dataset's natural-key index (versioned where its keys changed)."""
+    return _NATURAL_KEY_INDEX.get(dataset, f"{dataset}_natural_key")
+
+
 def index_specs(dataset: str) -> list[tuple[list[tuple[str, int]], dict[str, Any]]]:
     """(keys, options) of each secondary index: partition lookup and natural-key lookup.
 
@@ -91,7 +103,7 @@ def index_specs(dataset: str) -> list[tuple[list[tuple[str, int]], dict[str, Any
         ),
         (
             [*((k, 1) for k in series), *((k, 1) for k in rest)],
-            {"name": f"{dataset}_natural_key"},
+            {"name": natural_key_index(dataset)},
         ),
     ]
 
@@ -270,14 +282,20 @@ class MongoSink:
 
         return cls(MongoClient(url, tz_aware=True, serverSelectionTimeoutMS=5000), database)
 
-    def ensure(self, datasets: Iterable[str] = ("trades", "candles", "depth", "funding")) -> None:
-        """Create missing time-series collections and their indexes (idempotent)."""
+    def ensure(self, datasets: Iterable[str] = DATASETS) -> None:
+        """Create missing time-series collections and their indexes, and drop the indexes
+        earlier versions created (``RETIRED_INDEXES``); idempotent."""
         existing = set(self.db.list_collection_names())
         for dataset in datasets:
             if dataset not in existing:
                 self.db.create_collection(dataset, timeseries=timeseries_options(dataset))
+            coll = self.db[dataset]
+            present = set(coll.index_information())
+            for name in RETIRED_INDEXES.get(dataset, ()):
+                if name in present:
+                    coll.drop_index(name)
             for keys, options in index_specs(dataset):
-                self.db[dataset].create_index(keys, **options)
+                coll.create_index(keys, **options)
 
     def _qualifier(self, dataset: str, frame: pd.DataFrame, qualifier: str | None) -> str:
         if dataset != "candles":

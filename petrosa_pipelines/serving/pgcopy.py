@@ -6,8 +6,10 @@ re-parse every float). Why vectorised: psycopg's ``Copy.write_row`` costs a Pyth
 field; here rows that share a *layout* (same text values, same null pattern) become one numpy
 structured array filled column by column, and its memory goes to the server as is. Market
 data has few layouts per partition (one exchange, one symbol, a handful of sources), so a
-million trades encode in a few numpy assignments. Frames with many layouts (free text, JSON)
-take the exact but slower per-row path.
+million trades encode in a few numpy assignments. A text column of (nearly) unique values, like
+trades' ``trade_id``, joins a layout by its *length*, not its value: the bytes are laid out
+column-wise like a number (a day of Bybit UUIDs is one layout, of Binance ids two or three).
+Frames with many layouts (free text, JSON) take the exact but slower per-row path.
 
 Format: https://www.postgresql.org/docs/current/sql-copy.html ("Binary Format").
 """
@@ -34,6 +36,8 @@ PG_EPOCH_DAYS = 10_957
 MAX_LAYOUTS = 512
 #: rows per chunk handed to the server (bounds the encoder's extra memory)
 CHUNK_ROWS = 65_536
+#: a text column with more distinct values than this is laid out by length, not by value
+BY_VALUE_MAX = 64
 
 _FIXED: dict[str, tuple[str, int]] = {
     "int8": (">i8", 8),
@@ -62,6 +66,8 @@ class _Encoded:
     codes: np.ndarray | None = None  # varlen kinds: index into ``texts`` (-1 = NULL)
     texts: list[bytes] | None = None
     nulls: np.ndarray | None = None  # fixed kinds: True where NULL
+    raw: np.ndarray | None = None  # text by length: each row's bytes (``S`` dtype)
+    lengths: np.ndarray | None = None  # text by length: bytes per row (-1 = NULL)
 
 
 def _timestamps_us(series: pd.Series) -> tuple[np.ndarray, np.ndarray]:
@@ -73,9 +79,32 @@ def _timestamps_us(series: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     return np.where(nulls, 0, us - PG_EPOCH_US), nulls
 
 
+def _utf8(values: np.ndarray) -> np.ndarray:
+    """Strings -> fixed-width bytes (``S``), ASCII at C speed, anything else per value."""
+    text = values.astype(str)
+    try:
+        return text.astype("S")
+    except UnicodeEncodeError:
+        return np.array([v.encode() for v in text], dtype="S")
+
+
+def _by_length(col: CopyColumn, series: pd.Series) -> _Encoded:
+    """A high-cardinality text column: raw bytes per row, grouped by their length."""
+    obj = series.to_numpy(dtype=object)
+    nulls = pd.isna(obj)
+    raw = _utf8(np.where(nulls, "", obj))
+    lengths = np.char.str_len(raw).astype(np.int64) if raw.size else np.zeros(0, np.int64)
+    lengths[nulls] = -1
+    if not col.nullable and nulls.any():
+        raise ValueError(f"column {col.name} holds nulls but is NOT NULL")
+    return _Encoded(col, raw=raw, lengths=lengths)
+
+
 def _encode_column(col: CopyColumn, series: pd.Series) -> _Encoded:
     if col.kind in ("text", "jsonb"):
         codes, uniques = pd.factorize(series, use_na_sentinel=True)
+        if col.kind == "text" and len(uniques) > BY_VALUE_MAX:
+            return _by_length(col, series)
         prefix = b"\x01" if col.kind == "jsonb" else b""  # jsonb binary format version 1
         texts = [prefix + str(u).encode() for u in uniques]
         enc = _Encoded(col, codes=codes.astype(np.int64), texts=texts)
@@ -109,7 +138,10 @@ def _layout_keys(encoded: Sequence[_Encoded], n: int) -> tuple[np.ndarray, int]:
     key = np.zeros(n, np.int64)
     radix = 1
     for enc in encoded:
-        if enc.codes is not None:
+        if enc.lengths is not None:
+            key += (enc.lengths + 1) * radix
+            radix *= int(enc.lengths.max(initial=0)) + 2
+        elif enc.codes is not None:
             key += (enc.codes + 1) * radix
             radix *= len(enc.texts or []) + 1
         elif enc.nulls is not None:
@@ -130,6 +162,13 @@ def _group_bytes(
     setters = []
     for i, enc in enumerate(encoded):
         fields.append((f"l{i}", ">i4"))
+        if enc.lengths is not None:
+            size = int(enc.lengths[first])
+            setters.append((f"l{i}", size))
+            if size > 0:
+                fields.append((f"v{i}", f"S{size}"))
+                setters.append((f"v{i}", enc.raw[rows]))  # type: ignore[index]
+            continue
         if enc.codes is not None:
             code = int(enc.codes[first])
             if code < 0:
@@ -157,6 +196,8 @@ def _group_bytes(
 
 def _python_value(enc: _Encoded, row: int) -> bytes | None:
     """One field's binary payload (None for NULL): the per-row path."""
+    if enc.lengths is not None:
+        return None if enc.lengths[row] < 0 else bytes(enc.raw[row])  # type: ignore[index]
     if enc.codes is not None:
         code = int(enc.codes[row])
         return None if code < 0 else (enc.texts or [])[code]

@@ -14,7 +14,9 @@ import numpy as np
 import pandas as pd
 
 from petrosa_pipelines.catalog.schemas import DATASETS
-from petrosa_pipelines.checks.applicability import NO_HISTORY_DATASETS
+from petrosa_pipelines.checks.applicability import NO_HISTORY_DATASETS, no_history_datasets
+from petrosa_pipelines.instruments import parse_instrument, split_key
+from petrosa_pipelines.market_data.sources import venue_capabilities
 
 MINUTES_PER_DAY = 1440
 
@@ -46,13 +48,25 @@ def _candles(frame: pd.DataFrame, day_closed: bool) -> list[Finding]:
     return out
 
 
+def _ids_consecutive(frame: pd.DataFrame) -> bool:
+    """Whether the venue of ``frame``'s rows numbers trades consecutively (unknown: yes)."""
+    exchanges = frame["exchange"].unique() if "exchange" in frame.columns else []
+    caps = [venue_capabilities(str(e)) for e in exchanges]
+    return all(c is None or c.trade_ids_consecutive for c in caps)
+
+
 def _trades(frame: pd.DataFrame, day_closed: bool) -> list[Finding]:
+    """A missing id is a lost trade only where the venue's ids are consecutive (Binance); Bybit's
+    UUIDs prove nothing here (the Dagster checks hold them against the venue's candles)."""
     out = []
-    ids = np.sort(frame["agg_trade_id"].to_numpy())
-    gaps = np.diff(ids) - 1
-    missing = int(gaps[gaps > 0].sum())
-    if missing:
-        out.append(("trade_id_continuity", f"{missing} aggregate trade ids missing inside the day"))
+    if _ids_consecutive(frame):
+        ids = np.sort(frame["agg_trade_id"].to_numpy())
+        gaps = np.diff(ids) - 1
+        missing = int(gaps[gaps > 0].sum())
+        if missing:
+            out.append(
+                ("trade_id_continuity", f"{missing} aggregate trade ids missing inside the day")
+            )
     bad = (frame["price"] <= 0) | (frame["quantity"] <= 0)
     if bad.any():
         out.append(("positive_values", f"{int(bad.sum())} trades with price or quantity <= 0"))
@@ -88,6 +102,16 @@ _CHECKS: dict[str, Callable[[pd.DataFrame, bool], list[Finding]]] = {
 }
 
 
+def _no_history(partition: str) -> tuple[str, ...]:
+    """Datasets the venue of ``partition`` keeps no history of (a key without an instrument,
+    or of an unknown venue: the general rule)."""
+    try:
+        _, inst = split_key(partition)
+        return no_history_datasets(parse_instrument(inst).venue)
+    except (ValueError, KeyError):
+        return NO_HISTORY_DATASETS
+
+
 def check_partition(
     dataset: str, frame: pd.DataFrame, *, partition: str, day_closed: bool
 ) -> list[FailedCheck]:
@@ -96,12 +120,13 @@ def check_partition(
     A closed day with no rows fails ``empty`` for a dataset the exchange serves history of
     (zero rows hold no offending row, which must not read as a clean day); a dataset without
     history (depth) may rightly be empty before the ingest existed, which only the landing
-    zone can tell (the Dagster checks do, ``checks/applicability.py``).
+    zone can tell (the Dagster checks do, ``checks/applicability.py``), unless the venue of
+    ``partition`` keeps that history (``no_history_datasets``: Bybit's book archives).
     """
     if dataset not in DATASETS:
         return []
     if frame.empty:
-        if day_closed and dataset not in NO_HISTORY_DATASETS:
+        if day_closed and dataset not in _no_history(partition):
             return [FailedCheck(partition, "empty", f"0 {dataset} rows for a closed day")]
         return []
     findings: list[Finding] = []

@@ -58,6 +58,14 @@ class TableSpec:
     time_index: bool = False
     #: whether the table becomes a TimescaleDB hypertable when the extension exists
     hypertable: bool = True
+    #: row order of reads after time (default: the natural key); trades: the numeric id
+    order_after_time: tuple[str, ...] = ()
+
+    @property
+    def sort_columns(self) -> list[str]:
+        """Time, then ``order_after_time`` or the natural key (as the lake orders rows)."""
+        rest = self.order_after_time or self.natural_key
+        return [self.time_column, *[k for k in rest if k != self.time_column]]
 
     @property
     def column_names(self) -> list[str]:
@@ -77,6 +85,7 @@ def _from_catalog(schema: DatasetSchema, *, qualifier: str | None = None, time_i
         time_column=schema.time_column,
         qualifier_column=qualifier,
         time_index=time_index,
+        order_after_time=schema.order_after_time or (),
     )
 
 
@@ -165,8 +174,8 @@ def hypertable_statements(spec: TableSpec) -> list[str]:
     """DDL turning ``spec``'s table into a hypertable chunked by UTC day.
 
     TimescaleDB requires every unique index to contain the time column. Only trades' natural
-    key lacks it (agg_trade_id determines trade_time), so there the constraint gains
-    trade_time; partition replacement still prevents the same id landing twice.
+    key lacks it (trade_id determines trade_time), so there the constraint gains trade_time;
+    partition replacement still prevents the same id landing twice.
     """
     if not spec.hypertable:
         return []
@@ -225,9 +234,51 @@ def _v3_timescale(conn: sa.Connection) -> str:
     return "hypertables created"
 
 
+def _is_hypertable(conn: sa.Connection, table: str) -> bool:
+    """Whether ``table`` was made a hypertable (only asked where TimescaleDB is loaded)."""
+    loaded = conn.execute(
+        sa.text("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'")
+    ).first()
+    if loaded is None:
+        return False
+    row = conn.execute(
+        sa.text(
+            "SELECT 1 FROM timescaledb_information.hypertables "
+            "WHERE hypertable_schema = :s AND hypertable_name = :t"
+        ),
+        {"s": SCHEMA, "t": table},
+    ).first()
+    return row is not None
+
+
+def _v4_trade_ids(conn: sa.Connection) -> str:
+    """Trades gain ``trade_id`` (the venue's own id) and are keyed by it.
+
+    Rows loaded before it are Binance aggTrades, whose own id is the aggregate id: they get its
+    decimal text, which is what the lake fills for v1 files too (``catalog.schemas``), so a
+    reload of an old partition replaces its rows with identical ones.
+    """
+    spec = TABLE_SPECS["trades"]
+    table = spec.qualified_name
+    key = list(spec.natural_key)
+    if _is_hypertable(conn, spec.name) and spec.time_column not in key:
+        key.append(spec.time_column)  # TimescaleDB: every unique index holds the time column
+    for statement in (
+        # a database created at v4 already has it (v1 builds today's tables)
+        f'ALTER TABLE {table} ADD COLUMN IF NOT EXISTS trade_id text COLLATE "C"',
+        f"UPDATE {table} SET trade_id = agg_trade_id::text WHERE trade_id IS NULL",  # noqa: S608
+        f"ALTER TABLE {table} ALTER COLUMN trade_id SET NOT NULL",
+        f"ALTER TABLE {table} DROP CONSTRAINT uq_{spec.name}_natural_key",
+        f"ALTER TABLE {table} ADD CONSTRAINT uq_{spec.name}_natural_key UNIQUE ({', '.join(key)})",
+    ):
+        conn.execute(sa.text(statement))
+    return f"trades keyed by ({', '.join(key)})"
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "market data tables and partition ledger", _v1_market_data),
     Migration(2, "analytics and health tables", _v2_analytics_health),
     Migration(3, "TimescaleDB hypertables when the extension is available", _v3_timescale),
+    Migration(4, "trades keyed by the venue's own trade id (trade_id)", _v4_trade_ids),
 )
 LATEST_VERSION = MIGRATIONS[-1].version

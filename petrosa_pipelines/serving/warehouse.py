@@ -317,7 +317,8 @@ class Warehouse:
         end: dt.datetime,
         qualifier: str | None = None,
     ) -> pd.DataFrame:
-        """Rows of ``symbols`` with start <= time < end, sorted by time then symbol."""
+        """Rows of ``symbols`` with start <= time < end, sorted by time, symbol, then as the
+        lake orders a partition."""
         spec = TABLE_SPECS[table]
         t = TABLES[table]
         time_col = t.c[spec.time_column]
@@ -329,7 +330,9 @@ class Warehouse:
         )
         if spec.qualifier_column and qualifier:
             stmt = stmt.where(t.c[spec.qualifier_column] == qualifier)
-        stmt = stmt.order_by(time_col, t.c.symbol, *(t.c[k] for k in spec.natural_key))
+        # the lake's row order after time (``TableSpec.sort_columns``): Binance trades of one
+        # millisecond stay in numeric id order, which their text ``trade_id`` key would break
+        stmt = stmt.order_by(time_col, t.c.symbol, *(t.c[k] for k in spec.sort_columns[1:]))
         with self.engine.connect() as conn:
             rows = conn.execute(stmt).fetchall()
         frame = pd.DataFrame.from_records(rows, columns=spec.column_names)

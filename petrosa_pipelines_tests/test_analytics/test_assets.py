@@ -111,6 +111,7 @@ def run(io, instance, keys, partition_key):
     return result
 
 
+@pytest.mark.slow  # several seconds: the full suite, not the fast lane
 def test_every_symbol_day_asset_materialises_with_its_catalog_metadata(lake):
     io, instance = lake
     result = run(io, instance, SYMBOL_DAY_KEYS, "2024-01-03|BTCUSDT")
@@ -171,6 +172,7 @@ def test_a_missing_day_in_the_window_is_skipped(lake):
     assert (vol["window_days"] == 2).all()
 
 
+@pytest.mark.slow  # several seconds: the full suite, not the fast lane
 def test_cross_symbol_correlation_per_day_and_rolling(lake):
     io, instance = lake
     for day in DAYS:

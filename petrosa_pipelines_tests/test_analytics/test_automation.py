@@ -115,3 +115,52 @@ def test_schedule_requests_checked_symbol_days_of_the_latest_window(dagster_inst
         assert requests[0].run_key.startswith("analytics-rolling:2024-01-02|BTCUSDT:")
         skipped = cross.evaluate_tick(context)
         assert not skipped.run_requests and "fewer than two" in skipped.skip_message
+
+
+def _keys_enumerated(monkeypatch, condition: dg.AutomationCondition | None) -> list[int]:
+    """Partition keys the evaluation lists per tick over 40 instruments x 61 days, for the
+    anchor asset (with ``condition`` instead of its own, if given) and a rolling asset after
+    one input update."""
+    from dagster._core.definitions.partitions.definition.multi import MultiPartitionsDefinition
+
+    listed: list[int] = []
+    original = MultiPartitionsDefinition.get_partition_keys
+
+    def spy(self, *args, **kwargs):
+        keys = original(self, *args, **kwargs)
+        listed.append(len(keys))
+        return keys
+
+    monkeypatch.setattr(MultiPartitionsDefinition, "get_partition_keys", spy)
+    anchor = next(a for a in ANALYTICS_ASSETS if a.key == analytics_key("candles_from_1m"))
+    if condition is not None:
+        anchor = anchor.map_asset_specs(
+            lambda s: s.replace_attributes(automation_condition=condition)
+        )
+    candles = stub_candles("none")
+    rolling = [a for a in ANALYTICS_ASSETS if a.key == analytics_key("volatility")]
+    defs = dg.Definitions(assets=[candles, anchor, *rolling])
+    now = dt.datetime(2024, 3, 1, 12, tzinfo=dt.UTC)
+    per_tick = []
+    with dg.instance_for_test() as inst:
+        inst.add_dynamic_partitions("symbols", [f"S{i:03d}USDT" for i in range(40)])
+        dg.materialize([candles], partition_key="2024-02-27|S001USDT", instance=inst)
+        cursor = None
+        for _ in range(4):
+            listed.clear()
+            cursor = dg.evaluate_automation_conditions(
+                defs=defs, instance=inst, evaluation_time=now, cursor=cursor
+            ).cursor
+            per_tick.append(sum(listed))
+    return per_tick
+
+
+def test_quiet_ticks_do_not_list_the_partition_space(monkeypatch):
+    """The daemon's CPU followed the partition space: eager() over any date lists every
+    date x instrument key on every tick (newly_missing), and since_last_handled() once, on the
+    tick after the first; our conditions list none (docs/scale.md, the daemon's CPU)."""
+    ours = _keys_enumerated(monkeypatch, None)
+    assert ours == [0, 0, 0, 0], ours
+    stock = dg.AutomationCondition.eager().without(dg.AutomationCondition.in_latest_time_window())
+    theirs = _keys_enumerated(monkeypatch, stock)
+    assert theirs[2:] == [40 * 61, 40 * 61], theirs  # the spy sees the difference

@@ -52,9 +52,10 @@ def test_range_is_half_open_and_trimmed(lake):
 
 def test_missing_partitions_are_reported_warned_or_raised(lake):
     put(lake, "candles", frames.candles(day=D1), D1)
-    with pytest.warns(api.IncompleteDataWarning, match="2024-01-03|BTCUSDT"):
+    with pytest.warns(api.IncompleteDataWarning, match="2024-01-03|binance-usdm:BTCUSDT"):
         r = api.load_candles("BTCUSDT", D1, D3, sources=sources(lake))
-    assert r.missing_partitions == ["2024-01-03|BTCUSDT"] and not r.complete
+    # partitions are named by instrument id; a bare symbol is Binance USD-M's
+    assert r.missing_partitions == ["2024-01-03|binance-usdm:BTCUSDT"] and not r.complete
     assert len(r.frame) == 1440
     with pytest.raises(api.IncompleteDataError):
         api.load_candles("BTCUSDT", D1, D3, sources=sources(lake), strict=True)
@@ -121,7 +122,9 @@ def test_bad_ranges(lake, start, end, error, match):
 
 
 def test_unknown_symbols(lake):
-    with pytest.raises(api.UnknownSymbolError, match=r"unknown symbols \['DOGEUSDT'\]"):
+    with pytest.raises(
+        api.UnknownSymbolError, match=r"unknown symbols \['binance-usdm:DOGEUSDT'\]"
+    ):
         api.load_trades(["BTCUSDT", "DOGEUSDT"], D1, D2, sources=sources(lake))
     with pytest.raises(api.UnknownSymbolError, match="not a symbol"):
         api.load_trades("BTC/USDT", D1, D2, sources=sources(lake))
@@ -187,7 +190,7 @@ def test_warehouse_fills_what_the_lake_lacks(lake, postgres_db):
         )
         a = api.load_analytics("volatility", "BTCUSDT", D1, D2, sources=src)
         assert a.frame["parkinson"].tolist() == [0.1, 0.2, 0.3]
-        assert "BTCUSDT" in src.known_symbols("market_data/depth")
+        assert "binance-usdm:BTCUSDT" in src.known_symbols("market_data/depth")
     finally:
         wh.dispose()
 

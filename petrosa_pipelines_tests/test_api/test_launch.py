@@ -27,7 +27,7 @@ D1, D3 = dt.date(2024, 1, 2), dt.date(2024, 1, 4)
 def fake_trades(context: dg.AssetExecutionContext):
     """Stands in for the exchange-backed asset: a small deterministic frame per symbol-day."""
     day, symbol = split_partition_key(context.partition_key)
-    return frames.trades(symbol, day, n=50, first_id=1 + 1000 * day.day)
+    return frames.trades(symbol.symbol, day, n=50, first_id=1 + 1000 * day.day)
 
 
 def make_defs(lake_dir, url):
@@ -59,11 +59,11 @@ def pg_instance(tmp_path, postgres_db):
 
 
 def test_partition_keys_cover_days_times_symbols():
-    assert partition_keys(["btcusdt", "ETHUSDT"], D1, D3) == [
-        "2024-01-02|BTCUSDT",
-        "2024-01-02|ETHUSDT",
-        "2024-01-03|BTCUSDT",
-        "2024-01-03|ETHUSDT",
+    assert partition_keys(["btcusdt", "binance-usdm:ETHUSDT"], D1, D3) == [
+        "2024-01-02|binance-usdm:BTCUSDT",
+        "2024-01-02|binance-usdm:ETHUSDT",
+        "2024-01-03|binance-usdm:BTCUSDT",
+        "2024-01-03|binance-usdm:ETHUSDT",
     ]
     with pytest.raises(ValueError, match="unknown datasets"):
         api.materialize_partitions(["klines"], ["BTCUSDT"], D1, D3)
@@ -76,20 +76,20 @@ def test_materialise_load_and_read_back_on_postgres_instance(pg_instance, tmp_pa
         "trades", ["BTCUSDT"], D1, D3, instance=pg_instance, defs=defs
     )
     assert [(o.partition_key, o.success) for o in outcomes] == [
-        ("2024-01-02|BTCUSDT", True),
-        ("2024-01-03|BTCUSDT", True),
+        ("2024-01-02|binance-usdm:BTCUSDT", True),
+        ("2024-01-03|binance-usdm:BTCUSDT", True),
     ]
     lake = LocalLake(tmp_path / "lake")
     assert lake.exists(lake_path("market_data/trades", "binance", "BTCUSDT", "2024-01-03"))
     mats = pg_instance.get_materialized_partitions(dg.AssetKey(["market_data", "trades"]))
-    assert mats == {"2024-01-02|BTCUSDT", "2024-01-03|BTCUSDT"}
+    assert mats == {"2024-01-02|binance-usdm:BTCUSDT", "2024-01-03|binance-usdm:BTCUSDT"}
 
     # the storage asset loads the same partition into the warehouse, twice: nothing changes
     for _ in range(2):
         result = dg.materialize(
             [fake_trades, build_warehouse_asset("trades")],
             selection=[warehouse_asset_key("trades")],
-            partition_key="2024-01-02|BTCUSDT",
+            partition_key="2024-01-02|binance-usdm:BTCUSDT",
             instance=pg_instance,
             resources={
                 "io_manager": LakeIOManager(base_path=str(tmp_path / "lake")),
@@ -127,4 +127,7 @@ def test_launch_backfill_records_an_asset_backfill(pg_instance, tmp_path, postgr
         ).get_partition_keys()
     }
     assert keys == set(partition_keys(["BTCUSDT", "ETHUSDT"], D1, D3))
-    assert set(pg_instance.get_dynamic_partitions("symbols")) == {"BTCUSDT", "ETHUSDT"}
+    assert set(pg_instance.get_dynamic_partitions("symbols")) == {
+        "binance-usdm:BTCUSDT",
+        "binance-usdm:ETHUSDT",
+    }

@@ -132,10 +132,11 @@ class FakeExchangeResource:
 
         return Settings()
 
-    def archive(self):
+    def archive(self, venue=None):
+        assert venue in (None, "binance-usdm"), venue  # the partition's venue asks
         return self
 
-    def rest(self):
+    def rest(self, venue=None):
         raise ConnectionError("no REST in this test")
 
     def daily_klines(self, symbol: str, day: dt.date):

@@ -164,6 +164,7 @@ def candles_complete(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckRes
     )
 
 
+@pytest.mark.slow  # several seconds: the full suite, not the fast lane
 def test_sensor_alerts_once_folds_repeats_and_clears(http_receiver, instance, tmp_path):
     url, received = http_receiver
     clock = [1_000_000.0]

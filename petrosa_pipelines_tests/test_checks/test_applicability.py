@@ -160,3 +160,21 @@ def test_api_quality_reports_an_empty_closed_day_except_depth():
     assert (found.check, found.detail) == ("empty", "0 trades rows for a closed day")
     assert check_partition("candles", CANDLES.empty_frame(), partition=pk, day_closed=False) == []
     assert check_partition("depth", DEPTH.empty_frame(), partition=pk, day_closed=True) == []
+
+
+def test_the_health_grid_shows_today_as_open_and_judged_so_far():
+    """Today's row is the open day: labelled "(open)", its built cells "(so far)"."""
+    import datetime as dt
+
+    from petrosa_pipelines.checks.grid import NOT_BUILT, grid_frame, health_grid
+
+    today = dt.date(2024, 3, 3)
+    rows = [("2024-03-03", "binance-usdm:BTCUSDT"), ("2024-03-02", "binance-usdm:BTCUSDT")]
+    ok = {"score": 100.0, "status": "passed", "failed_checks": []}
+    records = {(d, s, "candles"): ok for d, s in rows}
+    built = {(d, s, "candles") for d, s in rows}
+    grid = health_grid(records, built, rows, ["candles", "depth"], 90.0, today=today)
+    assert grid[rows[0]]["candles"].text.endswith("(so far)")
+    assert grid[rows[0]]["depth"].text == NOT_BUILT  # nothing built: nothing "so far"
+    assert not grid[rows[1]]["candles"].text.endswith("(so far)")
+    assert list(grid_frame(grid, today)["day"]) == ["2024-03-03 (open)", "2024-03-02"]

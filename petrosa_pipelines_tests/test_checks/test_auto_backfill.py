@@ -4,6 +4,7 @@ import datetime as dt
 
 import dagster as dg
 import pandas as pd
+import pytest
 
 from petrosa_pipelines.checks.definitions import ALL_CHECKS
 from petrosa_pipelines.checks.records import FAILED, SUCCEEDED, latest_by_partition
@@ -21,10 +22,12 @@ from sensors.auto_backfill_sensor import (
     build_auto_backfill_sensor,
     ledger_targets,
     plan_backfill,
+    registered_targets,
 )
 
 DAY = dt.date(2024, 5, 1)
 START, END = day_window_ms(DAY)
+#: 2024-05-02 01:00: 2024-05-02 is the open day (its targets wait until it closes)
 NOW = END / 1000 + 3600
 COMPLETE = dg.AssetCheckKey(dg.AssetKey(["market_data", "candles"]), "candles_complete")
 
@@ -39,8 +42,8 @@ def test_limits_min_gap_concurrency_cooldown_attempts():
     targets = [
         _t(gap_ms=5_000),
         _t(pk="2024-05-01|ETHUSDT"),
-        _t(pk="2024-05-02|BTCUSDT"),
-        _t(pk="2024-05-02|ETHUSDT"),
+        _t(pk="2024-05-01|SOLUSDT"),
+        _t(pk="2024-05-01|XRPUSDT"),
     ]
     plan = plan_backfill(targets, state, active_runs=1, now=NOW, settings=cfg)
     assert [t.partition for t in plan.requests] == ["2024-05-01|ETHUSDT"]
@@ -54,13 +57,27 @@ def test_limits_min_gap_concurrency_cooldown_attempts():
     assert never.skipped == {"unrecoverable": 1}
 
 
+def test_the_open_day_waits_without_spending_an_attempt():
+    """Today's partition is still landing: its gaps are repaired once it closes, not before."""
+    cfg = BackfillSettings(min_gap_s=60, max_concurrent_runs=5)
+    state: dict = {}
+    today = [_t(pk="2024-05-02|BTCUSDT"), _t(pk="2024-05-01|BTCUSDT")]
+    plan = plan_backfill(today, state, 0, NOW, cfg)
+    assert [t.partition for t in plan.requests] == ["2024-05-01|BTCUSDT"]
+    assert plan.skipped == {"open day (repaired once it closes)": 1}
+    assert "candles|2024-05-02|BTCUSDT" not in state
+    later = plan_backfill(today[:1], state, 0, NOW + 86_400, cfg)  # 2024-05-03: it closed
+    assert [t.partition for t in later.requests] == ["2024-05-02|BTCUSDT"]
+
+
 def test_depth_gaps_are_unrecoverable_and_ledger_is_split_by_day():
     gap = GapRecord("*", "BTCUSDT", END - 120_000, END + 60_000, "disconnect", END)
     targets = ledger_targets([gap], ["BTCUSDT", "ETHUSDT"], START)
     got = sorted((t.dataset, t.partition, t.gap_ms) for t in targets)
     assert ("candles", "2024-05-01|BTCUSDT", 120_000) in got
     assert ("candles", "2024-05-02|BTCUSDT", 60_000) in got and len(got) == 8
-    plan = plan_backfill(targets, {}, 0, NOW, BackfillSettings(max_concurrent_runs=10))
+    # a day later, when 2024-05-02 has closed too
+    plan = plan_backfill(targets, {}, 0, NOW + 86_400, BackfillSettings(max_concurrent_runs=10))
     assert {t.dataset for t, _ in plan.unrecoverable} == {"depth"}
     assert {t.partition for t in plan.requests} == {"2024-05-01|BTCUSDT", "2024-05-02|BTCUSDT"}
 
@@ -83,6 +100,23 @@ def test_a_poisoned_ledger_entry_gives_bounded_targets():
     ]
 
 
+def test_ledger_targets_name_each_venue_s_instruments_as_registered():
+    """A venue's ledger names bare symbols; its targets are that venue's instruments, under
+    the key registered for each (an id; a legacy bare symbol only while not migrated)."""
+    registered = ["binance-usdm:BTCUSDT", "ETHUSDT", "bybit-linear:BTCUSDT"]
+    binance = [GapRecord("trades", "*", END - 60_000, END, "disconnect", END)]
+    got = {t.partition for t in ledger_targets(binance, registered, START, END)}
+    assert got == {"2024-05-01|binance-usdm:BTCUSDT", "2024-05-01|ETHUSDT"}
+    bybit = [GapRecord("trades", "BTCUSDT", END - 60_000, END, "disconnect", END)]
+    (t,) = ledger_targets(bybit, registered, START, END, venue="bybit-linear")
+    assert t.partition == "2024-05-01|bybit-linear:BTCUSDT"
+    # a check that failed on a legacy key before the migration is repaired under the id
+    migrated = ["binance-usdm:BTCUSDT"]
+    remapped = registered_targets([_t(), _t(pk="2024-05-01|SOLUSDT")], migrated)
+    assert [t.partition for t in remapped] == ["2024-05-01|binance-usdm:BTCUSDT"]
+
+
+@pytest.mark.slow  # several seconds: the full suite, not the fast lane
 def test_injected_gap_is_backfilled_and_the_check_then_passes(world, lake, instance):
     pk = f"{DAY}|ETHUSDT"
     candles = real_candles("ETHUSDT-1m-2022-05-01.csv", DAY)

@@ -1,4 +1,5 @@
-"""The checks in Dagster: partition-aware results, blocking, health read back, scheduled audit."""
+"""The checks in Dagster: partition-aware results, blocking, health read back. The batched audit
+(open day, daily re-audit of closed days, health) is in test_run_economy.py."""
 
 import datetime as dt
 
@@ -6,18 +7,10 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from petrosa_pipelines.checks.definitions import (
-    ALL_CHECKS,
-    HEALTH_KEY,
-    SCHEDULED_CHECKS,
-    audit_run_requests,
-    build_health_sensor,
-    cron_for_interval,
-    health,
-)
+from petrosa_pipelines.checks.batch import new_materialised_partitions
+from petrosa_pipelines.checks.definitions import ALL_CHECKS, HEALTH_KEY, health
 from petrosa_pipelines.checks.health import health_for
 from petrosa_pipelines.checks.records import FAILED, SUCCEEDED, latest_by_partition, latest_record
-from petrosa_pipelines.lib.timeutil import day_window_ms
 from petrosa_pipelines.market_data.partitions import daily_symbol_partitions
 from petrosa_pipelines_tests.test_checks.conftest import (
     FakeExchangeResource,
@@ -84,6 +77,7 @@ def _evaluations(result):
     return out
 
 
+@pytest.mark.slow  # several seconds: the full suite, not the fast lane
 def test_clean_real_partition_passes_every_check(world, lake, instance):
     _setup(world)
     pk = f"{DAY.isoformat()}|BTCUSDT"
@@ -103,9 +97,12 @@ def test_clean_real_partition_passes_every_check(world, lake, instance):
     } <= set(evals)
     assert evals["candles.health"].metadata["score"].value == 100.0
     assert evals["candles.candles_complete"].metadata["checked"].value == 1440
+    # Binance ids are consecutive: they are the proof, the candle evidence says it does not apply
+    assert "not applicable" in evals["trades.trades_cover_candles"].description
     assert instance.get_latest_materialization_event(dg.AssetKey("candle_features"))
 
 
+@pytest.mark.slow  # several seconds: the full suite, not the fast lane
 def test_gap_fails_blocking_check_per_partition_and_stops_downstream(world, lake, instance):
     _setup(world, gap_symbol="ETHUSDT")
     bad, good = f"{DAY.isoformat()}|ETHUSDT", f"{DAY.isoformat()}|BTCUSDT"
@@ -129,61 +126,28 @@ def test_gap_fails_blocking_check_per_partition_and_stops_downstream(world, lake
     assert rec.metadata["missing_ranges"] == 1
 
 
+@pytest.mark.slow  # several seconds: the full suite, not the fast lane
 def test_health_read_back_and_health_asset(world, lake, instance):
     _setup(world, gap_symbol="ETHUSDT")
+    mats = new_materialised_partitions(instance, {})[1]  # the audit sensor's first look
     _materialize(world, lake, instance, f"{DAY.isoformat()}|ETHUSDT")
     world.rest_up = True
     _materialize(world, lake, instance, f"{DAY.isoformat()}|BTCUSDT")
-    frame = health_for("ethusdt", "candles", "2024-04-30", "2024-05-02", instance=instance)
+    frame = health_for("ETHUSDT", "candles", "2024-04-30", "2024-05-02", instance=instance)
     assert list(frame["date"]) == [DAY]
     row = frame.iloc[0]
     assert row["score"] < 100 and row["completeness"] == pytest.approx(1 - 7 / 1440)
     assert "candles_complete" in row["failed_checks"]
     assert health_for("BTCUSDT", "candles", DAY, DAY, instance=instance)["score"].iat[0] == 100
 
-    sensor = build_health_sensor(ALL_CHECKS)
-    defs = dg.Definitions(assets=[health], sensors=[sensor])
-    ctx = dg.build_sensor_context(instance=instance, definitions=defs)
-    requests = list(sensor(ctx))
-    assert sorted(r.partition_key for r in requests) == [f"{DAY}|BTCUSDT", f"{DAY}|ETHUSDT"]
-    ctx2 = dg.build_sensor_context(instance=instance, cursor=ctx.cursor, definitions=defs)
-    assert list(sensor(ctx2)) == []  # nothing new
+    # both partitions' checks re-ran: the next batched audit refreshes their health
+    changed, mats = new_materialised_partitions(instance, mats)
+    assert sorted(changed) == [f"{DAY}|BTCUSDT", f"{DAY}|ETHUSDT"]
+    assert new_materialised_partitions(instance, mats)[0] == []  # nothing new
+    # one click: materialising one partition of checks/health recomputes it at once
     result = dg.materialize(
         [health], partition_key=f"{DAY}|ETHUSDT", instance=instance, resources={"io_manager": lake}
     )
     meta = result.asset_materializations_for_node("checks__health")[0].metadata
     assert meta["score_candles"].value < 100 and meta["score_trades"].value == 100
     assert HEALTH_KEY.path == ["checks", "health"]
-
-
-def test_scheduled_audit_catches_a_partition_that_degrades_later(world, lake, instance):
-    _setup(world)
-    pk = f"{DAY.isoformat()}|BTCUSDT"
-    assert _materialize(world, lake, instance, pk).success
-    now = dt.datetime(2024, 5, 2, 0, 5, tzinfo=dt.UTC)
-    requests = audit_run_requests(instance, now, 2, SCHEDULED_CHECKS, "t1")
-    assert [r.tags["dagster/partition"] for r in requests] == [pk]
-    req = requests[0]
-    assert COMPLETE in req.asset_check_keys and req.partition_key is None
-    # late corruption of the stored partition (e.g. a republished archive with a hole)
-    relpath = "market_data/candles/binance/BTCUSDT/2024-05-01.parquet"
-    stored = lake.lake().read_frame(relpath)
-    lake.lake().write_frame(relpath, stored.drop(index=[5, 6]))
-    assets = [make_market_asset("candles", world), make_market_asset("trades", world)]
-    result = dg.materialize(
-        [*assets, *ALL_CHECKS],
-        instance=instance,
-        tags=req.tags,
-        selection=dg.AssetSelection.checks(*req.asset_check_keys),
-        resources={
-            "io_manager": lake,
-            "landing": FakeLandingResource(),
-            "exchange": FakeExchangeResource(),
-        },
-        raise_on_error=False,
-    )
-    assert _evaluations(result)["candles.candles_complete"].passed is False
-    assert latest_by_partition(instance, COMPLETE) == {pk: FAILED}
-    assert cron_for_interval(300) == "*/5 * * * *"
-    assert cron_for_interval(7200) == "0 */2 * * *"
-    assert day_window_ms(DAY)[0] < day_window_ms(now.date())[0]

@@ -5,12 +5,14 @@ from __future__ import annotations
 import datetime as dt
 
 import dagster as dg
+import pytest
 
 from petrosa_pipelines import api
 from petrosa_pipelines.checks.definitions import health
 from petrosa_pipelines_tests.test_checks.test_dagster_checks import DAY, _materialize, _setup
 
 
+@pytest.mark.slow  # several seconds: the full suite, not the fast lane
 def test_load_health_reads_the_health_assets_lake_files(world, lake, instance):
     _setup(world, gap_symbol="ETHUSDT")
     pk = f"{DAY.isoformat()}|ETHUSDT"

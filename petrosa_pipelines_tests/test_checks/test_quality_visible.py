@@ -5,6 +5,7 @@ the day x symbol x dataset grid on ``checks/health``."""
 import datetime as dt
 
 import dagster as dg
+import pytest
 
 from petrosa_pipelines.checks.definitions import (
     ALL_CHECKS,
@@ -58,6 +59,7 @@ def _observations(instance, pk):
     return [r.asset_observation for r in instance.fetch_observations(f, limit=10).records]
 
 
+@pytest.mark.slow  # several seconds: the full suite, not the fast lane
 def test_depth_before_the_ingest_is_not_applicable_and_after_it_fails_loudly(
     world, lake, instance, tmp_path
 ):
@@ -130,6 +132,7 @@ def test_depth_before_the_ingest_is_not_applicable_and_after_it_fails_loudly(
     assert "score_depth" not in meta and meta["not_applicable"].value.startswith("depth: not")
 
 
+@pytest.mark.slow  # several seconds: the full suite, not the fast lane
 def test_candle_gap_result_and_grid_name_the_failing_check(world, lake, instance):
     _setup(world, gap_symbol="ETHUSDT")
     evals = _evaluations(_materialize(world, lake, instance, f"{DAY}|ETHUSDT"))

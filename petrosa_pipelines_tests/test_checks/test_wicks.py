@@ -128,6 +128,7 @@ def test_wick_check_is_registered_blocking_and_partition_aware():
     ]
 
 
+@pytest.mark.slow  # several seconds: the full suite, not the fast lane
 def test_in_dagster_the_spike_fails_blocking_and_stops_downstream(world, lake, instance):
     from petrosa_pipelines_tests.test_checks.data import trades_for_candles
     from petrosa_pipelines_tests.test_checks.test_dagster_checks import (

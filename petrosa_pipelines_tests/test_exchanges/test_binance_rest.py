@@ -18,15 +18,15 @@ import pytest
 import petrosa_pipelines.local_exchange as local_exchange
 from petrosa_pipelines.catalog import schemas
 from petrosa_pipelines.exchanges.base import DepthSnapshotRecord, ExchangeError, MessageError
+from petrosa_pipelines.exchanges.binance.bodies import parse_depth, parse_exchange_info
 from petrosa_pipelines.exchanges.binance.rest import (
+    USED_WEIGHT_HEADER,
     BinanceRestClient,
+    budget_from_settings,
     depth_weight,
     kline_weight,
-    parse_depth,
-    parse_exchange_info,
     plan_kline_limit,
 )
-from petrosa_pipelines.exchanges.http import USED_WEIGHT_HEADER, WeightBudget
 from petrosa_pipelines.lib.timeutil import DAY_MS, HOUR_MS, MINUTE_MS, day_window_ms
 from petrosa_pipelines.settings import ExchangeEndpoints, RestSettings
 from petrosa_pipelines_tests.test_exchanges.fake_binance import (
@@ -434,7 +434,7 @@ def test_local_day_of_1m_klines_is_1440_rows(exchange):
     assert [e[1]["limit"] for e in kl] == ["499", "499", "442"]
     assert sum(e[2] for e in kl) == 6
     assert all(e[3] == 200 for e in exchange.request_log)
-    assert max(client.transport.used_weights) <= client.budget.budget_per_minute
+    assert max(client.transport.used_weights) <= client.budget.budget_per_window
 
 
 @pytest.mark.integration
@@ -470,7 +470,7 @@ def test_local_agg_trades_across_hours_consecutive(exchange):
     agg = _log(exchange, "/fapi/v1/aggTrades")
     assert "startTime" in agg[0][1] and all("fromId" in e[1] for e in agg[1:])
     assert all(e[2] == 20 for e in agg)
-    assert max(client.transport.used_weights) <= client.budget.budget_per_minute
+    assert max(client.transport.used_weights) <= client.budget.budget_per_window
 
 
 @pytest.mark.integration
@@ -528,8 +528,8 @@ def test_local_exchange_info_sets_budget_limit():
         info = client.exchange_info()
         assert client.server_time() == NOW_MS
     assert info.perpetual_symbols() == ["BTCUSDT", "ETHUSDT"]
-    assert client.budget.limit_per_minute == 1200
-    assert client.budget.budget_per_minute == 960
+    assert client.budget.limit == 1200
+    assert client.budget.budget_per_window == 960
 
 
 @pytest.mark.integration
@@ -565,10 +565,10 @@ def test_local_budget_never_exceeds_limit_over_a_minute_boundary(tmp_path):
         weight_limit_per_minute=150,
     ) as ex:
         rest = RestSettings(weight_budget_fraction=0.8, weight_limit_per_minute=2400)
-        budget = WeightBudget.from_settings(rest, shared_dir=tmp_path)
+        budget = budget_from_settings(rest, shared_dir=tmp_path)
         client = BinanceRestClient(ExchangeEndpoints(rest_base_url=ex.rest_base_url), rest, budget)
         client.exchange_info()  # adopts the exchange's 150/min -> budget 120
-        assert budget.budget_per_minute == 120
+        assert budget.budget_per_window == 120
         frame = client.agg_trades("BTCUSDT", NOW_MS - 9 * HOUR_MS, NOW_MS - HOUR_MS)
         statuses = [e[3] for e in ex.request_log]
     assert (np.diff(frame["agg_trade_id"].to_numpy()) == 1).all()

@@ -1,7 +1,14 @@
-"""WeightBudget and RestTransport: budget windows, header sync, 429/418/5xx/4xx handling."""
+"""WeightBudget and RestTransport: budget windows, header sync, 429/418/5xx/4xx handling.
+
+The transport is venue-neutral; these tests drive it with Binance's ``rate_model`` (so they
+also pin Binance's behaviour: 429/418, the used-weight header, ``code``/``msg`` bodies) and
+with small models of their own for what Binance does not use (rolling windows, requests-left
+and reset headers, errors in 2xx bodies).
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import logging
@@ -16,17 +23,17 @@ import pytest
 import requests
 
 from petrosa_pipelines.exchanges.base import ExchangeError, MessageError
-from petrosa_pipelines.exchanges.http import (
+from petrosa_pipelines.exchanges.binance.rest import USED_WEIGHT_HEADER, rate_model
+from petrosa_pipelines.exchanges.http import TransportError, fetch
+from petrosa_pipelines.exchanges.ratelimit import (
     MAX_BAN_SECONDS,
-    USED_WEIGHT_HEADER,
     RateLimitedError,
-    RestTransport,
-    TransportError,
+    RateModel,
     WeightBudget,
     backoff_delay,
-    fetch,
     retry_after_seconds,
 )
+from petrosa_pipelines.exchanges.transport import RestTransport
 from petrosa_pipelines.settings import RestSettings
 from petrosa_pipelines_tests.test_exchanges.fake_binance import FakeClock, FakeServer, Reply
 
@@ -35,8 +42,11 @@ pytestmark = pytest.mark.unit
 REST = RestSettings(max_retries=3, backoff_base_seconds=0.5, backoff_max_seconds=4.0)
 
 
+BINANCE = rate_model()
+
+
 def _budget(clock: FakeClock, limit: int = 100, fraction: float = 0.5, **kw) -> WeightBudget:
-    return WeightBudget(limit, fraction, clock=clock.time, sleep=clock.sleep, **kw)
+    return WeightBudget(rate_model(limit), fraction, clock=clock.time, sleep=clock.sleep, **kw)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -47,7 +57,7 @@ def _budget(clock: FakeClock, limit: int = 100, fraction: float = 0.5, **kw) -> 
 def test_budget_is_fraction_of_limit_and_waits_for_next_window():
     clock = FakeClock(start=6000.0 + 10.0)  # 10 s into a minute window
     budget = _budget(clock)
-    assert budget.budget_per_minute == 50
+    assert budget.budget_per_window == 50
     for _ in range(5):
         assert budget.reserve(10) == 0.0
     assert budget.used == 50
@@ -85,14 +95,14 @@ def test_budget_block_until_delays_reservations():
 
 def test_budget_set_limit_and_from_settings(tmp_path):
     rest = RestSettings(weight_limit_per_minute=1000, weight_budget_fraction=0.25)
-    budget = WeightBudget.from_settings(rest)
-    assert budget.budget_per_minute == 250
+    budget = WeightBudget.from_settings(rest, rate_model(1000))
+    assert budget.budget_per_window == 250
     budget.set_limit(2400)
-    assert budget.limit_per_minute == 2400 and budget.budget_per_minute == 600
+    assert budget.limit == 2400 and budget.budget_per_window == 600
     budget.set_limit(0)  # nonsense from a broken exchangeInfo is ignored
-    assert budget.limit_per_minute == 2400
+    assert budget.limit == 2400
     with pytest.raises(ValueError):
-        WeightBudget(100, 1.5)
+        WeightBudget(rate_model(100), 1.5)
 
 
 def test_shared_budget_file_is_seen_by_other_instances(tmp_path):
@@ -108,14 +118,14 @@ def test_shared_budget_file_is_seen_by_other_instances(tmp_path):
 def test_from_settings_uses_weight_budget_dir(tmp_path):
     rest = RestSettings(weight_budget_dir=str(tmp_path / "budget"))
     clock = FakeClock(start=6000.0)
-    WeightBudget.from_settings(rest, clock=clock.time, sleep=clock.sleep).reserve(7)
-    other = WeightBudget.from_settings(rest, clock=clock.time, sleep=clock.sleep)
+    WeightBudget.from_settings(rest, BINANCE, clock=clock.time, sleep=clock.sleep).reserve(7)
+    other = WeightBudget.from_settings(rest, BINANCE, clock=clock.time, sleep=clock.sleep)
     assert other.used == 7
     assert (tmp_path / "budget" / "binance.weight.json").exists()
 
 
 def _reserve_many(shared_dir: str, n: int) -> None:
-    budget = WeightBudget(10_000, 1.0, shared_dir=shared_dir, clock=lambda: 6000.0)
+    budget = WeightBudget(rate_model(10_000), 1.0, shared_dir=shared_dir, clock=lambda: 6000.0)
     for _ in range(n):
         budget.reserve(1)
 
@@ -129,7 +139,7 @@ def test_shared_budget_survives_concurrent_processes(tmp_path):
     for p in procs:
         p.join(30)
         assert p.exitcode == 0
-    budget = WeightBudget(10_000, 1.0, shared_dir=tmp_path, clock=lambda: 6000.0)
+    budget = WeightBudget(rate_model(10_000), 1.0, shared_dir=tmp_path, clock=lambda: 6000.0)
     assert budget.used == 600
 
 
@@ -147,7 +157,9 @@ def test_backoff_delay_is_full_jitter_and_capped():
 
 
 def _transport(server: FakeServer, clock: FakeClock, rest: RestSettings = REST) -> RestTransport:
-    return RestTransport(server.url, rest, clock=clock.time, sleep=clock.sleep, rng=lambda: 1.0)
+    return RestTransport(
+        server.url, rest, BINANCE, clock=clock.time, sleep=clock.sleep, rng=lambda: 1.0
+    )
 
 
 def test_success_returns_json_and_syncs_used_weight_header():
@@ -190,7 +202,7 @@ def test_418_ban_waits_full_retry_after_and_logs(caplog):
             Reply(200, {"ok": True}),
         ]
         t = _transport(server, clock)
-        with caplog.at_level(logging.ERROR, logger="petrosa_pipelines.exchanges.http"):
+        with caplog.at_level(logging.ERROR, logger="petrosa_pipelines.exchanges.transport"):
             t.get("/x")
     assert t.sleeps == [300.0]
     assert any("banned" in r.getMessage() and r.levelno == logging.ERROR for r in caplog.records)
@@ -211,8 +223,8 @@ def test_429_retry_after_blocks_other_users_of_the_budget():
     clock = FakeClock(start=6000.0)
     with FakeServer() as server:
         server.routes["/x"] = [Reply(429, {}, {"Retry-After": "30"}), Reply(200, {})]
-        shared = WeightBudget(100, 1.0, clock=clock.time, sleep=clock.sleep)
-        t = RestTransport(server.url, REST, shared, clock=clock.time, sleep=lambda s: None)
+        shared = WeightBudget(rate_model(100), 1.0, clock=clock.time, sleep=clock.sleep)
+        t = RestTransport(server.url, REST, BINANCE, shared, clock=clock.time, sleep=lambda s: None)
         t.get("/x")
     assert t.sleeps == [30.0]
     assert shared.sleeps == [pytest.approx(30.0)]
@@ -281,7 +293,12 @@ def test_connection_errors_retry_then_raise():
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     t = RestTransport(
-        f"http://127.0.0.1:{port}", REST, clock=clock.time, sleep=clock.sleep, rng=lambda: 1.0
+        f"http://127.0.0.1:{port}",
+        REST,
+        BINANCE,
+        clock=clock.time,
+        sleep=clock.sleep,
+        rng=lambda: 1.0,
     )
     with pytest.raises(ExchangeError, match="giving up"):
         t.get("/x")
@@ -312,8 +329,8 @@ def test_budget_reserved_before_each_request_and_waits_when_full():
     clock = FakeClock(start=6000.0)
     with FakeServer() as server:
         server.routes["/x"] = [Reply(200, {})]
-        budget = WeightBudget(100, 0.5, clock=clock.time, sleep=clock.sleep)
-        t = RestTransport(server.url, REST, budget, clock=clock.time, sleep=clock.sleep)
+        budget = WeightBudget(rate_model(100), 0.5, clock=clock.time, sleep=clock.sleep)
+        t = RestTransport(server.url, REST, BINANCE, budget, clock=clock.time, sleep=clock.sleep)
         for _ in range(6):
             t.get("/x", weight=10)
     assert budget.sleeps == [pytest.approx(60.0)]  # the sixth request waited for a new window
@@ -346,9 +363,9 @@ def test_non_finite_retry_after_never_reaches_the_shared_budget_file(tmp_path, r
     clock = FakeClock(start=6000.0)
     with FakeServer() as server:
         server.routes["/x"] = [Reply(429, {}, {"Retry-After": raw}), Reply(200, {"ok": 1})]
-        budget = WeightBudget(100, 1.0, shared_dir=tmp_path, clock=clock.time, sleep=clock.sleep)
+        budget = _budget(clock, 100, 1.0, shared_dir=tmp_path)
         t = RestTransport(
-            server.url, REST, budget, clock=clock.time, sleep=clock.sleep, rng=lambda: 1.0
+            server.url, REST, BINANCE, budget, clock=clock.time, sleep=clock.sleep, rng=lambda: 1.0
         )
         assert t.get("/x")[0] == {"ok": 1}
     assert t.sleeps == [0.5]  # the backoff, not the header
@@ -356,7 +373,7 @@ def test_non_finite_retry_after_never_reaches_the_shared_budget_file(tmp_path, r
         (tmp_path / "binance.weight.json").read_text(), parse_constant=_refuse_constant
     )
     assert math.isfinite(state["blocked_until"]) and state["blocked_until"] <= clock.now
-    other = WeightBudget(100, 1.0, shared_dir=tmp_path, clock=clock.time, sleep=clock.sleep)
+    other = _budget(clock, 100, 1.0, shared_dir=tmp_path)
     assert other.reserve(1) == 0.0
 
 
@@ -371,15 +388,15 @@ def test_huge_retry_after_fails_the_run_instead_of_sleeping_for_years(tmp_path):
     clock = FakeClock(start=6000.0)
     with FakeServer() as server:
         server.routes["/x"] = [Reply(418, {"code": -1003, "msg": "banned"}, {"Retry-After": "1e9"})]
-        budget = WeightBudget(100, 1.0, shared_dir=tmp_path, clock=clock.time, sleep=clock.sleep)
-        t = RestTransport(server.url, REST, budget, clock=clock.time, sleep=clock.sleep)
+        budget = _budget(clock, 100, 1.0, shared_dir=tmp_path)
+        t = RestTransport(server.url, REST, BINANCE, budget, clock=clock.time, sleep=clock.sleep)
         with pytest.raises(RateLimitedError, match="failing instead of sleeping") as info:
             t.get("/x")
     assert info.value.status == 418 and info.value.wait_seconds == MAX_BAN_SECONDS
     assert clock.sleeps == [] and len(server.requests) == 1
     blocked = json.loads((tmp_path / "binance.weight.json").read_text())["blocked_until"]
     assert blocked == pytest.approx(clock.now + MAX_BAN_SECONDS)
-    other = WeightBudget(100, 1.0, shared_dir=tmp_path, clock=clock.time, sleep=clock.sleep)
+    other = _budget(clock, 100, 1.0, shared_dir=tmp_path)
     with pytest.raises(RateLimitedError):
         other.reserve(1)
     assert clock.sleeps == []
@@ -413,7 +430,7 @@ def test_a_corrupt_shared_budget_file_is_survived_and_repaired(tmp_path, content
     clock = FakeClock(start=6000.0)
     path = tmp_path / "binance.weight.json"
     path.write_text(content)
-    budget = WeightBudget(100, 1.0, shared_dir=tmp_path, clock=clock.time, sleep=clock.sleep)
+    budget = _budget(clock, 100, 1.0, shared_dir=tmp_path)
     assert budget.reserve(1) == 0.0
     assert json.loads(path.read_text(), parse_constant=_refuse_constant)["used"] == 1
 
@@ -596,3 +613,137 @@ def test_vision_client_ignores_an_infinite_retry_after():
         client = VisionArchiveClient(server.url, REST, sleep=clock.sleep, rng=lambda: 1.0)
         assert client._fetch(server.url + "/a.zip") == b"zipbytes"
     assert client.sleeps == [0.5, 1.0]
+
+
+# ---------------------------------------------------------------------------------------------
+# The venue's RateModel: what Binance's model does not exercise
+# ---------------------------------------------------------------------------------------------
+
+
+def _ret(body):
+    return body.get("ret") if isinstance(body, dict) and body.get("ret") else None
+
+
+#: a venue that counts requests in any 5 s, reports requests left and the reset time, bans
+#: with 403 and puts its errors in 200 bodies (``ret``): Bybit's shape, in neutral names
+ROLLING = RateModel(
+    name="rolling-venue",
+    limit=10,
+    window_seconds=5.0,
+    rolling=True,
+    remaining_header="X-Left",
+    reset_header="X-Reset-Ms",
+    rate_limit_statuses=frozenset({403}),
+    ban_seconds={403: 600.0},
+    error_code=_ret,
+    error_message=lambda body: body.get("why") if isinstance(body, dict) else None,
+    body_error=_ret,
+    rate_limit_codes=frozenset({7}),
+    retry_codes=frozenset({8}),
+)
+
+
+def _rolling(server: FakeServer, clock: FakeClock, rest: RestSettings = REST) -> RestTransport:
+    return RestTransport(
+        server.url, rest, ROLLING, clock=clock.time, sleep=clock.sleep, rng=lambda: 1.0
+    )
+
+
+def test_a_rolling_window_keeps_half_per_aligned_window_and_rolls_at_its_own_length():
+    clock = FakeClock(start=6002.5)  # 2.5 s into an aligned 5 s window
+    budget = WeightBudget(ROLLING, 1.0, clock=clock.time, sleep=clock.sleep)
+    assert budget.budget_per_window == 5
+    assert [budget.reserve(1) for _ in range(5)] == [0.0] * 5
+    assert budget.reserve(1) == pytest.approx(2.5)  # the next aligned 5 s window
+    fixed = WeightBudget(dataclasses.replace(ROLLING, rolling=False), 1.0, clock=clock.time)
+    assert fixed.budget_per_window == 10
+
+
+def test_each_venue_limit_has_its_own_shared_file(tmp_path):
+    clock = FakeClock(start=6000.0)
+    mine = WeightBudget(ROLLING, 1.0, shared_dir=tmp_path, clock=clock.time, sleep=clock.sleep)
+    binance = _budget(clock, 100, 1.0, shared_dir=tmp_path)
+    mine.reserve(4)
+    binance.reserve(60)
+    assert (mine.used, binance.used) == (4, 60)
+    assert sorted(p.name for p in tmp_path.glob("*.json")) == [
+        "binance.weight.json",
+        "rolling-venue.weight.json",
+    ]
+
+
+def test_a_transport_refuses_another_venues_budget():
+    clock = FakeClock(start=6000.0)
+    with pytest.raises(ValueError, match="cannot spend"):
+        RestTransport("http://127.0.0.1:9", REST, ROLLING, _budget(clock))
+
+
+@pytest.mark.parametrize("name", ["", "../up", ".hidden"])
+def test_a_rate_model_name_must_be_a_plain_file_name(name):
+    with pytest.raises(ValueError, match="file name"):
+        dataclasses.replace(ROLLING, name=name)
+
+
+def test_no_requests_left_blocks_every_user_until_the_reset():
+    clock = FakeClock(start=6000.0)
+    reset = str(int((6000.0 + 1.5) * 1000))
+    with FakeServer() as server:
+        server.routes["/x"] = [Reply(200, {"ok": 1}, {"X-Left": "0", "X-Reset-Ms": reset})]
+        t = _rolling(server, clock)
+        t.get("/x")
+        assert t.remaining == [0] and t.sleeps == []
+        assert t.budget.reserve(1) == pytest.approx(1.5)
+        t.get("/x")
+    assert t.remaining == [0, 0]
+
+
+def test_errors_in_2xx_bodies_follow_the_model():
+    clock = FakeClock(start=6000.0)
+    reset = str(int((6000.0 + 2.0) * 1000))
+    with FakeServer() as server:
+        server.routes["/x"] = [
+            Reply(200, {"ret": 7, "why": "slow down"}, {"X-Reset-Ms": reset}),
+            Reply(200, {"ret": 8, "why": "busy"}),
+            Reply(200, {"ret": 0, "data": [1]}),
+        ]
+        server.routes["/bad"] = [Reply(200, {"ret": 3, "why": "no such symbol"})]
+        t = _rolling(server, clock)
+        assert t.get("/x")[0] == {"ret": 0, "data": [1]}
+        assert t.sleeps == [pytest.approx(2.0), 1.0]  # the reset, then backoff 0.5 * 2^1
+        with pytest.raises(ExchangeError, match="no such symbol") as info:
+            t.get("/bad")
+    assert (info.value.status, info.value.code) == (200, 3)
+    assert len(server.requests) == 4
+
+
+def test_a_reset_beyond_the_allowed_wait_fails_instead_of_sleeping():
+    clock = FakeClock(start=6000.0)
+    reset = str(int((6000.0 + 3600) * 1000))
+    with FakeServer() as server:
+        server.routes["/x"] = [Reply(200, {"ret": 7}, {"X-Reset-Ms": reset})]
+        t = _rolling(server, clock)
+        with pytest.raises(RateLimitedError, match="failing instead of sleeping") as info:
+            t.get("/x")
+    assert info.value.wait_seconds == pytest.approx(3600) and info.value.code == 7
+    assert t.sleeps == []
+
+
+def test_a_ban_status_waits_the_models_ban_unless_told_otherwise():
+    clock = FakeClock(start=6000.0)
+    with FakeServer() as server:
+        server.routes["/x"] = [
+            Reply(403, b"access too frequent"),
+            Reply(403, b"", {"Retry-After": "30"}),
+            Reply(200, {"ret": 0}),
+        ]
+        t = _rolling(server, clock)
+        t.get("/x")
+    assert t.sleeps == [600.0, 30.0]
+
+
+def test_a_2xx_body_with_a_code_is_data_for_a_venue_without_body_errors():
+    """Binance's model reads ``code`` only from 4xx bodies, as before venues had models."""
+    clock = FakeClock(start=6000.0)
+    with FakeServer() as server:
+        server.routes["/x"] = [Reply(200, {"code": 200, "msg": "success"})]
+        assert _transport(server, clock).get("/x")[0] == {"code": 200, "msg": "success"}

@@ -15,7 +15,7 @@ import pytest
 from petrosa_pipelines.exchanges.base import MessageError
 from petrosa_pipelines.exchanges.binance.adapter import BinanceUsdmAdapter
 from petrosa_pipelines.ingest import IngestConfig, IngestEngine
-from petrosa_pipelines.ingest.engine import _Conn
+from petrosa_pipelines.ingest.connection import Conn as _Conn
 from petrosa_pipelines.landing import LandingStore
 from petrosa_pipelines_tests.test_landing import binance_frames as bf
 

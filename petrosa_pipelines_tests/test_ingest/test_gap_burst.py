@@ -157,6 +157,7 @@ def _read_in_fresh_process(root: Path) -> list[str]:
     return out.stdout.decode().split()
 
 
+@pytest.mark.slow  # several seconds: the full suite, not the fast lane
 def test_gaps_reported_durable_survive_kill_9(tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-m", "petrosa_pipelines_tests.test_ingest.gap_child", str(tmp_path),

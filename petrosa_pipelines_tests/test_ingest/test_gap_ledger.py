@@ -13,7 +13,8 @@ import msgspec
 import pytest
 
 from petrosa_pipelines.ingest import IngestConfig, IngestEngine
-from petrosa_pipelines.ingest.engine import ID_GAP_GRACE_MS, _Conn
+from petrosa_pipelines.ingest.connection import Conn as _Conn
+from petrosa_pipelines.ingest.streams import ID_GAP_GRACE_MS
 from petrosa_pipelines.landing import GapRecord, LandingStore, LandingWriter
 from petrosa_pipelines.landing.records import LEDGER_MAX_AHEAD_MS
 from petrosa_pipelines_tests.test_landing import binance_frames as bf

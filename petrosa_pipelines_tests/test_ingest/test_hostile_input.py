@@ -24,7 +24,8 @@ import pytest
 from websockets.asyncio.server import serve
 
 from petrosa_pipelines.ingest import IngestConfig, IngestEngine
-from petrosa_pipelines.ingest.engine import DEDUP_WINDOW, MAX_FUTURE_MS, MAX_PAST_MS, _Conn
+from petrosa_pipelines.ingest.connection import Conn as _Conn
+from petrosa_pipelines.ingest.streams import DEDUP_WINDOW, MAX_FUTURE_MS, MAX_PAST_MS
 from petrosa_pipelines.landing import LandingStore
 from petrosa_pipelines_tests.test_ingest.conftest import run_engine
 from petrosa_pipelines_tests.test_landing import binance_frames as bf

@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from petrosa_pipelines.ingest.heartbeat import read_heartbeat
-from petrosa_pipelines.ingest.job import GROUP_TAG, ingest_job, run_config_for
+from petrosa_pipelines.ingest.job import GROUP_TAG, ingest_job, run_config_for, venue_symbols
 from petrosa_pipelines.landing import LandingStore
 from petrosa_pipelines.local_exchange import LocalExchange, MarketConfig
 
@@ -25,8 +25,8 @@ def test_job_runs_and_reports_stats_as_metadata(tmp_path, dagster_instance):
     with LocalExchange(market=MARKET) as ex:
         rc = run_config_for(
             "g1", ["BTCUSDT"], ["trades", "depth"], landing_path=str(tmp_path),
-            ws_base_url=ex.ws_base_url, rest_base_url=ex.rest_base_url, max_runtime_s=2.0,
-            heartbeat_interval_s=0.3,
+            ws_base_url=ex.ws_base_url, rest_base_url=ex.rest_base_url, max_runtime_s=120.0,
+            max_messages=20, heartbeat_interval_s=0.3,
         )  # fmt: skip
         result = ingest_job.execute_in_process(
             run_config=rc, instance=dagster_instance, tags={GROUP_TAG: "g1"}
@@ -80,7 +80,7 @@ def test_terminated_run_flushes_and_closes_cleanly(tmp_path):
             stdout=log_file,
             stderr=subprocess.STDOUT,
         )  # fmt: skip  (a file, not a pipe: an undrained pipe would block the run's logging)
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 240  # a loaded 2-core machine starts a run slowly
         while time.monotonic() < deadline:
             hb = read_heartbeat(landing, "binance", "g1")
             if hb and hb["liveness"] == "alive" and hb["writer"]["lines_durable"] > 20:
@@ -102,3 +102,41 @@ def test_terminated_run_flushes_and_closes_cleanly(tmp_path):
     assert hb["liveness"] == "stopped"
     landed = sum(1 for _ in LandingStore(landing).iter_lines("binance", 0, 4_102_444_800_000))
     assert landed >= hb["writer"]["lines_durable"] > 0
+
+
+REGISTERED = [
+    "BTCUSDT",  # a legacy bare value: Binance USD-M
+    "binance-usdm:ETHUSDT",
+    "bybit-linear:BTCUSDT",
+    "bybit-linear:SOLUSDT",
+    "no-such-venue:XRPUSDT",  # ignored, never an error
+]
+
+
+@pytest.mark.parametrize(
+    ("venue", "wanted", "expected"),
+    [
+        ("binance-usdm", set(), ["BTCUSDT", "ETHUSDT"]),
+        ("binance-usdm", {"ETHUSDT", "SOLUSDT"}, ["ETHUSDT"]),
+        ("bybit-linear", set(), ["BTCUSDT", "SOLUSDT"]),
+        ("bybit-linear", {"BTCUSDT", "ETHUSDT"}, ["BTCUSDT"]),
+    ],
+)
+def test_venue_symbols_keep_the_venues_registered_ids_within_the_wanted(venue, wanted, expected):
+    assert venue_symbols(REGISTERED, venue, wanted) == expected
+
+
+def test_a_run_following_partitions_streams_its_venues_symbols(tmp_path, dagster_instance):
+    """The ``symbols`` partitions hold ids of both venues: a Binance run takes Binance's."""
+    dagster_instance.add_dynamic_partitions("symbols", REGISTERED)
+    with LocalExchange(market=MARKET) as ex:
+        rc = run_config_for(
+            "g1", [], ["trades"], exchange="binance-usdm", landing_path=str(tmp_path),
+            ws_base_url=ex.ws_base_url, rest_base_url=ex.rest_base_url, max_runtime_s=1.0,
+            heartbeat_interval_s=0.3, follow_dynamic_symbols=True,
+        )  # fmt: skip
+        result = ingest_job.execute_in_process(
+            run_config=rc, instance=dagster_instance, tags={GROUP_TAG: "g1"}
+        )
+    assert result.success
+    assert read_heartbeat(tmp_path, "binance", "g1")["symbols"] == ["BTCUSDT", "ETHUSDT"]

@@ -21,7 +21,8 @@ import threading
 import orjson
 
 from petrosa_pipelines.ingest import IngestConfig, IngestEngine
-from petrosa_pipelines.ingest.engine import DEDUP_WINDOW, ID_GAP_GRACE_MS, _Conn
+from petrosa_pipelines.ingest.connection import Conn as _Conn
+from petrosa_pipelines.ingest.streams import DEDUP_WINDOW, ID_GAP_GRACE_MS
 from petrosa_pipelines.landing.writer import (
     LATENCY_SLOT_MS,
     LATENCY_SLOTS,

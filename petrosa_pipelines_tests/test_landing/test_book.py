@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from petrosa_pipelines.exchanges.base import DepthSnapshotRecord, DepthUpdateRecord
 from petrosa_pipelines.exchanges.binance.adapter import BinanceUsdmAdapter
-from petrosa_pipelines.ingest.fastpath import FAST_DECODER, DepthRoute, depth_levels
+from petrosa_pipelines.exchanges.binance.fastpath import FAST_DECODER, DepthRoute, depth_levels
 from petrosa_pipelines.landing.book import Applied, BookSync, OrderBook
 from petrosa_pipelines_tests.test_landing import binance_frames as bf
 

@@ -35,14 +35,16 @@ def _run_and_kill(root: Path, round_no: int, rng: random.Random) -> int:
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == b"started", proc.stderr.read()
     # let it commit something first (a loaded CI box may start slowly), then kill at random
-    while int(proc.stdout.readline() or b"-1") < 1_000:
+    # (the count read here is durable too: keep it, as a busy child may print nothing more
+    # before the kill)
+    while (last := int(proc.stdout.readline() or b"-1")) < 1_000:
         assert proc.poll() is None, proc.stderr.read()
     time.sleep(rng.uniform(0.0, 0.5))
     os.kill(proc.pid, signal.SIGKILL)
     out, _ = proc.communicate(timeout=10)
     counts = [int(x) for x in out.split()]
     assert proc.returncode == -signal.SIGKILL
-    return counts[-1] if counts else 0
+    return counts[-1] if counts else last
 
 
 @pytest.mark.slow

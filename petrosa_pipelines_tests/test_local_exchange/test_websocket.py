@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
 
@@ -47,9 +47,31 @@ def collect(ws: ClientConnection, seconds: float) -> list[dict | bytes | str]:
     return out
 
 
+def collect_until(
+    ws: ClientConnection, done: Callable[[list], bool], deadline_s: float = 120.0
+) -> list[dict | bytes | str]:
+    """Frames received until ``done(frames)`` holds; fails after ``deadline_s`` (a loaded
+    machine slows the exchange's clock down, never the test's verdict)."""
+    out: list[dict | bytes | str] = []
+    end = time.monotonic() + deadline_s
+    while not done(out):
+        assert time.monotonic() < end, f"not done after {deadline_s} s: {len(out)} frames"
+        out += collect(ws, 0.5)
+    return out
+
+
+def _past(ms: int) -> Callable[[list], bool]:
+    """Whether a ``markPrice@1s`` frame at or after ``ms`` arrived (the stream clock's mark)."""
+    return lambda frames: any(
+        isinstance(f, dict) and f.get("data", {}).get("e") == "markPriceUpdate"
+        and f["data"]["E"] >= ms
+        for f in frames
+    )  # fmt: skip
+
+
 def test_combined_stream_layouts(ex: LocalExchange) -> None:
     with connect(f"{ex.ws_base_url}/stream?streams={ALL}") as ws:
-        frames = collect(ws, 1.5)
+        frames = collect_until(ws, _past(1704456005000))  # 12:00:05, past the 12:00 close
     by_stream: dict[str, list[dict]] = {}
     for f in frames:
         assert isinstance(f, dict) and set(f) == {"stream", "data"}

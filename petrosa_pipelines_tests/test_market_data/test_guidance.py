@@ -35,10 +35,12 @@ def _failure_messages(result: dg.ExecuteInProcessResult) -> dict[str, str]:
     [
         (
             "JUNKUSDT",
-            r"'JUNKUSDT' is not in the PETROSA_SYMBOLS allow-list \['BTCUSDT', 'ETHUSDT'\]",
+            r"'binance-usdm:JUNKUSDT' is not in the PETROSA_SYMBOLS allow-list "
+            r"\['binance-usdm:BTCUSDT', 'binance-usdm:ETHUSDT'\]",
         ),
         ("btc-usdt", r"'btc-usdt' is malformed"),
-        ("btcusdt", r"'btcusdt' is malformed \(did you mean 'BTCUSDT'\?\)"),
+        ("btcusdt", r"'btcusdt' is malformed .*did you mean binance-usdm:BTCUSDT\?"),
+        ("bybit-linear:JUNKUSDT", r"'bybit-linear:JUNKUSDT' is not in the PETROSA_SYMBOLS"),
     ],
 )
 def test_a_partition_of_an_unknown_instrument_is_refused_by_name(
@@ -76,7 +78,7 @@ def test_instrument_rules():
     assert instrument_problem("1000PEPEUSDT", ()) is None  # "*": every well-formed symbol
     assert "malformed" in instrument_problem("../etc", ())
     assert "allow-list" in instrument_problem("SOLUSDT", ALLOW)
-    with pytest.raises(UnknownInstrumentError, match="'SOLUSDT'"):
+    with pytest.raises(UnknownInstrumentError, match="'binance-usdm:SOLUSDT'"):
         check_instrument("SOLUSDT", ALLOW)
 
 
@@ -123,4 +125,6 @@ def test_market_data_run_config_is_typed_with_defaults_and_descriptions():
             assert field.default_provided and not field.is_required, (dataset, name)
             assert field.description, (dataset, name)
     depth = next(a for a in MARKET_DATA_ASSETS if a.key.path[-1] == "depth")
-    assert "Cannot be backfilled" in depth.specs_by_key[depth.key].description
+    assert "Backfillable only where the venue keeps book history" in (
+        depth.specs_by_key[depth.key].description
+    )

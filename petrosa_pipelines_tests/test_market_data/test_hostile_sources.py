@@ -30,7 +30,7 @@ from petrosa_pipelines.market_data.fill import (
     SourceAnswer,
     fill_partition,
 )
-from petrosa_pipelines.market_data.sources import RestSource, rest_reach_ms
+from petrosa_pipelines.market_data.sources import RestSource, rest_reach_ms, venue_capabilities
 from petrosa_pipelines.settings import ExchangeEndpoints, RestSettings
 from petrosa_pipelines_tests.test_exchanges.fake_binance import FakeServer, Reply
 from petrosa_pipelines_tests.test_market_data.hostile_venue import (
@@ -43,6 +43,8 @@ from petrosa_pipelines_tests.test_market_data.hostile_venue import (
 )
 from resources import ExchangeResource, LakeIOManager, LandingResource
 
+#: what Binance USD-M declares (REST reach per dataset): the fill asks the venue, not a client
+BINANCE = venue_capabilities("binance")
 #: a closed day well inside REST's one-year reach of aggTrades
 DAY = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=20)
 KEY = f"{DAY}|{SYMBOL}"
@@ -92,6 +94,7 @@ def _lake_frame(tmp_path, dataset: str) -> pd.DataFrame | None:
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("dataset", ["trades", "candles"])
+@pytest.mark.slow  # several seconds: the full suite, not the fast lane
 def test_fresh_partition_never_claims_a_day_it_cannot_prove(
     dataset, mode, tmp_path, dagster_instance
 ):
@@ -110,6 +113,7 @@ def test_fresh_partition_never_claims_a_day_it_cannot_prove(
 
 @pytest.mark.parametrize("mode", [m for m in MODES if m != "honest"])
 @pytest.mark.parametrize("dataset", ["trades", "candles"])
+@pytest.mark.slow  # several seconds: the full suite, not the fast lane
 def test_no_hostile_source_ever_shrinks_a_partition(dataset, mode, tmp_path, dagster_instance):
     with HostileVenue(TRUTH) as venue:
         ok, meta = _run(dataset, _resources(venue, tmp_path), dagster_instance)
@@ -196,7 +200,7 @@ def test_invalid_rows_are_rejected_counted_and_left_missing(
 
 
 def test_closed_day_without_archive_is_repaired_from_rest_within_a_year(tmp_path, dagster_instance):
-    assert rest_reach_ms(BinanceRestClient, "trades") == 365 * DAY_MS
+    assert rest_reach_ms(BINANCE, "trades") == 365 * DAY_MS
     with HostileVenue(TRUTH, archive_mode="error") as venue:
         ok, meta = _run("trades", _resources(venue, tmp_path), dagster_instance)
     assert ok and meta["missing_range_count"] == 0, meta["missing_ranges"]
@@ -208,15 +212,13 @@ def test_closed_day_without_archive_is_repaired_from_rest_within_a_year(tmp_path
 
 def test_rest_is_not_asked_beyond_its_reach():
     class Client:
-        history_reach_ms = BinanceRestClient.history_reach_ms
-
         def agg_trades_from_id(self, *a, **k):  # pragma: no cover - must not be called
             raise AssertionError("asked beyond the reach")
 
         first_agg_page = agg_trades_before_id = agg_trades_from_id
 
     old = PartitionWindow(DAY, SYMBOL, now_ms=day_start_ms(DAY) + 400 * DAY_MS)
-    source = RestSource(Client(), "trades", rest_reach_ms(Client(), "trades"))
+    source = RestSource(Client(), "trades", rest_reach_ms(BINANCE, "trades"))
     result = fill_partition(TradesSpec(), old, [source])
     assert result.attempts == [{"source": "rest", "skipped": "not available for this window"}]
     assert result.missing == [(old.start_ms, old.end_ms)]
@@ -281,7 +283,7 @@ def test_trade_lost_in_the_millisecond_of_the_last_landed_one_is_repaired():
         client = BinanceRestClient(
             ExchangeEndpoints(rest_base_url=server.url), RestSettings(max_retries=0)
         )
-        rest = RestSource(client, "trades", rest_reach_ms(client, "trades"))
+        rest = RestSource(client, "trades", rest_reach_ms(BINANCE, "trades"))
         result = fill_partition(TradesSpec(), window, [_Landed(landed), rest])
     ids = result.frame["agg_trade_id"].tolist()
     assert len(landed) == cut and len(ids) == cut + 1, f"{len(ids)} of {cut + 1} after repair"

@@ -2,7 +2,7 @@
 
 import pytest
 
-from petrosa_pipelines.cli import build_parser, main
+from petrosa_pipelines.tooling.cli import build_parser, main
 
 
 def test_help_lists_subcommands(capsys):

@@ -45,10 +45,14 @@ def test_every_asset_is_catalogued():
 
 #: every asset key of the code location, exactly: a new, renamed or lost key fails here
 EXPECTED_ASSETS = {
-    # ① exchange feeds and ③ the landing zone (external: not materialised by Dagster)
+    # ① each registered venue's feeds, named by storage name, one per feed its capabilities
+    # declare, and ③ the landing zone (external: not materialised by Dagster)
     "exchanges/binance_websocket",
     "exchanges/binance_archive",
     "exchanges/binance_rest",
+    "exchanges/bybit-linear_websocket",
+    "exchanges/bybit-linear_archive",  # daily trades only (public.bybit.com/trading)
+    "exchanges/bybit-linear_rest",  # candles and funding (recent-trade is no history)
     "landing/trades",
     "landing/candles",
     "landing/depth",
@@ -95,22 +99,52 @@ def _parents() -> dict[str, set[str]]:
 
 
 def test_lineage_starts_at_the_exchange():
-    """The README's layers 1-4 as edges: feeds -> landing -> market data <- archive, REST."""
+    """The README's layers 1-4 as edges: feeds -> landing -> market data <- archive, REST, for
+    every venue, each feed linked only to the datasets its capabilities say it serves."""
     parents = _parents()
-    ws, archive, rest = (f"exchanges/binance_{s}" for s in ("websocket", "archive", "rest"))
-    for source in (ws, archive, rest):
+    binance = {s: f"exchanges/binance_{s}" for s in ("websocket", "archive", "rest")}
+    bybit = {s: f"exchanges/bybit-linear_{s}" for s in ("websocket", "archive", "rest")}
+    for source in (*binance.values(), *bybit.values()):
         assert parents[source] == set()
     for dataset in ("trades", "candles", "depth", "funding"):
-        assert parents[f"landing/{dataset}"] == {ws}
-    for dataset in ("trades", "candles", "funding"):
-        assert parents[f"market_data/{dataset}"] == {f"landing/{dataset}", archive, rest}
-    assert parents["market_data/depth"] == {"landing/depth"}  # no book history anywhere
+        assert parents[f"landing/{dataset}"] == {binance["websocket"], bybit["websocket"]}
+    assert parents["market_data/trades"] == {
+        "landing/trades",
+        binance["archive"],
+        binance["rest"],
+        bybit["archive"],  # Bybit's trades REST reaches back 1000 trades: no history edge
+    }
+    for dataset in ("candles", "funding"):  # Bybit archives trades only
+        assert parents[f"market_data/{dataset}"] == {
+            f"landing/{dataset}",
+            binance["archive"],
+            binance["rest"],
+            bybit["rest"],
+        }
+    # book history only where a venue publishes it: Bybit's daily order-book files
+    assert parents["market_data/depth"] == {"landing/depth", bybit["archive"]}
     assert parents["checks/health"] == {
         f"market_data/{d}" for d in ("trades", "candles", "depth", "funding")
     }
     graph = defs.resolve_asset_graph()
     external = {k.to_user_string() for k in graph.get_all_asset_keys() if graph.get(k).is_external}
     assert external == {k for k in EXPECTED_ASSETS if k.split("/")[0] in ("exchanges", "landing")}
+
+
+def test_supervisor_observations_name_the_venue_with_the_group():
+    """Landing assets hold every venue's data: a group's observation says whose group it is."""
+    from petrosa_pipelines.landing.assets import supervisor_observations
+
+    (obs,) = supervisor_observations(
+        ["trades"], "majors", "requested run generation 0", "r1", exchange="bybit-linear"
+    )
+    assert obs.asset_key == dg.AssetKey(["landing", "trades"])
+    assert {k: v.value for k, v in obs.metadata.items()} == {
+        "exchange": "bybit-linear",
+        "ingest_group": "majors",
+        "supervisor_action": "requested run generation 0",
+        "ingest_run": "r1",
+    }
 
 
 def test_every_asset_links_to_its_code():
@@ -149,6 +183,20 @@ def test_every_market_data_asset_has_partition_aware_checks():
         by_asset.setdefault(ck.asset_key.to_user_string(), set()).add(ck.name)
     for dataset in ("trades", "candles", "depth", "funding"):
         assert len(by_asset[f"market_data/{dataset}"]) >= 4, by_asset.get(f"market_data/{dataset}")
+    # exact for trades: the completeness evidence of each kind of venue is always registered
+    assert by_asset["market_data/trades"] == {
+        "trades_id_continuous",
+        "trades_cover_candles",
+        "trades_unique",
+        "trades_time_ordered",
+        "trades_values_valid",
+        "trades_within_candles",
+        "trades_sources_agree",
+        "fresh",
+        "gx_suite",
+        "health",
+        "schema_version_compatible",
+    }
 
 
 def test_schedules_jobs_and_sensors_snapshot():
@@ -165,7 +213,7 @@ def test_schedules_jobs_and_sensors_snapshot():
     assert {
         "check_failure_alert_sensor",
         "auto_backfill_sensor",
-        "health_refresh_sensor",
+        "audit_sensor",
         "analytics_automation",
     } <= sensors
     assert len(repo.schedule_defs) >= 2

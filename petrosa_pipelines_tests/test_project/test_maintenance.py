@@ -15,7 +15,8 @@ import pytest
 from dagster._core.event_api import PartitionKeyFilter  # no public path in 1.13
 from dagster._core.events import ASSET_CHECK_EVENTS, ASSET_EVENTS
 
-from petrosa_pipelines.maintenance import (
+from petrosa_pipelines.settings import SettingError
+from petrosa_pipelines.tooling.maintenance import (
     CURSOR_KEY,
     HISTORY_EVENTS,
     last_cutoff,
@@ -24,7 +25,6 @@ from petrosa_pipelines.maintenance import (
     retention_days,
     run_retention,
 )
-from petrosa_pipelines.settings import SettingError
 
 DAYS = dg.DailyPartitionsDefinition(start_date="2024-01-01")
 KEY = dg.AssetKey(["market_data", "candles"])
@@ -124,6 +124,7 @@ def _messages(instance: dg.DagsterInstance, run_id: str) -> list:
     ]
 
 
+@pytest.mark.slow  # several seconds: the full suite, not the fast lane
 def test_retention_keeps_materialisations_and_check_results(any_instance):
     inst = any_instance
     kept = _materialise(inst, "2024-01-02")
@@ -150,6 +151,7 @@ def test_retention_keeps_materialisations_and_check_results(any_instance):
     assert dg.DagsterEventType.ENGINE_EVENT not in kinds
 
 
+@pytest.mark.slow  # several seconds: the full suite, not the fast lane
 def test_trim_shrinks_the_run_file_and_is_idempotent(dagster_instance):
     inst = dagster_instance
     kept = _materialise(inst, "2024-01-03")

@@ -31,7 +31,9 @@ def test_wheel_ships_all_three_packages():
 
 def test_console_script_is_declared():
     eps = importlib.metadata.entry_points(group="console_scripts")
-    assert any(ep.name == "petrosa" and ep.value == "petrosa_pipelines.cli:main" for ep in eps)
+    assert any(
+        ep.name == "petrosa" and ep.value == "petrosa_pipelines.tooling.cli:main" for ep in eps
+    )
 
 
 def test_no_test_folder_named_like_a_top_level_package():

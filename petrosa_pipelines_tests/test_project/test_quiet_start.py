@@ -8,12 +8,14 @@ import sys
 from pathlib import Path
 
 import dagster as dg
+import pytest
 
 from petrosa_pipelines_tests.ingest_process import ingest_process
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow  # several seconds: the full suite, not the fast lane
 def test_loading_the_code_location_prints_no_known_dagster_warning():
     out = subprocess.run(
         [sys.executable, "-W", "default", "-c", "import petrosa_pipelines.definitions"],

@@ -3,8 +3,8 @@
 import pytest
 import yaml
 
-from petrosa_pipelines.instance import instance_yaml
 from petrosa_pipelines.settings import LIVE_BINANCE_REST, SettingError, from_env
+from petrosa_pipelines.tooling.instance import instance_yaml
 
 
 def test_defaults_are_live_binance():
@@ -37,7 +37,7 @@ def test_env_overrides_every_url():
         ("PETROSA_WEIGHT_BUDGET_FRACTION", "lots", "a number"),
         ("PETROSA_EXCHANGE", "kraken", "one of"),
         ("PETROSA_START_DATE", "yesterday", "YYYY-MM-DD"),
-        ("PETROSA_SYMBOLS", "BTC/USDT", "alphanumeric"),
+        ("PETROSA_SYMBOLS", "BTC/USDT", "not a binance-usdm symbol"),
     ],
 )
 def test_bad_values_name_the_setting_and_what_is_allowed(var, value, message):
@@ -69,7 +69,7 @@ def test_plain_postgresql_url_is_refused_with_the_reason():
     [
         ("PETROSA_SYMBOLS", ",,,", "every trading perpetual"),
         ("PETROSA_SYMBOLS", " ", "every trading perpetual"),
-        ("PETROSA_SYMBOLS", "../../etc", "alphanumeric"),
+        ("PETROSA_SYMBOLS", "../../etc", "not a binance-usdm symbol"),
         ("PETROSA_REST_MAX_RETRIES", "-1", ">= 0"),
         ("PETROSA_WEIGHT_BUDGET_FRACTION", "nan", "finite"),
         ("PETROSA_REST_TIMEOUT_SECONDS", "inf", "finite"),

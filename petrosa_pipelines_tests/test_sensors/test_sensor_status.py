@@ -113,9 +113,47 @@ class _Client:
 def test_symbols_sensor_says_what_it_changed(instance):
     sensor = build_symbols_sensor(
         lambda: Settings(symbols=("BTCUSDT", "ETHUSDT")),
-        lambda _: _Client(["BTCUSDT", "ETHUSDT", "SOLUSDT"]),
+        lambda _settings, _venue: _Client(["BTCUSDT", "ETHUSDT", "SOLUSDT"]),
     )
     instance.add_dynamic_partitions("symbols", ["ETHUSDT", "JUNK"])
     result = sensor(dg.build_sensor_context(instance=instance))
     assert len(result.dynamic_partitions_requests) == 2
-    assert result.skip_reason.skip_message == "added ['BTCUSDT'], removed ['JUNK']: 2 symbols"
+    # ETHUSDT is the legacy form of binance-usdm:ETHUSDT: kept, not duplicated
+    assert result.skip_reason.skip_message == (
+        "added ['binance-usdm:BTCUSDT'], removed ['JUNK']: 2 instruments"
+    )
+
+
+def test_symbols_sensor_adds_each_venue_s_instruments(instance):
+    listed = {"binance-usdm": ["BTCUSDT", "ETHUSDT"], "bybit-linear": ["BTCUSDT", "SOLUSDT"]}
+    asked: list[str] = []
+
+    def client(_settings, venue):
+        asked.append(venue)
+        return _Client(listed[venue])
+
+    sensor = build_symbols_sensor(
+        lambda: Settings(symbols=("BTCUSDT", "bybit-linear:*", "bybit-linear:XRPUSDT")), client
+    )
+    result = sensor(dg.build_sensor_context(instance=instance))
+    (add,) = result.dynamic_partitions_requests
+    # Binance's and Bybit's BTCUSDT are two instruments; XRP is not listed by Bybit
+    assert sorted(add.partition_keys) == [
+        "binance-usdm:BTCUSDT",
+        "bybit-linear:BTCUSDT",
+        "bybit-linear:SOLUSDT",
+    ]
+    assert asked == ["binance-usdm", "bybit-linear"]
+
+
+def test_default_stream_groups_are_one_per_venue(monkeypatch):
+    from sensors.ingest_supervisor import groups_from_env
+
+    monkeypatch.delenv("PETROSA_INGEST_GROUPS", raising=False)
+    monkeypatch.setenv("PETROSA_SYMBOLS", "BTCUSDT,bybit-linear:ETHUSDT,bybit-linear:SOLUSDT")
+    groups = {g.name: (g.exchange, g.symbols) for g in groups_from_env()}
+    # the exchange is the landing directory: Binance USD-M keeps "binance"
+    assert groups == {
+        "default": ("binance", ("BTCUSDT",)),
+        "default_bybit_linear": ("bybit-linear", ("ETHUSDT", "SOLUSDT")),
+    }

@@ -2,7 +2,7 @@
 
 import pytest
 
-from petrosa_pipelines.stack import Stack
+from petrosa_pipelines.tooling.stack import Stack
 from petrosa_pipelines_tests.test_stack.harness import SHARED
 
 

@@ -16,13 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from petrosa_pipelines.backfill import (
+from petrosa_pipelines.instruments import instrument_id, partition_key_str
+from petrosa_pipelines.tooling.backfill import (
     BackfillProgress,
     add_symbols,
     follow_backfill,
     launch_backfill,
 )
-from petrosa_pipelines.stack import (
+from petrosa_pipelines.tooling.stack import (
     REPOSITORY_NAME,
     Stack,
     StackConfig,
@@ -30,10 +31,12 @@ from petrosa_pipelines.stack import (
     new_run_token,
     psycopg2_url,
 )
+from petrosa_pipelines_tests.quick_daemon import quick_daemon_command
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
 DAYS = ("2024-02-10", "2024-02-11")
-KEYS = tuple(f"{d}|{s}" for d in DAYS for s in SYMBOLS)
+#: ``YYYY-MM-DD|binance-usdm:BTCUSDT``: what ``add_symbols`` registers (instrument ids)
+KEYS = tuple(partition_key_str(d, instrument_id(s)) for d in DAYS for s in SYMBOLS)
 MARKET_DATA = ("trades", "candles", "depth", "funding")
 MARKET_DATA_PATHS = tuple(("market_data", name) for name in MARKET_DATA)
 #: small days keep a symbol-day run at a few seconds on a shared 2-core machine
@@ -83,6 +86,8 @@ class SharedStack:
                 symbols=SYMBOLS,
                 trades_per_day=TRADES_PER_DAY,
                 postgres_url=psycopg2_url(database_url(postgres_server_url, self._database)),
+                # the real daemon, its backfill loop looking every 5 s instead of 30
+                daemon_command=quick_daemon_command(),
             )
             stack = Stack(config, log=lambda line: print(f"[stack] {line}", flush=True))
             t0 = time.monotonic()

@@ -8,7 +8,7 @@ import re
 import yaml
 
 from petrosa_pipelines.market_data.partitions import PARTITIONS_START
-from petrosa_pipelines.stack import DEFINITIONS_MODULE, LOCATION_NAME
+from petrosa_pipelines.tooling.stack import DEFINITIONS_MODULE, LOCATION_NAME
 from petrosa_pipelines_tests.test_stack.harness import REPO
 
 LIMIT = 100_000

@@ -17,8 +17,9 @@ import pytest
 import yaml
 from dagster._grpc.client import DagsterGrpcClient
 
+from petrosa_pipelines.instruments import parse_partition_key
 from petrosa_pipelines.lake import LocalLake, lake_path
-from petrosa_pipelines.stack import http_get, psycopg_url
+from petrosa_pipelines.tooling.stack import http_get, psycopg_url
 from petrosa_pipelines_tests.test_stack.harness import (
     KEYS,
     MARKET_DATA,
@@ -123,8 +124,10 @@ def test_backfill_launched_through_graphql_completes(stack):
             assert set(KEYS) <= landed, (path, landed)
     lake = LocalLake(stack.workdir / "lake")
     for key in KEYS:
-        day, symbol = key.split("|")
-        candles = lake.read_frame(lake_path("market_data/candles", "binance", symbol, day))
+        day, inst = parse_partition_key(key)
+        candles = lake.read_frame(
+            lake_path("market_data/candles", inst.exchange, inst.symbol, day.isoformat())
+        )
         assert len(candles) == 1440, key
 
 

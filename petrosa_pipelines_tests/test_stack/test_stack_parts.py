@@ -10,8 +10,8 @@ import dagster as dg
 import pytest
 from dagster._core.execution.backfill import PartitionBackfill
 
-from petrosa_pipelines.backfill import BackfillMonitor, BackfillProgress, partition_keys
-from petrosa_pipelines.stack import (
+from petrosa_pipelines.tooling.backfill import BackfillMonitor, BackfillProgress, partition_keys
+from petrosa_pipelines.tooling.stack import (
     Service,
     Stack,
     StackConfig,
@@ -54,12 +54,13 @@ def test_passwords_are_hidden_in_printed_addresses():
 
 
 def test_partition_keys_are_day_major_and_inclusive():
-    keys = partition_keys(dt.date(2024, 2, 10), dt.date(2024, 2, 11), ["BTCUSDT", "ETHUSDT"])
+    symbols = ["BTCUSDT", "bybit-linear:ETHUSDT"]  # a bare symbol is Binance USD-M's
+    keys = partition_keys(dt.date(2024, 2, 10), dt.date(2024, 2, 11), symbols)
     assert keys == [
-        "2024-02-10|BTCUSDT",
-        "2024-02-10|ETHUSDT",
-        "2024-02-11|BTCUSDT",
-        "2024-02-11|ETHUSDT",
+        "2024-02-10|binance-usdm:BTCUSDT",
+        "2024-02-10|bybit-linear:ETHUSDT",
+        "2024-02-11|binance-usdm:BTCUSDT",
+        "2024-02-11|bybit-linear:ETHUSDT",
     ]
     with pytest.raises(ValueError):
         partition_keys(dt.date(2024, 2, 11), dt.date(2024, 2, 10), ["BTCUSDT"])
@@ -165,3 +166,15 @@ def test_a_part_that_never_answers_times_out(tmp_path):
 def test_backfill_command_without_a_running_stack_says_so(tmp_path, capsys):
     assert main(["backfill", "--start", "2024-02-10", "--workdir", str(tmp_path)]) == 1
     assert "no stack is running" in capsys.readouterr().err
+
+
+def test_partition_keys_leave_the_open_day_out_unless_asked():
+    today = dt.date(2024, 2, 12)
+    keys = partition_keys(dt.date(2024, 2, 10), today, ["BTCUSDT"], today=today)
+    assert keys == ["2024-02-10|binance-usdm:BTCUSDT", "2024-02-11|binance-usdm:BTCUSDT"]
+    with_today = partition_keys(
+        dt.date(2024, 2, 11), today, ["BTCUSDT"], include_open_day=True, today=today
+    )
+    assert with_today[-1] == "2024-02-12|binance-usdm:BTCUSDT"
+    with pytest.raises(ValueError, match="open day"):
+        partition_keys(today, today, ["BTCUSDT"], today=today)

@@ -7,7 +7,8 @@ dotted paths, ``$in``, ``$ne``, ``$gt``/``$gte``/``$lt``/``$lte``; any other ope
 and it enforces what a real time-series collection refuses (MongoDB manual,
 https://www.mongodb.com/docs/manual/core/timeseries/timeseries-limitations/): documents
 without a ``datetime`` in the time field, unique indexes, and, as MongoDB 5.x does, deletes
-whose filter is not on the meta field only. Every call is recorded in ``client.calls``.
+whose filter is not on the meta field only, and an index created under an existing name with
+other keys. Every call is recorded in ``client.calls``.
 """
 
 from __future__ import annotations
@@ -142,8 +143,21 @@ class FakeCollection:
         if self.timeseries is not None and options.get("unique"):
             raise FakeOperationFailure("time-series collections do not support unique indexes")
         name = options.get("name") or "_".join(f"{k}_{d}" for k, d in keys)
+        if name in self.indexes and self.indexes[name][0] != keys:
+            # MongoDB: code 86 IndexKeySpecsConflict
+            raise FakeOperationFailure(f"an index named {name} exists with different keys")
         self.indexes[name] = (keys, options)
         return name
+
+    def index_information(self) -> dict[str, dict[str, Any]]:
+        self._log("index_information")
+        return {n: {"key": list(k)} for n, (k, _) in self.indexes.items()}
+
+    def drop_index(self, name: str) -> None:
+        self._log("drop_index", name)
+        if name not in self.indexes:
+            raise FakeOperationFailure(f"index not found with name [{name}]")
+        del self.indexes[name]
 
     def insert_many(self, documents: list[dict[str, Any]], ordered: bool = True) -> None:
         self._log("insert_many", len(documents))

@@ -87,10 +87,12 @@ def test_timeseries_options_and_index_specs():
         ("meta.symbol", 1),
         ("trade_time", 1),
     ]
-    assert specs["trades_natural_key"] == [
+    assert mongo.natural_key_index("trades") == "trades_natural_key_v2"
+    assert mongo.natural_key_index("candles") == "candles_natural_key"
+    assert specs["trades_natural_key_v2"] == [
         ("meta.exchange", 1),
         ("meta.symbol", 1),
-        ("agg_trade_id", 1),
+        ("trade_id", 1),
     ]
     assert all(not o.get("unique") for _, o in mongo.index_specs("depth"))
 
@@ -117,7 +119,7 @@ def test_upserts_match_on_natural_key_within_the_current_load():
         "meta.load": "L9",
         "meta.exchange": "binance",
         "meta.symbol": "BTCUSDT",
-        "agg_trade_id": 1,
+        "trade_id": "1",
     }
     assert op._upsert is True and op._doc is doc
 
@@ -143,7 +145,32 @@ def test_ensure_creates_time_series_collections_once(fake_sink):
     created = [c for c in fake_sink.client.calls if c[1] == "create_collection"]
     assert sorted(c[0] for c in created) == ["candles", "depth", "funding", "trades"]
     assert fake_sink.db["candles"].timeseries == mongo.timeseries_options("candles")
-    assert set(fake_sink.db["trades"].indexes) == {"trades_load_series_time", "trades_natural_key"}
+    assert set(fake_sink.db["trades"].indexes) == {
+        "trades_load_series_time",
+        "trades_natural_key_v2",
+    }
+    assert not [c for c in fake_sink.client.calls if c[1] == "drop_index"]
+
+
+#: the trades natural-key index as v1 created it (keyed by the aggregate id)
+_V1_TRADES_INDEX = [("meta.exchange", 1), ("meta.symbol", 1), ("agg_trade_id", 1)]
+
+
+def test_ensure_replaces_the_v1_trades_natural_key_index():
+    """A database set up by v1 holds ``trades_natural_key`` on the aggregate id: MongoDB would
+    refuse that name with the v2 keys, so ensure drops it and creates the versioned name."""
+    s = mongo.MongoSink(FakeClient(), "petrosa")
+    s.db.create_collection("trades", timeseries=mongo.timeseries_options("trades"))
+    s.db["trades"].create_index(_V1_TRADES_INDEX, name="trades_natural_key")
+    with pytest.raises(FakeOperationFailure, match="different keys"):
+        s.db["trades"].create_index([("trade_id", 1)], name="trades_natural_key")
+    s.ensure()
+    s.ensure()
+    indexes = s.db["trades"].indexes
+    assert set(indexes) == {"trades_load_series_time", "trades_natural_key_v2"}
+    assert indexes["trades_natural_key_v2"][0][-1] == ("trade_id", 1)
+    drops = [c for c in s.client.calls if c[1] == "drop_index"]
+    assert drops == [("trades", "drop_index", "trades_natural_key")]
 
 
 def test_replace_twice_keeps_one_copy_and_moves_the_pointer(fake_sink):
@@ -343,6 +370,17 @@ def sink():
     yield s
     s.client.drop_database(s.db.name)
     s.client.close()
+
+
+@needs_mongo
+@pytest.mark.integration
+def test_ensure_replaces_the_v1_trades_index_on_a_server(sink):
+    sink.db["trades"].drop_index("trades_natural_key_v2")
+    sink.db["trades"].create_index(_V1_TRADES_INDEX, name="trades_natural_key")
+    sink.ensure()
+    info = sink.db["trades"].index_information()
+    assert "trades_natural_key" not in info
+    assert info["trades_natural_key_v2"]["key"][-1] == ("trade_id", 1)
 
 
 @needs_mongo

@@ -102,3 +102,34 @@ def test_naive_timestamps_are_taken_as_utc():
     aware = b"".join(bytes(c) for c in encode_frame(sample(), COLS))
     assert b"".join(bytes(c) for c in encode_frame(frame, COLS)) == aware
     assert dt.UTC  # documented behaviour: the warehouse itself only passes aware frames
+
+
+def _ids_frame(n=1_000):
+    """Unique ids of a few lengths (Binance decimal texts, Bybit UUIDs), one non-ASCII, a null."""
+    ids = [
+        str(10**6 + i * 997) if i % 3 else f"{i:08x}-82bc-50de-be60-03eedbe3cdd7" for i in range(n)
+    ]
+    ids[7], ids[8] = "ïd-ünï", None
+    return pd.DataFrame({"s": ids, "i": np.arange(n, dtype=np.int64)})
+
+
+def test_unique_text_is_laid_out_by_length_and_roundtrips(postgres_server_url):
+    from petrosa_pipelines.serving.pgcopy import _encode_column, _layout_keys
+
+    frame = _ids_frame()
+    cols = [CopyColumn("s", "text", nullable=True), CopyColumn("i", "int8")]
+    encoded = [_encode_column(c, frame[c.name]) for c in cols]
+    assert encoded[0].lengths is not None  # not 1,000 layouts of one row each
+    assert _layout_keys(encoded, len(frame))[1] == frame["s"].str.len().nunique(dropna=False)
+    fast = b"".join(bytes(c) for c in encode_frame(frame, cols))
+    slow = b"".join(bytes(c) for c in encode_frame(frame, cols, max_layouts=0))
+    assert len(fast) == len(slow) and sorted(fast) == sorted(slow)
+    for kw in ({}, {"max_layouts": 0}, {"chunk_rows": 7}):
+        with psycopg.connect(postgres_server_url) as conn:
+            conn.execute("create temp table u (s text, i int8)")
+            with conn.cursor() as cur:
+                with cur.copy("copy u from stdin (format binary)") as cp:
+                    for chunk in encode_frame(frame, cols, **kw):
+                        cp.write(chunk)
+                got = cur.execute("select s from u order by i").fetchall()
+        assert [r[0] for r in got] == [None if pd.isna(v) else v for v in frame["s"]], kw

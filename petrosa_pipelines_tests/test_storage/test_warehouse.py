@@ -56,7 +56,7 @@ def test_migrations_are_ordered_recorded_and_idempotent(postgres_db):
                 sa.text(f"select version, description from {SCHEMA}.schema_version order by 1")
             ).fetchall()
         assert [r.version for r in rows] == list(range(1, LATEST_VERSION + 1))
-        assert "skipped: timescaledb extension not available" in rows[-1].description
+        assert "skipped: timescaledb extension not available" in rows[2].description
     finally:
         wh.dispose()
 
@@ -103,7 +103,7 @@ def test_loading_before_migrating_says_what_to_do(postgres_db):
 
 def test_hypertable_ddl_adds_time_to_keys_that_lack_it():
     trades = hypertable_statements(TABLE_SPECS["trades"])
-    assert "UNIQUE (exchange, symbol, agg_trade_id, trade_time)" in trades[1]
+    assert "UNIQUE (exchange, symbol, trade_id, trade_time)" in trades[1]
     assert "create_hypertable('petrosa.trades', 'trade_time'" in trades[-1]
     assert len(hypertable_statements(TABLE_SPECS["candles"])) == 1
     assert hypertable_statements(TABLE_SPECS["health"]) == []
@@ -133,6 +133,17 @@ def test_load_roundtrips_exactly_and_twice_changes_nothing(warehouse):
     assert warehouse.loaded("trades", exchange="binance", symbols=["BTCUSDT"], days=[DAY]) == {
         ("BTCUSDT", DAY): 2000
     }
+
+
+def test_trades_of_one_millisecond_read_back_in_numeric_id_order(warehouse):
+    """Binance ids 9, 10, 11 in one millisecond: their text keys sort "10" < "11" < "9", the
+    lake orders them by the numeric id, and so must a read."""
+    frame = frames.trades(n=12, first_id=1)
+    frame["trade_time"] = frame["trade_time"].iloc[0]
+    warehouse.load_partition("trades", frame, exchange="binance", symbol="BTCUSDT", day=DAY)
+    back = read_trades(warehouse)
+    assert back["agg_trade_id"].tolist() == list(range(1, 13))
+    pd.testing.assert_frame_equal(back, frame)
 
 
 def test_replace_touches_only_its_partition(warehouse):
@@ -378,3 +389,44 @@ def test_health_rows_load_with_json_details(warehouse):
     back = warehouse.read("health", exchange="binance", symbols=["BTCUSDT"], start=START, end=END)
     assert sorted(back["dataset"]) == ["candles", "trades"]
     assert back.set_index("dataset").loc["trades", "details"] == {"gaps": 2}
+
+
+def test_v3_trades_gain_the_agg_id_text_as_trade_id_and_keep_loading(postgres_db):
+    """A warehouse from before trade ids: its Binance rows get the aggregate id's text (what the
+    lake fills for v1 files), the key becomes (exchange, symbol, trade_id), and reloading the
+    same partition leaves identical rows."""
+    wh = Warehouse(postgres_db)
+    try:
+        wh.migrate()
+        wh.load_partition(
+            "trades", frames.trades(n=5), exchange="binance", symbol="BTCUSDT", day=DAY
+        )
+        table = f"{SCHEMA}.trades"
+        with wh.engine.begin() as conn:  # back to the v3 layout, as an old database has it
+            for sql in (
+                f"ALTER TABLE {table} DROP CONSTRAINT uq_trades_natural_key",
+                f"ALTER TABLE {table} DROP COLUMN trade_id",
+                f"ALTER TABLE {table} ADD CONSTRAINT uq_trades_natural_key "
+                "UNIQUE (exchange, symbol, agg_trade_id)",
+                f"DELETE FROM {SCHEMA}.schema_version WHERE version = 4",
+            ):
+                conn.execute(sa.text(sql))
+        wh._schema_checked = False
+        assert wh.version() == 3
+        assert wh.migrate() == LATEST_VERSION == 4
+        before = read_trades(wh)
+        assert before["trade_id"].tolist() == [str(i) for i in before["agg_trade_id"]]
+        insp = sa.inspect(wh.engine)
+        uniques = {
+            u["name"]: u["column_names"]
+            for u in insp.get_unique_constraints("trades", schema=SCHEMA)
+        }
+        assert uniques["uq_trades_natural_key"] == ["exchange", "symbol", "trade_id"]
+        cols = [c["name"] for c in insp.get_columns("trades", schema=SCHEMA)]
+        assert cols == TABLE_SPECS["trades"].column_names
+        wh.load_partition(
+            "trades", frames.trades(n=5), exchange="binance", symbol="BTCUSDT", day=DAY
+        )
+        pd.testing.assert_frame_equal(read_trades(wh), before)
+    finally:
+        wh.dispose()

@@ -45,7 +45,9 @@ CHROMIUM_FLAGS = [
     "--no-first-run",
 ]
 ARTIFACTS = Path(os.environ.get("PETROSA_ARTIFACTS_DIR", REPO / "artifacts")) / "ui"
-PAGE_TIMEOUT_MS = 45_000
+#: a deadline per page element, not a speed: generous enough for a loaded 2-core machine running
+#: the suite on several workers (the UI was seen "Loading partitions..." for tens of seconds)
+PAGE_TIMEOUT_MS = 120_000
 PARTITION = KEYS[0]
 ANALYTICS_TIMEOUT = 240.0
 
@@ -132,6 +134,9 @@ def ui(ui_stack, browser):
 def _expect():
     from playwright.sync_api import expect
 
+    # assertions wait as long as page loads may (context timeouts do not apply to them; their
+    # own default, 5 s, failed on a loaded machine while the UI was still rendering)
+    expect.set_options(timeout=PAGE_TIMEOUT_MS)
     return expect
 
 

@@ -1,14 +1,15 @@
 """What a newcomer sees after ``petrosa demo``, in the Dagster UI (issue 15's "Done when").
 
 Runs the demo as a fresh clone would (``petrosa demo --no-ui``, two days, one symbol, into a
-temporary workdir with its own SQLite ``DAGSTER_HOME``), serves that instance with
+temporary workdir with its own SQLite ``DAGSTER_HOME``; the session's one demo run, see
+``petrosa_pipelines_tests/demo_run.py``), serves that instance with
 ``dagster-webserver`` and checks, in Debian's Chromium driven by playwright:
 
 - the streamed depth day has rows (``market_data/depth``'s partition page);
 - ``analytics/liquidity_heatmap`` has rows and a chart, which opens as a readable PNG;
 - no false alarm: every check the demo ran passed, and the alert sensor, evaluated five minutes
   after the demo as the daemon would, sends nothing (no failed check, no "ingest down");
-- ``checks/health`` (refreshed as the daemon's ``health_refresh_sensor`` would) shows the
+- ``checks/health`` (refreshed as the daemon's ``audit_sensor`` would) shows the
   health grid inline: the streamed day ✅ in every dataset, the day before it ➖ (not
   applicable) for depth, and no ❌ / ⚠️ anywhere.
 
@@ -36,7 +37,9 @@ import dagster as dg
 import pytest
 
 from petrosa_pipelines.checks.definitions import GRID_DATASETS
-from petrosa_pipelines.instance import REPO_ROOT
+from petrosa_pipelines.instruments import partition_key_str
+from petrosa_pipelines.tooling.instance import REPO_ROOT
+from petrosa_pipelines_tests.demo_run import DAYS, DEMO_TEST_TIMEOUT_S, INSTRUMENTS, SYMBOL
 from petrosa_pipelines_tests.test_ui.test_browser import (
     ARTIFACTS,
     CHROMIUM_FLAGS,
@@ -44,13 +47,13 @@ from petrosa_pipelines_tests.test_ui.test_browser import (
     ensure_chromium,
 )
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+# whichever test comes first waits for the session's demo (both venues, a whole day each)
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.slow,
+    pytest.mark.timeout(DEMO_TEST_TIMEOUT_S),
+]
 
-SYMBOL = "BTCUSDT"
-#: the streamed day (depth, liquidity, heatmap) and the day before it, from before the ingest
-#: ran (no book history can exist: its depth is "not applicable", not failed)
-DAYS = 2
-DEMO_TIMEOUT_S = 900
 UI_LOAD_TIMEOUT_S = 240.0
 #: the two analytics charts kept as screenshots: the README's headline and one more
 CHART_ASSETS = (("analytics", "liquidity_heatmap"), ("analytics", "liquidity"))
@@ -83,7 +86,8 @@ class Demo:
 
     @property
     def partition(self) -> str:
-        return f"{self.day}|{SYMBOL}"
+        """The streamed day of the first instrument (Binance USD-M's BTCUSDT)."""
+        return partition_key_str(self.day, INSTRUMENTS[0])
 
     @property
     def day_before(self) -> str:
@@ -133,20 +137,14 @@ def _wait_for_location(url: str, web: subprocess.Popen, log: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
+def demo(request):
     env = {k: v for k, v in os.environ.items() if k not in _FOREIGN_ENV}
     reuse = os.environ.get("PETROSA_DEMO_WORKDIR")
     if reuse:  # a finished `petrosa demo --no-ui --days 2 --symbols BTCUSDT --workdir <dir>`
         workdir, output = Path(reuse), f"(reused the demo in {reuse})"
-    else:
-        workdir = tmp_path_factory.mktemp("demo")
-        petrosa = Path(sys.executable).parent / "petrosa"
-        cmd = [str(petrosa), "demo", "--no-ui", "--days", str(DAYS), "--symbols", SYMBOL]
-        cmd += ["--workdir", str(workdir), "--ingest-seconds", "0"]
-        done = subprocess.run(
-            cmd, env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=DEMO_TIMEOUT_S
-        )
-        output = done.stdout + done.stderr
+    else:  # the session's demo run (demo_run.py), which test_project/test_demo.py also reads
+        done = request.getfixturevalue("finished_demo")
+        workdir, output = done.workdir, done.stdout + done.stderr
         assert done.returncode == 0, f"petrosa demo exited {done.returncode}:\n{output[-4000:]}"
     # the settings the demo ran with (its exchange is gone: browsing needs none of it)
     demo_env = {
@@ -154,7 +152,7 @@ def demo(tmp_path_factory):
         "PETROSA_LAKE_PATH": str(workdir / "lake"),
         "PETROSA_LANDING_PATH": str(workdir / "landing"),
         "PETROSA_WEIGHT_BUDGET_DIR": str(workdir / "weight_budget"),
-        "PETROSA_SYMBOLS": SYMBOL,
+        "PETROSA_SYMBOLS": ",".join(INSTRUMENTS),
         "PETROSA_START_DATE": (workdir / "start_date").read_text().strip(),
     }
     # the demo's last closed day is the one it streams through the ingest (a fresh workdir's
@@ -213,6 +211,9 @@ def page(demo):
 def _expect():
     from playwright.sync_api import expect
 
+    # assertions wait as long as page loads may (context timeouts do not apply to them; their
+    # own default, 5 s, failed on a loaded machine while the UI was still rendering)
+    expect.set_options(timeout=PAGE_TIMEOUT_MS)
     return expect
 
 
@@ -314,7 +315,9 @@ def test_the_demo_raises_no_false_alarm(demo, monkeypatch):
         records = list(new_check_records(instance, keys, {}))
         failed = [f"{r.key_string} {r.partition}: {r.metadata}" for r in records if not r.passed]
         checked = {r.partition for r in records}
-        assert {demo.partition, f"{demo.day_before}|{SYMBOL}"} <= checked, checked
+        # both days of both venues were checked, and nothing failed
+        wanted = {partition_key_str(d, i) for d in (demo.day, demo.day_before) for i in INSTRUMENTS}
+        assert wanted <= checked, checked
         assert not failed, "failed checks on clean demo data:\n" + "\n".join(failed)
         # the alert sensor as the daemon would run it an hour after the demo (the false
         # "ingest binance/demo is down" came five minutes after, then hourly)
@@ -329,12 +332,17 @@ def test_the_demo_raises_no_false_alarm(demo, monkeypatch):
 
 def test_the_health_grid_tells_healthy_from_broken(demo, page):
     path = ("checks", "health")
-    mat = latest_materialization(demo, path, demo.partition)
-    assert "health_grid" in mat.metadata, sorted(mat.metadata)
+    # the batched health run puts the grid on its last partition: the materialisation the
+    # asset's page shows as latest (checks/batch.py)
+    with demo.instance() as instance:
+        records = instance.fetch_materializations(dg.AssetKey(list(path)), limit=1).records
+    assert records, "checks/health has no materialisation"
+    latest, mat = records[0].partition_key, records[0].asset_materialization
+    assert "health_grid" in mat.metadata, (latest, sorted(mat.metadata))
     assert "data:image/png" in str(mat.metadata["health_heatmap"].value)
 
     expect = _expect()
-    page = visit(page, demo, _partition_path(path, demo.partition), path[-1], (demo.partition,))
+    page = visit(page, demo, _partition_path(path, latest), path[-1], (latest,))
     grid = page.get_by_role("row", name=re.compile(r"^health_grid")).first
     expect(grid).to_be_visible()
     # the grid's row for the demo day, rendered inline: one mark per dataset

@@ -10,6 +10,36 @@ nesting deep enough to exhaust the decoder's recursion (``RecursionError``) and 
 overflow ``decimal`` arithmetic all become a ``MessageError`` with their reason, so one frame can
 never take down a connection or a batch (``parse_many``). A combined-stream frame whose stream
 name is about another symbol than its data is rejected too (field ``stream``).
+
+**The Petrosa socket-client's envelope.** The socket-client (https://github.com/PetroSa2/
+petrosa-socket-client) republishes each combined-stream frame on NATS as ``{"stream", "data",
+"timestamp", "message_id", "source", "version"}`` plus trace-context keys, in any key order. The
+decoders ignore undeclared keys in any order, so ``parse`` and ``frame_stream`` take an envelope
+as they take the frame it wraps, and ``sender_received_at`` reads its ``timestamp`` (the
+socket-client's receipt time). Landing the envelope bytes keeps both receipt times.
+
+**Stream profiles** (``STREAM_PROFILES``): which Binance streams carry a group's datasets.
+``"exchange"`` (the default) is what this project subscribes itself: ``aggTrade``, diff depth
+``@depth@100ms`` with REST snapshots, ``kline_1m`` and ``markPrice@1s`` (the liveness probe).
+``"socket-client"`` is what the socket-client sends: raw ``@trade`` (``RawTradeRecord``),
+partial depth ``@depth20@100ms`` (in-stream snapshots) and ``@ticker`` (``TickerRecord``, the
+liveness probe, feeds no dataset); a websocket group with it subscribes exactly those streams.
+The parser reads every stream whatever the profile, so a landing replay needs none.
+
+How the socket-client's streams meet the datasets:
+
+* **trades** stays Binance's aggregate trades (``agg_trade_id`` consecutive, ``first_trade_id``
+  /``last_trade_id`` the raw ids). A raw trade is not an aggregate trade (an aggTrade groups the
+  fills of one taker order at one price, and its id cannot be derived from raw trades), so raw
+  trades are never turned into or mixed with aggTrade rows: the landing's trades frame reads
+  only ``TradeRecord`` rows, and a partition of a socket-client group takes its aggTrades from
+  the archive and REST (the partition fill). Raw trades are landed and checked live: their ids
+  ``t`` are consecutive per symbol, so a missing id is an ``id_gap`` in the trades ledger
+  (``ingest/hotpath.py``); non-market prints (``X`` other than ``MARKET``) are kept and marked
+  (``RawTradeRecord.trade_type``), never dropped.
+* **depth**: each partial depth message replaces the book (no REST snapshot); a ``pu`` that is
+  not the previous ``u`` is a sequence break in the depth ledger, healed by that very message.
+* **@ticker** feeds no dataset; it is landed (raw kept) and its last price serves caches.
 """
 
 from __future__ import annotations
@@ -22,26 +52,82 @@ import msgspec
 import orjson
 
 from petrosa_pipelines.exchanges.base import (
+    STREAM_RECORD_TYPES,
+    ArchiveSpec,
+    Capabilities,
+    Dataset,
+    DepthUpdateRecord,
     ExchangeAdapter,
     MessageError,
+    RawTradeRecord,
     Record,
+    Source,
+    TickerRecord,
     UnknownMessageError,
 )
+from petrosa_pipelines.exchanges.binance.fastpath import BinanceFastPath
+from petrosa_pipelines.exchanges.binance.rest import HISTORY_REACH_MS
 from petrosa_pipelines.exchanges.binance.schemas import (
     COMBINED_DECODER,
-    CONVERTERS,
+    ENVELOPE_DECODER,
     EVENT_DECODER,
     EXCHANGE,
     PROBE_DECODER,
     STREAM_KEYS,
+    STREAM_ONLY_DECODER,
     BinanceAggTradeData,
     check_stream,
+    convert_on,
+    iso_to_ms,
     to_trade,
 )
 
 #: Binance closes a connection that asks for more streams than this
 MAX_STREAMS_PER_CONNECTION = 1024
 DEFAULT_INTERVAL = "1m"
+_VISION = "https://data.binance.vision/?prefix=data/futures/um/"
+
+#: how every combined-stream frame begins (``{"stream":"btcusdt@aggTrade","data":{...}}``;
+#: https://developers.binance.com/docs/derivatives/usds-margined-futures/websocket-market-streams)
+_STREAM_HEAD = b'{"stream":"'
+_HEAD_LEN = len(_STREAM_HEAD)
+#: stream name bytes -> ``frame_stream``'s answer: a landed day repeats a few hundred stream
+#: names millions of times, and a dict hit is cheaper than decoding each one (bounded)
+_FRAME_STREAMS: dict[bytes, tuple[str, str, bool]] = {}
+_FRAME_STREAMS_MAX = 4096
+
+#: stream profile name -> (stream kind -> stream name template); see the module docstring
+EXCHANGE_PROFILE = "exchange"
+SOCKET_CLIENT_PROFILE = "socket-client"
+STREAM_PROFILES: dict[str, dict[str, str]] = {
+    EXCHANGE_PROFILE: {
+        "trades": "{symbol}@aggTrade",
+        "candles": "{symbol}@kline_{interval}",
+        "depth": "{symbol}@depth@100ms",
+        # markPrice carries the predicted funding rate and next funding time (cryptofeed does
+        # the same); settled events are derived by frames.mark_prices_to_funding
+        "funding": "{symbol}@markPrice@1s",
+    },
+    # the socket-client's defaults (socket_client/constants.py, ``BINANCE_STREAMS``)
+    SOCKET_CLIENT_PROFILE: {
+        "trades": "{symbol}@trade",
+        "depth": "{symbol}@depth20@100ms",
+        "ticker": "{symbol}@ticker",
+    },
+}
+#: stream kind -> record type, where a profile's stream parses into another type than usual
+_PROFILE_RECORD_TYPES: dict[str, dict[str, type]] = {
+    EXCHANGE_PROFILE: {},
+    SOCKET_CLIENT_PROFILE: {
+        "trades": RawTradeRecord,
+        # partial depth parses into in-stream snapshots, which travel on the depth stream's
+        # state (``ingest.streams.STREAM_TYPE``)
+        "depth": DepthUpdateRecord,
+        "ticker": TickerRecord,
+    },
+}
+#: the stream each profile always carries (``ExchangeAdapter.liveness_stream``)
+_PROFILE_LIVENESS = {EXCHANGE_PROFILE: "funding", SOCKET_CLIENT_PROFILE: "ticker"}
 
 _AT = re.compile(r"^(?P<reason>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
 _MISSING = re.compile(r"^Object missing required field `(?P<name>[^`]+)`")
@@ -70,14 +156,18 @@ def _prefixed(exc: MessageError, prefix: str, raw: bytes) -> MessageError:
     return type(exc)(exc.reason, field=f"{prefix}{exc.field}", raw=raw)
 
 
-def _convert(event: Any, prefix: str, raw: bytes, received_at: int | None) -> Record:
+def _convert(
+    event: Any, prefix: str, raw: bytes, received_at: int | None, stream: str = ""
+) -> Record:
     try:
-        return CONVERTERS[type(event)](event, received_at)
+        return convert_on(stream, event, received_at)
     except MessageError as exc:
         raise _prefixed(exc, prefix, raw) from None
 
 
-def _decode_event(raw: bytes, prefix: str, received_at: int | None, frame: bytes) -> Record:
+def _decode_event(
+    raw: bytes, prefix: str, received_at: int | None, frame: bytes, stream: str = ""
+) -> Record:
     try:
         event = EVENT_DECODER.decode(raw)
     except msgspec.ValidationError as exc:
@@ -86,7 +176,7 @@ def _decode_event(raw: bytes, prefix: str, received_at: int | None, frame: bytes
         raise MessageError(
             f"not valid JSON: {exc}", field=prefix.rstrip(".") or "<message>", raw=frame
         ) from None
-    return _convert(event, prefix, frame, received_at)
+    return _convert(event, prefix, frame, received_at, stream)
 
 
 def _parse_slow(raw: bytes, received_at: int | None) -> Record | None:
@@ -102,7 +192,7 @@ def _parse_slow(raw: bytes, received_at: int | None) -> Record | None:
         stream = probe.stream
         if stream is not None and type(stream) is not str:
             raise MessageError("stream name is not a string", field="stream", raw=raw)
-        rec = _decode_event(bytes(probe.data), "data.", received_at, raw)
+        rec = _decode_event(bytes(probe.data), "data.", received_at, raw, stream or "")
         if stream is not None:
             _check_stream(stream, None, rec, raw)
         return rec
@@ -160,24 +250,70 @@ def _as_bytes(raw: bytes | str) -> bytes:
 class BinanceUsdmAdapter(ExchangeAdapter):
     """Binance USD-M perpetual futures (fstream.binance.com / fapi.binance.com)."""
 
+    venue: ClassVar[str] = "binance-usdm"
     name: ClassVar[str] = EXCHANGE
-    channels: ClassVar[dict[str, str]] = {
-        "trades": "{symbol}@aggTrade",
-        "candles": "{symbol}@kline_{interval}",
-        "depth": "{symbol}@depth@100ms",
-        # markPrice carries the predicted funding rate and next funding time (cryptofeed does
-        # the same); settled events are derived by frames.mark_prices_to_funding
-        "funding": "{symbol}@markPrice@1s",
-    }
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        datasets=frozenset(Dataset),
+        rest_reach_ms=HISTORY_REACH_MS,
+        archives=(
+            ArchiveSpec(Dataset.TRADES, "daily", True, f"{_VISION}daily/aggTrades/"),
+            ArchiveSpec(Dataset.CANDLES, "daily", True, f"{_VISION}daily/klines/"),
+            ArchiveSpec(Dataset.FUNDING, "monthly", True, f"{_VISION}monthly/fundingRate/"),
+        ),
+        trade_ids_consecutive=True,
+        # the REST snapshot is the present book only; Binance publishes no depth history
+        depth_history=False,
+        book_snapshot_in_stream=False,
+        # fundingRate answers carry markPrice and markPriceUpdate carries it; the Vision
+        # fundingRate CSV (calc_time, funding_interval_hours, last_funding_rate) does not
+        funding_mark_price_sources=frozenset({Source.WS, Source.REST}),
+    )
+    symbol_pattern: ClassVar[re.Pattern[str]] = re.compile(r"[A-Z0-9]{2,30}")
+    #: the default profile's streams (an instance with another profile has its own)
+    channels: ClassVar[dict[str, str]] = STREAM_PROFILES[EXCHANGE_PROFILE]
+    #: the profiles a group may name (``IngestConfig`` validates against this)
+    stream_profiles: ClassVar[tuple[str, ...]] = tuple(STREAM_PROFILES)
+
+    @classmethod
+    def profile_datasets(cls, stream_profile: str) -> frozenset[str]:
+        """The datasets a group with this stream profile can stream (socket-client: trades and
+        depth; its ``ticker`` feeds none)."""
+        if stream_profile not in STREAM_PROFILES:
+            raise ValueError(
+                f"stream_profile {stream_profile!r} is not a Binance stream profile; "
+                f"known {sorted(STREAM_PROFILES)}"
+            )
+        return frozenset(STREAM_PROFILES[stream_profile]) & frozenset(Dataset)
+
+    def __init__(self, stream_profile: str = EXCHANGE_PROFILE) -> None:
+        """``stream_profile``: which streams carry the datasets (``STREAM_PROFILES``)."""
+        if stream_profile not in STREAM_PROFILES:
+            raise ValueError(
+                f"stream_profile {stream_profile!r} is not a Binance stream profile; "
+                f"known {sorted(STREAM_PROFILES)}"
+            )
+        self.stream_profile = stream_profile
+        self.channels = STREAM_PROFILES[stream_profile]  # type: ignore[misc]
+        self.liveness_stream = _PROFILE_LIVENESS[stream_profile]  # type: ignore[misc]
+        self._record_types = {**STREAM_RECORD_TYPES, **_PROFILE_RECORD_TYPES[stream_profile]}
+
+    def stream_record_type(self, kind: str) -> type:
+        """The record type a stream kind of this profile parses into (raw trades and tickers
+        under the socket-client profile)."""
+        return self._record_types[kind]
 
     def stream_names(
         self, symbols: Sequence[str], datasets: Iterable[str], *, interval: str = DEFAULT_INTERVAL
     ) -> list[str]:
-        """Stream names per symbol and dataset, symbol lowercased as Binance requires."""
+        """Stream names per symbol and dataset (or stream kind such as ``ticker``) under this
+        adapter's stream profile, symbol lowercased as Binance requires."""
         datasets = list(datasets)
         unknown = [d for d in datasets if d not in self.channels]
         if unknown:
-            raise ValueError(f"no Binance stream for {unknown}; known {list(self.channels)}")
+            raise ValueError(
+                f"no Binance stream for {unknown} in stream profile {self.stream_profile!r}; "
+                f"known {list(self.channels)}"
+            )
         names: dict[str, None] = {}
         for symbol in symbols:
             for dataset in datasets:
@@ -220,8 +356,8 @@ class BinanceUsdmAdapter(ExchangeAdapter):
             if known is not None and known[0] == event.s:  # the stream is about this symbol
                 if type(event) is BinanceAggTradeData:  # by far the busiest stream
                     return to_trade(event, received_at, known[1])
-                return CONVERTERS[type(event)](event, received_at)
-            rec = CONVERTERS[type(event)](event, received_at)
+                return convert_on(msg.stream, event, received_at)
+            rec = convert_on(msg.stream, event, received_at)
         except MessageError as exc:  # a converter rejected a value of "data"
             raise _prefixed(exc, "data.", _as_bytes(raw)) from None
         except (msgspec.ValidationError, msgspec.DecodeError, UnicodeError, TypeError):
@@ -260,6 +396,43 @@ class BinanceUsdmAdapter(ExchangeAdapter):
                 records.append(record)
         return records, errors
 
+    def frame_stream(self, payload: bytes) -> tuple[str, str, bool] | None:
+        """(SYMBOL, stream, True) of a combined-stream frame, read from its head unparsed
+        (``{"stream":"btcusdt@aggTrade"`` -> ``("BTCUSDT", "btcusdt@aggTrade", True)``).
+
+        Every Binance stream is stateless (a frame parses alone), so a replay may start at
+        any frame. A frame whose ``stream`` is not its first key (a socket-client envelope in
+        another key order) is read by a decoder that skips everything but ``stream``. None for
+        anything else (raw ``/ws`` events, acks): the reader parses it.
+        """
+        if payload[:_HEAD_LEN] != _STREAM_HEAD:
+            return _enveloped_stream(payload)
+        name = payload[_HEAD_LEN : payload.find(b'"', _HEAD_LEN)]
+        info = _FRAME_STREAMS.get(name)
+        if info is None:
+            at = name.find(b"@")
+            if at < 0:
+                return None
+            info = (
+                name[:at].decode("ascii", "replace").upper(),
+                name.decode("ascii", "replace"),
+                True,
+            )
+            if len(_FRAME_STREAMS) >= _FRAME_STREAMS_MAX:
+                _FRAME_STREAMS.clear()
+            _FRAME_STREAMS[name] = info
+        return info
+
+    @staticmethod
+    def sender_received_at(payload: bytes) -> int | None:
+        """The socket-client's receipt time (epoch ms) of an enveloped frame, read from the
+        envelope's ``timestamp``; None for a plain frame or an envelope without a valid one."""
+        return envelope_received_at(payload)
+
+    def fast_path(self) -> BinanceFastPath:
+        """The ingest's per-frame shortcut (``exchanges/binance/fastpath.py``)."""
+        return BinanceFastPath()
+
     def rest_client(self, settings: Any) -> Any:
         """A ``BinanceRestClient`` on ``settings.endpoints`` with ``settings.rest`` limits
         (``settings``: a ``petrosa_pipelines.settings.Settings``; the exchange layer does not
@@ -273,6 +446,28 @@ class BinanceUsdmAdapter(ExchangeAdapter):
         from petrosa_pipelines.exchanges.binance.vision import VisionArchiveClient
 
         return VisionArchiveClient(settings.endpoints.vision_base_url, settings.rest)
+
+
+def envelope_received_at(payload: bytes | str) -> int | None:
+    """The ``timestamp`` of a socket-client envelope as epoch ms (None: not an envelope, or no
+    valid ISO-8601 time in it)."""
+    try:
+        env = ENVELOPE_DECODER.decode(payload)
+    except (msgspec.ValidationError, msgspec.DecodeError, UnicodeError, RecursionError):
+        return None
+    return iso_to_ms(env.timestamp) if env.timestamp is not None else None
+
+
+def _enveloped_stream(payload: bytes) -> tuple[str, str, bool] | None:
+    """``frame_stream`` of a frame whose ``stream`` key is not first (an envelope)."""
+    try:
+        stream = STREAM_ONLY_DECODER.decode(payload).stream
+    except (msgspec.ValidationError, msgspec.DecodeError, UnicodeError, RecursionError):
+        return None
+    symbol, at, rest = stream.partition("@")
+    if not at or not symbol:
+        return None
+    return symbol.upper(), stream, True
 
 
 def _norm_streams(streams: Sequence[str]) -> list[str]:

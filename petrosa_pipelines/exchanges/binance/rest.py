@@ -1,38 +1,42 @@
 """Binance USD-M REST history client: klines, aggTrades, funding, depth, exchangeInfo.
 
 Returns lake frames (``catalog.schemas``) rather than records because history comes in pages
-of up to 1500 rows and goes straight to parquet. Every request goes through the shared
-``RestTransport``/``WeightBudget`` so a backfill can never push the IP into a 418 ban.
+of up to 1500 rows and goes straight to parquet (the bodies are read in ``bodies.py``). Every
+request goes through the shared ``RestTransport``/``WeightBudget`` under Binance's
+``rate_model`` so a backfill can never push the IP into a 418 ban.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import random
 import time
-from collections.abc import Callable, Mapping, Sequence
-from decimal import Decimal, InvalidOperation
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import requests
 
 from petrosa_pipelines.catalog import schemas
-from petrosa_pipelines.exchanges.base import (
-    DepthSnapshotRecord,
-    ExchangeInfo,
-    MessageError,
-    RateLimit,
-    Source,
-    SymbolInfo,
+from petrosa_pipelines.exchanges.base import DepthSnapshotRecord, ExchangeInfo, MessageError, Source
+from petrosa_pipelines.exchanges.binance.bodies import (
+    EXCHANGE,
+    KLINE_DECIMALS,
+    concat_pages,
+    frame_from,
+    parse_agg_trades,
+    parse_depth,
+    parse_exchange_info,
+    parse_funding,
+    parse_klines,
+    parse_server_time,
 )
-from petrosa_pipelines.exchanges.http import RestTransport, WeightBudget
+from petrosa_pipelines.exchanges.ratelimit import RateModel, WeightBudget
+from petrosa_pipelines.exchanges.transport import RestTransport, TransportClient
 from petrosa_pipelines.lib.endpoints import ExchangeEndpoints, RestSettings
 from petrosa_pipelines.lib.timeutil import HOUR_MS, MINUTE_MS
-
-EXCHANGE = "binance"
 
 KLINES_PATH = "/fapi/v1/klines"
 AGG_TRADES_PATH = "/fapi/v1/aggTrades"
@@ -40,6 +44,60 @@ FUNDING_PATH = "/fapi/v1/fundingRate"
 DEPTH_PATH = "/fapi/v1/depth"
 EXCHANGE_INFO_PATH = "/fapi/v1/exchangeInfo"
 TIME_PATH = "/fapi/v1/time"
+
+#: the IP's used request weight in the current 1-minute window, on every answer
+USED_WEIGHT_HEADER = "X-MBX-USED-WEIGHT-1M"
+#: the shortest IP ban, the wait for a 418 without Retry-After. Bans "scale in duration for
+#: repeat offenders, from 2 minutes to 3 days"; 429 is the warning before them
+#: (https://developers.binance.com/docs/derivatives/usds-margined-futures/general-info)
+MIN_BAN_SECONDS = 120.0
+#: USD-M's request-weight limit per minute when exchangeInfo ``rateLimits`` has not been read
+WEIGHT_LIMIT_PER_MINUTE = 2400
+
+
+def error_code(body: Any) -> int | None:
+    """Binance's error ``code`` from a ``{"code": -1121, "msg": ...}`` body, if any."""
+    if isinstance(body, dict) and isinstance(body.get("code"), int):
+        return body["code"]
+    return None
+
+
+def error_message(body: Any) -> str | None:
+    """Binance's error ``msg``, if any."""
+    return str(body["msg"]) if isinstance(body, dict) and "msg" in body else None
+
+
+def rate_model(limit_per_minute: int = WEIGHT_LIMIT_PER_MINUTE) -> RateModel:
+    """USD-M's IP limit: request weight per fixed minute, followed through the used-weight
+    header; 429 asks to slow down, 418 is a ban. Errors come as HTTP 4xx with ``code``/``msg``.
+
+    Named "binance": the shared budget file keeps the name it had before venues were
+    qualified, so processes of both versions on one machine keep sharing it.
+    """
+    return RateModel(
+        name="binance",
+        limit=limit_per_minute,
+        window_seconds=60.0,
+        used_weight_header=USED_WEIGHT_HEADER,
+        rate_limit_statuses=frozenset({429, 418}),
+        ban_seconds={418: MIN_BAN_SECONDS},
+        error_code=error_code,
+        error_message=error_message,
+    )
+
+
+def budget_from_settings(
+    rest: RestSettings,
+    *,
+    shared_dir: str | os.PathLike[str] | None = None,
+    clock: Callable[[], float] = time.time,
+    sleep: Callable[[float], None] = time.sleep,
+) -> WeightBudget:
+    """Binance's budget: ``rest.weight_limit_per_minute`` (``PETROSA_WEIGHT_LIMIT_PER_MINUTE``)
+    is USD-M's weight limit until exchangeInfo tells the live one."""
+    model = rate_model(rest.weight_limit_per_minute)
+    return WeightBudget.from_settings(rest, model, shared_dir=shared_dir, clock=clock, sleep=sleep)
+
 
 #: request weights: aggTrades 20 on USD-M, the rest 1 unless by limit
 #: (https://developers.binance.com/docs/derivatives/usds-margined-futures/market-data/rest-api)
@@ -132,277 +190,7 @@ def depth_weight(limit: int) -> int:
         ) from None
 
 
-# ---------------------------------------------------------------------------------------------
-# Frame helpers shared with the Vision archive client.
-# ---------------------------------------------------------------------------------------------
-
-
-def decimals_to_float64(values: Sequence[Any], field: str, *, nullable: bool = False) -> np.ndarray:
-    """Decimal strings -> float64, correctly rounded by Arrow's parser.
-
-    Binance sends every price and quantity as a string; anything else (and None unless
-    ``nullable``) is malformed and raises ``MessageError`` naming ``field`` and the first bad row.
-    """
-    if not nullable and None in values:
-        bad = list(values).index(None)
-        raise MessageError(f"row {bad}: missing value", field=field)
-    try:
-        arr = pa.array(values, type=pa.string())
-        out = arr.cast(pa.float64()).to_numpy(zero_copy_only=False)
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
-        out = None
-    bad = None
-    if out is None:
-        bad = next((i for i, v in enumerate(values) if not _is_decimal_string(v)), 0)
-    else:
-        nonfinite = ~np.isfinite(out) & ~pd.isna(pd.Series(values, dtype=object)).to_numpy()
-        if nonfinite.any():
-            bad = int(np.flatnonzero(nonfinite)[0])
-    if bad is not None:
-        raise MessageError(f"row {bad}: not a decimal string: {values[bad]!r}", field=field)
-    return out
-
-
-def _is_decimal_string(value: Any) -> bool:
-    if value is None:
-        return True
-    if not isinstance(value, str):
-        return False
-    try:
-        return math.isfinite(float(value))
-    except ValueError:
-        return False
-
-
-def ms_to_timestamps(values: Sequence[int | None] | np.ndarray) -> pd.Series:
-    """Integer ms (None allowed) -> UTC ``datetime64[ms]`` series."""
-    arr = pd.array(list(values) if not isinstance(values, np.ndarray) else values, dtype="Int64")
-    return pd.Series(pd.to_datetime(arr, unit="ms", utc=True)).astype("datetime64[ms, UTC]")
-
-
-def build_frame(columns: Mapping[str, Any], schema: schemas.DatasetSchema) -> pd.DataFrame:
-    """A conformed lake frame from column arrays (scalars are broadcast); timestamp columns
-    are given as integer ms."""
-    n = max((len(v) for v in columns.values() if _is_column(v)), default=0)
-    out: dict[str, Any] = {}
-    for col in schema.columns:
-        values = columns[col.name]
-        if not _is_column(values):
-            values = [values] * n
-        if col.type == schemas.TS:
-            values = ms_to_timestamps(values)
-        out[col.name] = values
-    return schemas.conform(pd.DataFrame(out), schema)
-
-
-def _is_column(values: Any) -> bool:
-    return isinstance(values, list | tuple | np.ndarray | pd.Series)
-
-
-def _int(value: Any, field: str, row: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise MessageError(f"row {row}: expected an integer, got {value!r}", field=field)
-    return value
-
-
-def _decimal(value: Any, field: str) -> Decimal:
-    if not isinstance(value, str):
-        raise MessageError(f"expected a decimal string, got {value!r}", field=field)
-    try:
-        out = Decimal(value)
-    except InvalidOperation:
-        raise MessageError(f"not a decimal: {value!r}", field=field) from None
-    if not out.is_finite():
-        raise MessageError(f"not a finite decimal: {value!r}", field=field)
-    return out
-
-
-def _field(obj: Any, key: str, field: str) -> Any:
-    if not isinstance(obj, dict):
-        raise MessageError(f"expected an object, got {type(obj).__name__}", field=field)
-    try:
-        return obj[key]
-    except KeyError:
-        raise MessageError("missing", field=field) from None
-
-
-def _list(body: Any, field: str) -> list[Any]:
-    if not isinstance(body, list):
-        raise MessageError(f"expected a JSON array, got {type(body).__name__}", field=field)
-    return body
-
-
-_KLINE_FIELDS = (
-    "open_time",
-    "open",
-    "high",
-    "low",
-    "close",
-    "volume",
-    "close_time",
-    "quote_volume",
-    "trade_count",
-    "taker_buy_volume",
-    "taker_buy_quote_volume",
-)
-_KLINE_DECIMALS = ("open", "high", "low", "close", "volume", "quote_volume", "taker_buy_volume")
-_KLINE_DECIMALS += ("taker_buy_quote_volume",)
-
-
-def parse_klines(body: Any) -> dict[str, list[Any]]:
-    """REST kline rows (12-element arrays) -> columns of raw values, validated."""
-    rows = _list(body, "klines")
-    cols: dict[str, list[Any]] = {f: [] for f in _KLINE_FIELDS}
-    for i, row in enumerate(rows):
-        if not isinstance(row, list) or len(row) < len(_KLINE_FIELDS):
-            raise MessageError(f"row {i}: expected a 12-field array, got {row!r}", field="klines")
-        for name, value in zip(_KLINE_FIELDS, row, strict=False):
-            if name in ("open_time", "close_time", "trade_count"):
-                value = _int(value, name, i)
-            cols[name].append(value)
-    return cols
-
-
-_AGG_FIELDS = (("a", "agg_trade_id"), ("f", "first_trade_id"), ("l", "last_trade_id"))
-
-
-def parse_agg_trades(body: Any) -> dict[str, list[Any]]:
-    """REST aggTrades objects -> columns of raw values, validated."""
-    rows = _list(body, "aggTrades")
-    cols: dict[str, list[Any]] = {
-        k: []
-        for k in (
-            "agg_trade_id",
-            "price",
-            "quantity",
-            "first_trade_id",
-            "last_trade_id",
-            "trade_time",
-            "is_buyer_maker",
-        )
-    }
-    for i, row in enumerate(rows):
-        for key, name in _AGG_FIELDS:
-            cols[name].append(_int(_field(row, key, key), key, i))
-        cols["trade_time"].append(_int(_field(row, "T", "T"), "T", i))
-        cols["price"].append(_field(row, "p", "p"))
-        cols["quantity"].append(_field(row, "q", "q"))
-        maker = _field(row, "m", "m")
-        if not isinstance(maker, bool):
-            raise MessageError(f"row {i}: expected a boolean, got {maker!r}", field="m")
-        cols["is_buyer_maker"].append(maker)
-    return cols
-
-
-def parse_funding(body: Any) -> dict[str, list[Any]]:
-    """REST fundingRate objects -> columns; ``markPrice`` "" or absent -> None."""
-    rows = _list(body, "fundingRate")
-    cols: dict[str, list[Any]] = {"funding_time": [], "funding_rate": [], "mark_price": []}
-    for i, row in enumerate(rows):
-        cols["funding_time"].append(
-            _int(_field(row, "fundingTime", "fundingTime"), "fundingTime", i)
-        )
-        cols["funding_rate"].append(_field(row, "fundingRate", "fundingRate"))
-        mark = row.get("markPrice")
-        cols["mark_price"].append(None if mark in ("", None) else mark)
-    return cols
-
-
-def parse_depth(body: Any, symbol: str, received_at: int | None = None) -> DepthSnapshotRecord:
-    """A ``/fapi/v1/depth`` body -> ``DepthSnapshotRecord`` with exact Decimals."""
-
-    def side(name: str) -> tuple[tuple[Decimal, Decimal], ...]:
-        levels = _field(body, name, name)
-        if not isinstance(levels, list):
-            raise MessageError("expected an array of [price, qty]", field=name)
-        out = []
-        for i, level in enumerate(levels):
-            if not isinstance(level, list) or len(level) < 2:
-                raise MessageError(f"level {i}: expected [price, qty], got {level!r}", field=name)
-            out.append(
-                (_decimal(level[0], f"{name}[{i}].price"), _decimal(level[1], f"{name}[{i}].qty"))
-            )
-        return tuple(out)
-
-    last_update_id = _field(body, "lastUpdateId", "lastUpdateId")
-    event_time = body.get("E")
-    transaction_time = body.get("T")
-    return DepthSnapshotRecord(
-        exchange=EXCHANGE,
-        symbol=symbol,
-        last_update_id=_int(last_update_id, "lastUpdateId", 0),
-        event_time=None if event_time is None else _int(event_time, "E", 0),
-        transaction_time=None if transaction_time is None else _int(transaction_time, "T", 0),
-        bids=side("bids"),
-        asks=side("asks"),
-        received_at=received_at,
-    )
-
-
-def _filters(sym: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    filters = sym.get("filters", [])
-    if not isinstance(filters, list):
-        raise MessageError("expected an array", field="filters")
-    return {f.get("filterType"): f for f in filters if isinstance(f, dict)}
-
-
-def parse_exchange_info(body: Any) -> ExchangeInfo:
-    """``/fapi/v1/exchangeInfo`` -> ExchangeInfo (all symbols; ``perpetual_symbols()`` filters)."""
-    symbols = []
-    for raw in _list(_field(body, "symbols", "symbols"), "symbols"):
-        filters = _filters(raw)
-        price_filter = filters.get("PRICE_FILTER")
-        lot_size = filters.get("LOT_SIZE")
-        if price_filter is None or lot_size is None:
-            raise MessageError(
-                f"{raw.get('symbol')}: missing PRICE_FILTER or LOT_SIZE", field="filters"
-            )
-        onboard = raw.get("onboardDate")
-        symbols.append(
-            SymbolInfo(
-                symbol=_field(raw, "symbol", "symbol"),
-                base_asset=_field(raw, "baseAsset", "baseAsset"),
-                quote_asset=_field(raw, "quoteAsset", "quoteAsset"),
-                contract_type=_field(raw, "contractType", "contractType"),
-                status=_field(raw, "status", "status"),
-                tick_size=_decimal(_field(price_filter, "tickSize", "tickSize"), "tickSize"),
-                step_size=_decimal(_field(lot_size, "stepSize", "stepSize"), "stepSize"),
-                onboard_time=onboard if isinstance(onboard, int) else None,
-            )
-        )
-    limits = []
-    for raw in _list(body.get("rateLimits", []), "rateLimits"):
-        limits.append(
-            RateLimit(
-                kind=_field(raw, "rateLimitType", "rateLimitType"),
-                interval=_field(raw, "interval", "interval"),
-                interval_num=_int(_field(raw, "intervalNum", "intervalNum"), "intervalNum", 0),
-                limit=_int(_field(raw, "limit", "limit"), "limit", 0),
-            )
-        )
-    server_time = body.get("serverTime")
-    return ExchangeInfo(
-        server_time=server_time if isinstance(server_time, int) else None,
-        symbols=tuple(symbols),
-        rate_limits=tuple(limits),
-    )
-
-
-def _frame_from(
-    cols: dict[str, list[Any]],
-    decimals: Sequence[str],
-    schema: schemas.DatasetSchema,
-    extra: Mapping[str, Any],
-) -> pd.DataFrame:
-    data: dict[str, Any] = dict(cols)
-    nullable = {c.name for c in schema.columns if c.nullable}
-    for name in decimals:
-        data[name] = decimals_to_float64(cols[name], name, nullable=name in nullable)
-    data.update(extra)
-    return build_frame(data, schema)
-
-
-class BinanceRestClient:
+class BinanceRestClient(TransportClient):
     """History from ``fapi`` REST, within the weight budget, as lake frames.
 
     Time ranges are half-open ``[start_ms, end_ms)`` on the dataset's time column. ``clock``
@@ -425,26 +213,18 @@ class BinanceRestClient:
     ) -> None:
         self.endpoints = endpoints
         self.rest = rest
-        self.budget = budget or WeightBudget.from_settings(rest, clock=clock, sleep=sleep)
+        self.budget = budget or budget_from_settings(rest, clock=clock, sleep=sleep)
         self._clock = clock
         self.transport = RestTransport(
             endpoints.rest_base_url,
             rest,
+            rate_model(rest.weight_limit_per_minute),
             self.budget,
             session=session,
             clock=clock,
             sleep=sleep,
             rng=rng,
         )
-
-    def close(self) -> None:
-        self.transport.close()
-
-    def __enter__(self) -> BinanceRestClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def _now_ms(self) -> int:
         return int(self._clock() * 1000)
@@ -481,9 +261,9 @@ class BinanceRestClient:
             opens = cols["open_time"]
             if not opens:
                 break
-            frame = _frame_from(
+            frame = frame_from(
                 cols,
-                _KLINE_DECIMALS,
+                KLINE_DECIMALS,
                 schemas.CANDLES,
                 {
                     "exchange": EXCHANGE,
@@ -502,7 +282,7 @@ class BinanceRestClient:
             if opens[-1] < cursor:
                 raise MessageError("klines went backwards", field="open_time")
             cursor = opens[-1] + (1 if interval == "1M" else step)  # months vary in length
-        return _concat(parts, schemas.CANDLES, ("open_time",))
+        return concat_pages(parts, schemas.CANDLES, ("open_time",))
 
     # -- trades -----------------------------------------------------------------------------
 
@@ -521,7 +301,7 @@ class BinanceRestClient:
                 symbol, int(first["agg_trade_id"].iloc[-1]) + 1, stop_ms=end_ms
             )
             parts.append(more)
-        frame = _concat(parts, schemas.TRADES, ("agg_trade_id",))
+        frame = concat_pages(parts, schemas.TRADES, ("agg_trade_id",))
         start = pd.Timestamp(start_ms, unit="ms", tz="UTC")
         end = pd.Timestamp(end_ms, unit="ms", tz="UTC")
         keep = (frame["trade_time"] >= start) & (frame["trade_time"] < end)
@@ -548,7 +328,7 @@ class BinanceRestClient:
 
     def _agg_frame(self, cols: dict[str, list[Any]], symbol: str, received: int) -> pd.DataFrame:
         extra = {"exchange": EXCHANGE, "symbol": symbol, "source": str(Source.REST)}
-        return _frame_from(
+        return frame_from(
             cols, ("price", "quantity"), schemas.TRADES, extra | {"received_at": received}
         )
 
@@ -582,16 +362,16 @@ class BinanceRestClient:
         while True:
             page = self._agg_page(symbol, cursor, AGG_TRADES_LIMIT)
             if page.empty:
-                return _concat(parts, schemas.TRADES, ("agg_trade_id",)), True
+                return concat_pages(parts, schemas.TRADES, ("agg_trade_id",)), True
             parts.append(page)
             last_id = int(page["agg_trade_id"].iloc[-1])
             last_ms = int(page["trade_time"].iloc[-1].value // 1_000_000)
             if (stop_ms is not None and last_ms >= stop_ms) or (
                 stop_id is not None and last_id >= stop_id
             ):
-                return _concat(parts, schemas.TRADES, ("agg_trade_id",)), False
+                return concat_pages(parts, schemas.TRADES, ("agg_trade_id",)), False
             if len(page) < AGG_TRADES_LIMIT:
-                return _concat(parts, schemas.TRADES, ("agg_trade_id",)), True
+                return concat_pages(parts, schemas.TRADES, ("agg_trade_id",)), True
             cursor = last_id + 1
 
     def agg_trades_before_id(self, symbol: str, before_id: int, start_ms: int) -> pd.DataFrame:
@@ -611,7 +391,7 @@ class BinanceRestClient:
             upper = int(page["agg_trade_id"].iloc[0])
             if upper != lo:  # the venue skipped ids below this page: do not page forever
                 break
-        return _concat(parts, schemas.TRADES, ("agg_trade_id",))
+        return concat_pages(parts, schemas.TRADES, ("agg_trade_id",))
 
     # -- funding ----------------------------------------------------------------------------
 
@@ -632,7 +412,7 @@ class BinanceRestClient:
             if not times:
                 break
             parts.append(
-                _frame_from(
+                frame_from(
                     cols,
                     ("funding_rate", "mark_price"),
                     schemas.FUNDING,
@@ -649,7 +429,7 @@ class BinanceRestClient:
             if times[-1] < cursor:
                 raise MessageError("funding went backwards", field="fundingTime")
             cursor = times[-1] + 1
-        frame = _concat(parts, schemas.FUNDING, ("funding_time",))
+        frame = concat_pages(parts, schemas.FUNDING, ("funding_time",))
         start = pd.Timestamp(start_ms, unit="ms", tz="UTC")
         end = pd.Timestamp(end_ms, unit="ms", tz="UTC")
         in_range = (frame["funding_time"] >= start) & (frame["funding_time"] < end)
@@ -669,22 +449,10 @@ class BinanceRestClient:
         """Symbols, filters and rate limits; also adopts the live weight limit in the budget."""
         body, _ = self._get(EXCHANGE_INFO_PATH, {}, EXCHANGE_INFO_WEIGHT)
         info = parse_exchange_info(body)
-        self.budget.set_limit(info.weight_limit_per_minute(self.budget.limit_per_minute))
+        self.budget.set_limit(info.weight_limit_per_minute(self.budget.limit))
         return info
 
     def server_time(self) -> int:
         """The exchange's clock in ms."""
         body, _ = self._get(TIME_PATH, {}, TIME_WEIGHT)
-        return _int(_field(body, "serverTime", "serverTime"), "serverTime", 0)
-
-
-def _concat(
-    parts: list[pd.DataFrame], schema: schemas.DatasetSchema, key: tuple[str, ...]
-) -> pd.DataFrame:
-    """Pages -> one frame, sorted by ``key`` with duplicates (page overlaps) removed."""
-    parts = [p for p in parts if len(p)]
-    if not parts:
-        return schema.empty_frame()
-    frame = pd.concat(parts, ignore_index=True)
-    frame = frame.drop_duplicates(subset=list(key), keep="first").sort_values(list(key))
-    return schemas.conform(frame, schema)
+        return parse_server_time(body)

@@ -29,12 +29,24 @@ fast:
   (``stream_symbol``): a frame saying ``btcusdt@aggTrade`` about ETHUSDT could never be read
   back under either symbol.
 
-``@trade`` (individual trades with their print type ``X``) and ``@bookTicker`` (best bid/ask)
-are parsed into ``RawTradeRecord`` and ``BookTickerRecord`` (see ``exchanges.base``).
+``@trade`` (individual trades with their print type ``X``), ``@bookTicker`` (best bid/ask) and
+``@ticker`` (24-hour statistics) are parsed into ``RawTradeRecord``, ``BookTickerRecord`` and
+``TickerRecord`` (see ``exchanges.base``). Partial book depth (``@depth5``/``@depth10``/
+``@depth20``, optionally ``@100ms``/``@500ms``) sends the same ``depthUpdate`` payload as the diff
+stream, but each message is the top of the book, not a diff: only the stream name tells them
+apart, so a combined-stream frame of such a stream becomes an in-stream ``DepthSnapshotRecord``
+(``to_partial_depth``; a bare ``/ws`` payload has no stream name and reads as a diff).
+
+The Petrosa socket-client republishes each combined-stream frame on NATS inside an envelope,
+``{"stream", "data", "timestamp", "message_id", "source", "version", ...trace keys}``
+(https://github.com/PetroSa2/petrosa-socket-client, ``socket_client/models/message.py``).
+msgspec ignores keys a Struct does not declare, in any order, so the combined-stream decoders
+read an envelope as they read a frame; ``SocketClientEnvelope`` reads its ``timestamp``.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
@@ -45,12 +57,14 @@ import msgspec
 from petrosa_pipelines.exchanges.base import (
     BookTickerRecord,
     CandleRecord,
+    DepthSnapshotRecord,
     DepthUpdateRecord,
     MarkPriceRecord,
     MessageError,
     RawTradeRecord,
     Record,
     Source,
+    TickerRecord,
     TradeRecord,
     TradeType,
 )
@@ -170,6 +184,32 @@ class BinanceMarkPriceData(
     T: Ms = 0  # next funding time (ms); 0 where the contract has no funding
 
 
+#: a trade id or -1 (Binance's "no trade" in 24-hour statistics)
+TradeIdOrNone = Annotated[int, msgspec.Meta(ge=-1, le=MAX_ID)]
+
+
+class BinanceTickerData(msgspec.Struct, frozen=True, gc=False, tag_field="e", tag="24hrTicker"):
+    """``<symbol>@ticker`` payload: rolling 24-hour statistics, pushed every 2000 ms
+    (https://developers.binance.com/docs/derivatives/usds-margined-futures/
+    websocket-market-streams/Individual-Symbol-Ticker-Streams). ``p`` (price change), ``P``
+    (its percentage) and ``w`` (weighted average price) are derived and not decoded."""
+
+    E: Ms  # event time (ms)
+    s: str  # symbol
+    c: Decimal  # last price
+    Q: Decimal  # last quantity
+    o: Decimal  # open price (24 h ago)
+    h: Decimal  # high price
+    l: Decimal  # low price  # noqa: E741 (Binance's field name)
+    v: Decimal  # total traded base asset volume
+    q: Decimal  # total traded quote asset volume
+    O: Ms  # statistics open time (ms)  # noqa: E741
+    C: Ms  # statistics close time (ms)
+    F: TradeIdOrNone  # first trade id
+    L: TradeIdOrNone  # last trade id
+    n: Id64  # number of trades
+
+
 BinanceFuturesEvent = (
     BinanceAggTradeData
     | BinanceKlineData
@@ -177,6 +217,7 @@ BinanceFuturesEvent = (
     | BinanceMarkPriceData
     | BinanceTradeData
     | BinanceBookTickerData
+    | BinanceTickerData
 )
 
 
@@ -198,7 +239,24 @@ class BinanceFrameProbe(msgspec.Struct, frozen=True, gc=False):
     error: Any = None  # {"error": {"code": 2, "msg": "..."}, "id": 1}
 
 
+class SocketClientEnvelope(msgspec.Struct, frozen=True, gc=False):
+    """The Petrosa socket-client's NATS envelope around one combined-stream frame; other keys
+    (``message_id``, ``source``, ``version``, OpenTelemetry trace context) are ignored."""
+
+    stream: str  # the combined stream's name, e.g. "btcusdt@trade"
+    data: msgspec.Raw  # the Binance payload as received
+    timestamp: str | None = None  # the socket-client's receipt time, ISO-8601 UTC ("...Z")
+
+
+class StreamOnly(msgspec.Struct, frozen=True, gc=False):
+    """Just the top-level ``stream`` of a frame or envelope, wherever it is among the keys."""
+
+    stream: str
+
+
 COMBINED_DECODER = msgspec.json.Decoder(BinanceCombinedMsg)
+ENVELOPE_DECODER = msgspec.json.Decoder(SocketClientEnvelope)
+STREAM_ONLY_DECODER = msgspec.json.Decoder(StreamOnly)
 EVENT_DECODER = msgspec.json.Decoder(BinanceFuturesEvent)
 PROBE_DECODER = msgspec.json.Decoder(BinanceFrameProbe)
 
@@ -502,6 +560,110 @@ def to_mark_price(d: BinanceMarkPriceData, received_at: int | None) -> MarkPrice
     )
 
 
+def to_ticker(d: BinanceTickerData, received_at: int | None) -> TickerRecord:
+    """24hrTicker -> TickerRecord (prices and volumes >= 0; a quiet market may show zeros).
+
+    ``{"e":"24hrTicker","E":123456789,"s":"BNBUSDT","p":"0.0015","P":"250.00","w":"0.0018",
+    "c":"0.0025","Q":"10","o":"0.0010","h":"0.0025","l":"0.0010","v":"10000","q":"18","O":0,
+    "C":86400000,"F":0,"L":18150,"n":18151}`` (Binance's documented example)
+    """
+    _check_non_negative(
+        ("c", d.c), ("Q", d.Q), ("o", d.o), ("h", d.h), ("l", d.l), ("v", d.v), ("q", d.q)
+    )
+    if d.C < d.O:
+        raise MessageError(f"close time {d.C} before open time {d.O}", field="C")
+    return TickerRecord(
+        EXCHANGE,
+        _SYMBOLS.get(d.s) or _symbol(d.s),
+        d.E,
+        d.c,
+        d.Q,
+        d.o,
+        d.h,
+        d.l,
+        d.v,
+        d.q,
+        d.O,
+        d.C,
+        d.F,
+        d.L,
+        d.n,
+        received_at,
+    )
+
+
+#: ``<symbol>@depth<levels>[@<speed>]``: a partial book depth stream (top levels, not diffs)
+_PARTIAL_DEPTH_RE = re.compile(r"[^@]+@depth(?:5|10|20)(?:@\d+ms)?")
+#: stream name -> whether it is a partial depth stream (bounded like ``_SYMBOLS``)
+_PARTIAL_STREAMS: dict[str, bool] = {}
+
+
+def is_partial_depth(stream: str) -> bool:
+    """Whether ``stream`` is a partial book depth stream (``btcusdt@depth20@100ms``)."""
+    partial = _PARTIAL_STREAMS.get(stream)
+    if partial is None:
+        partial = _PARTIAL_DEPTH_RE.fullmatch(stream) is not None
+        if len(_PARTIAL_STREAMS) < _SYMBOLS_MAX:
+            _PARTIAL_STREAMS[stream] = partial
+    return partial
+
+
+def to_partial_depth(d: BinanceDepthUpdateData, received_at: int | None) -> DepthSnapshotRecord:
+    """A partial book depth message -> an in-stream ``DepthSnapshotRecord`` (``in_stream``).
+
+    Each message holds the top levels of the book at its event time, so it replaces the book;
+    ``u`` is the update id the book reflects and ``pu`` the previous message's ``u`` (continuity
+    is checked by the book, ``landing.book.BookSync``). Levels best first as sent.
+    https://developers.binance.com/docs/derivatives/usds-margined-futures/
+    websocket-market-streams/Partial-Book-Depth-Streams:
+
+    ``{"e":"depthUpdate","E":1571889248277,"T":1571889248276,"s":"BTCUSDT","U":390497796,
+    "u":390497878,"pu":390497794,"b":[["7403.89","0.002"],...],"a":[["7405.96","3.340"],...]}``
+    """
+    if not (_levels_ok(d.b) and _levels_ok(d.a)):
+        _check_levels("b", d.b)
+        _check_levels("a", d.a)
+    if d.U > d.u:
+        raise MessageError(f"final update id {d.u} < first update id {d.U}", field="u")
+    return DepthSnapshotRecord(
+        exchange=EXCHANGE,
+        symbol=_symbol(d.s),
+        last_update_id=d.u,
+        event_time=d.E,
+        transaction_time=d.T,
+        bids=d.b,
+        asks=d.a,
+        received_at=received_at,
+        prev_update_id=d.pu,
+        in_stream=True,
+    )
+
+
+def convert_on(stream: str, event: Any, received_at: int | None) -> Record:
+    """The record of ``event`` received on ``stream``: a ``depthUpdate`` on a partial depth
+    stream is a snapshot, every other event its type's converter."""
+    if type(event) is BinanceDepthUpdateData and is_partial_depth(stream):
+        return to_partial_depth(event, received_at)
+    return CONVERTERS[type(event)](event, received_at)
+
+
+def iso_to_ms(text: str) -> int | None:
+    """``"2024-01-03T00:00:01.234567Z"`` -> epoch ms (None when it is not an ISO-8601 time;
+    a time without an offset is UTC, as the socket-client writes ``datetime.utcnow()``)."""
+    try:
+        t = dt.datetime.fromisoformat(text)
+    except (TypeError, ValueError):
+        return None
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=dt.UTC)
+    ms = (t - _EPOCH) // _ONE_MS
+    return ms if 0 <= ms <= MAX_TIME_MS else None
+
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_ONE_MS = dt.timedelta(milliseconds=1)
+
+
 CONVERTERS: dict[type, Callable[[Any, int | None], Record]] = {
     BinanceAggTradeData: to_trade,
     BinanceDepthUpdateData: to_depth_update,
@@ -509,4 +671,5 @@ CONVERTERS: dict[type, Callable[[Any, int | None], Record]] = {
     BinanceMarkPriceData: to_mark_price,
     BinanceTradeData: to_raw_trade,
     BinanceBookTickerData: to_book_ticker,
+    BinanceTickerData: to_ticker,
 }

@@ -8,6 +8,7 @@ varying within a file, microsecond timestamps in newer (spot) files (PROVENANCE.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import io
@@ -19,8 +20,8 @@ import tempfile
 import time
 import zipfile
 import zlib
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import IO, Any
 from urllib.parse import urlencode
 from xml.etree import ElementTree
 
@@ -32,18 +33,15 @@ import requests
 
 from petrosa_pipelines.catalog import schemas
 from petrosa_pipelines.exchanges.base import ExchangeError, MessageError, Source
-from petrosa_pipelines.exchanges.binance.rest import EXCHANGE, build_frame
-from petrosa_pipelines.exchanges.http import (
-    RateLimitedError,
-    TransportError,
-    backoff_delay,
-    fetch,
-    retry_after_seconds,
-)
+from petrosa_pipelines.exchanges.binance.bodies import EXCHANGE, KLINE_FIELDS, build_frame
+from petrosa_pipelines.exchanges.transport import download
 from petrosa_pipelines.lib.endpoints import RestSettings
 from petrosa_pipelines.lib.timeutil import day_window_ms
 
 log = logging.getLogger(__name__)
+
+#: statuses worth a retry besides 5xx: 429 and 418, as on the REST API (``rest.rate_model``)
+RETRY_STATUSES = frozenset({429, 418})
 
 #: timestamps above this are microseconds (ms stay below it until the year 5138)
 MICROSECONDS_THRESHOLD = 10**14
@@ -58,19 +56,6 @@ class ChecksumMismatchError(ExchangeError):
 # Pure CSV parsers (tests call these directly).
 # ---------------------------------------------------------------------------------------------
 
-_KLINE_COLUMNS = (
-    "open_time",
-    "open",
-    "high",
-    "low",
-    "close",
-    "volume",
-    "close_time",
-    "quote_volume",
-    "trade_count",
-    "taker_buy_volume",
-    "taker_buy_quote_volume",
-)
 _AGG_COLUMNS = (
     "agg_trade_id",
     "price",
@@ -111,10 +96,21 @@ def has_header(data: bytes) -> bool:
     return all(_HEADER_FIELD.match(f) for f in fields)
 
 
-def _read_csv(data: bytes, names: tuple[str, ...], what: str) -> dict[str, np.ndarray]:
+def _csv_source(data: bytes | IO[bytes]) -> tuple[bytes, Any]:
+    """(the first bytes, what arrow reads) of CSV bytes or of a stream (``csv_stream``),
+    without a BOM: a stream's head is peeked, the rest is never held whole."""
+    if isinstance(data, bytes | bytearray | memoryview):
+        data = bytes(data).removeprefix(b"\xef\xbb\xbf")
+        return data, io.BytesIO(data)
+    if data.peek(3)[:3] == b"\xef\xbb\xbf":
+        data.read(3)
+    return data.peek(4096), data
+
+
+def _read_csv(data: bytes | IO[bytes], names: tuple[str, ...], what: str) -> dict[str, np.ndarray]:
     """CSV bytes -> numpy columns named ``names`` (extra trailing fields such as ``ignore`` are
     dropped). Arrow parses decimals with correct rounding whatever their formatting."""
-    data = data.removeprefix(b"\xef\xbb\xbf")
+    data, source = _csv_source(data)
     if not data.strip():
         return {name: np.array([], dtype=_dtype(name)) for name in names}
     line = _first_line(data)
@@ -131,7 +127,7 @@ def _read_csv(data: bytes, names: tuple[str, ...], what: str) -> dict[str, np.nd
         types["is_buyer_maker"] = pa.bool_()
     try:
         table = pacsv.read_csv(
-            io.BytesIO(data),
+            source,
             read_options=pacsv.ReadOptions(
                 column_names=column_names, skip_rows=1 if has_header(data) else 0
             ),
@@ -143,6 +139,8 @@ def _read_csv(data: bytes, names: tuple[str, ...], what: str) -> dict[str, np.nd
                 strings_can_be_null=False,
             ),
         )
+    except (zipfile.BadZipFile, zlib.error, EOFError) as exc:  # a stream's corrupt deflate
+        raise MessageError(f"{what}: {exc}", field="<zip>") from None
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
         match = _ARROW_COLUMN.search(str(exc))
         field = "<csv>"
@@ -155,6 +153,10 @@ def _read_csv(data: bytes, names: tuple[str, ...], what: str) -> dict[str, np.nd
         if column.null_count:
             raise MessageError(f"{what}: {column.null_count} empty values", field=name)
         out[name] = column.to_numpy()
+        # release the arrow column once it is numpy: the table and the arrays are never
+        # both held whole (10 M trades are over half a GB each way)
+        table = table.drop_columns([name])
+        del column
     for name in _TIME_COLUMNS:
         if name in out:
             out[name] = normalise_ms(out[name])
@@ -172,6 +174,8 @@ def _dtype(name: str) -> Any:
 def normalise_ms(values: np.ndarray) -> np.ndarray:
     """Epoch times to ms: values above 1e14 are microseconds (spot archives from 2025)."""
     values = np.asarray(values, dtype=np.int64)
+    if not (values > MICROSECONDS_THRESHOLD).any():
+        return values  # all ms already: no second array
     return np.where(values > MICROSECONDS_THRESHOLD, values // 1000, values)
 
 
@@ -186,12 +190,13 @@ def _archive_frame(
 
 def parse_klines_csv(data: bytes, symbol: str, interval: str) -> pd.DataFrame:
     """A Vision klines CSV -> CANDLES frame (source=archive, received_at null)."""
-    cols = _read_csv(data, _KLINE_COLUMNS, f"{symbol}-{interval} klines")
+    cols = _read_csv(data, KLINE_FIELDS, f"{symbol}-{interval} klines")
     return _archive_frame(cols, schemas.CANDLES, symbol, interval=interval)
 
 
-def parse_agg_trades_csv(data: bytes, symbol: str) -> pd.DataFrame:
-    """A Vision aggTrades CSV -> TRADES frame (source=archive, received_at null)."""
+def parse_agg_trades_csv(data: bytes | IO[bytes], symbol: str) -> pd.DataFrame:
+    """A Vision aggTrades CSV (bytes, or a stream: ``csv_stream``) -> TRADES frame
+    (source=archive, received_at null)."""
     cols = _read_csv(data, _AGG_COLUMNS, f"{symbol} aggTrades")
     return _archive_frame(cols, schemas.TRADES, symbol)
 
@@ -213,6 +218,21 @@ def parse_checksum(text: str) -> str:
     if not re.fullmatch(r"[0-9a-f]{64}", digest):
         raise ExchangeError(f"malformed CHECKSUM file: {text[:100]!r}")
     return digest
+
+
+@contextlib.contextmanager
+def csv_stream(zip_bytes: bytes, name: str) -> Iterator[IO[bytes]]:
+    """The (single) CSV inside a Vision zip as a stream: a day of 10 M trades is 600 MB of
+    CSV, which ``extract_csv`` would hold (twice while joining) before parsing."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(zip_bytes)) as zf:
+            members = [m for m in zf.namelist() if m.lower().endswith(".csv")]
+            if not members:
+                raise MessageError(f"{name}: no CSV inside", field="<zip>")
+            with zf.open(members[0]) as stream:
+                yield stream
+    except (zipfile.BadZipFile, zlib.error, EOFError) as exc:  # zlib.error: corrupt deflate
+        raise MessageError(f"{name}: {exc}", field="<zip>") from None
 
 
 def extract_csv(zip_bytes: bytes, name: str) -> bytes:
@@ -328,8 +348,12 @@ class VisionArchiveClient:
 
     def daily_agg_trades(self, symbol: str, day: dt.date) -> pd.DataFrame | None:
         """One day of aggregate trades (TRADES frame), None if the archive does not exist."""
-        csv = self._csv(agg_trades_path(symbol, day))
-        return None if csv is None else parse_agg_trades_csv(csv, symbol)
+        path = agg_trades_path(symbol, day)
+        data = self.fetch_verified(path)
+        if data is None:
+            return None
+        with csv_stream(data, path) as csv:
+            return parse_agg_trades_csv(csv, symbol)
 
     def monthly_funding(self, symbol: str, year: int, month: int) -> pd.DataFrame | None:
         """One month of settled funding (FUNDING frame, mark_price null)."""
@@ -416,50 +440,16 @@ class VisionArchiveClient:
         return None if data is None else extract_csv(data, path)
 
     def _fetch(self, url: str) -> bytes | None:
-        """GET bytes; None on 404; retries transient failures with jittered backoff."""
-        attempt = 0
-        while True:
-            try:
-                resp = fetch(
-                    self.session,
-                    url,
-                    timeout=self.rest.timeout_seconds,
-                    deadline=self.rest.deadline_seconds,
-                )
-            except TransportError as exc:  # typed: truncated, undecodable, timeout, deadline
-                attempt = self._retry(attempt, str(exc), None)
-                continue
-            status = resp.status_code
-            if status == 200:
-                return resp.content
-            if status == 404:
-                return None
-            if status in (429, 418) or status >= 500:
-                attempt = self._retry(attempt, f"GET {url}: HTTP {status}", resp)
-                continue
-            raise ExchangeError(f"GET {url}: HTTP {status}", status=status)
-
-    def _retry(self, attempt: int, what: str, resp: requests.Response | None) -> int:
-        if attempt >= self.rest.max_retries:
-            status = None if resp is None else resp.status_code
-            raise ExchangeError(f"{what}; giving up after {attempt} retries", status=status)
-        delay = backoff_delay(
-            attempt, self.rest.backoff_base_seconds, self.rest.backoff_max_seconds, self._rng
+        """GET bytes; None on 404; transient failures retried (``transport.download``)."""
+        return download(
+            self.session,
+            url,
+            self.rest,
+            retry_statuses=RETRY_STATUSES,
+            sleep=self._sleep,
+            rng=self._rng,
+            sleeps=self.sleeps,
         )
-        retry_after = None if resp is None else retry_after_seconds(resp.headers, time.time())
-        if retry_after is not None:  # finite, >= 0, clamped (http.retry_after_seconds)
-            if retry_after > self.rest.max_wait_seconds:
-                raise RateLimitedError(
-                    f"{what} with Retry-After {retry_after:.0f}s, more than the "
-                    f"{self.rest.max_wait_seconds:.0f}s a run may wait; failing instead",
-                    wait_seconds=retry_after,
-                    status=resp.status_code,
-                )
-            delay = retry_after
-        log.warning("%s; retry %d in %.2fs", what, attempt + 1, delay)
-        self.sleeps.append(delay)
-        self._sleep(delay)
-        return attempt + 1
 
     # -- cache ------------------------------------------------------------------------------
 

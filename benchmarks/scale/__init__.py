@@ -1,0 +1,1 @@
+"""Helpers of ``benchmarks/scale_bench.py``: each module is one measurement in its own process."""

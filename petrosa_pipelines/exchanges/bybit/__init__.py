@@ -1,0 +1,1 @@
+"""Bybit v5 linear contracts (USDT and USDC perpetuals): adapter, REST client and archives."""

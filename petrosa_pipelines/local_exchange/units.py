@@ -1,0 +1,140 @@
+"""Units, time and number formatting shared by the market generator and every venue's wire.
+
+Prices and quantities are integers in units of ``10**-decimals``; :func:`fmt_fixed` turns them into
+exact decimal strings, so no wire ever carries float noise. The hashes are stable across processes
+(``hash()`` is salted per process), so the same seed gives the same market everywhere.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+DAY_MS = 86_400_000
+MINUTE_MS = 60_000
+FUNDING_INTERVAL_MS = 8 * 3_600_000
+#: by default the book changes on a 100 ms grid (Binance's fastest diff cadence)
+BOOK_STEP_MS = 100
+#: a resting level (other than the top) changes about this often
+LEVEL_PERIOD_MS = 10_000
+#: book steps per array pass when building depth diffs (bounds memory: steps x levels x 8 B)
+DEPTH_CHUNK_STEPS = 600
+#: the shared market factor is drawn on a 1 s grid and interpolated linearly between points
+FACTOR_GRID_MS = 1_000
+
+INTERVALS_MS: dict[str, int] = {
+    "1m": MINUTE_MS,
+    "3m": 3 * MINUTE_MS,
+    "5m": 5 * MINUTE_MS,
+    "15m": 15 * MINUTE_MS,
+    "30m": 30 * MINUTE_MS,
+    "1h": 60 * MINUTE_MS,
+    "2h": 120 * MINUTE_MS,
+    "4h": 240 * MINUTE_MS,
+    "6h": 360 * MINUTE_MS,
+    "8h": 480 * MINUTE_MS,
+    "12h": 720 * MINUTE_MS,
+    "1d": DAY_MS,
+}
+
+
+EPOCH = dt.date(1970, 1, 1)
+
+
+def stable_hash(*parts: Any) -> int:
+    """A 63-bit hash stable across processes (``hash()`` is salted per process)."""
+    digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") >> 1
+
+
+def mix(x: np.ndarray) -> np.ndarray:
+    """splitmix64 finaliser, vectorised: a cheap deterministic hash of uint64 arrays."""
+    x = x.astype(np.uint64, copy=True)
+    x ^= x >> np.uint64(30)
+    x *= np.uint64(0xBF58476D1CE4E5B9)
+    x ^= x >> np.uint64(27)
+    x *= np.uint64(0x94D049BB133111EB)
+    x ^= x >> np.uint64(31)
+    return x
+
+
+_M64_INT = 0xFFFFFFFFFFFFFFFF
+
+
+def mix_int(x: int) -> int:
+    """:func:`mix` of one non-negative integer in plain Python (same result, no array cost)."""
+    x &= _M64_INT
+    x ^= x >> 30
+    x = (x * 0xBF58476D1CE4E5B9) & _M64_INT
+    x ^= x >> 27
+    x = (x * 0x94D049BB133111EB) & _M64_INT
+    return x ^ (x >> 31)
+
+
+def to_date(day: dt.date | str | int) -> dt.date:
+    """Accept a date, ``YYYY-MM-DD`` or epoch milliseconds (the UTC day containing it)."""
+    if isinstance(day, dt.datetime):
+        return day.astimezone(dt.UTC).date() if day.tzinfo else day.date()
+    if isinstance(day, dt.date):
+        return day
+    if isinstance(day, str):
+        return dt.date.fromisoformat(day)
+    return EPOCH + dt.timedelta(days=int(day) // DAY_MS)
+
+
+def day_start_ms(day: dt.date) -> int:
+    return (day - EPOCH).days * DAY_MS
+
+
+def fmt_fixed(value: int, decimals: int) -> str:
+    """Integer in units of 10**-decimals -> exact decimal string (``123, 2 -> '1.23'``)."""
+    if decimals == 0:
+        return str(value)
+    sign = "-" if value < 0 else ""
+    q, r = divmod(abs(int(value)), 10**decimals)
+    return f"{sign}{q}.{r:0{decimals}d}"
+
+
+def fmt_many(values: Iterable[int], decimals: int) -> list[str]:
+    """:func:`fmt_fixed` of many integers (one format string, no call per value)."""
+    vals = [int(v) for v in values]
+    if decimals == 0:
+        return [str(v) for v in vals]
+    if any(v < 0 for v in vals):
+        return [fmt_fixed(v, decimals) for v in vals]
+    scale = 10**decimals
+    pattern = f"{{}}.{{:0{decimals}d}}".format
+    return [pattern(v // scale, v % scale) for v in vals]
+
+
+class LevelFormats:
+    """Memoised :func:`fmt_fixed` for book levels: the same prices and sizes recur all day, and
+    formatting them was most of the cost of a depth diff (bounded: cleared past 100k values)."""
+
+    def __init__(self) -> None:
+        self._cache: dict[int, dict[int, str]] = {}
+
+    def many(self, values: list[int], decimals: int) -> list[str]:
+        cache = self._cache.setdefault(decimals, {})
+        if len(cache) > 100_000:
+            cache.clear()
+        get = cache.get
+        out = [get(v) for v in values]
+        if None in out:
+            for i, v in enumerate(values):
+                if out[i] is None:
+                    out[i] = cache[v] = fmt_fixed(v, decimals)
+        return out  # type: ignore[return-value]
+
+    def levels(self, prices: np.ndarray, qtys: np.ndarray, pd_: int, qd: int) -> list[list[str]]:
+        """``[[price, qty], ...]`` strings of book levels (the wire form of depth payloads)."""
+        return [
+            [p, q]
+            for p, q in zip(
+                self.many(prices.tolist(), pd_), self.many(qtys.tolist(), qd), strict=True
+            )
+        ]

@@ -1,0 +1,309 @@
+"""The NATS source lands what the websocket source lands (issue 14, item 5).
+
+The websocket path runs against the local exchange (simulated clock, 20x): one group on the
+exchange profile for Binance's aggTrades, one on the socket-client profile for partial depth
+(``@depth20@100ms``, in-stream snapshots: no REST snapshot whose timing would differ between
+the paths). Every frame those groups landed is then wrapped in the socket-client envelope
+(``socket_client_envelope``, the websocket receipt time as its ``timestamp``), published in
+receipt order through a real NATS server and ingested by NATS-sourced groups of the same
+profiles. The trades and depth frames read back from both landing zones must be equal, receipt
+columns aside (the NATS path's receipt is its own).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import time
+from pathlib import Path
+
+import orjson
+import pandas as pd
+import pytest
+
+from petrosa_pipelines.exchanges.binance.adapter import SOCKET_CLIENT_PROFILE
+from petrosa_pipelines.ingest import IngestEngine
+from petrosa_pipelines.landing import LandingStore
+from petrosa_pipelines.landing.store import iter_segment_lines
+from petrosa_pipelines.local_exchange import LocalExchange, MarketConfig, SimulatedClock
+from petrosa_pipelines.local_exchange.venues.binance.wire import socket_client_envelope
+from petrosa_pipelines.tooling.socket_client_feed import (
+    SocketClientFeed,
+    combined_stream_url,
+    stream_names,
+)
+from petrosa_pipelines_tests.servers import delete_stream, unique_name
+from petrosa_pipelines_tests.servers import nats_url as _nats_url  # noqa: F401
+from petrosa_pipelines_tests.test_ingest.conftest import START, make_config
+from petrosa_pipelines_tests.test_ingest.test_nats_source import (
+    landed_payloads,
+    nats_config,
+    wait_for,
+)
+
+S = "BTCUSDT"
+#: real recorded frames (fixtures/binance/PROVENANCE.md: cryptofeed, Binance USD-M 2021-04-17)
+REAL = Path(__file__).parents[1] / "fixtures" / "binance" / "ws" / "cryptofeed_2021-04-17"
+REAL_SYMBOL = "DENTUSDT"
+MIN_TRADES, MIN_DEPTH = 40, 60  # aggTrades / depth20 messages the websocket path must land
+#: per group: (profile, dataset)
+GROUPS = {"trades": ("", "trades"), "depth": (SOCKET_CLIENT_PROFILE, "depth")}
+
+
+def _processed(engine: IngestEngine, dataset: str) -> int:
+    return sum(s.processed for s in engine.stats.streams.values() if s.dataset == dataset)
+
+
+def _landed(root: Path, group: str) -> list[tuple[int, bytes]]:
+    """(receipt ms, frame) of every landed frame of ``group``, in receipt order."""
+    lines = [
+        line
+        for seg in sorted((root / "binance" / group).glob("*/*/seg-*.jsonl"))
+        for line in iter_segment_lines(seg)
+        if line[1][:1] != b"!"
+    ]
+    return sorted(lines, key=lambda x: x[0])
+
+
+def _without_receipt(frame: pd.DataFrame) -> pd.DataFrame:
+    keep = [c for c in frame.columns if "receiv" not in c and "recv" not in c]
+    return frame[keep].reset_index(drop=True)
+
+
+async def _run_until(engines: list[IngestEngine], cond, what: str) -> None:
+    tasks = [asyncio.create_task(e.run()) for e in engines]
+    try:
+        await wait_for(lambda: cond() or any(t.done() for t in tasks), what)
+        for t in tasks:
+            if t.done():
+                await t  # an engine that died says why
+    finally:
+        for e in engines:
+            e.stop()
+        await asyncio.wait_for(asyncio.gather(*tasks), 60)
+
+
+def _land_over_nats(
+    ws_root: Path, nats_root: Path, nats_url: str, groups: dict, symbols: tuple, clock
+) -> None:
+    """Wrap every frame the websocket groups ``ws-<name>`` landed in the socket-client envelope
+    (their receipt time as its timestamp), publish them in receipt order on a subject per group
+    through NATS, and ingest them with NATS groups ``nats-<name>`` of the same profiles."""
+    import nats
+
+    subjects = {name: f"test.eq.{name}.{time.time_ns()}" for name in groups}
+    frames: dict[str, list[bytes]] = {name: [] for name in groups}
+    for name in groups:
+        for recv, raw in _landed(ws_root, f"ws-{name}"):
+            try:
+                frames[name].append(socket_client_envelope(raw, recv))
+            except ValueError:  # a subscription answer, not a stream frame
+                continue
+    assert all(len(f) >= 10 for f in frames.values()), {k: len(v) for k, v in frames.items()}
+    over_nats = {
+        name: IngestEngine(
+            nats_config(
+                nats_root,
+                nats_url,
+                subjects[name],
+                group=f"nats-{name}",
+                symbols=symbols,
+                datasets=(ds,),
+                stream_profile=profile,
+                stale_after_s=3600.0,
+            ),
+            clock_ms=clock,
+        )
+        for name, (profile, ds) in groups.items()
+    }
+
+    async def replay() -> None:
+        tasks = [asyncio.create_task(e.run()) for e in over_nats.values()]
+        nc = await nats.connect(nats_url)
+        try:
+            await wait_for(
+                lambda: (
+                    all(e._nats.ready.is_set() for e in over_nats.values())
+                    or any(t.done() for t in tasks)
+                ),
+                "the NATS subscriptions",
+            )
+            for name, envs in frames.items():
+                for env in envs:
+                    await nc.publish(subjects[name], env)
+            await nc.flush()
+            await wait_for(
+                lambda: (
+                    all(e._nats.stats.messages == len(frames[n]) for n, e in over_nats.items())
+                    or any(t.done() for t in tasks)
+                ),
+                "every envelope read",
+            )
+        finally:
+            await nc.close()
+            for e in over_nats.values():
+                e.stop()
+            await asyncio.wait_for(asyncio.gather(*tasks), 60)
+
+    asyncio.run(replay())
+    for e in over_nats.values():
+        assert e.stats.dead_letters == 0 and e._nats.stats.messages > 0
+
+
+def _assert_same_records(
+    ws_root: Path, nats_root: Path, ds: str, symbol: str, lo: int, hi: int
+) -> pd.DataFrame:
+    want = _without_receipt(LandingStore(ws_root).read_frame("binance", ds, symbol, lo, hi))
+    got = _without_receipt(LandingStore(nats_root).read_frame("binance", ds, symbol, lo, hi))
+    assert len(want) > 0, f"the websocket path landed no {ds}"
+    pd.testing.assert_frame_equal(got, want)
+    return want
+
+
+@pytest.mark.slow
+def test_the_same_frames_land_the_same_records_over_nats_and_websocket(
+    exchange, tmp_path, nats_url, monkeypatch
+):
+    for var in ("PETROSA_NATS_URL", "PETROSA_REDIS_URL"):
+        monkeypatch.delenv(var, raising=False)  # no live outputs: only the landing matters
+    ws_root, nats_root = tmp_path / "ws", tmp_path / "nats"
+    clock = exchange.clock.now_ms
+    ws = {
+        name: IngestEngine(
+            make_config(
+                exchange,
+                ws_root,
+                group=f"ws-{name}",
+                symbols=(S,),
+                datasets=(ds,),
+                stream_profile=profile,
+            ),
+            clock_ms=clock,
+        )
+        for name, (profile, ds) in GROUPS.items()
+    }
+
+    def enough() -> bool:
+        return (
+            _processed(ws["trades"], "trades") >= MIN_TRADES
+            and _processed(ws["depth"], "depth") >= MIN_DEPTH
+        )
+
+    asyncio.run(_run_until(list(ws.values()), enough, "the websocket path's frames"))
+
+    _land_over_nats(ws_root, nats_root, nats_url, GROUPS, (S,), clock)
+    start = int(dt.datetime.fromisoformat(START).timestamp() * 1000)
+    lo, hi = start - 60_000, clock() + 3_600_000
+    for _, ds in GROUPS.values():
+        _assert_same_records(ws_root, nats_root, ds, S, lo, hi)
+    assert len(LandingStore(ws_root).read_frame("binance", "trades", S, lo, hi)) >= MIN_TRADES
+
+
+@pytest.mark.slow
+def test_real_recorded_aggtrades_land_the_same_over_nats_and_websocket(
+    tmp_path, nats_url, monkeypatch
+):
+    """Real Binance USD-M aggTrade frames (cryptofeed's recording of 2021-04-17, DENTUSDT:
+    fixtures/binance/PROVENANCE.md) replayed byte-identical by the local exchange's websocket,
+    then as socket-client envelopes through NATS: the same trades rows."""
+    for var in ("PETROSA_NATS_URL", "PETROSA_REDIS_URL"):
+        monkeypatch.delenv(var, raising=False)
+    lines = [
+        line
+        for line in (REAL / "aggTrade.jsonl").read_text().splitlines()
+        if line.startswith('{"stream":"dentusdt@aggTrade"')
+    ]
+    last_t = max(orjson.loads(line)["data"]["T"] for line in lines)
+    recording = tmp_path / "dentusdt_aggTrade.jsonl"
+    recording.write_text("\n".join(lines) + "\n")
+    ws_root, nats_root = tmp_path / "ws", tmp_path / "nats"
+    first = orjson.loads(lines[0])["data"]["E"]
+    clock = SimulatedClock(dt.datetime.fromtimestamp(first / 1000, dt.UTC).isoformat(), speed=5)
+    market = MarketConfig(seed=7, symbols=("BTCUSDT",))
+    groups = {"real": ("", "trades")}
+    with LocalExchange(market=market, replay=recording, speed=5, clock=clock) as ex:
+        engine = IngestEngine(
+            make_config(
+                ex,
+                ws_root,
+                group="ws-real",
+                symbols=(REAL_SYMBOL,),
+                datasets=("trades",),
+                stale_after_s=3600.0,
+            ),
+            clock_ms=ex.clock.now_ms,
+        )
+
+        def replayed() -> bool:
+            return any(
+                s.dataset == "trades" and (s.last_event_ms or 0) >= last_t
+                for s in engine.stats.streams.values()
+            )
+
+        asyncio.run(_run_until([engine], replayed, "the recording's last aggTrade"))
+        assert engine.stats.dead_letters == 0
+        _land_over_nats(ws_root, nats_root, nats_url, groups, (REAL_SYMBOL,), ex.clock.now_ms)
+    lo, hi = first - 60_000, ex.clock.now_ms() + 3_600_000
+    want = _assert_same_records(ws_root, nats_root, "trades", REAL_SYMBOL, lo, hi)
+    # frames sent before the subscription are not the websocket's: every later one landed
+    assert len(lines) // 2 <= len(want) <= len(lines)
+    recorded = sorted(orjson.loads(line)["data"]["a"] for line in lines)
+    assert sorted(want["agg_trade_id"]) == recorded[len(lines) - len(want) :]
+
+
+@pytest.mark.slow
+def test_the_feed_publishes_every_frame_into_jetstream_and_the_ingest_lands_each_once(
+    exchange, tmp_path, nats_url, monkeypatch
+):
+    """``SocketClientFeed`` (the demo's socket-client stand-in) with a JetStream stream: every
+    combined-stream frame of the local exchange is published once in the envelope, and a
+    NATS group with a durable consumer on that stream lands exactly those envelopes."""
+    for var in ("PETROSA_NATS_URL", "PETROSA_REDIS_URL"):
+        monkeypatch.delenv(var, raising=False)
+    stream, subject = unique_name("feed"), f"test.feed.{unique_name()}"  # not under petrosa.>
+    sent: list[bytes] = []
+    clock = exchange.clock.now_ms
+    feed = SocketClientFeed(
+        combined_stream_url(exchange.ws_base_url, stream_names([S])),
+        nats_url,
+        subject,
+        jetstream_stream=stream,
+        clock_ms=clock,
+        on_frame=lambda _raw, env: sent.append(env),
+    )
+    engine = IngestEngine(
+        nats_config(
+            tmp_path,
+            nats_url,
+            subject,
+            group="feedg",
+            symbols=(S,),
+            datasets=("trades", "depth"),
+            stream_profile=SOCKET_CLIENT_PROFILE,
+            nats_stream=stream,
+            stale_after_s=3600.0,
+        ),
+        clock_ms=clock,
+    )
+
+    async def scenario() -> None:
+        publishing = asyncio.create_task(feed.run())
+        await wait_for(lambda: feed.stats.published >= 100 or publishing.done(), "100 frames")
+        feed.stop()
+        await publishing  # raises if the feed failed
+        await _run_until(
+            [engine], lambda: engine._nats.stats.acked >= len(sent), "every frame acknowledged"
+        )
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        asyncio.run(delete_stream(nats_url, stream))
+    assert feed.stats.published == len(sent) >= 100
+    assert {n.split("@", 1)[1] for n in feed.stats.by_stream} == {
+        "trade",
+        "depth20@100ms",
+        "ticker",
+    }
+    assert sorted(landed_payloads(tmp_path, "feedg")) == sorted(sent)
+    assert engine.stats.dead_letters == 0
