@@ -9,6 +9,7 @@ session fixture ``finished_demo`` in the root conftest, instead of paying for tw
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import subprocess
 import sys
@@ -40,6 +41,9 @@ class DemoRun:
     returncode: int
     stdout: str
     stderr: str
+    #: the UTC date when the demo was started: its days are the ones closed on that date (or on
+    #: the next, when the start was a moment before midnight)
+    started_on: dt.date
 
     def explain(self) -> str:
         return self.stdout[-2000:] + self.stderr[-3000:]
@@ -63,5 +67,6 @@ def run_demo_cli(
 
 def run_shared_demo(workdir: Path) -> DemoRun:
     """The demo every demo test looks at: ``DAYS`` days, a live tail of ``INGEST_SECONDS``."""
+    started_on = dt.datetime.now(tz=dt.UTC).date()
     done = run_demo_cli(workdir, INGEST_SECONDS, days=DAYS)
-    return DemoRun(workdir, done.returncode, done.stdout, done.stderr)
+    return DemoRun(workdir, done.returncode, done.stdout, done.stderr, started_on)

@@ -31,7 +31,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import WebSocketException
 
 from petrosa_pipelines.exchanges.base import DepthSnapshotRecord
-from petrosa_pipelines.ingest.streams import StreamState
+from petrosa_pipelines.ingest.streams import StreamState, data_time
 
 log = logging.getLogger(__name__)
 
@@ -249,14 +249,39 @@ class ConnectionMixin:
         self._next_connect = time.monotonic() + random.uniform(0, delay)
 
     def _promote(self, c: Conn) -> None:
-        """Make the candidate the primary: release what it held, forget the old connection."""
+        """Make the candidate the primary: release what it held, forget the old connection.
+
+        A stream still on the old connection never proved the overlap (its old connection did
+        not reach the candidate's first held event, or the candidate held nothing yet): what
+        lay between may be lost, so it gets a gap unless the stream proves continuity itself."""
         c.candidate = False
         self._candidate = None
         self._primary = c
+        now_ms = self.now_ms()
         for st in self._streams.values():
             if st.source != c.id:
+                # (at shutdown the stream just ends, nothing falls between connections)
+                if not (self._stop.is_set() or self._overlap_proven(st) or st.outage_from):
+                    st.outage_from = st.stats.last_data_ms or now_ms
+                    st.outage_cause = "rotation_no_overlap"
                 self._switch(st, c.id)
         self.stats.rotations += 1
+
+    def _overlap_proven(self, st: StreamState) -> bool:
+        """Nothing can have fallen between the two connections of ``st``'s rotation.
+
+        Either the old connection reached the candidate's first held event time, or the
+        stream's own numbering shows a hole when it is accepted (consecutive trade ids and a
+        book's ``pu``/``u`` chain become ledger entries there); time-keyed streams (candles,
+        mark price, tickers) have no such numbering."""
+        if st.held and st.max_event is not None and st.held[0].event_time <= st.max_event:
+            return True
+        d = st.stats.dataset
+        if d == "candles" and st.held and st.stats.last_data_ms is not None:
+            # the dataset is the closed candles: the candidate starting inside the candle the old
+            # connection was on still brings that candle's close, and every later one
+            return (data_time(st.held[0].rec) or 0) <= st.stats.last_data_ms
+        return d == "depth" or (d == "trades" and self.adapter.capabilities.trade_ids_consecutive)
 
     def _finish_rotation(self) -> None:
         c = self._candidate

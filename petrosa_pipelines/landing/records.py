@@ -28,10 +28,13 @@ class GapRecord(msgspec.Struct, frozen=True):
 
     ``cause`` is one of ``disconnect`` (no connection), ``sequence_break`` (depth ``pu`` did not
     chain), ``resync`` (book rebuilt from a new snapshot), ``id_gap`` (aggregate trade ids
-    skipped), ``writer_restart`` (the ingest was down). The auditing and backfill work reads
-    these entries to decide which partitions to repair, so ``start_ms``/``end_ms`` are in the
-    time the dataset's partitions are cut by: trade time for trades (Binance pushes a trade a
-    little after it happened), candle open time for candles, event time for depth and funding.
+    skipped), ``writer_restart`` (the ingest was down), ``rotation_no_overlap`` (a connection
+    rotation ended before the new connection proved it overlapped the old one), ``nats_silence``
+    and ``nats_disconnect`` (the NATS source, ``ingest/nats_source.py``). The auditing and
+    backfill work reads these entries to decide which partitions to repair, so ``start_ms`` and
+    ``end_ms`` are in the time the dataset's partitions are cut by: trade time for trades
+    (Binance pushes a trade a little after it happened), candle open time for candles, event
+    time for depth and funding.
     """
 
     dataset: str

@@ -69,6 +69,7 @@ class LocalExchange:
         max_incoming_per_second: int = 10,
         max_streams_per_connection: int = 1024,
         tick_seconds: float = 0.02,
+        max_catchup_ms: int = MAX_CATCHUP_MS,
     ) -> None:
         self.config = market or MarketConfig()
         self.market = Market(self.config)
@@ -90,6 +91,12 @@ class LocalExchange:
         self.max_incoming_per_second = max_incoming_per_second
         self.max_streams_per_connection = max_streams_per_connection
         self.tick_seconds = tick_seconds
+        #: how far a connection's sender catches up after falling behind (a clock jump, or a
+        #: stall on a loaded machine) before it skips, recorded in ``skipped``
+        self.max_catchup_ms = max_catchup_ms
+        #: (from, to] exchange-clock ranges a connection never got because its sender fell more
+        #: than ``max_catchup_ms`` behind (a clock jump, or a stall), as an outage would lose them
+        self.skipped: list[tuple[int, int]] = []
         #: (path, query dict, weight, status) of every HTTP request, for tests
         self.request_log: list[tuple[str, dict[str, str], int, int]] = []
         self._sessions: set[WireSession] = set()
@@ -295,7 +302,9 @@ class LocalExchange:
             now = self.now_ms()
             if now <= cursor:
                 continue
-            lo = max(cursor, now - MAX_CATCHUP_MS)
+            lo = max(cursor, now - self.max_catchup_ms)
+            if lo > cursor:
+                self.skipped.append((cursor, lo))
             cursor = now
             for payload in session.live_frames(lo, now):
                 if not await self._send(session, payload):

@@ -45,7 +45,7 @@ DEMO_TRADES_PER_DAY = 20_000
 DEMO_BOOK_LEVELS = 100
 DEMO_BOOK_STEP_MS = 1_000
 #: the simulated clock advances this much at a time: below the local exchange's 60 s catch-up
-#: limit (``MAX_CATCHUP_MS`` in local_exchange/server.py), past which it skips data like an outage
+#: limit (``MAX_CATCHUP_MS`` in local_exchange/exchange.py), past which it skips data like an outage
 STREAM_STEP_MS = 50_000
 #: streamed past midnight, so the day's last book sample and trades are landed
 STREAM_PAST_MIDNIGHT_MS = 10_000

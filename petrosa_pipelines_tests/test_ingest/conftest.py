@@ -17,7 +17,11 @@ SYMBOLS = ("BTCUSDT", "ETHUSDT")
 @pytest.fixture
 def exchange():
     market = MarketConfig(seed=7, symbols=(*SYMBOLS, "SOLUSDT"), trades_per_day=300_000)
-    with LocalExchange(market=market, clock=SimulatedClock(START, speed=20)) as ex:
+    # at 20x the default 60 s catch-up is 3 s of wall time: a sender stalled that long on a
+    # loaded machine (disk and CPU stress, measured) skipped data the tests then missed; 30
+    # simulated minutes (90 s of wall time) lets it catch up, and ``skipped`` says if it did not
+    clock = SimulatedClock(START, speed=20)
+    with LocalExchange(market=market, clock=clock, max_catchup_ms=30 * 60_000) as ex:
         yield ex
 
 

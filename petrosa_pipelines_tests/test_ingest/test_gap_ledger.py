@@ -218,3 +218,54 @@ def test_a_poisoned_ledger_is_read_safely(tmp_path):
     gaps = store.gaps("binance", T0 - 1, 2**63 - 1, "trades", S)
     assert sorted(g.end_ms for g in gaps) == [T0 + 500, T0 + 1_000 + LEDGER_MAX_AHEAD_MS]
     assert len(store.ledger_errors) == 1 and "gap-2-w-2.json" in store.ledger_errors[0]
+
+
+def test_a_rotation_finished_before_a_candle_stream_overlapped_records_a_gap(engine, tmp_path):
+    """Candles carry no sequence: a rotation forced by ``rotation_overlap_s`` (or the old
+    connection closing) before the candle stream proved the overlap could lose updates between
+    the two connections silently. The stream gets a gap from its last accepted candle to the
+    candidate's first; trades, whose consecutive ids prove continuity, get none."""
+    old = engine._primary
+    old.ws = object()
+    cand = _Conn(2, "t", candidate=True)
+    cand.ws = object()
+    engine._candidate = cand
+    engine._on_frame(old, bf.kline(S, T0, True, T0 + 59_999), T0 + 59_999)  # T0's closed
+    engine._on_frame(old, _trade(100, T0), T0 + PUSH_LAG)
+    # the candidate starts two candles on, the old connection never catches up: the candle
+    # between may have lost its close
+    m = 60_000
+    engine._on_frame(cand, bf.kline(S, T0 + 2 * m, False, T0 + 2 * m + 9_000), T0 + 2 * m + 9_000)
+    engine._on_frame(cand, _trade(101, T0 + 10), T0 + 10 + PUSH_LAG)
+    engine._finish_rotation()  # rotation_overlap_s ran out
+    assert engine._primary is cand and engine.stats.rotations == 1
+    (gap,) = _gaps(engine, tmp_path, "candles")
+    assert (gap.cause, gap.start_ms, gap.end_ms) == ("rotation_no_overlap", T0, T0 + 2 * m)
+    assert LandingStore(tmp_path).gaps("binance", T0 - 1, T0 + 60_000, "trades", S) == []
+
+
+def test_a_rotation_forced_inside_the_same_candle_loses_no_closed_candle(engine, tmp_path):
+    """The candidate's first update is of the candle the old connection was on: that candle's
+    close and every later one come from the candidate, so no gap (a false one was seen under
+    load, the old connection too far behind to prove the overlap within rotation_overlap_s)."""
+    old = engine._primary
+    old.ws = object()
+    cand = _Conn(2, "t", candidate=True)
+    cand.ws = object()
+    engine._candidate = cand
+    engine._on_frame(old, bf.kline(S, T0, False, T0 + 1_000), T0 + 1_000)
+    engine._on_frame(cand, bf.kline(S, T0, False, T0 + 9_000), T0 + 9_000)
+    engine._finish_rotation()
+    assert _gaps(engine, tmp_path, "candles") == []
+
+
+def test_a_rotation_whose_streams_overlapped_records_nothing(engine, tmp_path):
+    old = engine._primary
+    old.ws = object()
+    cand = _Conn(2, "t", candidate=True)
+    cand.ws = object()
+    engine._candidate = cand
+    engine._on_frame(cand, bf.kline(S, T0, False, T0 + 1_000), T0 + 1_000)
+    engine._on_frame(old, bf.kline(S, T0, False, T0 + 1_000), T0 + 1_000)  # overlap reached
+    engine._finish_rotation()
+    assert _gaps(engine, tmp_path, "candles") == []

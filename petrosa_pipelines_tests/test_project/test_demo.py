@@ -82,7 +82,11 @@ def test_demo_no_ui_materialises_everything(finished_demo):
     assert "candles=1440" in out.stdout and "volatility=" in out.stdout
     # market data and analytics per instrument-day, health once, correlation per day
     assert f"all {2 * runs + 1 + DAYS} runs succeeded" in out.stdout, out.explain()
-    days = demo_days(DAYS)
+    # the days closed when the demo picked them, which a suite running past midnight UTC must
+    # not confuse with the days closed now
+    first = dt.date.fromisoformat((workdir / "start_date").read_text())
+    assert first in (demo_days(DAYS, out.started_on)[0], demo_days(DAYS, out.started_on)[1])
+    days = demo_days(DAYS, first + dt.timedelta(days=DAYS))
     # every instrument-day materialised with every check passing (no failed check, so nothing
     # for the alert sensor to raise), Bybit's through the same assets as Binance's
     lines = _market_data_lines(out.stdout)
