@@ -27,6 +27,8 @@ QUICK_ARGS: dict[str, list[str]] = {
     "scale_bench.py": ["--tiny"],
     "nats_bench.py": ["--quick"],
     "book_archive_bench.py": ["--quick"],
+    "bybit_parse_bench.py": ["--quick"],
+    "trades_memory_bench.py": ["--trades", "200000"],
 }
 
 
