@@ -17,6 +17,7 @@ import asyncio
 import inspect
 import threading
 import time
+import weakref
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -100,6 +101,11 @@ class LocalExchange:
         #: (path, query dict, weight, status) of every HTTP request, for tests
         self.request_log: list[tuple[str, dict[str, str], int, int]] = []
         self._sessions: set[WireSession] = set()
+        #: the clock at each websocket handshake until its session starts (weak: a handshake
+        #: that fails leaves nothing behind)
+        self._accepted_ms: weakref.WeakKeyDictionary[ServerConnection, int] = (
+            weakref.WeakKeyDictionary()
+        )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self._thread: threading.Thread | None = None
@@ -215,6 +221,9 @@ class LocalExchange:
         url = urlsplit(request.path)
         path = url.path
         if self._wire_for(path, websocket=True) is not None:
+            # the stream starts at the handshake: the client may see itself connected (and a
+            # stepping clock move on) before the connection's sender first runs
+            self._accepted_ms[conn] = self.now_ms()
             return None  # websocket upgrade; websockets answers 426 to a plain GET
         query = dict(parse_qsl(url.query, keep_blank_values=True))
         if self.faults.slow_response_seconds > 0:
@@ -236,6 +245,7 @@ class LocalExchange:
     # -- websocket -----------------------------------------------------------------------------
 
     async def _ws_handler(self, conn: ServerConnection) -> None:
+        accepted_ms = self._accepted_ms.pop(conn, None)
         url = urlsplit(conn.request.path if conn.request else "")
         wire = self._wire_for(url.path, websocket=True)
         assert wire is not None  # _process_request let only claimed paths through
@@ -254,7 +264,7 @@ class LocalExchange:
         tasks = [
             asyncio.create_task(self._produce_replay(session))
             if self.recording is not None and session.replays
-            else asyncio.create_task(self._produce_live(session)),
+            else asyncio.create_task(self._produce_live(session, accepted_ms)),
             asyncio.create_task(self._watchdog(session)),
         ]
         try:
@@ -294,9 +304,14 @@ class LocalExchange:
             if not await self._send(session, payload):
                 return
 
-    async def _produce_live(self, session: WireSession) -> None:
-        """Emit what the deterministic market does between successive clock readings."""
-        cursor = self.now_ms()
+    async def _produce_live(self, session: WireSession, since_ms: int | None = None) -> None:
+        """Emit what the deterministic market does between successive clock readings, from
+        ``since_ms`` (the handshake's clock reading; else now) on.
+
+        On a stepped clock a sender that read "now" only when it first ran could start after
+        the step the client was waiting for and never send it (the demo's stream day hung at
+        its first second, intermittently, under load)."""
+        cursor = self.now_ms() if since_ms is None else since_ms
         while True:
             await asyncio.sleep(self.tick_seconds)
             now = self.now_ms()
