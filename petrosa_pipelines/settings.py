@@ -44,17 +44,9 @@ ALL_SYMBOLS_WILDCARD = "*"
 #: the venue whose endpoints are ``PETROSA_REST_BASE_URL``, ``_WS_BASE_URL``, ``_VISION_BASE_URL``
 #: (the only venue before venues had ids)
 LEGACY_ENDPOINTS_VENUE = "binance-usdm"
-#: live endpoints per venue id, overridden by ``PETROSA_<VENUE>_{REST,WS,ARCHIVE}_BASE_URL``
-#: (Bybit v5: https://bybit-exchange.github.io/docs/v5/intro, public archives
-#: https://public.bybit.com)
-LIVE_ENDPOINTS: dict[str, ExchangeEndpoints] = {
-    "binance-usdm": ExchangeEndpoints(),
-    "bybit-linear": ExchangeEndpoints(
-        rest_base_url="https://api.bybit.com",
-        ws_base_url="wss://stream.bybit.com",
-        vision_base_url="https://public.bybit.com",
-    ),
-}
+#: ``LIVE_ENDPOINTS`` (venue id -> live endpoints) is derived from the registry on access (the
+#: module's ``__getattr__``): each adapter declares its own (``ExchangeAdapter.default_endpoints``),
+#: so a new venue needs no edit here; read one venue's with ``live_endpoints``
 #: per-venue variable suffix -> ``ExchangeEndpoints`` field (the archive is ``vision_base_url``)
 VENUE_URL_VARS = {
     "REST_BASE_URL": "rest_base_url",
@@ -198,6 +190,59 @@ def venue_env_prefix(venue: str) -> str:
     """The prefix of a venue's variables: ``PETROSA_`` + the venue id upper-cased with ``-`` as
     ``_`` + ``_`` (``bybit-linear``: ``..._BYBIT_LINEAR_WS_BASE_URL``)."""
     return "PETROSA_" + venue.upper().replace("-", "_") + "_"
+
+
+def endpoint_variables(venue: str) -> dict[str, str]:
+    """``ExchangeEndpoints`` field -> the variable that sets it for ``venue`` (id): Binance
+    USD-M's legacy ``PETROSA_REST_BASE_URL``..., any other venue's ``PETROSA_<VENUE>_*``."""
+    if venue == LEGACY_ENDPOINTS_VENUE:
+        return {
+            path.partition(".")[2]: var
+            for var, (path, _) in _ENV.items()
+            if path.startswith("endpoints.")
+        }
+    prefix = venue_env_prefix(venue)
+    return {attr: prefix + suffix for suffix, attr in VENUE_URL_VARS.items()}
+
+
+def endpoint_env(venue: str, endpoints: ExchangeEndpoints) -> dict[str, str]:
+    """The variables that point ``venue`` (id) at ``endpoints`` (the demo and the local stack
+    point every venue at the local exchange with them)."""
+    return {var: getattr(endpoints, attr) for attr, var in endpoint_variables(venue).items()}
+
+
+def live_endpoints(venue: str) -> ExchangeEndpoints:
+    """The live endpoints of ``venue`` (id or storage name) as its adapter declares them
+    (``ExchangeAdapter.default_endpoints``, read by ``exchanges.base.declared_endpoints``); a
+    ``SettingError`` naming the variables to set when it declares none."""
+    from petrosa_pipelines.exchanges import adapter_class
+    from petrosa_pipelines.exchanges.base import declared_endpoints
+
+    cls = adapter_class(venue)
+    default = declared_endpoints(cls)
+    if default is None:
+        names = ", ".join(endpoint_variables(cls.venue).values())
+        raise SettingError(
+            endpoint_variables(cls.venue)["rest_base_url"],
+            "",
+            f"the {cls.venue} endpoints: set {names} (its adapter declares no default_endpoints)",
+        )
+    return default
+
+
+def __getattr__(name: str) -> Any:
+    """``LIVE_ENDPOINTS``: venue id -> live endpoints of every registered venue that declares
+    them, built from the registry when read (kept for callers of the old mapping)."""
+    if name == "LIVE_ENDPOINTS":
+        from petrosa_pipelines.exchanges import EXCHANGES
+        from petrosa_pipelines.exchanges.base import declared_endpoints
+
+        return {
+            venue: endpoints
+            for venue, cls in EXCHANGES.items()
+            if (endpoints := declared_endpoints(cls)) is not None
+        }
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # --- NATS (the ingest's NATS source) ----------------------------------------------------------
@@ -351,7 +396,8 @@ class Settings:
 
     def endpoints_for(self, venue: str) -> ExchangeEndpoints:
         """The base URLs of ``venue`` (id or storage name): its ``PETROSA_<VENUE>_*`` overrides
-        over its live defaults; Binance USD-M's are ``endpoints`` (``PETROSA_REST_BASE_URL``...)."""
+        over its adapter's live defaults (``live_endpoints``); Binance USD-M's are ``endpoints``
+        (``PETROSA_REST_BASE_URL``...)."""
         from petrosa_pipelines.exchanges import venue_of
 
         venue = venue_of(venue)
@@ -359,15 +405,7 @@ class Settings:
             return self.endpoints
         if venue in self.venue_endpoints:
             return self.venue_endpoints[venue]
-        if venue in LIVE_ENDPOINTS:
-            return LIVE_ENDPOINTS[venue]
-        prefix = venue_env_prefix(venue)
-        raise SettingError(
-            f"{prefix}REST_BASE_URL",
-            "",
-            f"the {venue} endpoints ({', '.join(prefix + k for k in VENUE_URL_VARS)}): "
-            "the venue has no default",
-        )
+        return live_endpoints(venue)  # the adapter's defaults, or an error naming the variables
 
 
 _ENV = {
@@ -571,7 +609,7 @@ def env_documentation() -> list[tuple[str, str]]:
 
 __all__ = [
     "ALL_SYMBOLS_WILDCARD",
-    "LIVE_ENDPOINTS",
+    "LIVE_ENDPOINTS",  # noqa: F822 - built on access by the module's __getattr__
     "SYMBOL_PATTERN",
     "ExchangeEndpoints",
     "RestSettings",
@@ -579,9 +617,12 @@ __all__ = [
     "Settings",
     "check_database_url",
     "check_url",
+    "endpoint_env",
+    "endpoint_variables",
     "env_documentation",
     "fields",
     "from_env",
+    "live_endpoints",
     "mask_secret",
     "mask_url",
     "redact",

@@ -3,7 +3,11 @@
 Tests never skip for want of a server (``/tmp/brief/common.md``, issue 14 item 5): the server on
 127.0.0.1 (or ``PETROSA_TEST_NATS_URL`` / ``PETROSA_TEST_REDIS_URL``) is used when it answers,
 otherwise one is started from the installed binaries (``/usr/sbin/nats-server -js``,
-``/usr/bin/redis-server``) on a free port and stopped afterwards.
+``/usr/bin/redis-server``) on a free port and stopped afterwards. A binary that is missing is
+installed from Debian's packages (``apt-get install -y nats-server redis-server``) when the tests
+run as root with apt-get at hand, as a fresh CI machine does: once per test session, under a file
+lock so that xdist workers do not race (``ensure_server_binaries``). Elsewhere the test fails
+with the command to run; it never skips.
 
 Tests share the server, so they isolate themselves: ``unique_name`` for subjects, JetStream
 stream names and Redis key prefixes, and the ``nats_subject`` / ``jetstream_stream`` /
@@ -20,12 +24,14 @@ or outside pytest with the ``nats_server()`` / ``redis_server()`` context manage
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -39,6 +45,106 @@ REDIS_SERVER_BIN = os.environ.get("PETROSA_TEST_REDIS_SERVER_BIN", "/usr/bin/red
 LOCAL_NATS_URL = "nats://127.0.0.1:4222"
 LOCAL_REDIS_URL = "redis://127.0.0.1:6379/0"
 START_DEADLINE_S = 30.0
+#: Debian's package of each server binary
+APT_PACKAGES = {"nats-server": "nats-server", "redis-server": "redis-server"}
+#: where the install lock and the per-session "apt-get was tried" marker live
+APT_STATE_DIR = Path(os.environ.get("PETROSA_TEST_APT_STATE_DIR", tempfile.gettempdir()))
+APT_TIMEOUT_S = 900
+_apt_lock = threading.Lock()
+#: packages this process already tried to install (one attempt per session)
+_apt_tried: set[str] = set()
+
+
+class MissingServerBinaryError(RuntimeError):
+    """A server binary is absent and could not be installed here (not root, no apt-get, or
+    apt-get failed): the message names the packages and the command to run."""
+
+
+def _binaries() -> dict[str, str]:
+    """package -> binary path (read at call time: tests and env vars may change the paths)."""
+    return {
+        APT_PACKAGES["nats-server"]: NATS_SERVER_BIN,
+        APT_PACKAGES["redis-server"]: REDIS_SERVER_BIN,
+    }
+
+
+def _session_id() -> str:
+    """The same for every xdist worker of one run (``PYTEST_XDIST_TESTRUNUID``), else the pid."""
+    return os.environ.get("PYTEST_XDIST_TESTRUNUID") or f"pid{os.getpid()}"
+
+
+def _apt_install(apt: str, packages: list[str]) -> tuple[bool, str]:
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = [apt, "install", "-y", "--no-install-recommends", *packages]
+    done = subprocess.run(install, env=env, capture_output=True, text=True, timeout=APT_TIMEOUT_S)
+    if done.returncode != 0:  # a stale package list: refresh it once and try again
+        subprocess.run([apt, "update"], env=env, capture_output=True, timeout=APT_TIMEOUT_S)
+        done = subprocess.run(
+            install, env=env, capture_output=True, text=True, timeout=APT_TIMEOUT_S
+        )
+    tail = (done.stderr or done.stdout or "").strip().splitlines()[-3:]
+    return done.returncode == 0, " | ".join(tail)
+
+
+def ensure_server_binaries(*packages: str) -> dict[str, str]:
+    """The binaries of ``packages`` (default: both servers), installed with apt-get when
+    missing and allowed (root + apt-get). One attempt per session: a file lock serialises the
+    xdist workers, the first one installs, the others find the binaries (or the failure marker
+    of this run) when they get the lock. Raises ``MissingServerBinaryError`` naming the
+    packages when a binary is still missing; never skips."""
+    paths = _binaries()
+    wanted = list(packages) or list(paths)
+    unknown = [p for p in wanted if p not in paths]
+    if unknown:
+        raise ValueError(f"unknown server packages {unknown}: one of {sorted(paths)}")
+
+    def missing() -> list[str]:
+        return [p for p in wanted if not Path(paths[p]).exists()]
+
+    if not missing():
+        return {p: paths[p] for p in wanted}
+    apt = shutil.which("apt-get")
+    why = ""
+    if apt is None:
+        why = "apt-get is not available"
+    elif os.geteuid() != 0:
+        why = "not running as root"
+    else:
+        with _apt_lock:
+            APT_STATE_DIR.mkdir(parents=True, exist_ok=True)
+            lock_path = APT_STATE_DIR / "petrosa-test-apt.lock"
+            with open(lock_path, "a+") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)  # another worker may be installing: wait
+                try:
+                    marker = APT_STATE_DIR / f"petrosa-test-apt-{_session_id()}.failed"
+                    # every server package still missing, not only the one asked for: the
+                    # session will want both, and apt-get runs once
+                    todo = [p for p in paths if not Path(paths[p]).exists() and p not in _apt_tried]
+                    if not any(p in todo for p in missing()):
+                        todo = []
+                    if todo and marker.exists():
+                        why = f"apt-get failed earlier in this run: {marker.read_text().strip()}"
+                    elif todo:
+                        _apt_tried.update(todo)
+                        ok, detail = _apt_install(apt, todo)
+                        if not ok or missing():
+                            why = f"apt-get install {' '.join(todo)} failed: {detail}"
+                            marker.write_text(why + "\n")
+                    elif missing():
+                        why = "apt-get was already tried in this session"
+                finally:
+                    fcntl.flock(lock, fcntl.LOCK_UN)
+    still = missing()
+    if still:
+        names = ", ".join(f"{p} ({paths[p]})" for p in still)
+        raise MissingServerBinaryError(
+            f"the test servers' binaries are missing: {names}, and could not be installed here "
+            f"({why or 'unknown reason'}): run `sudo apt-get install -y {' '.join(still)}` "
+            "(Debian's packages), or point PETROSA_TEST_NATS_URL / PETROSA_TEST_REDIS_URL at "
+            "running servers (PETROSA_TEST_NATS_SERVER_BIN / PETROSA_TEST_REDIS_SERVER_BIN at "
+            "the binaries)"
+        )
+    return {p: paths[p] for p in wanted}
 
 
 def unique_name(prefix: str = "t") -> str:
@@ -125,13 +231,9 @@ def _stop(proc: subprocess.Popen) -> None:
 def start_nats_server(port: int, store: str | Path) -> subprocess.Popen:
     """Start ``nats-server -js`` on ``port`` (store in ``store``) and wait until it answers;
     the caller stops it (tests that kill and restart a server on the same port)."""
-    if not Path(NATS_SERVER_BIN).exists():
-        raise RuntimeError(
-            f"no NATS server answers at {LOCAL_NATS_URL} and {NATS_SERVER_BIN} is not installed "
-            "(apt-get install nats-server, or set PETROSA_TEST_NATS_URL)"
-        )
+    binary = ensure_server_binaries(APT_PACKAGES["nats-server"])[APT_PACKAGES["nats-server"]]
     Path(store).mkdir(parents=True, exist_ok=True)
-    cmd = [NATS_SERVER_BIN, "-js", "-sd", str(store), "-a", "127.0.0.1", "-p", str(port)]
+    cmd = [binary, "-js", "-sd", str(store), "-a", "127.0.0.1", "-p", str(port)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         _wait(nats_answers, f"nats://127.0.0.1:{port}", proc, "nats-server")
@@ -159,15 +261,12 @@ def throwaway_nats() -> Iterator[str]:
 @contextlib.contextmanager
 def throwaway_redis() -> Iterator[str]:
     """A new ``redis-server`` (no persistence) on a free port; yields its URL."""
-    if not Path(REDIS_SERVER_BIN).exists():
-        raise RuntimeError(
-            f"no Redis answers at {LOCAL_REDIS_URL} and {REDIS_SERVER_BIN} is not installed "
-            "(apt-get install redis-server, or set PETROSA_TEST_REDIS_URL)"
-        )
+    pkg = APT_PACKAGES["redis-server"]
+    binary = ensure_server_binaries(pkg)[pkg]
     workdir = tempfile.mkdtemp(prefix="petrosa-redis-")
     port = free_port()
     url = f"redis://127.0.0.1:{port}/0"
-    cmd = [REDIS_SERVER_BIN, "--port", str(port), "--save", "", "--appendonly", "no"]
+    cmd = [binary, "--port", str(port), "--save", "", "--appendonly", "no"]
     cmd += ["--bind", "127.0.0.1", "--dir", workdir]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

@@ -67,6 +67,13 @@ class LakeIOManager(dg.ConfigurableIOManager):
         value = (metadata or {}).get("exchange")
         return str(getattr(value, "value", value) or self.exchange)
 
+    def _legacy_exchange(self, metadata: Any) -> str | None:
+        """Where a partition without an instrument was written before its asset's ``exchange``
+        changed (``legacy_exchange`` metadata: cross-symbol analytics were ``binance``)."""
+        value = (metadata or {}).get("legacy_exchange")
+        value = getattr(value, "value", value)
+        return str(value) if value else None
+
     def read_partition(
         self, asset_key: dg.AssetKey, partition_key: str | None, exchange: str | None = None
     ) -> pd.DataFrame | None:
@@ -97,6 +104,7 @@ class LakeIOManager(dg.ConfigurableIOManager):
         upstream = context.upstream_output
         asset_key = context.asset_key
         exchange = self._exchange(upstream.definition_metadata if upstream else None)
+        legacy = self._legacy_exchange(upstream.definition_metadata if upstream else None)
         allow_missing = bool((context.definition_metadata or {}).get("allow_missing_partitions"))
         keys = list(context.asset_partition_keys) if context.has_asset_partitions else [None]
         lake = self.lake()
@@ -105,10 +113,20 @@ class LakeIOManager(dg.ConfigurableIOManager):
             relpath = self._relpath(asset_key, key, exchange)
             try:
                 frames.append(lake.read_frame(relpath))
+                continue
             except FileNotFoundError:
-                if not allow_missing:
-                    raise
-                context.log.warning(f"partition {key} of {asset_key.to_user_string()} is missing")
+                pass
+            old = self._relpath(asset_key, key, legacy) if legacy else None
+            if old is not None and old != relpath:  # a day written before the move, not rebuilt
+                try:
+                    frames.append(lake.read_frame(old))
+                    context.log.info(f"partition {key}: read from its former path {old}")
+                    continue
+                except FileNotFoundError:
+                    pass
+            if not allow_missing:
+                raise FileNotFoundError(relpath)
+            context.log.warning(f"partition {key} of {asset_key.to_user_string()} is missing")
         frames = [f for f in frames if len(f.columns)]
         if not frames:
             return pd.DataFrame()

@@ -35,9 +35,15 @@ from petrosa_pipelines.market_data.partitions import (
 
 LAYER = "analytics"
 OWNER = "team:analytics"
-#: the lake directory of the cross-symbol assets (partitioned by date alone, no instrument);
+#: the lake directory of the cross-symbol assets (partitioned by date alone, no instrument):
+#: they span every venue, so no venue's (``analytics/correlation/all-venues/ALL/<day>``);
 #: per-instrument assets take it from each partition's instrument
-EXCHANGE = storage_name(LEGACY_VENUE)
+CROSS_VENUE_EXCHANGE = "all-venues"
+#: where the cross-symbol assets were written before (``analytics/correlation/binance/ALL``),
+#: when their rows were Binance USD-M's bare symbols; a reader may fall back to it for days not
+#: rebuilt since (``legacy_exchange`` metadata; ``correlation.pool`` reads bare symbols as
+#: Binance USD-M instruments)
+LEGACY_CROSS_EXCHANGE = storage_name(LEGACY_VENUE)
 AC = dg.AutomationCondition
 
 #: ``since_last_handled()`` without its reset on the initial evaluation: on that one tick the
@@ -133,10 +139,15 @@ def no_data_note(missing: list[str]) -> str:
 
 
 def output_metadata(
-    spec: AnalyticSpec, frame: pd.DataFrame, part: Part, note: str | None = None
+    spec: AnalyticSpec,
+    frame: pd.DataFrame,
+    part: Part,
+    note: str | None = None,
+    instrument: str | None = None,
 ) -> dict[str, object]:
-    """Row count, time range, schema, lineage and the chart (or the note) of one materialisation."""
-    ctx = ChartContext(part.day, part.symbol)
+    """Row count, time range, schema, lineage and the chart (or the note) of one
+    materialisation; charts are labelled with the ``instrument`` id (None: the symbol)."""
+    ctx = ChartContext(part.day, part.symbol, instrument)
     meta: dict[str, object] = {
         "dagster/row_count": len(frame),
         "dagster/column_schema": table_schema_of(spec),
@@ -154,9 +165,9 @@ def output_metadata(
         meta["last_time"] = str(times.max())
     if "is_complete" in frame.columns:
         meta["partial_intervals"] = int((~frame["is_complete"].astype(bool)).sum())
-    if not spec.per_symbol and "symbol_a" in frame.columns:
-        symbols = sorted(set(frame["symbol_a"]) | set(frame["symbol_b"]))
-        meta["symbols"] = dg.MetadataValue.json(symbols)
+    if not spec.per_symbol and "symbol_a" in frame.columns:  # ids: venue:SYMBOL
+        instruments = sorted(set(frame["symbol_a"]) | set(frame["symbol_b"]))
+        meta["instruments"] = dg.MetadataValue.json(instruments)
     return meta
 
 
@@ -196,7 +207,11 @@ def build_analytics_asset(spec: AnalyticSpec) -> dg.AssetsDefinition:
         kinds={"pandas", "parquet"},
         tags={"dataset": spec.name, "layer": LAYER, **spec.tags},
         metadata={
-            **({} if spec.per_symbol else {"exchange": EXCHANGE}),
+            **(
+                {}
+                if spec.per_symbol
+                else {"exchange": CROSS_VENUE_EXCHANGE, "legacy_exchange": LEGACY_CROSS_EXCHANGE}
+            ),
             "dagster/column_schema": table_schema_of(spec),
             "dagster/column_lineage": column_lineage(spec),
             "rolling_window_days": max(i.window_days for i in spec.inputs.values()),
@@ -215,7 +230,8 @@ def build_analytics_asset(spec: AnalyticSpec) -> dg.AssetsDefinition:
         missing = spec.missing_inputs(inputs)
         note = no_data_note(missing) if missing else None
         frame = table_schema_frame(spec) if missing else spec.compute(inputs, part, config)
-        meta = output_metadata(spec, frame, part, note)
+        inst = split_partition_key(context.partition_key)[1].id if spec.per_symbol else None
+        meta = output_metadata(spec, frame, part, note, inst)
         meta["input_rows"] = dg.MetadataValue.json({k: len(v) for k, v in inputs.items()})
         context.log.info(f"{spec.name} {context.partition_key}: {len(frame)} rows {note or ''}")
         return dg.MaterializeResult(value=frame, metadata=meta)

@@ -48,14 +48,19 @@ def available() -> bool:
 
 @dataclass(frozen=True)
 class ChartContext:
-    """What a chart is about: the partition's UTC day and instrument (None: all symbols)."""
+    """What a chart is about: the partition's UTC day and instrument (None: all instruments).
+
+    ``symbol`` is the venue's symbol (its units: base and quote asset); ``instrument`` the id
+    the label shows (``bybit-linear:BTCUSDT``: the same symbol trades on several venues)."""
 
     day: dt.date
     symbol: str | None = None
+    instrument: str | None = None
 
     @property
     def label(self) -> str:
-        return f"{self.symbol} {self.day}" if self.symbol else f"{self.day}, all symbols"
+        name = self.instrument or self.symbol
+        return f"{name} {self.day}" if name else f"{self.day}, all instruments"
 
     @property
     def quote(self) -> str:
@@ -282,7 +287,7 @@ def correlation_figure(matrix: pd.DataFrame, title: str):
     values = matrix.to_numpy(dtype="float64")
     image = ax.imshow(values, cmap="RdBu_r", vmin=-1.0, vmax=1.0, interpolation="nearest")
     names = [str(c) for c in matrix.columns]
-    ax.set_xticks(np.arange(len(names)), names)
+    ax.set_xticks(np.arange(len(names)), names, rotation=30, ha="right")  # ids are long
     ax.set_yticks(np.arange(len(matrix.index)), [str(i) for i in matrix.index])
     for (i, j), v in np.ndenumerate(values):
         if np.isfinite(v):
@@ -291,7 +296,7 @@ def correlation_figure(matrix: pd.DataFrame, title: str):
     bar = fig.colorbar(image, ax=ax, ticks=[-1, -0.5, 0, 0.5, 1])
     bar.set_label("Pearson correlation of 1m log returns", fontsize=FONT)
     bar.ax.tick_params(labelsize=FONT - 1)
-    _style(ax, title, "symbol", "symbol")
+    _style(ax, title, "instrument (venue:symbol)", "instrument (venue:symbol)")
     ax.grid(False)
     return fig
 

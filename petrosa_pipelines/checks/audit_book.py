@@ -1,12 +1,17 @@
 """Pure audit functions for depth, funding, freshness and three-way source reconciliation.
 
-Same contract as ``audit``: plain frames in, ``CheckOutcome`` out, no Dagster.
+Same contract as ``audit``: plain frames in, ``CheckOutcome`` out, no Dagster. Funding is
+judged on each instrument's own interval (``FundingInterval``): the venue's when its instrument
+info reports one (``FundingIntervals``: a cache the funding asset fills through its REST
+client, never a request from here), else the setting.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import replace
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -227,15 +232,187 @@ def depth_coverage(
 
 
 # ------------------------------------------------------------------------------------- funding
+#: where an instrument's funding interval came from: its venue's instrument info, the run's
+#: config (an operator's override), or the setting (``PETROSA_FUNDING_INTERVAL_HOURS`` / 8 h)
+INTERVAL_FROM_VENUE = "venue"
+INTERVAL_FROM_CONFIG = "run config"
+INTERVAL_FROM_SETTING = "setting"
+#: materialisation metadata keys the funding asset records its interval under (the check reads
+#: them back: the partition is judged on the grid it was filled to)
+INTERVAL_HOURS_KEY = "funding_interval_hours"
+INTERVAL_SOURCE_KEY = "funding_interval_source"
+INTERVAL_NOTE_KEY = "funding_interval_note"
+
+
+@dataclass(frozen=True)
+class FundingInterval:
+    """One instrument's funding interval, where it came from, and why not the venue's (note)."""
+
+    hours: int
+    source: str = INTERVAL_FROM_SETTING
+    note: str = ""
+
+    def metadata(self) -> dict[str, Any]:
+        """The materialisation metadata entries that record it (``from_metadata`` reads them)."""
+        out: dict[str, Any] = {INTERVAL_HOURS_KEY: self.hours, INTERVAL_SOURCE_KEY: self.source}
+        if self.note:
+            out[INTERVAL_NOTE_KEY] = self.note
+        return out
+
+    @classmethod
+    def from_metadata(
+        cls, metadata: Mapping[str, Any] | None, fallback_hours: int
+    ) -> FundingInterval:
+        """The interval a funding partition was materialised with (its metadata, Dagster
+        values or plain) when it was the venue's or the run's; the setting ``fallback_hours``
+        when the build fell back to its setting (its note kept), or recorded none (a note)."""
+        meta = metadata or {}
+
+        def value(key: str) -> Any:
+            v = meta.get(key)
+            return getattr(v, "value", v)
+
+        hours, source = value(INTERVAL_HOURS_KEY), value(INTERVAL_SOURCE_KEY)
+        note = str(value(INTERVAL_NOTE_KEY) or "")
+        numeric = isinstance(hours, int | float) and not isinstance(hours, bool)
+        if numeric and valid_hours(hours) and source in (INTERVAL_FROM_VENUE, INTERVAL_FROM_CONFIG):
+            return cls(int(hours), str(source), note)
+        if numeric and source == INTERVAL_FROM_SETTING:
+            return cls(fallback_hours, INTERVAL_FROM_SETTING, note)  # this check's setting
+        return cls(
+            fallback_hours,
+            INTERVAL_FROM_SETTING,
+            f"the partition's build recorded no funding interval (built before intervals were "
+            f"per instrument, or not built): judged on the {fallback_hours} h setting",
+        )
+
+
+def valid_hours(hours: float) -> bool:
+    """A funding interval the checks can lay a daily grid with: whole hours dividing 24."""
+    return float(hours).is_integer() and 1 <= hours <= 24 and 24 % int(hours) == 0
+
+
+def intervals_from_info(info: Any) -> dict[str, int | None]:
+    """Symbol -> funding interval in ms (None: the venue does not say) of an ``ExchangeInfo``."""
+    return {s.symbol: getattr(s, "funding_interval_ms", None) for s in info.symbols}
+
+
+class FundingIntervals:
+    """Per-instrument funding intervals from each venue's instrument info, cached per key.
+
+    ``interval(key, venue, symbol, fallback_hours, fetch)``: ``fetch()`` returns the venue's
+    ``{symbol: interval ms or None}`` (``intervals_from_info(client.exchange_info())``); it is
+    called at most once per ``ttl_s`` per key (a venue and its endpoint), and after a failure
+    not again for ``retry_s`` (an outage costs one failed request, not one per partition). The
+    interval is the venue's when it reports one (Bybit's ``fundingInterval``), else
+    ``fallback_hours``: silently when the venue reports none for any symbol (Binance USD-M's
+    exchangeInfo has no interval), with a note when the fetch failed, the symbol is not listed
+    or its interval is not a whole number of hours dividing the day.
+    """
+
+    def __init__(
+        self,
+        ttl_s: float = 3600.0,
+        retry_s: float = 300.0,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.ttl_s, self.retry_s, self._clock = ttl_s, retry_s, clock
+        self._cache: dict[Any, tuple[float, dict[str, int | None] | None, str]] = {}
+        self._lock = threading.Lock()
+        self.fetches = 0
+
+    def clear(self) -> None:
+        with self._lock:
+            self._cache.clear()
+
+    def table(
+        self, key: Any, fetch: Callable[[], Mapping[str, int | None]]
+    ) -> tuple[dict[str, int | None] | None, str]:
+        """(symbol -> interval ms, "") or (None, why the fetch failed), from the cache if fresh."""
+        now = self._clock()
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit is not None and hit[0] > now:
+                return hit[1], hit[2]
+        self.fetches += 1
+        try:
+            table, error = dict(fetch()), ""
+        except Exception as e:  # noqa: BLE001 - any failure falls back, said in a note
+            table, error = None, f"{type(e).__name__}: {e}"[:300]
+        with self._lock:
+            ttl = self.ttl_s if table is not None else self.retry_s
+            self._cache[key] = (now + ttl, table, error)
+        return table, error
+
+    def interval(
+        self,
+        key: Any,
+        venue: str,
+        symbol: str,
+        fallback_hours: int,
+        fetch: Callable[[], Mapping[str, int | None]],
+    ) -> FundingInterval:
+        table, error = self.table(key, fetch)
+        if table is None:
+            return FundingInterval(
+                fallback_hours,
+                INTERVAL_FROM_SETTING,
+                f"{venue} instrument info unavailable ({error}): {symbol} judged on the "
+                f"{fallback_hours} h setting",
+            )
+        if not table:
+            return FundingInterval(
+                fallback_hours,
+                INTERVAL_FROM_SETTING,
+                f"{venue} instrument info listed no instrument: {symbol} judged on the "
+                f"{fallback_hours} h setting",
+            )
+        if not any(table.values()):  # the venue reports no interval (Binance USD-M)
+            return FundingInterval(fallback_hours, INTERVAL_FROM_SETTING)
+        if symbol not in table:
+            return FundingInterval(
+                fallback_hours,
+                INTERVAL_FROM_SETTING,
+                f"{symbol} is not in {venue}'s instrument info: judged on the "
+                f"{fallback_hours} h setting",
+            )
+        ms = table[symbol]
+        if not ms:
+            return FundingInterval(
+                fallback_hours,
+                INTERVAL_FROM_SETTING,
+                f"{venue} reports no funding interval for {symbol} (not a perpetual?): "
+                f"judged on the {fallback_hours} h setting",
+            )
+        hours = ms / HOUR_MS
+        if not valid_hours(hours):
+            return FundingInterval(
+                fallback_hours,
+                INTERVAL_FROM_SETTING,
+                f"{venue} reports a {ms / MINUTE_MS:g} min funding interval for {symbol}, not "
+                f"whole hours dividing the day: judged on the {fallback_hours} h setting",
+            )
+        return FundingInterval(int(hours), INTERVAL_FROM_VENUE)
+
+
 def funding_schedule(
     frame: pd.DataFrame,
     start_ms: int,
     end_ms: int,
     now_ms: int,
-    interval_hours: int,
+    interval_hours: int | FundingInterval,
     limit: int = 10,
 ) -> CheckOutcome:
-    """Settlements exactly on the symbol's funding grid (a few ms late allowed), none missing."""
+    """Settlements exactly on the symbol's funding grid (a few ms late allowed), none missing.
+
+    ``interval_hours``: the instrument's interval (a ``FundingInterval`` says where it came
+    from; its source, and its note when it is not the venue's, go into the metadata)."""
+    interval = (
+        interval_hours
+        if isinstance(interval_hours, FundingInterval)
+        else FundingInterval(int(interval_hours))
+    )
+    interval_hours = interval.hours
     step = interval_hours * HOUR_MS
     expected = np.arange(start_ms, min(end_ms, now_ms - FUNDING_TOLERANCE_MS + 1), step)
     times = np.sort(ms_column(frame, "funding_time")) if len(frame) else np.empty(0, np.int64)
@@ -244,7 +421,7 @@ def funding_schedule(
     missing = np.setdiff1d(expected, nominal[~off_grid])
     examples = [{"missing_settlement": ms_to_iso(int(t))} for t in missing[:limit]]
     examples += [{"off_grid": ms_to_iso(int(t))} for t in times[off_grid][:limit]]
-    return outcome(
+    result = outcome(
         "funding_interval_respected",
         "ERROR",
         "completeness",
@@ -257,6 +434,7 @@ def funding_schedule(
         off_grid=int(off_grid.sum()),
         interval_hours=interval_hours,
     )
+    return replace(result, extra={"interval_source": interval.source}, note=interval.note)
 
 
 def funding_rates(frame: pd.DataFrame, floor: float, cap: float, limit: int = 10) -> CheckOutcome:
@@ -517,11 +695,14 @@ def audit_funding(
     now_ms: int,
     settings: AuditSettings,
     capabilities: Capabilities | None = None,
+    interval: FundingInterval | None = None,
 ) -> list[CheckOutcome]:
-    """Every funding check on one partition (``capabilities``: the venue's, None: unknown)."""
+    """Every funding check on one partition (``capabilities``: the venue's, None: unknown;
+    ``interval``: the instrument's, None: the ``funding_interval_hours`` setting)."""
     lim = settings.examples_limit
+    interval = interval or FundingInterval(settings.funding_interval_hours)
     return [
-        funding_schedule(frame, start_ms, end_ms, now_ms, settings.funding_interval_hours, lim),
+        funding_schedule(frame, start_ms, end_ms, now_ms, interval, lim),
         funding_rates(frame, settings.funding_rate_floor, settings.funding_rate_cap, lim),
         funding_mark_price(frame, lim, capabilities),
     ]
@@ -540,8 +721,13 @@ def audit_dataset(
     candles: pd.DataFrame | None = None,
     exchange: str | None = None,
     capabilities: Capabilities | None = None,
+    funding_interval: FundingInterval | None = None,
 ) -> list[CheckOutcome]:
     """Every single-dataset check of one partition, freshness included (no GX, no cross checks).
+
+    ``funding_interval``: the instrument's funding interval (``FundingInterval.from_metadata``
+    of the partition's build, which took it from the venue's instrument info); None: the
+    ``funding_interval_hours`` setting.
 
     What the venue guarantees decides what is judged (``capabilities``, else those of
     ``exchange`` (the partition's storage name) or of the rows' exchange): trades are held
@@ -582,8 +768,9 @@ def audit_dataset(
             frame, "snapshot_time", start_ms, end_ms, now_ms, lag, step_ms=settings.depth_cadence_ms
         )
     elif dataset == "funding":
-        outs = audit_funding(frame, start_ms, end_ms, now_ms, settings, caps)
-        step = settings.funding_interval_hours * HOUR_MS
+        interval = funding_interval or FundingInterval(settings.funding_interval_hours)
+        outs = audit_funding(frame, start_ms, end_ms, now_ms, settings, caps, interval)
+        step = interval.hours * HOUR_MS
         fresh = freshness(frame, "funding_time", start_ms, end_ms, now_ms, lag, step, grid=True)
     else:
         raise ValueError(f"no audit for dataset {dataset!r}")

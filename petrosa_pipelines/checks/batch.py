@@ -304,6 +304,7 @@ def audit_partition(
             ledger=ledger if ds == "depth" else (),
             started=started if ds == "depth" else None,
             candles=loaded.get("candles") if ds == "trades" else None,
+            built_metadata=built.asset_materialization.metadata if built else None,
         )
         results += evaluated
         if quality is not None:

@@ -15,7 +15,7 @@ severity; staleness, anomalies and cross-source disagreements warn.
 
 import datetime as dt
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -37,7 +37,7 @@ from petrosa_pipelines.checks.audit import (
     candles_match_trades,
     trades_within_candles,
 )
-from petrosa_pipelines.checks.audit_book import audit_dataset, reconcile
+from petrosa_pipelines.checks.audit_book import FundingInterval, audit_dataset, reconcile
 from petrosa_pipelines.checks.explain import describe, key_figures
 from petrosa_pipelines.checks.grid import (
     LEGEND,
@@ -175,13 +175,18 @@ def to_result(asset: dg.AssetKey, o: CheckOutcome, day_note: str = "") -> dg.Ass
     )
 
 
-def _built_as_of(instance: dg.DagsterInstance, asset: dg.AssetKey, partition: str) -> int | None:
-    """When the partition's latest build was judged up to (None for builds before as_of_ms)."""
+def _built_metadata(instance: dg.DagsterInstance, asset: dg.AssetKey, partition: str):
+    """The metadata of the partition's latest build (None when it was never built)."""
     recs = instance.fetch_materializations(
         dg.AssetRecordsFilter(asset_key=asset, asset_partitions=[partition]), limit=1
     ).records
     mat = recs[0].asset_materialization if recs else None
-    return as_of_from_metadata(mat.metadata if mat else None)
+    return mat.metadata if mat else None
+
+
+def _built_as_of(instance: dg.DagsterInstance, asset: dg.AssetKey, partition: str) -> int | None:
+    """When the partition's latest build was judged up to (None for builds before as_of_ms)."""
+    return as_of_from_metadata(_built_metadata(instance, asset, partition))
 
 
 def _partition(context: dg.AssetCheckExecutionContext) -> tuple[dt.date, Instrument, int, int]:
@@ -310,6 +315,7 @@ def evaluate_dataset(
     started: int | None = None,
     candles: pd.DataFrame | None = None,
     selected: set[str] | None = None,
+    built_metadata: Mapping[str, Any] | None = None,
 ) -> tuple[list[dg.AssetCheckResult], dg.AssetObservation | None]:
     """Every check result of one dataset partition, and its quality observation (None when
     ``health`` is not selected): the ONE place a check evaluation is produced.
@@ -318,7 +324,8 @@ def evaluate_dataset(
     run) and the batched audit (``checks/batch.py``: one run recording many partitions). So a
     hook on every evaluation (publishing quality elsewhere) belongs here. ``now_ms`` is the
     moment judged (``judged_now_ms``: an open day as of its build or its landing read);
-    ``selected`` the check names wanted (None: all of the dataset's).
+    ``selected`` the check names wanted (None: all of the dataset's); ``built_metadata`` the
+    partition's latest materialisation metadata (funding: the interval it was filled to).
     """
     cfg = settings
     day, inst = split_partition_key(partition)
@@ -339,6 +346,11 @@ def evaluate_dataset(
         started,
         candles=candles,
         exchange=inst.exchange,
+        funding_interval=(
+            FundingInterval.from_metadata(built_metadata, cfg.funding_interval_hours)
+            if dataset == "funding"
+            else None
+        ),
     )
     if GX_CHECK in selected:
         gx = gx_outcome(dataset, frame)
@@ -419,17 +431,19 @@ def build_dataset_check(
     def _audit(context: dg.AssetCheckExecutionContext, frame: pd.DataFrame):
         day, inst, start, end = _partition(context)
         pk = str(context.partition_key)
+        built = _built_metadata(context.instance, asset, pk)
         results, quality = evaluate_dataset(
             dataset,
             _conform(dataset, frame),
             pk,
-            now_ms=judged_now_ms(utc_now_ms(), _built_as_of(context.instance, asset, pk)),
+            now_ms=judged_now_ms(utc_now_ms(), as_of_from_metadata(built)),
             settings=settings(),
             ledger=_ledger(context, inst, start, end) if dataset == "depth" else [],
             started=_ingest_started(context, inst.exchange) if dataset == "depth" else None,
             # trades whose ids prove nothing are held against the venue's candles of the day
             candles=read_partition(context, market_key("candles")) if dataset == "trades" else None,
             selected={k.name for k in context.selected_asset_check_keys},
+            built_metadata=built,
         )
         yield from results
         if quality is not None and _quality_is_news(

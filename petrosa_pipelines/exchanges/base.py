@@ -2,7 +2,8 @@
 
 Everything downstream of an adapter (landing, partitioned assets, checks, analytics) sees only
 these records and the dataset frames built from them, never an exchange's own field names.
-Adding an exchange means one module under ``exchanges/`` and one line in ``EXCHANGES``.
+Adding an exchange means one package under ``exchanges/`` and one line in ``EXCHANGES``; its
+adapter declares where the live venue is (``default_endpoints``), so settings need no edit.
 
 ``RawTradeRecord`` (individual trades, Binance ``@trade``, the Petrosa socket-client's trade
 stream) and ``TickerRecord`` (``@ticker``) are streamed by the ingest under the socket-client
@@ -24,6 +25,8 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import msgspec
+
+from petrosa_pipelines.lib.endpoints import ExchangeEndpoints
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -417,6 +420,17 @@ class ExchangeAdapter(abc.ABC):
     #: group streams: its regular ticks tell a live feed from a dead one (Binance's 1 s mark
     #: price; the socket-client profile's ``@ticker``)
     liveness_stream: ClassVar[str] = "funding"
+    #: where the live venue is (REST, websocket, archive base URLs): the settings' endpoints of
+    #: this venue until ``PETROSA_<VENUE>_{REST,WS,ARCHIVE}_BASE_URL`` override them
+    #: (``settings.endpoints_for``). None: no live default, those variables must be set
+    #: (``settings.live_endpoints`` raises an error naming them). Read it through
+    #: ``declared_endpoints``: a subclass naming another venue does not inherit it
+    default_endpoints: ClassVar[ExchangeEndpoints | None] = None
+
+    @classmethod
+    def declared_endpoints(cls) -> ExchangeEndpoints | None:
+        """``default_endpoints`` as declared for this venue (``declared_endpoints`` below)."""
+        return declared_endpoints(cls)
 
     def stream_record_type(self, kind: str) -> type:
         """The record type the stream of a dataset (or ``liveness_stream``) parses into; the
@@ -497,3 +511,16 @@ class ExchangeAdapter(abc.ABC):
     def history_frame(self, dataset: str, frame: pd.DataFrame) -> pd.DataFrame:  # pragma: no cover
         """Hook for exchange-specific clean-up of history frames (default: unchanged)."""
         return frame
+
+
+def declared_endpoints(adapter: type) -> ExchangeEndpoints | None:
+    """The live endpoints ``adapter`` (a registered class) declares for its own venue: its
+    ``default_endpoints``, set by the class or by a base class of the same ``venue``. A subclass
+    that names another venue (an adapter reused for a new venue) must declare its own:
+    inheriting would point it at the other venue's hosts. None: no live default."""
+    venue = getattr(adapter, "venue", None)
+    for klass in getattr(adapter, "__mro__", (adapter,)):
+        if "default_endpoints" in vars(klass):
+            same_venue = getattr(klass, "venue", None) == venue
+            return klass.default_endpoints if same_venue else None
+    return None

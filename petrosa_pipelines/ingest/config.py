@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from petrosa_pipelines.exchanges import adapter_class
+from petrosa_pipelines.exchanges.base import declared_endpoints
 from petrosa_pipelines.instruments import DATASETS
 from petrosa_pipelines.landing.store import (
     DEFAULT_DEPTH_CADENCE_MS,
@@ -31,12 +32,12 @@ from petrosa_pipelines.landing.store import (
 )
 from petrosa_pipelines.landing.writer import WriterConfig
 from petrosa_pipelines.settings import (
-    LIVE_ENDPOINTS,
     NATS_URL_VAR,
     SOCKET_CLIENT_SUBJECT,
     SYMBOL_PATTERN,
     SettingError,
     check_nats_url,
+    endpoint_variables,
     mask_nats_url,
     nats_url_from_env,
     nats_url_has_credentials,
@@ -80,7 +81,7 @@ class IngestConfig:
     datasets: tuple[str, ...] = ALL_DATASETS
     exchange: str = "binance"
     landing_path: str = "data/landing"
-    #: empty: the venue's live endpoints (``settings.LIVE_ENDPOINTS``)
+    #: empty: the venue's live endpoints (its adapter's ``default_endpoints``)
     ws_base_url: str = ""
     rest_base_url: str = ""
     #: open a replacement connection when the current one is this old (Binance cuts at 24 h)
@@ -191,11 +192,15 @@ class IngestConfig:
         if self.stream_profile:
             make_adapter(self.exchange, self.stream_profile)  # ValueError naming the key
         check_symbols("symbols", self.symbols, allow_empty=True, pattern=venue.symbol_pattern)
-        live = LIVE_ENDPOINTS.get(venue.venue)
+        live = declared_endpoints(venue)
         for url in ("ws_base_url", "rest_base_url"):
             if not getattr(self, url):
                 if live is None:
-                    raise ValueError(f"{url} is needed: {venue.venue} has no live default")
+                    raise ValueError(
+                        f"{url} is needed: {venue.venue} has no live default (its adapter "
+                        f"declares no default_endpoints; the settings read it from "
+                        f"{endpoint_variables(venue.venue)[url]})"
+                    )
                 object.__setattr__(self, url, getattr(live, url))
 
 

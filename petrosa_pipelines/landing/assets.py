@@ -89,21 +89,19 @@ def _code_reference(obj: Any) -> dg.CodeReferencesMetadataValue:
 
 
 def _endpoint(venue: type[ExchangeAdapter], kind: str) -> tuple[str, str]:
-    """(live base URL, the variable that overrides it) of one feed (``settings.py`` owns both)."""
-    from petrosa_pipelines.settings import (
-        LEGACY_ENDPOINTS_VENUE,
-        LIVE_ENDPOINTS,
-        env_documentation,
-    )
+    """(live base URL, the variable that overrides it) of one feed: the URL is the adapter's
+    (``declared_endpoints``), the variable the settings' (``settings.endpoint_variables``). A
+    venue without live defaults shows its variable's value, if set, else no URL."""
+    import os
+
+    from petrosa_pipelines.exchanges.base import declared_endpoints
+    from petrosa_pipelines.settings import endpoint_variables
 
     field = _ENDPOINT_FIELD[kind]
-    path = (
-        f"endpoints.{field}"
-        if venue.venue == LEGACY_ENDPOINTS_VENUE
-        else f"venue_endpoints[{venue.venue}].{field}"
-    )
-    variable = next(var for var, setting in env_documentation() if setting == path)
-    return getattr(LIVE_ENDPOINTS[venue.venue], field), variable
+    variable = endpoint_variables(venue.venue)[field]
+    live = declared_endpoints(venue)
+    url = getattr(live, field) if live is not None else os.environ.get(variable, "").strip()
+    return url, variable
 
 
 def _title(venue: type[ExchangeAdapter]) -> str:

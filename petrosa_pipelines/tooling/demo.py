@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from petrosa_pipelines import instruments
+from petrosa_pipelines.local_exchange.venues import WIRES
 from petrosa_pipelines.tooling.instance import REPO_ROOT, prepare_dagster_home
 
 DEMO_SEED = 7
@@ -79,8 +80,8 @@ def demo_start_date(workdir: Path, first_day: dt.date) -> dt.date:
     return start
 
 
-#: the venues the demo streams (every venue the local exchange speaks)
-DEMO_VENUES = ("binance-usdm", "bybit-linear")
+#: the venues the demo streams: every venue the local exchange speaks (its wire registry)
+DEMO_VENUES: tuple[str, ...] = tuple(WIRES)
 DEMO_SYMBOLS = ("BTCUSDT", "ETHUSDT")
 
 
@@ -103,15 +104,20 @@ def market_symbols(instrument_ids: Sequence[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(instruments.parse_instrument(i).symbol for i in instrument_ids))
 
 
+def local_endpoint_env(base_url: str) -> dict[str, str]:
+    """The variables that point every venue the local exchange speaks at it (``base_url``:
+    ``http://host:port``), each venue's URLs as its wire places them on the one port."""
+    from petrosa_pipelines.settings import endpoint_env
+
+    env: dict[str, str] = {}
+    for venue, wire in WIRES.items():
+        env.update(endpoint_env(venue, wire.endpoints(base_url)))
+    return env
+
+
 def _point_settings_at(exchange, workdir: Path) -> dict[str, str]:
     env = {
-        "PETROSA_REST_BASE_URL": exchange.rest_base_url,
-        "PETROSA_WS_BASE_URL": exchange.ws_base_url,
-        "PETROSA_VISION_BASE_URL": exchange.vision_base_url,
-        # Bybit v5 on the same port: REST and archive at the root, ws at /v5/public/linear
-        "PETROSA_BYBIT_LINEAR_REST_BASE_URL": exchange.rest_base_url,
-        "PETROSA_BYBIT_LINEAR_WS_BASE_URL": exchange.ws_base_url,
-        "PETROSA_BYBIT_LINEAR_ARCHIVE_BASE_URL": exchange.rest_base_url,
+        **local_endpoint_env(exchange.rest_base_url),
         "PETROSA_LAKE_PATH": str(workdir / "lake"),
         "PETROSA_LANDING_PATH": str(workdir / "landing"),
         "PETROSA_WEIGHT_BUDGET_DIR": str(workdir / "weight_budget"),
@@ -244,6 +250,13 @@ def _stream_state(engines: Sequence[Any]) -> str:
     """One line per stream of every engine: what a stalled stream day failed on."""
     lines = []
     for engine in engines:
+        p, g = engine._primary, engine.stats
+        lines.append(
+            f"  {engine.config.group}: connection {getattr(p, 'id', None)} frames "
+            f"{getattr(p, 'messages', 0):,}, dead letters {g.dead_letters}, connections "
+            f"{g.connections_opened}, disconnects {g.disconnects}, books synced "
+            f"{sorted(engine.latest_samples)}"
+        )
         for name, s in sorted(engine.stats.streams.items()):
             last = s.last_event_ms
             when = (

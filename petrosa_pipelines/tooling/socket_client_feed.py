@@ -29,6 +29,8 @@ SOCKET_CLIENT_SUBJECT = "binance.futures.websocket.data"
 SOCKET_CLIENT_STREAMS = ("trade", "ticker", "depth20@100ms")
 DEFAULT_NATS = "nats://127.0.0.1:4222"
 DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
+#: the venue id of the demo's instruments (Binance USD-M, what the socket-client reads)
+DEMO_VENUE = "binance-usdm"
 
 
 def stream_names(symbols: Sequence[str], kinds: Sequence[str] = SOCKET_CLIENT_STREAMS) -> list[str]:
@@ -161,6 +163,11 @@ def _print_latest(lat: Any, log: Callable[..., None]) -> None:
         log(f"  {name:8s} age {'-' if age is None else f'{age:.2f}s':>7s}  {shown}")
 
 
+#: the live demo's market: ~12 aggregate trades a second per symbol (the local exchange's
+#: default, 20,000 a day, left a 4-second demo without a single raw trade)
+LIVE_DEMO_TRADES_PER_DAY = 1_000_000
+
+
 def live_demo(
     seconds: float = 20.0,
     symbols: Sequence[str] = ("BTCUSDT",),
@@ -168,23 +175,30 @@ def live_demo(
     workdir: str | Path | None = None,
     subject: str = SOCKET_CLIENT_SUBJECT,
     materialize: bool = True,
+    market: Any = None,
     log: Callable[..., None] = print,
 ) -> dict[str, Any]:
     """Local exchange -> socket-client feed -> NATS -> ingest (socket-client profile) -> landing,
     live outputs on; after ``seconds`` print what was published, landed and ledgered, how many
-    clean messages ``petrosa.binance-usdm.*.<first symbol>`` carried, and ``latest(...)``.
+    clean messages ``<prefix>.binance-usdm.*.<first symbol>`` carried (``<prefix>``: the live
+    settings' ``PETROSA_LIVE_SUBJECT_PREFIX``, ``petrosa`` by default), and ``latest(...)``.
 
     NATS and Redis come from ``PETROSA_NATS_URL`` / ``PETROSA_REDIS_URL`` (default: the local
-    servers). With ``materialize``, today's (open) ``market_data/depth`` partition of the first
-    symbol is then materialised from that landing with its checks (the demo's
-    ``_run_partitions``, an ephemeral instance, lake under ``workdir``). Returns the figures
-    it printed.
+    servers), the subject prefix, stream and Redis key prefix from ``PETROSA_LIVE_*``. With
+    ``materialize``, today's (open) ``market_data/depth`` partition of the first symbol is then
+    materialised from that landing with its checks (the demo's ``_run_partitions``, an
+    ephemeral instance, lake under ``workdir``). ``market``: the local exchange's
+    ``MarketConfig`` (default: ``symbols`` at ``LIVE_DEMO_TRADES_PER_DAY``, a few raw trades a
+    second, so even a short demo shows trades; the exchange's own default trades ~0.35/s).
+    Returns the figures it printed (and ``watch``, the subject pattern
+    counted).
     """
     import nats
 
     from petrosa_pipelines.exchanges.binance.adapter import SOCKET_CLIENT_PROFILE
     from petrosa_pipelines.ingest import IngestConfig, IngestEngine
     from petrosa_pipelines.local_exchange import LocalExchange
+    from petrosa_pipelines.settings import live_settings_from_env
 
     if not symbols:
         raise ValueError("symbols: give at least one symbol")
@@ -196,10 +210,17 @@ def live_demo(
     base = Path(workdir or tempfile.mkdtemp(prefix="petrosa-live-demo-"))
     landing = base / "landing"
     symbols = [s.upper() for s in symbols]
-    watch = f"petrosa.binance-usdm.*.{symbols[0]}"
+    # what the engine's live outputs publish on (``LiveOutputs.from_env``: the same settings)
+    prefix = live_settings_from_env().subject_prefix
+    watch = f"{prefix}.{DEMO_VENUE}.*.{symbols[0]}"
+    kind_at = prefix.count(".") + 2  # <prefix tokens>.<venue>.<dataset>.<SYMBOL>
     seen: dict[str, int] = {}
 
-    with LocalExchange() as ex:
+    if market is None:
+        from petrosa_pipelines.local_exchange import MarketConfig
+
+        market = MarketConfig(symbols=tuple(symbols), trades_per_day=LIVE_DEMO_TRADES_PER_DAY)
+    with LocalExchange(market=market) as ex:
         feed = SocketClientFeed(
             combined_stream_url(ex.ws_base_url, stream_names(symbols)), nats_url, subject
         )
@@ -221,7 +242,7 @@ def live_demo(
             nc = await nats.connect(nats_url)
 
             async def count(msg: Any) -> None:
-                kind = msg.subject.split(".")[2]
+                kind = msg.subject.split(".")[kind_at]
                 seen[kind] = seen.get(kind, 0) + 1
 
             await nc.subscribe(watch, cb=count)
@@ -250,6 +271,7 @@ def live_demo(
         if materialize:
             report["materialized"] = _materialize_today(ex, base, symbols[0], log)
     report["landing"] = str(landing)
+    report["watch"] = watch
     return report
 
 
@@ -266,7 +288,7 @@ def _report(
     log(f"ingest: {landed} landed, {snap['group_stats']['dead_letters']} dead letters, "
         f"{gaps} gaps recorded, source {snap['source']}")  # fmt: skip
     log(f"clean messages on {watch}: {sum(seen.values())} {dict(sorted(seen.items()))}")
-    lat = petrosa_pipelines.latest(f"binance-usdm:{symbol}")
+    lat = petrosa_pipelines.latest(f"{DEMO_VENUE}:{symbol}")
     _print_latest(lat, log)
     return {
         "published": feed.stats.published,
@@ -288,7 +310,7 @@ def _materialize_today(exchange: Any, base: Path, symbol: str, log: Any) -> bool
     from petrosa_pipelines.tooling.demo import MARKET_JOB, _point_settings_at, _run_partitions
 
     _point_settings_at(exchange, base)
-    inst = f"binance-usdm:{symbol}"
+    inst = f"{DEMO_VENUE}:{symbol}"
     key = instruments.partition_key_str(dt.datetime.now(tz=dt.UTC).date(), inst)
     depth = dg.AssetKey(instruments.market_data_path("depth"))
     with dg.DagsterInstance.ephemeral() as instance:

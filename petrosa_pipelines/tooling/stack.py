@@ -310,18 +310,18 @@ class Stack:
     @property
     def env(self) -> dict[str, str]:
         """The environment every Dagster process of the stack gets (and run workers inherit)."""
-        base = self.exchange_url
+        from petrosa_pipelines.local_exchange.venues import WIRES
+        from petrosa_pipelines.settings import endpoint_env
+
+        # every venue the local exchange speaks, at its URLs on the exchange's one port
+        venues: dict[str, str] = {}
+        for venue, wire in WIRES.items():
+            venues.update(endpoint_env(venue, wire.endpoints(self.exchange_url)))
         return {
             **os.environ,
             "DAGSTER_HOME": str(self.dagster_home),
             POSTGRES_URL_VAR: self.postgres_url,
-            "PETROSA_REST_BASE_URL": base,
-            "PETROSA_WS_BASE_URL": base.replace("http://", "ws://", 1),
-            "PETROSA_VISION_BASE_URL": f"{base}/vision",
-            # Bybit v5 on the same port: REST and archive at the root, ws /v5/public/linear
-            "PETROSA_BYBIT_LINEAR_REST_BASE_URL": base,
-            "PETROSA_BYBIT_LINEAR_WS_BASE_URL": base.replace("http://", "ws://", 1),
-            "PETROSA_BYBIT_LINEAR_ARCHIVE_BASE_URL": base,
+            **venues,
             "PETROSA_LAKE_PATH": str(self.workdir / "lake"),
             "PETROSA_LANDING_PATH": str(self.workdir / "landing"),
             "PETROSA_SYMBOLS": ",".join(self.config.symbols),

@@ -16,7 +16,12 @@ import pandas as pd
 import pytest
 
 from petrosa_pipelines.analytics import ANALYTICS_ASSETS, charts, volatility
-from petrosa_pipelines.analytics.assets import CROSS_SYMBOL_KEYS, SYMBOL_DAY_KEYS, analytics_key
+from petrosa_pipelines.analytics.assets import (
+    CROSS_SYMBOL_KEYS,
+    CROSS_VENUE_EXCHANGE,
+    SYMBOL_DAY_KEYS,
+    analytics_key,
+)
 from petrosa_pipelines.analytics.specs import ALL_SPECS
 from petrosa_pipelines.lake import lake_path
 from petrosa_pipelines.market_data.assets import CANDLES_KEY, DEPTH_KEY, FUNDING_KEY, TRADES_KEY
@@ -45,7 +50,10 @@ def write(io: LakeIOManager, key: dg.AssetKey, day: str, symbol: str, frame: pd.
 
 
 def read(io: LakeIOManager, key: dg.AssetKey, day: str, symbol: str = "ALL") -> pd.DataFrame:
-    return io.lake().read_frame(lake_path("/".join(key.path), "binance", symbol, day))
+    """A partition file: an instrument's (Binance's), or a cross-symbol one (``ALL``, under
+    the venue-neutral directory: those span every venue)."""
+    exchange = CROSS_VENUE_EXCHANGE if symbol == "ALL" else "binance"
+    return io.lake().read_frame(lake_path("/".join(key.path), exchange, symbol, day))
 
 
 def upstream_day(io: LakeIOManager, day: str, symbol: str, source_day: str) -> None:
@@ -131,10 +139,11 @@ def test_every_symbol_day_asset_materialises_with_its_catalog_metadata(lake):
         assert set(lineage) <= set(frame.columns) and lineage
         # the chart is a PNG under "chart: <what>"; its summary is short enough to show inline
         (chart,) = [v for k, v in meta.items() if k.startswith("chart: ")]
-        assert chart.value.startswith("![BTCUSDT 2024-01-03: "), spec.name
+        # labelled with the instrument id (a legacy bare key is Binance USD-M's)
+        assert chart.value.startswith("![binance-usdm:BTCUSDT 2024-01-03: "), spec.name
         assert charts.png_size(chart) == (960, 420), spec.name
         summary = meta["summary"].value
-        assert summary.startswith("**BTCUSDT 2024-01-03: ") and len(summary) < 1000
+        assert summary.startswith("**binance-usdm:BTCUSDT 2024-01-03: ") and len(summary) < 1000
         if spec.time_column in frame.columns:
             assert meta["first_time"].value <= meta["last_time"].value
 
@@ -179,7 +188,7 @@ def test_cross_symbol_correlation_per_day_and_rolling(lake):
         run(io, instance, [analytics_key("correlation")], day)
     run(io, instance, [analytics_key("correlation_rolling")], "2024-01-03")
     daily = read(io, analytics_key("correlation"), "2024-01-02")
-    assert list(daily[["symbol_a", "symbol_b"]].iloc[0]) == SYMBOLS
+    assert list(daily[["symbol_a", "symbol_b"]].iloc[0]) == [f"binance-usdm:{s}" for s in SYMBOLS]
     rolling = read(io, analytics_key("correlation_rolling"), "2024-01-03")
     assert rolling["days"].iloc[0] == 3 and rolling["n"].iloc[0] == 3 * 1439
     returns = []

@@ -68,8 +68,11 @@ def test_correlation_is_diverging_centred_at_zero_with_a_colour_bar():
          "correlation": [0.005, -0.8]}
     )  # fmt: skip
     m = correlation.matrix(pairs)
-    fig = charts.correlation_figure(m, "2024-01-01, all symbols: correlation")
-    _assert_readable(fig, "2024-01-01, all symbols: correlation", "symbol", "symbol")
+    fig = charts.correlation_figure(m, "2024-01-01, all instruments: correlation")
+    axis = "instrument (venue:symbol)"
+    _assert_readable(fig, "2024-01-01, all instruments: correlation", axis, axis)
+    # bare symbols of older rows are Binance USD-M's: the matrix names instruments
+    assert list(m.columns) == [f"binance-usdm:{s}" for s in ("BTCUSDT", "ETHUSDT", "SOLUSDT")]
     image = fig.axes[0].images[0]
     assert image.norm.vmin == -1 and image.norm.vmax == 1
     assert len(fig.axes) == 2 and "correlation" in fig.axes[1].get_ylabel()
@@ -85,7 +88,9 @@ def test_correlation_is_diverging_centred_at_zero_with_a_colour_bar():
 def test_chart_context_names_instrument_date_and_units():
     ctx = ChartContext(dt.date(2024, 1, 1), "BTCUSDT")
     assert (ctx.label, ctx.base, ctx.quote) == ("BTCUSDT 2024-01-01", "BTC", "USDT")
-    assert ChartContext(dt.date(2024, 1, 1)).label == "2024-01-01, all symbols"
+    assert ChartContext(dt.date(2024, 1, 1)).label == "2024-01-01, all instruments"
+    ctx = ChartContext(dt.date(2024, 1, 1), "BTCUSDT", "bybit-linear:BTCUSDT")
+    assert (ctx.label, ctx.base, ctx.quote) == ("bybit-linear:BTCUSDT 2024-01-01", "BTC", "USDT")
 
 
 def test_summary_stays_short_enough_to_render_inline():

@@ -177,23 +177,26 @@ def test_seasonality_matches_groupby_on_real_klines():
     assert list(days.index[days["bars"] > 0]) == [1, 5, 6]
 
 
+BTC, ETH = "binance-usdm:BTCUSDT", "binance-usdm:ETHUSDT"  # realdata: Binance Vision candles
+
+
 def test_daily_and_pooled_correlation_on_real_btc_eth():
     days = []
     for d in realdata.VISION_DAYS:
         both = pd.concat([realdata.vision_candles(s, d) for s in ("BTCUSDT", "ETHUSDT")])
-        wide = correlation.returns_wide(both)
+        wide = correlation.returns_wide(both)  # columns are instrument ids
         pairs = correlation.pair_statistics(wide)
-        rho = np.corrcoef(wide["BTCUSDT"], wide["ETHUSDT"])[0, 1]
+        rho = np.corrcoef(wide[BTC], wide[ETH])[0, 1]
         assert pairs["correlation"].iloc[0] == pytest.approx(rho, rel=1e-9)
         assert 0.5 < rho < 1.0
         days.append((wide, pairs))
     pooled = correlation.pool(pd.concat([p for _, p in days]))
     all_returns = pd.concat([w for w, _ in days])
-    rho_all = np.corrcoef(all_returns["BTCUSDT"], all_returns["ETHUSDT"])[0, 1]
+    rho_all = np.corrcoef(all_returns[BTC], all_returns[ETH])[0, 1]
     assert pooled["correlation"].iloc[0] == pytest.approx(rho_all, rel=1e-9)
     assert pooled["n"].iloc[0] == 3 * 1439 and pooled["days"].iloc[0] == 3
     m = correlation.matrix(pooled)
-    assert m.loc["ETHUSDT", "BTCUSDT"] == m.loc["BTCUSDT", "ETHUSDT"] and m.iloc[0, 0] == 1
+    assert m.loc[ETH, BTC] == m.loc[BTC, ETH] and m.iloc[0, 0] == 1
 
 
 def test_correlation_textbook_and_constant_series():

@@ -115,10 +115,14 @@ def test_rotation_every_second_loses_and_duplicates_nothing(slow_exchange, tmp_p
     engine = IngestEngine(cfg, clock_ms=exchange.clock.now_ms)
     t0 = exchange.clock.now_ms()
 
+    def received_trades(e) -> int:
+        return sum(s.received for s in e.stats.streams.values() if s.dataset == "trades")
+
     async def scenario(e):
-        # three rotations, however long a loaded machine takes (a fixed 4 s saw fewer)
+        # three rotations and enough trades to see a hole, however long a loaded machine
+        # takes (a fixed 4 s saw fewer)
         for _ in range(2400):  # 120 s at most
-            if e.stats.rotations >= 3 and e._candidate is None:
+            if e.stats.rotations >= 3 and e._candidate is None and received_trades(e) > 150:
                 break
             await asyncio.sleep(0.05)
         await asyncio.sleep(0.5)

@@ -8,6 +8,10 @@ the paths). Every frame those groups landed is then wrapped in the socket-client
 receipt order through a real NATS server and ingested by NATS-sourced groups of the same
 profiles. The trades and depth frames read back from both landing zones must be equal, receipt
 columns aside (the NATS path's receipt is its own).
+
+Real recordings take the same two paths: Binance aggTrades (cryptofeed) on the exchange profile,
+and raw ``@trade`` frames (hftbacktest, the socket-client's own stream) on the socket-client
+profile, whose raw trades must come back equal, receipt time aside.
 """
 
 from __future__ import annotations
@@ -17,10 +21,12 @@ import datetime as dt
 import time
 from pathlib import Path
 
+import msgspec
 import orjson
 import pandas as pd
 import pytest
 
+from petrosa_pipelines.exchanges.base import RawTradeRecord
 from petrosa_pipelines.exchanges.binance.adapter import SOCKET_CLIENT_PROFILE
 from petrosa_pipelines.ingest import IngestEngine
 from petrosa_pipelines.landing import LandingStore
@@ -307,3 +313,82 @@ def test_the_feed_publishes_every_frame_into_jetstream_and_the_ingest_lands_each
     }
     assert sorted(landed_payloads(tmp_path, "feedg")) == sorted(sent)
     assert engine.stats.dead_letters == 0
+
+
+#: real raw ``@trade`` recordings (fixtures/binance/PROVENANCE.md: nkaz001/hftbacktest's USD-M
+#: BTCUSDT capture) and the replay speed that keeps each run to a few seconds
+HFT = Path(__file__).parents[1] / "fixtures" / "binance" / "ws"
+RAW_TRADE_RECORDINGS = {
+    # 2023-04-04: the first 20 of 2197 trades (1.1 s of market time)
+    "2023-04-04_first20": (HFT / "hftbacktest_2023-04-04" / "BTCUSDT_trade_first20.jsonl", 1),
+    # 2023-04-05 00:01: one minute, 1824 consecutive ids, one ``"X":"INSURANCE_FUND"`` print
+    "2023-04-05_0001": (HFT / "hftbacktest_2023-04-05" / "BTCUSDT_trade_0001.jsonl", 20),
+}
+
+
+def _raw_trades(root: Path, symbol: str, lo: int, hi: int) -> list[RawTradeRecord]:
+    """The landed raw trades, receipt time aside (each path's receipt is its own), by id."""
+    recs = [
+        msgspec.structs.replace(r, received_at=None)
+        for r in LandingStore(root).read_records("binance", lo, hi, [symbol])
+        if type(r) is RawTradeRecord
+    ]
+    return sorted(recs, key=lambda r: r.trade_id)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("recording", sorted(RAW_TRADE_RECORDINGS))
+def test_real_recorded_raw_trades_land_the_same_over_nats_and_websocket(
+    tmp_path, nats_url, monkeypatch, recording
+):
+    """Real Binance USD-M ``@trade`` frames (what the socket-client subscribes) replayed
+    byte-identical by the local exchange's websocket to a group on the socket-client stream
+    profile, then as socket-client envelopes through NATS to a NATS group of the same profile:
+    the same raw trades, non-market prints kept and marked on both paths."""
+    for var in ("PETROSA_NATS_URL", "PETROSA_REDIS_URL"):
+        monkeypatch.delenv(var, raising=False)
+    path, speed = RAW_TRADE_RECORDINGS[recording]
+    lines = path.read_text().splitlines()
+    assert lines and all(line.startswith('{"stream":"btcusdt@trade"') for line in lines)
+    data = [orjson.loads(line)["data"] for line in lines]
+    first, last_t = data[0]["E"], max(d["T"] for d in data)
+    ws_root, nats_root = tmp_path / "ws", tmp_path / "nats"
+    clock = SimulatedClock(dt.datetime.fromtimestamp(first / 1000, dt.UTC).isoformat(), speed=speed)
+    market = MarketConfig(seed=7, symbols=(S,))
+    groups = {"raw": (SOCKET_CLIENT_PROFILE, "trades")}
+    with LocalExchange(market=market, replay=path, speed=speed, clock=clock) as ex:
+        engine = IngestEngine(
+            make_config(
+                ex,
+                ws_root,
+                group="ws-raw",
+                symbols=(S,),
+                datasets=("trades",),
+                stream_profile=SOCKET_CLIENT_PROFILE,
+                stale_after_s=3600.0,
+            ),
+            clock_ms=ex.clock.now_ms,
+        )
+
+        def replayed() -> bool:
+            st = engine.stats.streams.get("btcusdt@trade")
+            return st is not None and (st.last_data_ms or 0) >= last_t
+
+        asyncio.run(_run_until([engine], replayed, "the recording's last trade"))
+        assert engine.stats.dead_letters == 0
+        _land_over_nats(ws_root, nats_root, nats_url, groups, (S,), ex.clock.now_ms)
+    lo, hi = first - 60_000, ex.clock.now_ms() + 3_600_000
+    want = _raw_trades(ws_root, S, lo, hi)
+    got = _raw_trades(nats_root, S, lo, hi)
+    assert got == want
+    # every recorded trade, exactly (the streams are in the connection's URL: none is sent
+    # before the subscription), with its price, quantity, time and print type
+    recorded = {d["t"]: d for d in data}
+    assert [r.trade_id for r in want] == sorted(recorded)
+    for r in want:
+        d = recorded[r.trade_id]
+        assert (str(r.price), str(r.quantity), r.trade_time, r.trade_type) == (
+            d["p"], d["q"], d["T"], d["X"]
+        )  # fmt: skip
+    if recording == "2023-04-05_0001":
+        assert [r.trade_id for r in want if not r.is_market] == [3535191080]

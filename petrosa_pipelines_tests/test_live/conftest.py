@@ -15,7 +15,6 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 
@@ -25,6 +24,7 @@ from petrosa_pipelines_tests.servers import (  # noqa: F401 - fixtures
     NATS_SERVER_BIN,
     REDIS_SERVER_BIN,
     delete_stream,
+    ensure_server_binaries,
     free_port,
     nats_answers,
     nats_url,
@@ -151,7 +151,7 @@ class Restartable:
 @pytest.fixture
 def own_nats() -> Iterator[Restartable]:
     """A JetStream server of the test's own, not started yet (``.start()``/``.stop()``)."""
-    assert Path(NATS_SERVER_BIN).exists(), f"{NATS_SERVER_BIN} is needed (apt nats-server)"
+    ensure_server_binaries("nats-server")  # installs with apt-get in CI, else fails clearly
     srv = Restartable(
         lambda port, d: [NATS_SERVER_BIN, "-js", "-sd", d, "-a", "127.0.0.1", "-p", str(port)],
         nats_answers,
@@ -164,7 +164,7 @@ def own_nats() -> Iterator[Restartable]:
 @pytest.fixture
 def own_redis() -> Iterator[Restartable]:
     """A Redis server of the test's own, not started yet."""
-    assert Path(REDIS_SERVER_BIN).exists(), f"{REDIS_SERVER_BIN} is needed (apt redis-server)"
+    ensure_server_binaries("redis-server")
     srv = Restartable(
         lambda port, d: [
             REDIS_SERVER_BIN,

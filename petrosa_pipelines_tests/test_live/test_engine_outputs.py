@@ -1,9 +1,11 @@
 """The ingest engine feeding the live outputs: what is published is what was landed.
 
-The engine runs against the local exchange; its landed frames are offered by ``ingest/sink.py``
-and its book samples by ``_offer_samples`` (wired here by a subclass, as ``books.py`` is asked
-to in ``docs/live.md``). NATS then holds exactly the landed trades and mark prices, and one
-depth message per book sample; Redis the last of each.
+The production engine runs against the local exchange; its landed frames are offered by
+``ingest/sink.py`` and its book samples by ``books.py`` (``_samples`` -> ``_offer_samples``),
+nothing wired by the test. NATS then holds exactly the landed trades and mark prices, and one
+depth message per book sample, each offered once: JetStream's de-duplication (``Nats-Msg-Id``)
+must have had nothing to drop (``acked_duplicates == 0``), so a sample offered twice fails here
+instead of being hidden by the stream; Redis holds the last of each.
 """
 
 from __future__ import annotations
@@ -24,19 +26,19 @@ from petrosa_pipelines_tests.test_ingest.conftest import (  # noqa: F401 - fixtu
 from petrosa_pipelines_tests.test_live.conftest import settings, stream_messages, wait_for
 
 
-class Feeding(IngestEngine):
-    def _samples(self, samples):
-        super()._samples(samples)
-        self._offer_samples(samples)
-
-
 def test_published_records_are_the_landed_records(exchange, tmp_path, nats_url, redis_url,  # noqa: F811
                                                   live_names, monkeypatch):  # fmt: skip
     cfg = make_config(exchange, tmp_path, datasets=("trades", "depth", "funding"), depth_top_n=5)
-    engine = Feeding(cfg, clock_ms=exchange.clock.now_ms)
+    for var in ("PETROSA_NATS_URL", "PETROSA_REDIS_URL"):
+        monkeypatch.delenv(var, raising=False)  # no outputs from the environment: ours below
+    engine = IngestEngine(cfg, clock_ms=exchange.clock.now_ms)
+    assert engine.live is None
     # an intake that holds the whole run: the worker runs niced, and a loaded machine may starve
-    # it until the feed stops; this test is about what is published, not about the bound
-    s = settings(live_names, nats_url=nats_url, redis_url=redis_url, buffer_messages=1_000_000)
+    # it until the feed stops; this test is about what is published, not about the bound.
+    # A publish timeout far beyond a loaded machine's ack delay: a batch re-sent after a lost
+    # ack would be acknowledged as a duplicate, and this test counts duplicates
+    s = settings(live_names, nats_url=nats_url, redis_url=redis_url, buffer_messages=1_000_000,
+                 publish_timeout_s=60.0)  # fmt: skip
     engine.live = LiveOutputs(s, venue=engine.adapter.venue, exchange=engine.exchange,
                               adapter=engine.adapter)  # fmt: skip
     engine.live.start()
@@ -55,6 +57,14 @@ def test_published_records_are_the_landed_records(exchange, tmp_path, nats_url, 
     stats = engine.live.stats()
     assert stats["nats"]["dropped"] == 0 and stats["intake_dropped"] == 0
     assert stats["parse_failures"] == 0
+    # each record and book sample offered once: nothing for JetStream to de-duplicate, and
+    # the worker published (acknowledged) exactly one depth message per sample
+    assert stats["nats"]["acked_duplicates"] == 0, stats["nats"]
+    assert stats["nats"]["errors"] == 0, stats["nats"]
+    acked_depth = sum(
+        n for subj, n in stats["nats"]["published_by_subject"].items() if ".depth." in subj
+    )
+    assert acked_depth == engine.samples_emitted > 0
 
     landed = collections.defaultdict(set)
     marks = collections.Counter()

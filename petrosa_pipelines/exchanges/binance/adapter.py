@@ -81,6 +81,7 @@ from petrosa_pipelines.exchanges.binance.schemas import (
     iso_to_ms,
     to_trade,
 )
+from petrosa_pipelines.lib.endpoints import ExchangeEndpoints
 
 #: Binance closes a connection that asks for more streams than this
 MAX_STREAMS_PER_CONNECTION = 1024
@@ -273,6 +274,9 @@ class BinanceUsdmAdapter(ExchangeAdapter):
     channels: ClassVar[dict[str, str]] = STREAM_PROFILES[EXCHANGE_PROFILE]
     #: the profiles a group may name (``IngestConfig`` validates against this)
     stream_profiles: ClassVar[tuple[str, ...]] = tuple(STREAM_PROFILES)
+    #: where live Binance USD-M is (fapi, fstream, data.binance.vision); the settings read
+    #: them as ``PETROSA_REST_BASE_URL``, ``_WS_BASE_URL``, ``_VISION_BASE_URL`` (the legacy names)
+    default_endpoints: ClassVar[ExchangeEndpoints] = ExchangeEndpoints()
 
     @classmethod
     def profile_datasets(cls, stream_profile: str) -> frozenset[str]:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, ClassVar, Protocol
 from websockets.asyncio.server import ServerConnection
 from websockets.http11 import Response
 
+from petrosa_pipelines.lib.endpoints import ExchangeEndpoints
 from petrosa_pipelines.local_exchange.faults import Faults
 
 if TYPE_CHECKING:
@@ -83,11 +84,26 @@ class WireSession(abc.ABC):
         return False
 
 
+def websocket_url(base_url: str) -> str:
+    """The server's websocket base URL for its HTTP one (``http://h:p`` -> ``ws://h:p``)."""
+    scheme, sep, rest = base_url.rstrip("/").partition("://")
+    if not sep:
+        return base_url
+    return f"{'wss' if scheme == 'https' else 'ws'}://{rest}"
+
+
 class VenueWire(abc.ABC):
     """One venue's wire formats, bound to a server."""
 
     #: venue id, as in ``petrosa_pipelines.exchanges.EXCHANGES``
     venue: ClassVar[str]
+
+    @classmethod
+    @abc.abstractmethod
+    def endpoints(cls, base_url: str) -> ExchangeEndpoints:
+        """This venue's REST, websocket and archive base URLs on a local exchange serving at
+        ``base_url`` (``http://host:port``): what the demo and the local stack point the venue's
+        clients at (``settings.endpoint_env`` names the variables that carry them)."""
 
     def __init__(self, host: Host):
         self.host = host

@@ -12,7 +12,8 @@ import orjson
 from websockets.asyncio.server import ServerConnection
 from websockets.http11 import Response
 
-from petrosa_pipelines.local_exchange.venues.base import SessionRefused, VenueWire
+from petrosa_pipelines.lib.endpoints import ExchangeEndpoints
+from petrosa_pipelines.local_exchange.venues.base import SessionRefused, VenueWire, websocket_url
 from petrosa_pipelines.local_exchange.venues.binance import stream
 from petrosa_pipelines.local_exchange.venues.binance.rest import BinanceHost, BinanceRest
 from petrosa_pipelines.local_exchange.venues.binance.vision import VisionArchive
@@ -22,6 +23,12 @@ class BinanceWire(VenueWire):
     """``/fapi/v1/*`` REST, ``/vision/*`` archives, ``/ws/<streams>`` and ``/stream`` websockets."""
 
     venue: ClassVar[str] = "binance-usdm"
+
+    @classmethod
+    def endpoints(cls, base_url: str) -> ExchangeEndpoints:
+        """REST at the root, websockets at ``/ws`` and ``/stream``, Vision under ``/vision``."""
+        base = base_url.rstrip("/")
+        return ExchangeEndpoints(base, websocket_url(base), f"{base}/vision")
 
     def __init__(self, host: BinanceHost):
         super().__init__(host)

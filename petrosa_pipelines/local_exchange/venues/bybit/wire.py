@@ -8,7 +8,8 @@ from typing import ClassVar
 from websockets.asyncio.server import ServerConnection
 from websockets.http11 import Response
 
-from petrosa_pipelines.local_exchange.venues.base import Host, VenueWire
+from petrosa_pipelines.lib.endpoints import ExchangeEndpoints
+from petrosa_pipelines.local_exchange.venues.base import Host, VenueWire, websocket_url
 from petrosa_pipelines.local_exchange.venues.bybit import stream
 from petrosa_pipelines.local_exchange.venues.bybit.frames import BybitFormats
 from petrosa_pipelines.local_exchange.venues.bybit.rest import BybitRest
@@ -21,6 +22,13 @@ class BybitWire(VenueWire):
     ``/v5/public/linear`` websocket."""
 
     venue: ClassVar[str] = "bybit-linear"
+
+    @classmethod
+    def endpoints(cls, base_url: str) -> ExchangeEndpoints:
+        """Bybit v5 on the same port: REST and archives at the root, websocket at ``WS_PATH``
+        (the adapter appends the path to the websocket base URL)."""
+        base = base_url.rstrip("/")
+        return ExchangeEndpoints(base, websocket_url(base), base)
 
     def __init__(self, host: Host):
         super().__init__(host)
