@@ -48,6 +48,16 @@ def engine(tmp_path):
         eng.writer.close()
 
 
+def _rotating(engine: IngestEngine) -> tuple[_Conn, _Conn]:
+    """The engine mid-rotation: its open primary and an open candidate beside it."""
+    old = engine._primary
+    old.ws = object()
+    cand = _Conn(2, "t", candidate=True)
+    cand.ws = object()
+    engine._candidate = cand
+    return old, cand
+
+
 def _gaps(engine: IngestEngine, tmp_path, dataset: str):
     engine.flush_landing()
     engine.writer.close()
@@ -127,11 +137,7 @@ def test_a_rotation_candidate_dying_hands_its_streams_back_to_the_live_connectio
     """The old connection still carries every stream: no reconnect, no leaked socket; the
     streams the candidate had taken over get a gap, since what the old connection sent
     meanwhile was discarded as the candidate's."""
-    old = engine._primary
-    old.ws = object()  # open
-    cand = _Conn(2, "t", candidate=True)
-    cand.ws = object()
-    engine._candidate = cand
+    old, cand = _rotating(engine)
     trades = next(st for st in engine._streams.values() if st.stats.dataset == "trades")
     engine._on_frame(old, _trade(100, T0), T0 + PUSH_LAG)
     engine._on_frame(cand, _trade(101, T0 + 10), T0 + 10 + PUSH_LAG)  # held by the candidate
@@ -225,11 +231,7 @@ def test_a_rotation_finished_before_a_candle_stream_overlapped_records_a_gap(eng
     connection closing) before the candle stream proved the overlap could lose updates between
     the two connections silently. The stream gets a gap from its last accepted candle to the
     candidate's first; trades, whose consecutive ids prove continuity, get none."""
-    old = engine._primary
-    old.ws = object()
-    cand = _Conn(2, "t", candidate=True)
-    cand.ws = object()
-    engine._candidate = cand
+    old, cand = _rotating(engine)
     engine._on_frame(old, bf.kline(S, T0, True, T0 + 59_999), T0 + 59_999)  # T0's closed
     engine._on_frame(old, _trade(100, T0), T0 + PUSH_LAG)
     # the candidate starts two candles on, the old connection never catches up: the candle
@@ -248,11 +250,7 @@ def test_a_rotation_forced_inside_the_same_candle_loses_no_closed_candle(engine,
     """The candidate's first update is of the candle the old connection was on: that candle's
     close and every later one come from the candidate, so no gap (a false one was seen under
     load, the old connection too far behind to prove the overlap within rotation_overlap_s)."""
-    old = engine._primary
-    old.ws = object()
-    cand = _Conn(2, "t", candidate=True)
-    cand.ws = object()
-    engine._candidate = cand
+    old, cand = _rotating(engine)
     engine._on_frame(old, bf.kline(S, T0, False, T0 + 1_000), T0 + 1_000)
     engine._on_frame(cand, bf.kline(S, T0, False, T0 + 9_000), T0 + 9_000)
     engine._finish_rotation()
@@ -260,11 +258,7 @@ def test_a_rotation_forced_inside_the_same_candle_loses_no_closed_candle(engine,
 
 
 def test_a_rotation_whose_streams_overlapped_records_nothing(engine, tmp_path):
-    old = engine._primary
-    old.ws = object()
-    cand = _Conn(2, "t", candidate=True)
-    cand.ws = object()
-    engine._candidate = cand
+    old, cand = _rotating(engine)
     engine._on_frame(cand, bf.kline(S, T0, False, T0 + 1_000), T0 + 1_000)
     engine._on_frame(old, bf.kline(S, T0, False, T0 + 1_000), T0 + 1_000)  # overlap reached
     engine._finish_rotation()
