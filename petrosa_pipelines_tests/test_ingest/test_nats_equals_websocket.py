@@ -17,9 +17,15 @@ profile, whose raw trades must come back equal, receipt time aside.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
+import os
+import subprocess
+import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import msgspec
 import orjson
@@ -29,6 +35,7 @@ import pytest
 from petrosa_pipelines.exchanges.base import RawTradeRecord
 from petrosa_pipelines.exchanges.binance.adapter import SOCKET_CLIENT_PROFILE
 from petrosa_pipelines.ingest import IngestEngine
+from petrosa_pipelines.lake import LocalLake, lake_path
 from petrosa_pipelines.landing import LandingStore
 from petrosa_pipelines.landing.store import iter_segment_lines
 from petrosa_pipelines.local_exchange import LocalExchange, MarketConfig, SimulatedClock
@@ -51,6 +58,7 @@ S = "BTCUSDT"
 #: real recorded frames (fixtures/binance/PROVENANCE.md: cryptofeed, Binance USD-M 2021-04-17)
 REAL = Path(__file__).parents[1] / "fixtures" / "binance" / "ws" / "cryptofeed_2021-04-17"
 REAL_SYMBOL = "DENTUSDT"
+ROOT = Path(__file__).resolve().parents[2]
 MIN_TRADES, MIN_DEPTH = 40, 60  # aggTrades / depth20 messages the websocket path must land
 #: per group: (profile, dataset)
 GROUPS = {"trades": ("", "trades"), "depth": (SOCKET_CLIENT_PROFILE, "depth")}
@@ -205,15 +213,12 @@ def test_the_same_frames_land_the_same_records_over_nats_and_websocket(
     assert len(LandingStore(ws_root).read_frame("binance", "trades", S, lo, hi)) >= MIN_TRADES
 
 
-@pytest.mark.slow
-def test_real_recorded_aggtrades_land_the_same_over_nats_and_websocket(
-    tmp_path, nats_url, monkeypatch
-):
-    """Real Binance USD-M aggTrade frames (cryptofeed's recording of 2021-04-17, DENTUSDT:
-    fixtures/binance/PROVENANCE.md) replayed byte-identical by the local exchange's websocket,
-    then as socket-client envelopes through NATS: the same trades rows."""
-    for var in ("PETROSA_NATS_URL", "PETROSA_REDIS_URL"):
-        monkeypatch.delenv(var, raising=False)
+@contextlib.contextmanager
+def _real_aggtrades_landed(tmp_path: Path, nats_url: str) -> Iterator[RealReplay]:
+    """The real DENTUSDT aggTrade recording landed by both paths: replayed byte-identical by
+    the local exchange's websocket to ``ws-real`` under ``tmp_path/ws``, then every landed frame
+    as a socket-client envelope through NATS (core, no stream) to ``nats-real`` under
+    ``tmp_path/nats``. The local exchange stays up while the caller holds the context."""
     lines = [
         line
         for line in (REAL / "aggTrade.jsonl").read_text().splitlines()
@@ -249,12 +254,148 @@ def test_real_recorded_aggtrades_land_the_same_over_nats_and_websocket(
         asyncio.run(_run_until([engine], replayed, "the recording's last aggTrade"))
         assert engine.stats.dead_letters == 0
         _land_over_nats(ws_root, nats_root, nats_url, groups, (REAL_SYMBOL,), ex.clock.now_ms)
-    lo, hi = first - 60_000, ex.clock.now_ms() + 3_600_000
-    want = _assert_same_records(ws_root, nats_root, "trades", REAL_SYMBOL, lo, hi)
+        yield RealReplay(ex, ws_root, nats_root, lines, first)
+
+
+class RealReplay(NamedTuple):
+    exchange: LocalExchange
+    ws_root: Path
+    nats_root: Path
+    lines: list[str]  # the recorded combined-stream frames
+    first_ms: int  # the first frame's event time
+
+
+@pytest.mark.slow
+def test_real_recorded_aggtrades_land_the_same_over_nats_and_websocket(
+    tmp_path, nats_url, monkeypatch
+):
+    """Real Binance USD-M aggTrade frames (cryptofeed's recording of 2021-04-17, DENTUSDT:
+    fixtures/binance/PROVENANCE.md) replayed byte-identical by the local exchange's websocket,
+    then as socket-client envelopes through NATS: the same trades rows."""
+    for var in ("PETROSA_NATS_URL", "PETROSA_REDIS_URL"):
+        monkeypatch.delenv(var, raising=False)
+    with _real_aggtrades_landed(tmp_path, nats_url) as real:
+        hi = real.exchange.clock.now_ms() + 3_600_000
+    lines, lo = real.lines, real.first_ms - 60_000
+    want = _assert_same_records(real.ws_root, real.nats_root, "trades", REAL_SYMBOL, lo, hi)
     # frames sent before the subscription are not the websocket's: every later one landed
     assert len(lines) // 2 <= len(want) <= len(lines)
     recorded = sorted(orjson.loads(line)["data"]["a"] for line in lines)
     assert sorted(want["agg_trade_id"]) == recorded[len(lines) - len(want) :]
+
+
+#: one trades partition materialised per landing zone through the real Dagster asset
+#: (``market_data/trades``), in a fresh interpreter: the partitions' first day is fixed when
+#: the definitions load (``PETROSA_START_DATE``, default 2024-01-01), and the recording's day
+#: is 2021-04-17 (as ``test_project/test_start_date.py`` does for its 2021 day)
+MATERIALISE_TRADES = """
+import json, sys
+import dagster as dg
+from petrosa_pipelines.market_data.assets import trades
+from resources import ExchangeResource, LakeIOManager, LandingResource
+
+args = json.loads(sys.argv[1])
+out = {}
+with dg.instance_for_test(temp_dir=args["home"]) as instance:
+    instance.add_dynamic_partitions("symbols", [args["symbol"]])
+    for name, (landing, lake) in args["zones"].items():
+        result = dg.materialize(
+            [trades],
+            partition_key=args["key"],
+            instance=instance,
+            resources={
+                "exchange": ExchangeResource(**args["exchange"]),
+                "landing": LandingResource(root=landing),
+                "io_manager": LakeIOManager(base_path=lake),
+            },
+        )
+        assert result.success, name
+        (event,) = result.get_asset_materialization_events()
+        meta = event.event_specific_data.materialization.metadata
+        out[name] = {k: meta[k].value for k in args["meta"]}
+print(json.dumps(out, default=str))
+"""
+
+#: lake columns that legitimately differ between the two paths' partitions: ``received_at``
+#: is each path's own receipt clock (the websocket consumer's reading vs the NATS consumer's,
+#: the envelope's timestamp being the websocket's); every other column (ids, price, quantity,
+#: times, side, ``source``) comes from the exchange's payload, which the envelope carries
+#: byte-identical, so it must be equal
+RECEIPT_COLUMNS = ("received_at",)
+#: the materialisation metadata both partitions must agree on
+META_KEYS = ("dagster/row_count", "source_mix", "missing_range_count", "missing_ranges")
+
+
+@pytest.mark.slow
+def test_real_recorded_aggtrades_materialise_the_same_lake_over_nats_and_websocket(
+    tmp_path, nats_url, monkeypatch
+):
+    """The real DENTUSDT aggTrades landed by each path (``_real_aggtrades_landed``) are
+    materialised into two separate lakes by the ``market_data/trades`` asset for the recorded
+    instrument-day, and the two lake partitions are equal row for row, receipt time aside.
+
+    The partition's history sources (archives, REST) point at the local exchange replaying
+    the recording, which lists no DENTUSDT in its market: they give nothing for the rest of
+    the day, so every lake row comes from a landing zone and a record one path landed
+    differently cannot be hidden by a refill from history (both lakes report the same
+    missing ranges instead)."""
+    for var in ("PETROSA_NATS_URL", "PETROSA_REDIS_URL"):
+        monkeypatch.delenv(var, raising=False)
+    lakes = {name: tmp_path / f"lake-{name}" for name in ("ws", "nats")}
+    with _real_aggtrades_landed(tmp_path, nats_url) as real:
+        day = dt.datetime.fromtimestamp(real.first_ms / 1000, dt.UTC).date()  # 2021-04-17
+        args = {
+            "home": str(tmp_path / "dagster_home"),
+            "symbol": REAL_SYMBOL,
+            "key": f"{day}|{REAL_SYMBOL}",
+            "meta": META_KEYS,
+            "exchange": {
+                "rest_base_url": real.exchange.rest_base_url,
+                "ws_base_url": real.exchange.ws_base_url,
+                "vision_base_url": real.exchange.vision_base_url,
+            },
+            "zones": {
+                "ws": [str(real.ws_root), str(lakes["ws"])],
+                "nats": [str(real.nats_root), str(lakes["nats"])],
+            },
+        }
+        (tmp_path / "dagster_home").mkdir()
+        env = {
+            **os.environ,
+            "PETROSA_START_DATE": "2021-01-01",
+            "PETROSA_SYMBOLS": REAL_SYMBOL,
+            "DAGSTER_HOME": str(tmp_path / "dagster_home"),
+        }
+        out = subprocess.run(
+            [sys.executable, "-c", MATERIALISE_TRADES, orjson.dumps(args).decode()],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            env=env,
+            timeout=300,
+        )
+    assert out.returncode == 0, out.stderr[-3000:]
+    meta = orjson.loads(out.stdout.strip().splitlines()[-1])
+    frames = {
+        name: LocalLake(lake)
+        .read_frame(lake_path("market_data/trades", "binance", REAL_SYMBOL, str(day)))
+        .sort_values("agg_trade_id", kind="stable")
+        .reset_index(drop=True)
+        for name, lake in lakes.items()
+    }
+    want, got = frames["ws"], frames["nats"]
+    recorded = {orjson.loads(line)["data"]["a"] for line in real.lines}
+    # the lake holds the recording's trades and nothing else (no history for DENTUSDT here)
+    assert len(want) >= len(real.lines) // 2, meta["ws"]
+    assert set(want["agg_trade_id"]) <= recorded
+    assert (want["source"] == "ws").all()  # landed rows only: no history refilled a hole
+    assert meta["ws"]["dagster/row_count"] == len(want)
+    pd.testing.assert_frame_equal(
+        got.drop(columns=list(RECEIPT_COLUMNS)), want.drop(columns=list(RECEIPT_COLUMNS))
+    )
+    assert want["received_at"].notna().all() and got["received_at"].notna().all()
+    for key in META_KEYS:
+        assert meta["nats"][key] == meta["ws"][key], key
 
 
 @pytest.mark.slow
