@@ -163,6 +163,23 @@ def _print_latest(lat: Any, log: Callable[..., None]) -> None:
         log(f"  {name:8s} age {'-' if age is None else f'{age:.2f}s':>7s}  {shown}")
 
 
+#: how long the live demo waits for its feed's first frame, and for the ingest and the
+#: subscriber to catch up at the end (generous: a loaded 2-core machine)
+FIRST_FRAME_TIMEOUT_S = 120.0
+DRAIN_TIMEOUT_S = 30.0
+
+
+async def _until(cond: Callable[[], bool], seconds: float, failure: str | None) -> None:
+    """Wait for ``cond``; after ``seconds`` raise ``failure`` (or, without one, go on)."""
+    deadline = time.monotonic() + seconds
+    while not cond():
+        if time.monotonic() > deadline:
+            if failure is None:
+                return
+            raise RuntimeError(f"live demo: {failure} within {seconds:.0f} s")
+        await asyncio.sleep(0.05)
+
+
 #: the live demo's market: ~12 aggregate trades a second per symbol (the local exchange's
 #: default, 20,000 a day, left a 4-second demo without a single raw trade)
 LIVE_DEMO_TRADES_PER_DAY = 1_000_000
@@ -254,14 +271,28 @@ def live_demo(
                 await asyncio.sleep(0.05)
             publisher = asyncio.create_task(feed.run())
             try:
+                # ``seconds`` of feed, counted from its first frame: on a loaded machine the
+                # feed's own connection can take longer than a short demo (CI saw 0 in 4 s)
+                await _until(
+                    lambda: feed.stats.published > 0 or publisher.done(),
+                    FIRST_FRAME_TIMEOUT_S,
+                    "the feed published no frame",
+                )
                 await asyncio.sleep(seconds)
             finally:
                 feed.stop()
                 await publisher
-                await asyncio.sleep(0.5)  # the last frames reach the subscriber
+                # core NATS: what the ingest has not read by then it ledgers as missed
+                await _until(
+                    lambda: engine.source_info().get("messages", 0) >= feed.stats.published,
+                    DRAIN_TIMEOUT_S,
+                    None,
+                )
                 engine.stop()
                 await ingest
-                await asyncio.sleep(1.0)  # the live outputs' last batch reaches the counter
+                # the live outputs' last batch reaches the counter
+                await _until(lambda: bool(seen), DRAIN_TIMEOUT_S, None)
+                await asyncio.sleep(0.5)
                 await nc.drain()
 
         log(f"live demo: {len(symbols)} symbol(s), {seconds:.0f}s, feed on {subject!r}, "
