@@ -300,7 +300,8 @@ def live_demo(
         asyncio.run(run())
         report = _report(engine, feed, watch, seen, symbols[0], log)
         if materialize:
-            report["materialized"] = _materialize_today(ex, base, symbols[0], log)
+            done, rows = _materialize_today(ex, base, symbols[0], log)
+            report["materialized"], report["materialized_depth_rows"] = done, rows
     report["landing"] = str(landing)
     report["watch"] = watch
     return report
@@ -330,10 +331,11 @@ def _report(
     }
 
 
-def _materialize_today(exchange: Any, base: Path, symbol: str, log: Any) -> bool:
+def _materialize_today(exchange: Any, base: Path, symbol: str, log: Any) -> tuple[bool, int]:
     """Today's (open) depth partition from the landing the demo filled, with its checks: the
     settings point at the local exchange and ``base`` as ``petrosa demo`` does, and the run
-    goes through the demo's ``_run_partitions`` (quiet Dagster logs, one summary line)."""
+    goes through the demo's ``_run_partitions`` (quiet Dagster logs, one summary line).
+    Returns whether it succeeded and the depth rows it wrote."""
     import dagster as dg
 
     from petrosa_pipelines import instruments
@@ -347,4 +349,5 @@ def _materialize_today(exchange: Any, base: Path, symbol: str, log: Any) -> bool
     with dg.DagsterInstance.ephemeral() as instance:
         instance.add_dynamic_partitions(SYMBOLS_PARTITIONS_NAME, [inst])
         results = _run_partitions(MARKET_JOB, [key], instance, "materialise", log, [depth])
-    return bool(results) and all(ok for _, ok, _ in results)
+    ok = bool(results) and all(done for _, done, _ in results)
+    return ok, sum(rows.get("depth", 0) for _, _, rows in results)

@@ -104,3 +104,4 @@ def test_live_demo_publishes_lands_keeps_latest_and_materialises(
     assert lat["trade"] is not None and lat["trade"]["trade_id"] == str(last), text
     assert lat["book"] is not None and lat.age_s["trade"] is not None
     assert report["materialized"] is True, text
+    assert report["materialized_depth_rows"] > 0, text  # the landed top-20 snapshots, as rows
