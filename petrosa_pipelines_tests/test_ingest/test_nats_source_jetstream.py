@@ -87,7 +87,9 @@ class Child:
     def __init__(self, root: Path, url: str, subject: str, stream: str) -> None:
         cmd = [sys.executable, "-m", "petrosa_pipelines_tests.test_ingest.nats_ingest_child",
                str(root), subject, stream, SYMBOL]  # fmt: skip
-        env = {**os.environ, "PETROSA_NATS_URL": url}
+        # the URL is the source's; publishing (on by default where a NATS URL is set) stays
+        # off, or the child's landed trades go into the shared server's PETROSA_LIVE stream
+        env = {**os.environ, "PETROSA_NATS_URL": url, "PETROSA_LIVE_PUBLISH": "false"}
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
@@ -165,6 +167,7 @@ def test_messages_landed_but_not_acknowledged_come_again_and_are_dropped(
     frames = [agg_trade(SYMBOL, i, t0 + i * 10) for i in range(1, n + 1)]
     asyncio.run(publish(nats_url, subject, stream, frames))
     monkeypatch.setenv("PETROSA_NATS_URL", nats_url)
+    monkeypatch.setenv("PETROSA_LIVE_PUBLISH", "false")  # the source's URL, no publishing
     # every message in flight at once: the first engine acknowledges none of them
     cfg = dataclasses.replace(
         config(str(tmp_path), subject, stream, SYMBOL), nats_max_ack_pending=2 * n
@@ -211,6 +214,7 @@ def test_the_ingest_job_runs_a_nats_group_and_reports_its_source(
     frames = [agg_trade(SYMBOL, i, t0 + i * 10) for i in range(1, n + 1)]
     asyncio.run(publish(nats_url, subject, stream, frames))
     monkeypatch.setenv("PETROSA_NATS_URL", nats_url)
+    monkeypatch.setenv("PETROSA_LIVE_PUBLISH", "false")  # the source's URL, no publishing
     rc = run_config_for(
         "jobnats", [SYMBOL], ["trades"], landing_path=str(tmp_path), source="nats",
         nats_subject=subject, nats_stream=stream, max_messages=n, max_runtime_s=120.0,
