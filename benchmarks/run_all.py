@@ -29,6 +29,7 @@ QUICK_ARGS: dict[str, list[str]] = {
     "book_archive_bench.py": ["--quick"],
     "bybit_parse_bench.py": ["--quick"],
     "trades_memory_bench.py": ["--trades", "200000"],
+    "depth_layout_bench.py": ["--cadence-ms", "10000"],
 }
 
 

@@ -28,7 +28,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from petrosa_pipelines.catalog.schemas import constant_chunks, with_trade_ids
+from petrosa_pipelines.catalog.depth_layout import is_long
+from petrosa_pipelines.catalog.schemas import DEPTH, conform, constant_chunks, with_trade_ids
 
 _SAFE = re.compile(r"^[A-Za-z0-9._-]+$")
 log = logging.getLogger(__name__)
@@ -90,6 +91,8 @@ def read_parquet_frame(source: Any) -> pd.DataFrame:
     table = table.replace_schema_metadata(schema.metadata)
     frame = table.to_pandas(split_blocks=True, self_destruct=True)
     del table
+    if is_long(frame) and "snapshot_time" in frame.columns:  # a depth file of version 1
+        return conform(frame, DEPTH)
     return with_trade_ids(frame)
 
 

@@ -1,7 +1,7 @@
 """``petrosa demo --no-ui`` as a fresh clone runs it, shared by the demo test and the demo's UI.
 
 One demo streams a whole day of two venues through the ingest (Binance USD-M and Bybit linear,
-one stream group each) and builds 3.4 million book rows per instrument: about five minutes of
+one stream group each) and builds 86,400 book snapshots (rows) per instrument: about five minutes of
 two cores. ``test_project/test_demo.py`` (what the demo prints and writes)
 and ``test_ui/test_demo_ui.py`` (what the UI then shows) look at the same finished run, the
 session fixture ``finished_demo`` in the root conftest, instead of paying for two.

@@ -15,6 +15,7 @@ import pandas as pd
 import pyarrow as pa
 
 from petrosa_pipelines.analytics import charts, compute, correlation
+from petrosa_pipelines.catalog.depth_layout import LEVEL_COLUMNS, level_counts
 from petrosa_pipelines.catalog.schemas import TS, Column
 from petrosa_pipelines.instruments import market_data_path
 
@@ -24,6 +25,16 @@ WARMUP_DAYS = 2
 SEASONALITY_WINDOW_DAYS = 28
 FUNDING_WINDOW_DAYS = 30
 CORRELATION_WINDOW_DAYS = 7
+
+
+def holds_data(frame: pd.DataFrame | None) -> bool:
+    """Whether an input frame has anything to compute from. Depth snapshots whose books hold
+    no level count as none: in version 1 (one row per level) they were no rows at all."""
+    if frame is None or len(frame) == 0:
+        return False
+    if LEVEL_COLUMNS["bid"][0] in frame.columns:
+        return bool((level_counts(frame, "bid") + level_counts(frame, "ask")).any())
+    return True
 
 
 @dataclass(frozen=True)
@@ -54,9 +65,10 @@ class AnalyticSpec:
     required: tuple[str, ...] | None = None
 
     def missing_inputs(self, inputs: Mapping[str, pd.DataFrame]) -> list[str]:
-        """The required inputs that hold no rows, as upstream dataset names (e.g. depth)."""
+        """The required inputs holding no data (:func:`holds_data`), as upstream dataset names
+        (e.g. depth)."""
         names = self.required if self.required is not None else tuple(self.inputs)
-        return [self.inputs[n].key[-1] for n in names if len(inputs.get(n, ())) == 0]
+        return [self.inputs[n].key[-1] for n in names if not holds_data(inputs.get(n))]
 
     @property
     def rolling(self) -> bool:
@@ -242,7 +254,10 @@ _CANDLE_LINEAGE = {
     **_from("candles", ("open_time", "close_time", "is_complete", "source_rows"), ("open_time",)),
 }
 _OHLCV = ("open", "high", "low", "close", "volume")
-_BOOK = ("price", "quantity", "side", "snapshot_time")
+#: depth (version 2): each side's levels are list columns, best price first
+_BEST = ("bid_price", "ask_price")
+_LEVELS = ("bid_price", "bid_quantity", "ask_price", "ask_quantity")
+_BOOK = (*_LEVELS, "snapshot_time")
 
 SPECS: tuple[AnalyticSpec, ...] = (
     AnalyticSpec(
@@ -464,7 +479,8 @@ SPECS: tuple[AnalyticSpec, ...] = (
             Column("band_bps", F64, "Half-width N of the depth band, bps."),
             _c("amihud", F64, "|simple return| / quote volume x 1e6 for the minute."),
         ),
-        lineage=_from("depth", ("mid", "spread_bps", "top_imbalance"), ("price", "side", "level"))
+        lineage=_from("depth", ("mid", "spread_bps"), _BEST)
+        | _from("depth", ("top_imbalance",), _LEVELS)
         | _from("depth", ("bid_depth", "ask_depth", "depth_imbalance"), _BOOK)
         | _from("depth", ("snapshots",), ("snapshot_time",))
         | _from("candles", ("amihud",), ("close", "quote_volume"))
@@ -497,9 +513,8 @@ SPECS: tuple[AnalyticSpec, ...] = (
             Column("quantity", F64, "Mean resting base quantity per snapshot."),
         ),
         lineage=_from("depth", ("bucket_start",), ("snapshot_time",))
-        | _from("depth", ("price_low", "price_high"), ("price",))
-        | _same("depth", "side")
-        | _from("depth", ("quantity",), ("quantity", "snapshot_time")),
+        | _from("depth", ("price_low", "price_high", "side"), _BEST)
+        | _from("depth", ("quantity",), ("bid_quantity", "ask_quantity", "snapshot_time")),
         time_column="bucket_start",
         compute=compute.heatmap_table,
         chart=_heat("bucket_start", "price_low", "quantity", "resting liquidity heatmap"),

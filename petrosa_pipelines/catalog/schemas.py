@@ -22,7 +22,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from petrosa_pipelines.catalog.depth_layout import as_float_lists, from_long, is_long
+
 TS = pa.timestamp("ms", tz="UTC")
+#: a side's levels in one cell (depth v2): float64 values, best price first
+LEVELS = pa.list_(pa.float64())
 
 
 @dataclass(frozen=True)
@@ -137,10 +141,13 @@ CANDLES = DatasetSchema(
 
 DEPTH = DatasetSchema(
     name="depth",
-    version=1,
+    version=2,
     description=(
         "Top-N order-book snapshots sampled at a fixed cadence from a book kept in sync with "
-        "the venue's book stream; one row per (snapshot, side, level). **Backfillable only "
+        "the venue's book stream; one row per snapshot, each side's levels as lists (best "
+        "price first). Version 1 had one row per (snapshot, side, level), 40x the rows at "
+        "top 20; its files are read as version 2 (`catalog/depth_layout.py`), and "
+        "`api.load_depth(layout='long')` gives that layout back. **Backfillable only "
         "where the venue keeps book history**: Bybit publishes daily order-book files, so a "
         "Bybit day is filled from them where the ingest did not land it (`source` archive); "
         "Binance serves no order-book history (no REST endpoint, no archive), so a Binance "
@@ -148,16 +155,16 @@ DEPTH = DatasetSchema(
         "no source covers succeeds with an empty partition whose metadata says "
         "`history_available: false` and `depth_coverage: none`, with a note."
     ),
-    natural_key=("exchange", "symbol", "snapshot_time", "side", "level"),
+    natural_key=("exchange", "symbol", "snapshot_time"),
     time_column="snapshot_time",
     columns=(
         *_COMMON_HEAD,
         Column("snapshot_time", TS, "Sample time of the book (UTC)."),
-        Column("last_update_id", pa.int64(), "Binance update id the book reflects."),
-        Column("side", pa.string(), "bid or ask."),
-        Column("level", pa.int64(), "0 = best price on that side."),
-        Column("price", pa.float64(), "Level price."),
-        Column("quantity", pa.float64(), "Resting quantity at that price."),
+        Column("last_update_id", pa.int64(), "The venue's book update id the sample reflects."),
+        Column("bid_price", LEVELS, "Bid prices, best (highest) first; level i is index i."),
+        Column("bid_quantity", LEVELS, "Resting quantity at each bid price."),
+        Column("ask_price", LEVELS, "Ask prices, best (lowest) first; level i is index i."),
+        Column("ask_quantity", LEVELS, "Resting quantity at each ask price."),
         *_PROVENANCE,
     ),
 )
@@ -273,9 +280,12 @@ def id_text(ids: np.ndarray) -> pd.arrays.ArrowStringArray:
 
 
 def conform(frame: pd.DataFrame, schema: DatasetSchema) -> pd.DataFrame:
-    """Select and order the schema's columns and give each its declared dtype."""
+    """Select and order the schema's columns and give each its declared dtype (depth in the
+    version 1 layout is turned into version 2 first)."""
     if schema.name == "trades":
         frame = with_trade_ids(frame)
+    elif schema.name == "depth" and is_long(frame):
+        frame = from_long(frame)
     missing = [c for c in schema.column_names if c not in frame.columns]
     if missing:
         raise ValueError(f"{schema.name}: frame lacks columns {missing}")
@@ -284,6 +294,8 @@ def conform(frame: pd.DataFrame, schema: DatasetSchema) -> pd.DataFrame:
     for col in schema.columns:
         if col.type == TS:
             out[col.name] = pd.to_datetime(out[col.name], utc=True).astype("datetime64[ms, UTC]")
+        elif col.type == LEVELS:
+            out[col.name] = as_float_lists(out[col.name])
         elif col.nullable and col.type == pa.float64():
             out[col.name] = pd.to_numeric(out[col.name], errors="raise").astype("float64")
         else:

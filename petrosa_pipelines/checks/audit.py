@@ -131,6 +131,8 @@ def runs_to_ranges(values: np.ndarray, step: int) -> tuple[np.ndarray, np.ndarra
 
 
 def _rows(frame: pd.DataFrame, idx: np.ndarray, cols: Sequence[str], limit: int) -> list[dict]:
+    """Rows ``idx`` as JSON-ready examples: times as ISO text, numpy scalars as Python ones,
+    list cells (depth's levels, an ``ndarray`` each) as lists."""
     out = []
     for i in idx[:limit]:
         row = {}
@@ -139,6 +141,8 @@ def _rows(frame: pd.DataFrame, idx: np.ndarray, cols: Sequence[str], limit: int)
             row[c] = ms_to_iso(int(v.value // 1_000_000)) if isinstance(v, pd.Timestamp) else v
             if isinstance(row[c], np.generic):
                 row[c] = row[c].item()
+            elif isinstance(row[c], np.ndarray):
+                row[c] = row[c].tolist()
         out.append(row)
     return out
 

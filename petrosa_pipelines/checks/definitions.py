@@ -22,7 +22,8 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
-from petrosa_pipelines.catalog.schemas import DATASETS
+from petrosa_pipelines.catalog.depth_layout import is_long
+from petrosa_pipelines.catalog.schemas import DATASETS, conform
 from petrosa_pipelines.checks.applicability import (
     as_of_from_metadata,
     ingest_started_ms,
@@ -123,7 +124,11 @@ DATASET_CHECKS: dict[str, list[tuple[str, bool, str]]] = {
     "depth": [
         ("depth_sequence", True, "Book update ids never go back; resyncs counted."),
         ("depth_not_crossed", True, "Best bid below best ask in every sample."),
-        ("depth_levels_ordered", True, "Bids falling, asks rising, levels 0..n-1, qty > 0."),
+        (
+            "depth_levels_ordered",
+            True,
+            "Bids falling, asks rising; every level a price and a quantity > 0.",
+        ),
         ("depth_coverage", False, "Share of the sampling cadence covered (no refill exists)."),
     ],
     "funding": [
@@ -199,6 +204,8 @@ def _partition(context: dg.AssetCheckExecutionContext) -> tuple[dt.date, Instrum
 def _conform(dataset: str, frame: pd.DataFrame | None) -> pd.DataFrame:
     """A loaded partition, or the dataset's empty frame when nothing was stored."""
     schema = DATASETS[dataset]
+    if frame is not None and dataset == "depth" and is_long(frame):
+        frame = conform(frame, schema)  # version 1 rows from an old reader: as version 2
     if frame is None or not set(schema.column_names) <= set(frame.columns):
         return schema.empty_frame()
     return frame

@@ -43,7 +43,7 @@ from petrosa_pipelines.exchanges.base import (
     TradeRecord,
 )
 from petrosa_pipelines.exchanges.frames import (
-    depth_snapshots_to_frame,
+    depth_rows_to_frame,
     mark_prices_to_funding,
     records_to_frame,
 )
@@ -551,28 +551,24 @@ def depth_samples_to_frame(
     *,
     floats: bool = False,
 ) -> pd.DataFrame:
-    """Book samples as catalog DEPTH rows (one per snapshot, side and level) of ``source``.
+    """Book samples as catalog DEPTH rows (one per sample, its levels as arrays) of ``source``.
 
     ``floats``: take the book's float levels instead of its ``Decimal`` ones, the same values
     (``float(Decimal(repr(x))) == x``) without a round trip that took most of a day's build.
     """
-    return depth_snapshots_to_frame(
+    return depth_rows_to_frame(
         (
             (
+                exchange,
+                s.symbol,
                 s.snapshot_time,
-                DepthSnapshotRecord(
-                    exchange=exchange,
-                    symbol=s.symbol,
-                    last_update_id=s.last_update_id,
-                    event_time=s.snapshot_time,
-                    transaction_time=None,
-                    bids=tuple(s.bid_floats if floats else s.bids),  # type: ignore[arg-type]
-                    asks=tuple(s.ask_floats if floats else s.asks),  # type: ignore[arg-type]
-                    received_at=s.received_at,
-                ),
+                s.last_update_id,
+                s.received_at,
+                s.bid_floats if floats else s.bids,
+                s.ask_floats if floats else s.asks,
             )
             for s in samples
         ),
-        top_n=top_n,
+        top_n,
         source=source,
     )

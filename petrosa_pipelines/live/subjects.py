@@ -131,14 +131,20 @@ def row_schema(schema: DatasetSchema) -> dict[str, Any]:
     return _object(title, props, schema.description)
 
 
+#: version of the book-sample message: its own, not the depth dataset's (the message was one
+#: per snapshot, with ``[price, quantity]`` pairs, before the dataset became so in its v2)
+DEPTH_MESSAGE_VERSION = 1
+
+
 def depth_schema() -> dict[str, Any]:
-    """A sampled book: the catalog's depth rows of one snapshot, levels as lists."""
+    """A sampled book: the catalog's depth row of one snapshot, its levels as
+    ``[price, quantity]`` pairs rather than the catalog's four arrays."""
     cols = {c.name: c for c in DEPTH.columns}
     level = {
         "type": "array",
         "prefixItems": [
-            {"type": "number", "description": cols["price"].description},
-            {"type": "number", "description": cols["quantity"].description},
+            {"type": "number", "description": "Level price."},
+            {"type": "number", "description": "Resting quantity at that price."},
         ],
         "minItems": 2,
         "maxItems": 2,
@@ -152,7 +158,7 @@ def depth_schema() -> dict[str, Any]:
     props["last_update_id"] = _column_schema(cols["last_update_id"])
     props["bids"], props["asks"] = side("Bid"), side("Ask")
     props.update({n: _column_schema(cols[n]) for n in ("source", "received_at")})
-    return _object(f"depth v{DEPTH.version} (one sampled book)", props, DEPTH.description)
+    return _object(f"depth v{DEPTH_MESSAGE_VERSION} (one sampled book)", props, DEPTH.description)
 
 
 def mark_price_schema() -> dict[str, Any]:

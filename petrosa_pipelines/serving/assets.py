@@ -22,6 +22,10 @@ from petrosa_pipelines.market_data.partitions import daily_symbol_partitions, sp
 from petrosa_pipelines.serving.ports import MongoSinkPort, WarehousePort, mongo_configured
 
 LAYER = "storage"
+#: a MongoDB loader's code version where it changed what a partition's documents are: depth
+#: v2 writes a document per snapshot, and partitions loaded before keep a document per level
+#: until they are loaded again (the warehouse converts its table in a migration instead)
+MONGO_CODE_VERSIONS = {"depth": 2}
 
 
 class ServingLoadConfig(dg.Config):
@@ -116,7 +120,7 @@ def build_mongo_asset(dataset: str) -> dg.AssetsDefinition:
         kinds={"mongodb"},
         owners=[OWNER],
         tags={"dataset": dataset, "layer": LAYER},
-        code_version=f"mongo-{dataset}-v1",
+        code_version=f"mongo-{dataset}-v{MONGO_CODE_VERSIONS.get(dataset, 1)}",
     )
     def _load(
         context: dg.AssetExecutionContext,

@@ -12,7 +12,12 @@ only, which time-series collections allow from MongoDB 5.1. Upserts by natural k
 A replace never publishes fewer documents than the partition holds unless asked to
 (``never_fewer``, the rule the warehouse follows too): a re-run on a shrunken lake partition
 must not hide rows that were served before. Documents are inserted in chunks of
-``INSERT_CHUNK`` so a depth day is never one list of millions of dicts.
+``INSERT_CHUNK`` so a day of trades is never one list of millions of dicts.
+
+Depth (catalog v2) is one document per snapshot, each side's prices and quantities as arrays
+(best price first). Loads written before it hold a document per level (``side``, ``level``,
+``price``, ``quantity``): they are read as snapshots (``documents_to_frame``), and counted in
+snapshots when a replace compares sizes, until a replace swaps them for the new layout.
 
 Collections: one time-series collection per dataset (``trades``, ``candles``, ``depth``,
 ``funding``) with the series identity in ``meta``, rather than the seed's one collection per
@@ -36,7 +41,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from petrosa_pipelines.catalog.schemas import TS, conform, dataset_schema
+from petrosa_pipelines.catalog.depth_layout import ALL_LEVEL_COLUMNS, from_long
+from petrosa_pipelines.catalog.schemas import LEVELS, TS, conform, dataset_schema
 from petrosa_pipelines.instruments import DATASETS
 
 META = "meta"
@@ -47,10 +53,16 @@ _META_COLUMNS = {"exchange", "symbol", "interval"}
 #: the natural-key index of a dataset whose key changed carries the key's version: MongoDB
 #: refuses to create an index under an existing name with other keys (IndexKeySpecsConflict),
 #: so trades v2 (keyed by ``trade_id``, was ``agg_trade_id``) needs a new name
-_NATURAL_KEY_INDEX = {"trades": "trades_natural_key_v2"}
-#: index names earlier versions created, dropped by ``MongoSink.ensure``
-RETIRED_INDEXES: dict[str, tuple[str, ...]] = {"trades": ("trades_natural_key",)}
-#: documents per ``insert_many`` (bounds the memory of a replace: a depth day is millions)
+_NATURAL_KEY_INDEX = {"trades": "trades_natural_key_v2", "depth": "depth_natural_key_v2"}
+#: index names earlier versions created, dropped by ``MongoSink.ensure`` (depth v1 was keyed
+#: by side and level too)
+RETIRED_INDEXES: dict[str, tuple[str, ...]] = {
+    "trades": ("trades_natural_key",),
+    "depth": ("depth_natural_key",),
+}
+#: the fields only a depth document of version 1 (one per level) has
+_V1_DEPTH_FIELDS = ("side", "level", "price", "quantity")
+#: documents per ``insert_many`` (bounds the memory of a replace: a trades day is millions)
 INSERT_CHUNK = 50_000
 
 
@@ -142,6 +154,9 @@ def frame_to_documents(dataset: str, frame: pd.DataFrame, load_id: str) -> list[
         if col.type == TS:
             values = np.array(series.dt.to_pydatetime(), dtype=object)
             values[series.isna().to_numpy()] = None
+        elif col.type == LEVELS:  # BSON arrays of doubles (pymongo cannot encode ndarray)
+            values = np.empty(n, dtype=object)
+            values[:] = [cell.tolist() for cell in series.to_numpy(dtype=object)]
         else:
             values = series.astype(object).to_numpy(copy=True)
             if col.nullable:
@@ -170,6 +185,8 @@ def documents_to_frame(dataset: str, documents: Iterable[dict[str, Any]]) -> pd.
     if not rows:
         return schema.empty_frame()
     frame = pd.DataFrame.from_records(rows)
+    if dataset == "depth":
+        frame = _depth_as_snapshots(frame)
     for col in schema.columns:
         if col.name not in frame.columns:
             frame[col.name] = pd.NaT if col.type == TS else np.nan
@@ -178,6 +195,19 @@ def documents_to_frame(dataset: str, documents: Iterable[dict[str, Any]]) -> pd.
             frame[col.name] = pd.to_datetime(frame[col.name], utc=True)
     out = conform(frame, schema)
     return out.sort_values([schema.time_column, "symbol"], kind="stable").reset_index(drop=True)
+
+
+def _depth_as_snapshots(frame: pd.DataFrame) -> pd.DataFrame:
+    """Depth documents of any load as snapshot rows: the documents of version 1 loads (one per
+    level, with ``level``) are grouped into snapshots, the others are kept as they are."""
+    if "level" not in frame.columns:
+        return frame
+    per_level = frame["level"].notna().to_numpy()
+    long = from_long(frame[per_level].drop(columns=list(ALL_LEVEL_COLUMNS), errors="ignore"))
+    if per_level.all():
+        return long
+    wide = frame[~per_level].drop(columns=list(_V1_DEPTH_FIELDS), errors="ignore")
+    return pd.concat([wide, long], ignore_index=True)
 
 
 def partition_filter(
@@ -308,12 +338,18 @@ class MongoSink:
         return str(values[0])
 
     def _held(self, dataset: str, pid: str, flt: dict[str, Any]) -> tuple[str | None, int]:
-        """(current load id, its document count) of a partition; (None, 0) if never loaded."""
+        """(current load id, its row count) of a partition; (None, 0) if never loaded. Rows are
+        documents, except in a depth load of version 1, where they are its snapshots."""
         pointer = self.db[PARTITIONS].find_one({"_id": pid})
         if pointer is None:
             return None, 0
         load = pointer["load"]
-        return load, int(self.db[dataset].count_documents({**flt, f"{META}.load": load}))
+        current = {**flt, f"{META}.load": load}
+        if dataset == "depth":  # a version 1 load holds a document per level: count snapshots
+            sample = self.db[dataset].find_one(current)
+            if sample is not None and "level" in sample:
+                return load, len(self.db[dataset].distinct("snapshot_time", current))
+        return load, int(self.db[dataset].count_documents(current))
 
     def replace_partition(
         self,

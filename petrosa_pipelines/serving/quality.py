@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from petrosa_pipelines.catalog.depth_layout import SIDES, side_matrix
 from petrosa_pipelines.catalog.schemas import DATASETS
 from petrosa_pipelines.checks.applicability import NO_HISTORY_DATASETS, no_history_datasets
 from petrosa_pipelines.instruments import parse_instrument, split_key
@@ -74,17 +75,21 @@ def _trades(frame: pd.DataFrame, day_closed: bool) -> list[Finding]:
 
 
 def _depth(frame: pd.DataFrame, day_closed: bool) -> list[Finding]:
+    """Levels priced or sized <= 0, and snapshots whose best bid is not below the best ask
+    (the first row of a repeated snapshot time, as the checks of version 1 pivoted them)."""
     out = []
-    bad = (frame["price"] <= 0) | (frame["quantity"] <= 0)
-    if bad.any():
-        out.append(("positive_values", f"{int(bad.sum())} levels with price or quantity <= 0"))
-    best = frame[frame["level"] == 0].pivot_table(
-        index="snapshot_time", columns="side", values="price", aggfunc="first"
-    )
-    if {"bid", "ask"} <= set(best.columns):
-        crossed = int((best["bid"] >= best["ask"]).sum())
-        if crossed:
-            out.append(("crossed_book", f"{crossed} snapshots with best bid >= best ask"))
+    best: dict[str, np.ndarray] = {}
+    bad = 0
+    for side in SIDES:
+        prices, qtys = side_matrix(frame, side)
+        bad += int(((prices <= 0) | (qtys <= 0)).sum())  # NaN padding compares False
+        best[side] = prices[:, 0] if prices.shape[1] else np.full(len(frame), np.nan)
+    if bad:
+        out.append(("positive_values", f"{bad} levels with price or quantity <= 0"))
+    first = ~frame["snapshot_time"].duplicated().to_numpy()
+    crossed = int((best["bid"] >= best["ask"])[first].sum())
+    if crossed:
+        out.append(("crossed_book", f"{crossed} snapshots with best bid >= best ask"))
     return out
 
 

@@ -15,7 +15,15 @@ import pyarrow as pa
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
 
-from petrosa_pipelines.catalog.schemas import CANDLES, DEPTH, FUNDING, TRADES, TS, DatasetSchema
+from petrosa_pipelines.catalog.schemas import (
+    CANDLES,
+    DEPTH,
+    FUNDING,
+    LEVELS,
+    TRADES,
+    TS,
+    DatasetSchema,
+)
 from petrosa_pipelines.serving.pgcopy import CopyColumn, Kind
 
 SCHEMA = "petrosa"
@@ -30,6 +38,8 @@ _SA_TYPES: dict[Kind, sa.types.TypeEngine] = {
     "timestamptz": sa.TIMESTAMP(timezone=True),
     "date": sa.Date(),
     "jsonb": pg.JSONB(),
+    # depth's levels: one array per side and measure, so a snapshot stays one row
+    "float8[]": pg.ARRAY(pg.DOUBLE_PRECISION()),
 }
 _ARROW_KINDS: dict[pa.DataType, Kind] = {
     pa.string(): "text",
@@ -37,6 +47,7 @@ _ARROW_KINDS: dict[pa.DataType, Kind] = {
     pa.float64(): "float8",
     pa.bool_(): "bool",
     TS: "timestamptz",
+    LEVELS: "float8[]",
 }
 
 
@@ -275,10 +286,77 @@ def _v4_trade_ids(conn: sa.Connection) -> str:
     return f"trades keyed by ({', '.join(key)})"
 
 
+#: the columns only the version 1 (one row per level) depth table has
+V1_DEPTH_COLUMNS = ("side", "level", "price", "quantity")
+
+
+def depth_table_layout(conn: sa.Connection) -> str | None:
+    """``"long"`` when ``petrosa.depth`` is the version 1 table (a row per level), ``"wide"``
+    when it is a row per snapshot, None when there is no depth table."""
+    insp = sa.inspect(conn)
+    if not insp.has_table("depth", schema=SCHEMA):
+        return None
+    cols = {c["name"] for c in insp.get_columns("depth", schema=SCHEMA)}
+    return "long" if set(V1_DEPTH_COLUMNS) <= cols else "wide"
+
+
+def _v5_depth_wide(conn: sa.Connection) -> str:
+    """Depth becomes one row per snapshot (catalog depth v2), converted in place.
+
+    The level rows of each (exchange, symbol, snapshot_time) become its four arrays, ordered
+    by level (best price first), as ``depth_layout.from_long`` turns a v1 lake file; a side
+    without levels gets an empty array. The ledger's depth row counts become snapshot counts,
+    so ``never_fewer`` keeps comparing like with like. The old table is renamed aside, the new
+    one created from the metadata (a hypertable again where the old one was), filled, and the
+    old one dropped, all in this migration's transaction.
+    """
+    if depth_table_layout(conn) != "long":
+        return "depth already one row per snapshot"  # a database created at v5 (v1 builds it)
+    spec = TABLE_SPECS["depth"]
+    table = spec.qualified_name
+    hyper = _is_hypertable(conn, spec.name)
+    conn.execute(sa.text(f"ALTER TABLE {table} DROP CONSTRAINT uq_{spec.name}_natural_key"))
+    conn.execute(sa.text(f"ALTER TABLE {table} RENAME TO {spec.name}_v1"))
+    _create(conn, TABLES[spec.name])
+    if hyper:
+        for statement in hypertable_statements(spec):
+            conn.execute(sa.text(statement))
+
+    def levels(side: str, measure: str) -> str:
+        return (
+            f"COALESCE(array_agg({measure} ORDER BY level) FILTER (WHERE side = '{side}'), "
+            "'{}'::float8[])"
+        )
+
+    filled = conn.execute(
+        sa.text(
+            f"""INSERT INTO {table} ({", ".join(spec.column_names)})
+            SELECT exchange, symbol, snapshot_time, min(last_update_id),
+                   {levels("bid", "price")}, {levels("bid", "quantity")},
+                   {levels("ask", "price")}, {levels("ask", "quantity")},
+                   min(source), max(received_at)
+            FROM {table}_v1 GROUP BY exchange, symbol, snapshot_time"""  # noqa: S608
+        )
+    ).rowcount
+    conn.execute(
+        sa.text(
+            f"""UPDATE {SCHEMA}.loaded_partitions lp SET row_count = (
+                SELECT count(*) FROM {table} d
+                WHERE d.exchange = lp.exchange AND d.symbol = lp.symbol
+                  AND d.snapshot_time >= lp.day::timestamp AT TIME ZONE 'UTC'
+                  AND d.snapshot_time < (lp.day + 1)::timestamp AT TIME ZONE 'UTC')
+            WHERE lp.table_name = 'depth'"""  # noqa: S608
+        )
+    )
+    conn.execute(sa.text(f"DROP TABLE {table}_v1"))
+    return f"depth converted: {filled} snapshot rows" + (", hypertable" if hyper else "")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "market data tables and partition ledger", _v1_market_data),
     Migration(2, "analytics and health tables", _v2_analytics_health),
     Migration(3, "TimescaleDB hypertables when the extension is available", _v3_timescale),
     Migration(4, "trades keyed by the venue's own trade id (trade_id)", _v4_trade_ids),
+    Migration(5, "depth one row per snapshot, levels as arrays (depth v2)", _v5_depth_wide),
 )
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -207,9 +207,13 @@ class Warehouse:
             return
         version = self.version()
         if version != LATEST_VERSION:
+            pending = "; ".join(
+                f"{m.version}: {m.description}" for m in MIGRATIONS if m.version > version
+            )
             raise WarehouseError(
-                f"warehouse schema is at version {version}, this code needs {LATEST_VERSION}: "
-                "call Warehouse.migrate() (the resource does it when auto_migrate is on)"
+                f"warehouse schema is at version {version}, this code needs {LATEST_VERSION}"
+                + (f" (pending: {pending})" if pending else "")
+                + ": call Warehouse.migrate() (the resource does it when auto_migrate is on)"
             )
         self._schema_checked = True
 
@@ -318,11 +322,23 @@ class Warehouse:
         qualifier: str | None = None,
     ) -> pd.DataFrame:
         """Rows of ``symbols`` with start <= time < end, sorted by time, symbol, then as the
-        lake orders a partition."""
+        lake orders a partition.
+
+        A database behind this code is refused (``WarehouseError`` naming the pending
+        migrations) rather than read through table definitions it does not have yet: depth
+        before migration 5 is a row per level, not the snapshot rows asked for.
+        """
+        self._require_schema()
         spec = TABLE_SPECS[table]
         t = TABLES[table]
         time_col = t.c[spec.time_column]
-        stmt = sa.select(*t.c).where(
+        arrays = [c.name for c in spec.columns if c.kind == "float8[]"]
+        # arrays come as their binary form, decoded by numpy (``pgcopy.float8_array_cells``)
+        selected = [
+            sa.func.array_send(c, type_=sa.LargeBinary).label(c.name) if c.name in arrays else c
+            for c in t.c
+        ]
+        stmt = sa.select(*selected).where(
             t.c.exchange == exchange,
             t.c.symbol.in_(list(symbols)),
             time_col >= start,
@@ -336,6 +352,8 @@ class Warehouse:
         with self.engine.connect() as conn:
             rows = conn.execute(stmt).fetchall()
         frame = pd.DataFrame.from_records(rows, columns=spec.column_names)
+        for name in arrays:
+            frame[name] = pgcopy.float8_array_cells(frame[name].tolist())
         if table in DATASETS:
             return conform(frame, DATASETS[table])
         for col in spec.columns:

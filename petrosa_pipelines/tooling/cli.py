@@ -74,6 +74,12 @@ def _migrate_instruments(args: argparse.Namespace) -> int:
     return migrate_main(dry_run=args.dry_run)
 
 
+def _migrate_depth(args: argparse.Namespace) -> int:
+    from petrosa_pipelines.tooling.migrate_depth import main as migrate_main
+
+    return migrate_main(dry_run=args.dry_run)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``petrosa`` parser; option values are checked by their argparse ``type`` so a bad
     one exits with the option's name and what is allowed (``petrosa_pipelines.lib.argtypes``)."""
@@ -148,6 +154,14 @@ def build_parser() -> argparse.ArgumentParser:
     mig.add_argument(
         "--dry-run", action="store_true", help="print what it would do, change nothing"
     )
+    dep = sub.add_parser(
+        "migrate-depth",
+        help="rewrite the lake's depth files of schema version 1 (one row per level) as "
+        "version 2 (one row per snapshot), each proved lossless first",
+    )
+    dep.add_argument(
+        "--dry-run", action="store_true", help="print what it would do, change nothing"
+    )
     return parser
 
 
@@ -177,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         "instance": _instance,
         "catalog": _catalog,
         "migrate-instruments": _migrate_instruments,
+        "migrate-depth": _migrate_depth,
     }
     return handlers[args.command](args)
 

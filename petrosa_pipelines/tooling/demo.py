@@ -457,8 +457,7 @@ def today_summary(store: Any, instrument: str, start_ms: int, now_ms: int) -> st
     parts = [
         f"{len(trades):,} trades",
         f"{len(frames['candles']):,} closed 1m candles",
-        f"{depth['snapshot_time'].nunique() if len(depth) else 0:,} book samples "
-        f"({len(depth):,} rows)",
+        f"{len(depth):,} book samples" + (f" (top {_levels(depth)} levels)" if len(depth) else ""),
         f"{len(frames['funding'])} funding settlements",
     ]
     if len(trades):
@@ -467,11 +466,25 @@ def today_summary(store: Any, instrument: str, start_ms: int, now_ms: int) -> st
             f"trades {t.min():%H:%M:%S}-{t.max():%H:%M:%S} UTC, last {trades['price'].iloc[-1]}"
         )
     if len(depth):
-        last = depth[depth["snapshot_time"] == depth["snapshot_time"].max()]
-        bid = last.loc[last["side"] == "bid", "price"].max()
-        ask = last.loc[last["side"] == "ask", "price"].min()
-        parts.append(f"book at {_utc(last['snapshot_time']).max():%H:%M:%S}: {bid} / {ask}")
+        # one row per sample, levels best first: the last sample's first bid and ask
+        last = depth.loc[depth["snapshot_time"].idxmax()]
+        bid = _best(last["bid_price"])
+        ask = _best(last["ask_price"])
+        parts.append(f"book at {_utc(last['snapshot_time']):%H:%M:%S}: {bid} / {ask}")
     return f"today so far from the landing zone, {inst.id}: " + ", ".join(parts)
+
+
+def _levels(depth: Any) -> int:
+    """The most levels a side of any sample holds (the store's top N on a full book); ``depth``
+    holds at least one sample."""
+    from petrosa_pipelines.catalog.depth_layout import SIDES, level_counts
+
+    return max(int(level_counts(depth, s).max()) for s in SIDES)
+
+
+def _best(levels: Any) -> float | None:
+    """The best price of a side (its first level), None when the side is empty."""
+    return float(levels[0]) if len(levels) else None
 
 
 def _utc(col: Any) -> Any:

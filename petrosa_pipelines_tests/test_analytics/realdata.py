@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from petrosa_pipelines.catalog.depth_layout import LEVEL_COLUMNS, as_float_lists
+
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "analytics"
 VISION_FIELDS = [
     "open_time",
@@ -162,21 +164,17 @@ def depth_snapshot() -> dict:
 
 
 def depth_frame(books: list[tuple[int, list, list]], symbol: str = "BTCUSDT") -> pd.DataFrame:
-    """Depth rows (snapshot_time, side, level, price, quantity) from (ms, bids, asks) books."""
-    rows = []
-    for ms, bids, asks in books:
-        for side, levels in (("bid", bids), ("ask", asks)):
-            for level, (p, q) in enumerate(levels):
-                rows.append((ms, side, level, float(p), float(q)))
-    frame = pd.DataFrame(rows, columns=["ms", "side", "level", "price", "quantity"])
-    frame.insert(
-        0,
-        "snapshot_time",
-        pd.to_datetime(frame.pop("ms"), unit="ms", utc=True).astype("datetime64[ms, UTC]"),
+    """Depth (version 2: one row per snapshot, each side's levels as lists in the order given,
+    best first) from (ms, bids, asks) books of (price, quantity) pairs."""
+    times = pd.to_datetime([ms for ms, _, _ in books], unit="ms", utc=True)
+    times = times.astype("datetime64[ms, UTC]")
+    side = {"bid": [bids for _, bids, _ in books], "ask": [asks for _, _, asks in books]}
+    frame = pd.DataFrame(
+        {"exchange": "binance", "symbol": symbol, "snapshot_time": times, "last_update_id": 1}
     )
-    frame.insert(0, "symbol", symbol)
-    frame.insert(0, "exchange", "binance")
-    frame.insert(2, "last_update_id", 1)
+    for name, levels in side.items():
+        for i, column in enumerate(LEVEL_COLUMNS[name]):
+            frame[column] = as_float_lists([[float(lv[i]) for lv in book] for book in levels])
     frame["source"] = "ws"
     frame["received_at"] = frame["snapshot_time"]
     return frame

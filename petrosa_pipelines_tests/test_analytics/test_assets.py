@@ -23,6 +23,8 @@ from petrosa_pipelines.analytics.assets import (
     analytics_key,
 )
 from petrosa_pipelines.analytics.specs import ALL_SPECS
+from petrosa_pipelines.catalog.depth_layout import ALL_LEVEL_COLUMNS
+from petrosa_pipelines.catalog.schemas import DATASETS
 from petrosa_pipelines.lake import lake_path
 from petrosa_pipelines.market_data.assets import CANDLES_KEY, DEPTH_KEY, FUNDING_KEY, TRADES_KEY
 from petrosa_pipelines.market_data.partitions import daily_symbol_partitions
@@ -264,3 +266,35 @@ def test_liquidity_has_a_row_only_for_minutes_with_a_book(lake):
 
 
 BY_SPEC = {analytics_key(s.name): s for s in ALL_SPECS}
+
+
+def test_depth_whose_books_hold_no_level_is_missing_input():
+    """Version 1 had one row per level, so a snapshot of an empty book was no row at all: an
+    input of such snapshots is as missing as no rows (0 rows and a note, not rows of NaN)."""
+    frames = upstream_frames("2024-01-03", "BTCUSDT", realdata.VISION_DAYS[2])
+    depth, candles = frames[DEPTH_KEY], frames[CANDLES_KEY]
+    no_levels = depth.assign(**{c: [np.empty(0)] * len(depth) for c in ALL_LEVEL_COLUMNS})
+    for key in LIQUIDITY_KEYS:
+        spec = BY_SPEC[key]
+        assert spec.missing_inputs({"depth": depth, "candles": candles}) == []
+        assert spec.missing_inputs({"depth": depth.iloc[0:0], "candles": candles}) == ["depth"]
+        assert spec.missing_inputs({"depth": no_levels, "candles": candles}) == ["depth"]
+    # candles are optional to the liquidity table (its Amihud column is NaN without them)
+    liquidity = BY_SPEC[analytics_key("liquidity")]
+    assert liquidity.missing_inputs({"depth": depth, "candles": candles.iloc[0:0]}) == []
+
+
+def test_column_lineage_names_columns_of_the_upstream_schemas():
+    """Lineage points at columns the inputs have (depth: its version 2 level lists, not the
+    version 1 price, side and level) and from columns the asset writes."""
+    upstream = {("market_data", name): set(s.column_names) for name, s in DATASETS.items()}
+    upstream |= {("analytics", s.name): {c.name for c in s.columns} for s in ALL_SPECS}
+    for spec in ALL_SPECS:
+        assert set(spec.lineage) <= {c.name for c in spec.columns}, spec.name
+        for column, deps in spec.lineage.items():
+            for name, source in deps:
+                assert source in upstream[spec.inputs[name].key], (spec.name, column, source)
+    depth = {
+        s for deps in BY_SPEC[LIQUIDITY_KEYS[0]].lineage.values() for i, s in deps if i == "depth"
+    }
+    assert {"bid_price", "ask_price", "bid_quantity", "ask_quantity"} <= depth

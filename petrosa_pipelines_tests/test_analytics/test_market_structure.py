@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from petrosa_pipelines.analytics import correlation, funding, liquidity, seasonality, volume
+from petrosa_pipelines.catalog.depth_layout import LEVEL_COLUMNS, to_long
 from petrosa_pipelines_tests.test_analytics import realdata
 
 
@@ -138,6 +139,110 @@ def test_liquidity_heatmap_is_mean_resting_quantity_per_snapshot():
     assert cell[(99.0, "bid")] == 3.0  # (2 + 4) / 2 snapshots
     assert cell[(98.0, "bid")] == 0.5
     assert cell[(100.0, "ask")] == 2.0
+
+
+def synthetic_book(snapshots: int = 80, seed: int = 7) -> pd.DataFrame:
+    """A version 2 book with what the level matrices must get right: ragged sides (1-9
+    levels), one-sided books, a snapshot without any level, rows out of time order, and two
+    rows at one time (two symbols in one frame: one book, as their long rows were)."""
+    rng = np.random.default_rng(seed)
+    books = []
+    for i in range(snapshots):
+        mid = 100.0 + 0.01 * int(rng.integers(-40, 40))
+        n_bid, n_ask = (int(k) for k in rng.integers(1, 10, 2))
+        bid_gaps = np.cumsum(rng.integers(1, 4, n_bid))
+        ask_gaps = np.cumsum(rng.integers(1, 4, n_ask))
+        bids = [(round(mid - 0.01 * g, 2), float(rng.integers(1, 5_000)) / 1_000) for g in bid_gaps]
+        asks = [(round(mid + 0.01 * g, 2), float(rng.integers(1, 5_000)) / 1_000) for g in ask_gaps]
+        books.append((1_704_240_000_000 + 1_000 * i, bids, asks))
+    books[3], books[4] = (books[3][0], [], books[3][2]), (books[4][0], books[4][1], [])
+    books[5] = (books[5][0], [], [])  # no book at all: no snapshot
+    frame = realdata.depth_frame(books)
+    extra = realdata.depth_frame([(books[9][0], [(99.9, 1.5), (99.8, 2.0)], [(100.3, 0.5)])])
+    frame = pd.concat([frame, extra.assign(symbol="ETHUSDT")], ignore_index=True)
+    return frame.sample(frac=1.0, random_state=seed).reset_index(drop=True)
+
+
+def reference_book_metrics(long: pd.DataFrame, band_bps: float) -> pd.DataFrame:
+    """Per snapshot time, straight from the version 1 rows (one per level)."""
+    rows = []
+    for time, snap in long.groupby("snapshot_time", sort=True):
+        bids, asks = snap[snap["side"] == "bid"], snap[snap["side"] == "ask"]
+        bid, ask = bids["price"].max(), asks["price"].min()
+        mid = (bid + ask) / 2
+        bid_depth = bids.loc[bids["price"] >= mid * (1 - band_bps / 1e4), "quantity"].sum()
+        ask_depth = asks.loc[asks["price"] <= mid * (1 + band_bps / 1e4), "quantity"].sum()
+        top_bid = bids.loc[bids["price"] == bid, "quantity"].sum()
+        top_ask = asks.loc[asks["price"] == ask, "quantity"].sum()
+        both, top = bid_depth + ask_depth, top_bid + top_ask
+        rows.append(
+            {
+                "snapshot_time": time,
+                "best_bid": bid,
+                "best_ask": ask,
+                "mid": mid,
+                "spread_bps": (ask - bid) / mid * 1e4,
+                "bid_depth": bid_depth,
+                "ask_depth": ask_depth,
+                "depth_imbalance": (bid_depth - ask_depth) / both if both else np.nan,
+                "top_imbalance": (top_bid - top_ask) / top if top else np.nan,
+            }
+        )
+    out = pd.DataFrame(rows).astype({c: "float64" for c in liquidity.BOOK_COLUMNS[1:]})
+    return out.astype({"snapshot_time": "datetime64[ms, UTC]"})
+
+
+@pytest.mark.parametrize("band_bps", [1.0, 10.0, 50.0])
+def test_book_metrics_on_the_level_lists_equal_a_reference_on_the_long_rows(band_bps):
+    frame = synthetic_book()
+    got = liquidity.book_metrics(frame, band_bps)
+    want = reference_book_metrics(to_long(frame), band_bps)
+    assert len(got) == frame["snapshot_time"].nunique() - 1  # the empty book is no snapshot
+    assert got["best_bid"].isna().any() and got["best_ask"].isna().any()  # one-sided books
+    assert (got["bid_depth"] > 0).any() and (got["bid_depth"] < got["bid_depth"].max()).any()
+    pd.testing.assert_frame_equal(got, want, rtol=1e-12, atol=0)
+
+
+def reference_heatmap(long: pd.DataFrame, bucket_ms: int, width: float) -> pd.DataFrame:
+    """Sum per (time bucket, price bucket, side) / distinct snapshot times of the bucket."""
+    f = long.assign(
+        bucket_start=long["snapshot_time"].dt.floor(f"{bucket_ms}ms"),
+        idx=np.floor(long["price"] / width + 1e-9).astype("int64"),
+        side=long["side"].astype("str"),
+    )
+    snaps = f.groupby("bucket_start")["snapshot_time"].nunique()
+    out = f.groupby(["bucket_start", "idx", "side"])["quantity"].sum().reset_index()
+    out["quantity"] = out["quantity"] / out["bucket_start"].map(snaps).to_numpy()
+    out["price_low"], out["price_high"] = out["idx"] * width, (out["idx"] + 1) * width
+    return out[liquidity.HEATMAP_COLUMNS]
+
+
+@pytest.mark.parametrize(
+    ("bucket_ms", "price_bucket"),
+    [(10_000, None), (60_000, 0.05), (7_000, 1e-5)],  # 1e-5: too many cells to count densely
+)
+def test_heatmap_on_the_level_lists_equals_a_reference_on_the_long_rows(bucket_ms, price_bucket):
+    frame = synthetic_book()
+    long = to_long(frame)
+    got = liquidity.liquidity_heatmap(frame, bucket_ms, price_bucket, target_price_buckets=20)
+    width = price_bucket or volume.nice_bucket_width(long["price"].min(), long["price"].max(), 20)
+    want = reference_heatmap(long, bucket_ms, width)
+    assert got["bucket_start"].nunique() > 1 and set(got["side"]) == {"ask", "bid"}
+    pd.testing.assert_frame_equal(got, want, rtol=1e-12, atol=0)
+
+
+def test_a_book_without_levels_gives_no_rows():
+    """No row, or rows whose books hold no level (v1: no row at all): nothing, not NaN rows."""
+    frame = synthetic_book()
+    no_levels = frame.assign(
+        **{c: [np.empty(0)] * len(frame) for c in LEVEL_COLUMNS["bid"] + LEVEL_COLUMNS["ask"]}
+    )
+    for depth in (frame.iloc[0:0], no_levels):
+        book = liquidity.book_metrics(depth)
+        assert book.empty and list(book.columns) == liquidity.BOOK_COLUMNS
+        assert liquidity.per_interval(book).empty
+        heat = liquidity.liquidity_heatmap(depth)
+        assert heat.empty and list(heat.columns) == liquidity.HEATMAP_COLUMNS
 
 
 def test_amihud_textbook_and_real():

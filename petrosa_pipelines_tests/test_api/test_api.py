@@ -2,11 +2,13 @@
 
 import datetime as dt
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
 
 from petrosa_pipelines import api
+from petrosa_pipelines.catalog.depth_layout import LONG_COLUMNS, to_long
 from petrosa_pipelines.lake import LocalLake, S3Lake, lake_path
 from petrosa_pipelines.serving.warehouse import Warehouse
 from petrosa_pipelines_tests.test_storage import frames
@@ -191,6 +193,101 @@ def test_warehouse_fills_what_the_lake_lacks(lake, postgres_db):
         a = api.load_analytics("volatility", "BTCUSDT", D1, D2, sources=src)
         assert a.frame["parkinson"].tolist() == [0.1, 0.2, 0.3]
         assert "binance-usdm:BTCUSDT" in src.known_symbols("market_data/depth")
+    finally:
+        wh.dispose()
+
+
+# -- depth: stored one row per snapshot, served long by default -----------------------------------
+def test_depth_is_long_by_default_and_wide_on_request(lake):
+    """``layout="long"`` keeps the v1 rows (a row per snapshot, side and level) for existing
+    notebooks; ``"wide"`` gives the stored snapshots; both from one lake partition."""
+    book = frames.depth(snapshots=4, levels=3)
+    put(lake, "depth", book, D1)
+    long = api.load_depth("BTCUSDT", D1, D2, sources=sources(lake))
+    assert list(long.frame.columns) == list(LONG_COLUMNS)
+    assert len(long.frame) == 4 * 2 * 3 and long.complete
+    pd.testing.assert_frame_equal(long.frame, to_long(book), check_exact=True)
+    first = long.frame[long.frame.snapshot_time == book.snapshot_time[0]]
+    assert first[["side", "level"]].values.tolist() == [
+        ["ask", 0], ["ask", 1], ["ask", 2], ["bid", 0], ["bid", 1], ["bid", 2],
+    ]  # fmt: skip
+    assert first.price.tolist() == [42000.1, 42000.2, 42000.3, 41999.9, 41999.8, 41999.7]
+    wide = api.load_depth("BTCUSDT", D1, D2, layout="wide", sources=sources(lake))
+    frames.assert_depth_equal(wide.frame, book)
+    # partition row counts are snapshots in both layouts
+    assert [p.rows for p in long.partitions] == [p.rows for p in wide.partitions] == [4]
+    for bad in ("LONG", "v1", None):
+        with pytest.raises(ValueError, match="layout"):
+            api.load_depth("BTCUSDT", D1, D2, layout=bad, sources=sources(lake))
+
+
+def test_depth_as_arrow_keeps_the_levels_as_lists(lake):
+    put(lake, "depth", frames.depth(snapshots=2, levels=3), D1)
+    wide = api.load_depth("BTCUSDT", D1, D2, layout="wide", sources=sources(lake), as_arrow=True)
+    assert wide.frame.num_rows == 2
+    assert wide.frame.schema.field("ask_price").type == pa.list_(pa.float64())
+    assert wide.frame.column("ask_price").to_pylist()[0] == [42000.1, 42000.2, 42000.3]
+    long = api.load_depth("BTCUSDT", D1, D2, sources=sources(lake), as_arrow=True)
+    assert long.frame.num_rows == 12 and long.frame.schema.field("price").type == pa.float64()
+
+
+def _v1_depth_findings(long):
+    """The API's depth checks as version 1 ran them, on a row per level (the reference)."""
+    out = []
+    bad = (long["price"] <= 0) | (long["quantity"] <= 0)
+    if bad.any():
+        out.append(("positive_values", f"{int(bad.sum())} levels with price or quantity <= 0"))
+    best = long[long["level"] == 0].pivot_table(
+        index="snapshot_time", columns="side", values="price", aggfunc="first"
+    )
+    if {"bid", "ask"} <= set(best.columns):
+        crossed = int((best["bid"] >= best["ask"]).sum())
+        if crossed:
+            out.append(("crossed_book", f"{crossed} snapshots with best bid >= best ask"))
+    return out
+
+
+def test_depth_checks_find_what_version_1_found(lake):
+    """Same book, same findings: non-positive levels counted per level, crossed snapshots per
+    snapshot (a repeated snapshot time once), thin and empty sides included."""
+    book = frames.depth(snapshots=30, levels=5)
+    for i in (0, 4, 11, 17, 23, 29):  # crossed: the best bid at (odd) or above the best ask
+        book.at[i, "bid_price"] = book.at[i, "bid_price"].copy()
+        book.at[i, "bid_price"][0] = 42000.1 if i % 2 else 42000.5
+    book.at[2, "bid_quantity"] = np.array([1.0, 0.0, 3.0, -1.0, 5.0])
+    book.at[7, "ask_price"] = np.array([42000.1, 0.0])
+    book.at[7, "ask_quantity"] = np.array([1.0, 2.0])
+    book.at[9, "ask_price"], book.at[9, "ask_quantity"] = np.empty(0), np.empty(0)
+    book.at[9, "bid_price"] = book.at[9, "bid_price"] + 1.0  # above 42000, but no ask to cross
+    put(lake, "depth", book, D1)
+    r = api.load_depth("BTCUSDT", D1, D2, layout="wide", sources=sources(lake))
+    found = [(f.check, f.detail) for f in r.failed_checks]
+    assert found == [
+        ("positive_values", "3 levels with price or quantity <= 0"),
+        ("crossed_book", "6 snapshots with best bid >= best ask"),
+    ]
+    assert found == _v1_depth_findings(to_long(book))
+    dup = pd.concat([book, book.iloc[:2]], ignore_index=True)
+    put(lake, "depth", dup.assign(snapshot_time=dup.snapshot_time + pd.Timedelta(days=1)), D2)
+    r2 = api.load_depth("BTCUSDT", D2, D3, layout="wide", sources=sources(lake))
+    found2 = [(f.check, f.detail) for f in r2.failed_checks]
+    assert found2[0] == ("duplicates", "2 rows repeat a natural key")  # snapshots, not levels
+    assert found2[1:] == found
+
+
+def test_depth_from_the_warehouse_in_both_layouts(lake, postgres_db):
+    wh = Warehouse(postgres_db)
+    try:
+        wh.migrate()
+        book = frames.depth(day=D2, snapshots=5, levels=4)
+        wh.load_partition("depth", book, exchange="binance", symbol="BTCUSDT", day=D2)
+        put(lake, "depth", frames.depth(snapshots=3, levels=4), D1)
+        src = sources(lake, warehouse=wh)
+        wide = api.load_depth("BTCUSDT", D1, D3, layout="wide", sources=src)
+        assert [p.source for p in wide.partitions] == ["lake", "warehouse"] and wide.complete
+        frames.assert_depth_equal(wide.frame.iloc[3:].reset_index(drop=True), book)
+        long = api.load_depth("BTCUSDT", D2, D3, sources=src)
+        pd.testing.assert_frame_equal(long.frame, to_long(book), check_exact=True)
     finally:
         wh.dispose()
 

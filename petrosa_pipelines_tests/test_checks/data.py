@@ -16,6 +16,7 @@ import numpy as np
 import orjson
 import pandas as pd
 
+from petrosa_pipelines.catalog.depth_layout import LEVEL_COLUMNS
 from petrosa_pipelines.catalog.schemas import DEPTH, FUNDING, TRADES, conform
 from petrosa_pipelines.exchanges.binance.vision import parse_klines_csv
 from petrosa_pipelines.lib.timeutil import HOUR_MS, day_window_ms
@@ -126,12 +127,12 @@ def real_ws_trades(symbol: str) -> pd.DataFrame:
 
 
 def depth_frame(day: dt.date, seconds: int, top_n: int = 10) -> pd.DataFrame:
-    """``seconds`` one-second samples of the real BTCUSDT book snapshot's top ``top_n`` levels."""
+    """``seconds`` one-second samples of the real BTCUSDT book snapshot's top ``top_n`` levels,
+    as depth version 2 (one row per snapshot; built as version 1 rows, then conformed)."""
     snap = json.loads((FIXTURES / "depth_BTCUSDT_reserialized.json").read_text())
     bids = [(float(p), float(q)) for p, q in snap["bids"][:top_n]]
     asks = [(float(p), float(q)) for p, q in snap["asks"][:top_n]]
     start = day_window_ms(day)[0]
-    n = seconds * 2 * top_n
     t = np.repeat(start + np.arange(seconds) * 1000, 2 * top_n)
     side = np.tile(np.repeat(["bid", "ask"], top_n), seconds)
     level = np.tile(np.r_[np.arange(top_n), np.arange(top_n)], seconds)
@@ -151,8 +152,29 @@ def depth_frame(day: dt.date, seconds: int, top_n: int = 10) -> pd.DataFrame:
             "received_at": pd.NaT,
         }
     )
-    assert len(frame) == n
-    return conform(frame, DEPTH)
+    out = conform(frame, DEPTH)
+    assert len(out) == seconds
+    return out
+
+
+def with_level(
+    frame: pd.DataFrame,
+    snapshot: int,
+    side: str,
+    level: int,
+    *,
+    price: float | None = None,
+    quantity: float | None = None,
+) -> pd.DataFrame:
+    """A copy of a depth frame with one level of row ``snapshot`` changed (None: kept)."""
+    out = frame.copy()
+    for column, value in zip(LEVEL_COLUMNS[side], (price, quantity), strict=True):
+        if value is not None:
+            cells = out[column].to_numpy(dtype=object).copy()
+            cells[snapshot] = cells[snapshot].copy()
+            cells[snapshot][level] = value
+            out[column] = cells
+    return out
 
 
 def funding_frame(day: dt.date, symbol: str = "BTCUSDT", hours: int = 8) -> pd.DataFrame:

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from petrosa_pipelines.catalog.depth_layout import to_long
 from petrosa_pipelines.checks.audit import (
     TradeArrays,
     audit_trades,
@@ -30,7 +31,9 @@ from petrosa_pipelines.checks.audit_book import (
     funding_rates,
     funding_schedule,
     reconcile,
+    snapshots,
 )
+from petrosa_pipelines.checks.explain import describe
 from petrosa_pipelines.checks.settings import AuditSettings
 from petrosa_pipelines.lib.timeutil import MINUTE_MS, day_window_ms
 from petrosa_pipelines_tests.test_checks.data import (
@@ -40,6 +43,7 @@ from petrosa_pipelines_tests.test_checks.data import (
     real_candles,
     real_ws_trades,
     trades_for_candles,
+    with_level,
 )
 
 DAY = dt.date(2024, 5, 1)
@@ -222,18 +226,26 @@ def test_unsorted_trades_are_audited_in_id_order():
 def test_depth_clean_and_faults():
     now = START + 600_000
     clean = depth_frame(DAY, 600)
+    assert len(clean) == 600  # one row per snapshot, its levels as lists
     assert all(o.passed for o in audit_dataset("depth", clean, START, END, now, S))
-    crossed = clean.copy()
-    first_ask = crossed.index[(crossed["side"] == "ask") & (crossed["level"] == 0)][7]
-    crossed.loc[first_ask, "price"] = 1.0
-    assert depth_crossed(crossed).offending == 1
+    assert depth_levels(clean).checked == 600 * 2 * 10  # every level of both sides
+    crossed = with_level(clean, 7, "ask", 0, price=1.0)
+    o = depth_crossed(crossed)
+    assert o.offending == 1 and o.checked == 600
+    assert o.examples[0] == {
+        "snapshot_time": "2024-05-01T00:00:07Z",
+        "best_bid": float(clean["bid_price"].iat[7][0]),
+        "best_ask": 1.0,
+    }
     assert depth_levels(crossed).passed  # 1.0 is still below the next ask: only crossed
-    misordered = clean.copy()
-    bid3 = misordered.index[(misordered["side"] == "bid") & (misordered["level"] == 3)][9]
-    misordered.loc[bid3, "price"] = misordered.loc[bid3 - 3, "price"] + 10
+    misordered = with_level(clean, 9, "bid", 3, price=clean["bid_price"].iat[9][0] + 10)
     o = depth_levels(misordered)
-    assert not o.passed and o.counts["misordered"] == 1
-    assert o.examples[0]["level"] == 3
+    assert not o.passed and o.counts["misordered"] == 1 and o.offending == 1
+    assert {k: o.examples[0][k] for k in ("snapshot_time", "side", "level")} == {
+        "snapshot_time": "2024-05-01T00:00:09Z",
+        "side": "bid",
+        "level": 3,
+    }
     back = clean.copy()
     back.loc[
         back["snapshot_time"] == back["snapshot_time"].iloc[0] + pd.Timedelta(seconds=100),
@@ -252,6 +264,62 @@ def test_depth_clean_and_faults():
         "2024-05-01T00:01:00Z",
         "2024-05-01T00:02:00Z",
     )
+
+
+def test_depth_levels_name_each_bad_level():
+    """Non-positive or missing values inside a list and lists of unequal length offend at
+    their level; the examples run in time order, ask before bid, as the long rows did."""
+    clean = depth_frame(DAY, 60)
+    bad = with_level(clean, 20, "bid", 2, quantity=0.0)
+    bad = with_level(bad, 11, "ask", 5, price=np.nan)
+    bad = with_level(bad, 11, "bid", 0, quantity=-1.0)
+    cells = bad["ask_quantity"].to_numpy(dtype=object).copy()
+    cells[30] = cells[30][:-1]  # the last ask price has no quantity
+    bad["ask_quantity"] = cells
+    o = depth_levels(bad)
+    assert not o.passed and o.offending == 4 and o.checked == 60 * 20
+    assert (o.counts["nonpositive"], o.counts["unpaired"], o.counts["misordered"]) == (3, 1, 0)
+    where = [(e["snapshot_time"][11:19], e["side"], e["level"]) for e in o.examples]
+    assert where == [
+        ("00:00:11", "ask", 5),
+        ("00:00:11", "bid", 0),
+        ("00:00:20", "bid", 2),
+        ("00:00:30", "ask", 9),
+    ]
+    assert o.examples[2]["quantity"] == 0.0 and np.isnan(o.examples[3]["quantity"])
+    assert "book levels offend; first: snapshot_time=2024-05-01T00:00:11Z, side=ask" in (
+        describe(o)
+    )
+    unsorted = depth_levels(bad.iloc[::-1])  # rows out of time order: the same order
+    assert [(e["snapshot_time"][11:19], e["side"], e["level"]) for e in unsorted.examples] == where
+    assert not depth_crossed(bad).offending  # NaN inside the asks is not at the best level
+
+
+def test_depth_checks_read_long_rows_as_the_same_book():
+    """A version 1 frame (one row per level, an old reader's) is judged as its snapshots."""
+    clean = depth_frame(DAY, 120)
+    faulty = with_level(clean, 9, "bid", 3, price=clean["bid_price"].iat[9][0] + 10)
+    faulty = with_level(faulty, 40, "ask", 0, price=1.0)
+    now = START + 120_000
+    wide = audit_dataset("depth", faulty, START, END, now, S)
+    long = audit_dataset("depth", to_long(faulty), START, END, now, S)
+    assert [(o.name, o.checked, o.offending, o.examples) for o in long] == [
+        (o.name, o.checked, o.offending, o.examples) for o in wide
+    ]
+    assert {o.name for o in wide if not o.passed} == {"depth_not_crossed", "depth_levels_ordered"}
+
+
+def test_depth_snapshots_of_one_time_are_one_sample():
+    """Two rows stamped alike (a duplicate) are one sample, as the long layout grouped them:
+    highest update id and bid, lowest ask."""
+    clean = depth_frame(DAY, 3)
+    twin = clean.iloc[[1]].assign(last_update_id=clean["last_update_id"].iat[1] + 3)
+    twin = with_level(twin.reset_index(drop=True), 0, "ask", 0, price=1.0)
+    frame = pd.concat([clean, twin], ignore_index=True)
+    snaps = snapshots(frame)
+    assert snaps.times.size == 3 and snaps.ids[1] == clean["last_update_id"].iat[1] + 3
+    assert snaps.ask[1] == 1.0 and snaps.bid[1] == clean["bid_price"].iat[1][0]
+    assert depth_crossed(frame).offending == 1 and depth_sequence(frame).passed
 
 
 def test_funding_clean_and_faults():
@@ -301,3 +369,28 @@ def test_reconciliation_of_three_sources(maintenance_day):
     assert o.extra["pairs"]["archive~ws"]["only_one_side"] == 1
     assert o.extra["pairs"]["archive~ws"]["id_gaps"] == 1
     assert reconcile("trades", {"ws": t_ws}, "trade_time").note
+
+
+def test_depth_suite_judges_snapshots_and_sees_list_lengths():
+    """The v2 suite: a clean day passes; a duplicated snapshot time and a side whose price and
+    quantity lists differ in length fail their expectations (GX sees the lists' lengths)."""
+    from petrosa_pipelines.checks.gx import suite_frame, validate_frame
+
+    clean = depth_frame(DAY, 60)
+    seen = suite_frame("depth", clean)
+    assert seen["bid_price"].tolist() == [10] * 60 and list(seen.columns) == list(clean.columns)
+    ok = validate_frame("depth", clean)
+    assert ok.success and ok.version == 2 and ok.evaluated == 6
+    bad = pd.concat([clean, clean.iloc[[5]]], ignore_index=True)
+    cells = bad["bid_quantity"].to_numpy(dtype=object).copy()
+    cells[7] = cells[7][:-1]
+    bad["bid_quantity"] = cells
+    failed = {
+        (r["expectation"], r["column"], r["unexpected_count"])
+        for r in validate_frame("depth", bad).results
+        if not r["success"]
+    }
+    assert failed == {
+        ("expect_column_values_to_be_unique", "snapshot_time", 2),
+        ("expect_column_pair_values_to_be_equal", "bid_price", 1),
+    }

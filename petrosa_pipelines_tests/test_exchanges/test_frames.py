@@ -6,10 +6,12 @@ import random
 from decimal import Decimal
 from pathlib import Path
 
+import numpy as np
 import orjson
 import pandas as pd
 import pytest
 
+from petrosa_pipelines.catalog.depth_layout import ALL_LEVEL_COLUMNS, to_long
 from petrosa_pipelines.catalog.schemas import CANDLES, DEPTH, FUNDING, TRADES
 from petrosa_pipelines.exchanges.base import (
     DepthSnapshotRecord,
@@ -147,26 +149,83 @@ def _snapshot(update_id: int, received_at: int | None) -> DepthSnapshotRecord:
     )
 
 
-def test_depth_frame_one_row_per_time_side_level():
+def _cells(frame: pd.DataFrame, col: str) -> list[list[float]]:
+    return [c.tolist() for c in frame[col]]
+
+
+def test_depth_frame_one_row_per_snapshot_levels_best_first():
     snaps = [
         (1680652700000, _snapshot(2710246765483, 1680652700003)),
         (1680652701000, _snapshot(2710246765999, None)),
     ]
     frame = depth_snapshots_to_frame(snaps, top_n=2)
     assert_schema(frame, DEPTH)
-    assert len(frame) == 8
-    first = frame[frame["snapshot_time"] == pd.Timestamp(1680652700000, unit="ms", tz="UTC")]
-    assert first["side"].tolist() == ["bid", "bid", "ask", "ask"]
-    assert first["level"].tolist() == [0, 1, 0, 1]
-    assert first["price"].tolist() == [28145.10, 28145.00, 28145.20, 28145.30]
-    assert first["quantity"].tolist() == [3.868, 0.010, 6.887, 0.001]
-    assert (first["last_update_id"] == 2710246765483).all()
-    assert frame["received_at"].isna().tolist() == [False] * 4 + [True] * 4
+    assert len(frame) == 2
+    assert frame["snapshot_time"].tolist() == [
+        pd.Timestamp(1680652700000, unit="ms", tz="UTC"),
+        pd.Timestamp(1680652701000, unit="ms", tz="UTC"),
+    ]
+    assert _cells(frame, "bid_price") == [[28145.10, 28145.00]] * 2
+    assert _cells(frame, "bid_quantity") == [[3.868, 0.010]] * 2
+    assert _cells(frame, "ask_price") == [[28145.20, 28145.30]] * 2
+    assert _cells(frame, "ask_quantity") == [[6.887, 0.001]] * 2
+    assert all(c.dtype == np.float64 for col in ALL_LEVEL_COLUMNS for c in frame[col])
+    assert frame["last_update_id"].tolist() == [2710246765483, 2710246765999]
+    assert frame["received_at"].isna().tolist() == [False, True]
+    assert (frame["source"] == "ws").all()
     assert not frame.duplicated(list(DEPTH.natural_key)).any()
-    assert len(depth_snapshots_to_frame(snaps, top_n=10)) == 10  # thin books give fewer levels
+    # thin books give fewer levels: each side keeps what it has
+    deep = depth_snapshots_to_frame(snaps, top_n=10)
+    assert [len(c) for c in deep["bid_price"]] == [3, 3]
+    assert [len(c) for c in deep["ask_price"]] == [2, 2]
     assert_schema(depth_snapshots_to_frame([], top_n=5), DEPTH)
     with pytest.raises(ValueError):
         depth_snapshots_to_frame(snaps, top_n=0)
+
+
+def test_depth_frame_is_the_long_layout_regrouped():
+    """The same book as v1 rows and as v2 rows: ``to_long`` of the frame gives the levels
+    v1 gave (time, side, level -> price, quantity), exact to the venue decimal."""
+    snaps = [(1680652700000 + 1000 * i, _snapshot(100 + i, 1680652700003)) for i in range(3)]
+    long = to_long(depth_snapshots_to_frame(snaps, top_n=3))
+    assert len(long) == 3 * 5
+    first = long[long["last_update_id"] == 100]
+    assert first["side"].tolist() == ["ask", "ask", "bid", "bid", "bid"]
+    assert first["level"].tolist() == [0, 1, 0, 1, 2]
+    assert first["price"].tolist() == [28145.20, 28145.30, 28145.10, 28145.00, 28144.90]
+    assert [Decimal(repr(q)) for q in first["quantity"]] == [
+        Decimal("6.887"),
+        Decimal("0.001"),
+        Decimal("3.868"),
+        Decimal("0.010"),
+        Decimal("1"),
+    ]
+
+
+def test_depth_frame_keeps_a_one_sided_book_and_drops_an_empty_one():
+    one_sided = DepthSnapshotRecord(
+        exchange="binance",
+        symbol="BTCUSDT",
+        last_update_id=7,
+        event_time=None,
+        transaction_time=None,
+        bids=(),
+        asks=((Decimal("10.5"), Decimal("2")),),
+    )
+    empty = DepthSnapshotRecord(
+        exchange="binance",
+        symbol="BTCUSDT",
+        last_update_id=8,
+        event_time=None,
+        transaction_time=None,
+        bids=(),
+        asks=(),
+    )
+    frame = depth_snapshots_to_frame([(1000, one_sided), (2000, empty)], top_n=5)
+    assert frame["last_update_id"].tolist() == [7]
+    assert _cells(frame, "bid_price") == [[]] and _cells(frame, "bid_quantity") == [[]]
+    assert _cells(frame, "ask_price") == [[10.5]] and _cells(frame, "ask_quantity") == [[2.0]]
+    assert_schema(depth_snapshots_to_frame([(2000, empty)], top_n=5), DEPTH)
 
 
 # --- funding from mark prices ----------------------------------------------------------------

@@ -251,7 +251,7 @@ def test_book_samples_match_the_rebuild_from_landing(exchange, tmp_path):
         (s.snapshot_time, s.last_update_id, s.bids, s.asks) for s in eng
     ]
     frame = LandingStore(tmp_path, depth_top_n=5).read_frame("binance", "depth", "BTCUSDT", t0, t1)
-    assert frame["snapshot_time"].nunique() == len(eng)
+    assert len(frame) == frame["snapshot_time"].nunique() == len(eng)  # a row per sample
     # a window starting after the first checkpoint rebuilds without the REST snapshot
     mid = eng[len(eng) // 2].snapshot_time
     later = list(LandingStore(tmp_path, depth_top_n=5).depth_samples("binance", "BTCUSDT", mid, t1))

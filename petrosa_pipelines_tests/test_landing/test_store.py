@@ -11,6 +11,7 @@ from petrosa_pipelines.catalog.schemas import dataset_schema
 from petrosa_pipelines.exchanges.base import DepthSnapshotRecord, TradeRecord
 from petrosa_pipelines.landing import LandingStore, LandingWriter
 from petrosa_pipelines.lib.timeutil import DAY_MS, HOUR_MS, day_start_ms
+from petrosa_pipelines.tooling.demo import today_summary
 from petrosa_pipelines_tests.test_landing import binance_frames as bf
 
 DAY = dt.date(2024, 1, 2)
@@ -125,25 +126,29 @@ def test_depth_rebuilt_from_snapshot_and_diffs_with_a_break(tmp_path):
     store = LandingStore(tmp_path, depth_cadence_ms=1000, depth_top_n=2)
     frame = store.read_frame("binance", "depth", s, T0, T0 + HOUR_MS)
     assert list(frame.columns) == dataset_schema("depth").column_names
+    assert not frame.duplicated(list(dataset_schema("depth").natural_key)).any()
     got = {
-        (int(ts.value // 10**6) - T0, uid): [
-            (side, lvl, p, q) for side, lvl, p, q in grp[["side", "level", "price", "quantity"]]
-            .itertuples(index=False)
-        ]
-        for (ts, uid), grp in frame.groupby(["snapshot_time", "last_update_id"], sort=True)
-    }  # fmt: skip
+        (int(r.snapshot_time.value // 10**6) - T0, r.last_update_id): (
+            list(zip(r.bid_price.tolist(), r.bid_quantity.tolist(), strict=True)),
+            list(zip(r.ask_price.tolist(), r.ask_quantity.tolist(), strict=True)),
+        )
+        for r in frame.itertuples(index=False)
+    }
     assert got == {
-        (1000, 105): [("bid", 0, 100.0, 5.0), ("bid", 1, 99.0, 2.0),
-                      ("ask", 0, 101.0, 1.0), ("ask", 1, 102.0, 3.0)],
+        (1000, 105): ([(100.0, 5.0), (99.0, 2.0)], [(101.0, 1.0), (102.0, 3.0)]),
         # 2000, 3000: the sequence broke at 2300 (pu 105 != 110): a diff after 1200 was missed,
         # so no tick after 1200 is a sample of the real book until the next snapshot
-        (4000, 120): [("bid", 0, 98.0, 1.0), ("bid", 1, 97.0, 4.0), ("ask", 0, 103.0, 1.0)],
-        (5000, 125): [("bid", 0, 98.0, 1.0), ("bid", 1, 97.0, 4.0), ("ask", 0, 103.0, 2.0)],
-    }  # fmt: skip
+        (4000, 120): ([(98.0, 1.0), (97.0, 4.0)], [(103.0, 1.0)]),
+        (5000, 125): ([(98.0, 1.0), (97.0, 4.0)], [(103.0, 2.0)]),
+    }
     assert store.read_frame("binance", "depth", "ETHUSDT", T0, T0 + HOUR_MS).empty
     # a window that starts mid-stream still finds its book (lookback to the snapshot)
     later = store.read_frame("binance", "depth", s, T0 + 4500, T0 + HOUR_MS)
     assert sorted({int(t.value // 10**6) - T0 for t in later["snapshot_time"]}) == [5000]
+    # the demo's line on today's landing counts samples, and gives the last one's best prices
+    summary = today_summary(store, "binance-usdm:BTCUSDT", T0, T0 + HOUR_MS)
+    assert "3 book samples (top 2 levels)" in summary
+    assert "book at 00:00:05: 98.0 / 103.0" in summary
 
 
 def test_empty_store_gives_conforming_empty_frames(tmp_path):

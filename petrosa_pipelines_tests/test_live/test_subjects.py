@@ -77,6 +77,19 @@ def test_row_schemas_are_the_catalog_columns_plus_venue(schema):
     assert js["additionalProperties"] is False
 
 
+def test_the_book_sample_message_keeps_its_own_version_and_fields():
+    """Depth v2 changed the stored rows, not the published message: one sampled book with
+    ``[price, quantity]`` pairs, its schema still version 1 of the message."""
+    js = schema_for_subject(data_subject("binance-usdm", "depth", "BTCUSDT"))
+    assert js["title"] == "depth v1 (one sampled book)"
+    assert list(js["properties"]) == [
+        "venue", "exchange", "symbol", "snapshot_time", "last_update_id", "bids", "asks",
+        "source", "received_at",
+    ]  # fmt: skip
+    pair = js["properties"]["bids"]["items"]["prefixItems"]
+    assert [p["description"] for p in pair] == ["Level price.", "Resting quantity at that price."]
+
+
 def test_every_subject_pattern_has_a_valid_schema():
     schemas = subject_schemas()
     assert len(schemas) == 7

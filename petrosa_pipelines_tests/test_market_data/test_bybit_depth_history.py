@@ -30,6 +30,7 @@ import pytest
 from websockets.sync.client import connect
 
 from petrosa_pipelines import settings as settings_mod
+from petrosa_pipelines.catalog.depth_layout import from_long, to_long
 from petrosa_pipelines.checks.applicability import NOTHING_LANDED
 from petrosa_pipelines.checks.audit_book import audit_dataset
 from petrosa_pipelines.checks.settings import AuditSettings
@@ -145,14 +146,16 @@ def test_the_real_file_is_sampled_like_the_landing_rebuild():
                     (tick, msg["data"]["u"], "ask", n, p, q) for n, (p, q) in enumerate(top_a)
                 ]
     frame = result.frame
+    assert not frame.duplicated(["snapshot_time"]).any()  # one row per sampled tick
+    rows = to_long(frame)
     got = list(
         zip(
-            _ms(frame["snapshot_time"]).tolist(),
-            frame["last_update_id"].tolist(),
-            frame["side"].tolist(),
-            frame["level"].tolist(),
-            frame["price"].tolist(),
-            frame["quantity"].tolist(),
+            _ms(rows["snapshot_time"]).tolist(),
+            rows["last_update_id"].tolist(),
+            rows["side"].tolist(),
+            rows["level"].tolist(),
+            rows["price"].tolist(),
+            rows["quantity"].tolist(),
             strict=True,
         )
     )
@@ -251,7 +254,9 @@ def _truth(ex: LocalExchange, ticks: list[int]) -> pd.DataFrame:
 
 
 def _as_rows(frame: pd.DataFrame) -> pd.DataFrame:
-    out = frame.assign(ms=_ms(frame["snapshot_time"]))[
+    """The partition's levels as the long rows ``_truth`` gives (``depth_layout.to_long``)."""
+    rows = to_long(frame)
+    out = rows.assign(ms=_ms(rows["snapshot_time"]))[
         ["ms", "last_update_id", "side", "level", "price", "quantity"]
     ]
     return out.sort_values(["ms", "side", "level"]).reset_index(drop=True)
@@ -317,7 +322,7 @@ def test_a_day_without_ingest_is_the_exchanges_book_at_every_tick(ex, tmp_path):
     frame = result.frame
     ticks = [DAY_START + k * CADENCE_MS for k in range(1, 86_400_000 // CADENCE_MS)]
     assert (frame["source"] == "archive").all() and (frame["exchange"] == EXCHANGE).all()
-    assert not frame.duplicated(["snapshot_time", "side", "level"]).any()
+    assert len(frame) == len(ticks) and not frame.duplicated(["snapshot_time"]).any()
     pd.testing.assert_frame_equal(_as_rows(frame), _truth(ex, ticks), check_dtype=False)
     first_ts = _wire(ex).formats.book_ts(DAY_START // BOOK_STEP_MS)
     assert result.missing == [(DAY_START, first_ts)]
@@ -404,15 +409,14 @@ def test_a_partial_ingest_and_the_archive_meet_with_no_overlap_and_no_hole(ex, t
     result = _fill(ex, store)
     frame = result.frame
     ticks = [DAY_START + k * CADENCE_MS for k in range(1, 86_400_000 // CADENCE_MS)]
-    assert not frame.duplicated(["snapshot_time", "side", "level"]).any()
+    # each snapshot whole from one source: one row per tick, whichever source gave it
+    assert len(frame) == len(ticks) and not frame.duplicated(["snapshot_time"]).any()
     pd.testing.assert_frame_equal(_as_rows(frame), _truth(ex, ticks), check_dtype=False)
     ms = _ms(frame["snapshot_time"])
     ws_ticks = set(ms[frame["source"].to_numpy() == "ws"].tolist())
     assert ws_ticks == set(
         _ms(landed["snapshot_time"]).tolist()
     )  # the landing wins where it landed
-    by_tick = frame.assign(ms=ms).groupby("ms")["source"].nunique()
-    assert (by_tick == 1).all()  # each snapshot whole from one source
     spans_by_source = result.source_spans(DepthSpec(CADENCE_MS), PartitionWindow(DAY, SYM, NOW))
     ws_at = lambda h, m=0, sec=0: DAY_START + (h * 3600 + m * 60 + sec) * 1000  # noqa: E731
     assert spans_by_source["ws"] == [
@@ -443,13 +447,15 @@ def test_a_missing_file_is_a_named_failure_and_never_shrinks_the_partition(ex, t
     try:
         bare = _fill(ex, _store(tmp_path / "a"))
         previous = _truth(ex, [DAY_START + 10 * CADENCE_MS, DAY_START + 11 * CADENCE_MS])
-        previous = previous.assign(
-            exchange=EXCHANGE,
-            symbol=SYM,
-            snapshot_time=pd.to_datetime(previous["ms"], unit="ms", utc=True),
-            source="archive",
-            received_at=pd.NaT,
-        ).drop(columns="ms")
+        previous = from_long(
+            previous.assign(
+                exchange=EXCHANGE,
+                symbol=SYM,
+                snapshot_time=pd.to_datetime(previous["ms"], unit="ms", utc=True),
+                source="archive",
+                received_at=pd.NaT,
+            ).drop(columns="ms")
+        )
         kept = _fill(ex, _store(tmp_path / "b"), previous=previous)
     finally:
         books.unpublished.discard((SYM, DAY))
@@ -457,6 +463,7 @@ def test_a_missing_file_is_a_named_failure_and_never_shrinks_the_partition(ex, t
     assert error["source"] == "archive" and error["error"].startswith("ArchiveMissingError")
     assert f"{SYM} on {DAY}" in error["error"]
     assert bare.frame.empty and bare.missing == [(DAY_START, DAY_END)]
+    assert len(previous) == 2  # two snapshots (v2: one row each)
     assert len(kept.frame) == len(previous) and kept.errors()
     refusal = refuse_to_shrink("depth", f"{DAY}|{INST.venue}:{SYM}", kept, previous)
     assert refusal and "archive: ArchiveMissingError" in refusal and "kept the existing" in refusal

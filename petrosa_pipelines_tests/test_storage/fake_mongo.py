@@ -172,6 +172,16 @@ class FakeCollection:
         self._log("find_one", flt)
         return next((copy.deepcopy(d) for d in self.docs if matches(d, flt)), None)
 
+    def distinct(self, key: str, flt: dict[str, Any] | None = None) -> list[Any]:
+        self._log("distinct", key, flt)
+        check_filter(flt or {})
+        out: list[Any] = []
+        for d in self.docs:
+            value = _get(d, key)
+            if matches(d, flt or {}) and value is not _MISSING and value not in out:
+                out.append(value)
+        return out
+
     def count_documents(self, flt: dict[str, Any]) -> int:
         self._log("count_documents", flt)
         return sum(matches(d, flt) for d in self.docs)

@@ -7,6 +7,12 @@ import datetime as dt
 import numpy as np
 import pandas as pd
 
+from petrosa_pipelines.catalog.depth_layout import (
+    ALL_LEVEL_COLUMNS,
+    SIDES,
+    level_counts,
+    side_matrix,
+)
 from petrosa_pipelines.catalog.schemas import CANDLES, DEPTH, FUNDING, TRADES, conform
 
 
@@ -84,23 +90,42 @@ def funding(symbol="BTCUSDT", day=dt.date(2024, 1, 2)):
 
 
 def depth(symbol="BTCUSDT", day=dt.date(2024, 1, 2), snapshots=3, levels=2):
-    rows = []
-    for s in range(snapshots):
-        t = _ms(day) + s * 1000
-        for side, sign in (("bid", -1), ("ask", 1)):
-            for level in range(levels):
-                rows.append(
-                    {
-                        "exchange": "binance",
-                        "symbol": symbol,
-                        "snapshot_time": pd.Timestamp(t, unit="ms", tz="UTC"),
-                        "last_update_id": 1000 + s,
-                        "side": side,
-                        "level": level,
-                        "price": 42000.0 + sign * (0.1 + level * 0.1),
-                        "quantity": 1.0 + level,
-                        "source": "ws",
-                        "received_at": pd.Timestamp(t + 3, unit="ms", tz="UTC"),
-                    }
-                )
-    return conform(pd.DataFrame(rows), DEPTH)
+    """Depth v2: a snapshot a second, ``levels`` a side 0.1 apart around 42000."""
+    t = _ms(day) + np.arange(snapshots, dtype=np.int64) * 1000
+    step = 0.1 + np.arange(levels) * 0.1
+    qty = 1.0 + np.arange(levels, dtype=np.float64)
+
+    def cells(values):
+        out = np.empty(snapshots, dtype=object)
+        out[:] = [values.copy() for _ in range(snapshots)]
+        return out
+
+    frame = pd.DataFrame(
+        {
+            "exchange": "binance",
+            "symbol": symbol,
+            "snapshot_time": pd.to_datetime(t, unit="ms", utc=True),
+            "last_update_id": 1000 + np.arange(snapshots, dtype=np.int64),
+            "bid_price": cells(42000.0 - step),
+            "bid_quantity": cells(qty),
+            "ask_price": cells(42000.0 + step),
+            "ask_quantity": cells(qty),
+            "source": "ws",
+            "received_at": pd.to_datetime(t + 3, unit="ms", utc=True),
+        }
+    )
+    return conform(frame, DEPTH)
+
+
+def assert_depth_equal(got: pd.DataFrame, want: pd.DataFrame) -> None:
+    """Depth v2 frames equal, levels bit for bit. ``assert_frame_equal`` alone is not enough:
+    by default it passes object columns whose ndarray cells differ."""
+    for col in ALL_LEVEL_COLUMNS:
+        kinds = {(type(c).__name__, getattr(c, "dtype", None)) for c in got[col]}
+        assert kinds <= {("ndarray", np.dtype("float64"))}, (col, kinds)
+    for side in SIDES:
+        np.testing.assert_array_equal(level_counts(got, side), level_counts(want, side))
+        for g, w in zip(side_matrix(got, side), side_matrix(want, side), strict=True):
+            np.testing.assert_array_equal(g.view(np.int64), w.view(np.int64))
+    rest = [c for c in want.columns if c not in ALL_LEVEL_COLUMNS]
+    pd.testing.assert_frame_equal(got.drop(columns=list(ALL_LEVEL_COLUMNS)), want[rest])

@@ -12,9 +12,12 @@ import uuid
 
 import bson
 import dagster as dg
+import numpy as np
 import pandas as pd
 import pytest
 
+from petrosa_pipelines.catalog.depth_layout import to_long
+from petrosa_pipelines.catalog.schemas import DEPTH, conform
 from petrosa_pipelines.market_data.assets import asset_key
 from petrosa_pipelines.market_data.partitions import (
     SYMBOLS_PARTITIONS_NAME,
@@ -53,7 +56,60 @@ def test_documents_roundtrip_exactly(dataset, make):
     back = mongo.documents_to_frame(dataset, docs)
     time_col = mongo.timeseries_options(dataset)["timeField"]
     expected = frame.sort_values([time_col, "symbol"], kind="stable").reset_index(drop=True)
-    pd.testing.assert_frame_equal(back, expected)
+    if dataset == "depth":
+        frames.assert_depth_equal(back, expected)
+    else:
+        pd.testing.assert_frame_equal(back, expected)
+
+
+def test_a_depth_document_is_one_snapshot_with_its_levels_as_arrays():
+    frame = frames.depth(snapshots=2, levels=3)
+    frame.at[1, "ask_price"], frame.at[1, "ask_quantity"] = np.empty(0), np.empty(0)
+    docs = mongo.frame_to_documents("depth", frame, "L")
+    assert len(docs) == 2
+    assert docs[0]["bid_price"] == [41999.9, 41999.8, 41999.7]
+    assert docs[0]["ask_quantity"] == [1.0, 2.0, 3.0]
+    assert docs[1]["ask_price"] == [] and docs[1]["ask_quantity"] == []
+    assert all(type(v) is float for v in docs[0]["bid_price"])
+    assert not {"side", "level", "price", "quantity"} & set(docs[0])
+    frames.assert_depth_equal(mongo.documents_to_frame("depth", docs), frame)
+
+
+def _v1_depth_documents(frame, load):
+    """What the sink wrote for depth before v2: one document per level."""
+    long = to_long(frame)
+    docs = []
+    for row in long.itertuples(index=False):
+        day = row.snapshot_time.strftime("%Y-%m-%d")
+        meta = {"exchange": row.exchange, "symbol": row.symbol, "day": day, "load": load}
+        docs.append(
+            {
+                "snapshot_time": row.snapshot_time.to_pydatetime(),
+                "last_update_id": int(row.last_update_id),
+                "side": row.side,
+                "level": int(row.level),
+                "price": float(row.price),
+                "quantity": float(row.quantity),
+                "source": row.source,
+                "received_at": row.received_at.to_pydatetime(),
+                "meta": meta,
+            }
+        )
+    return docs
+
+
+def test_depth_documents_of_v1_loads_read_as_snapshots_beside_v2_ones():
+    old, new = frames.depth(snapshots=3, levels=4), frames.depth(snapshots=2, levels=4)
+    new["snapshot_time"] += pd.Timedelta(hours=1)
+    new["received_at"] += pd.Timedelta(hours=1)
+    new = conform(new, DEPTH)
+    docs = _v1_depth_documents(old, "L1") + mongo.frame_to_documents("depth", new, "L2")
+    assert len(docs) == 3 * 8 + 2
+    frames.assert_depth_equal(
+        mongo.documents_to_frame("depth", docs),
+        pd.concat([old, new], ignore_index=True),
+    )
+    frames.assert_depth_equal(mongo.documents_to_frame("depth", docs[:24]), old)
 
 
 def test_nulls_are_left_out_of_documents():
@@ -171,6 +227,44 @@ def test_ensure_replaces_the_v1_trades_natural_key_index():
     assert indexes["trades_natural_key_v2"][0][-1] == ("trade_id", 1)
     drops = [c for c in s.client.calls if c[1] == "drop_index"]
     assert drops == [("trades", "drop_index", "trades_natural_key")]
+
+
+def test_ensure_replaces_the_v1_depth_natural_key_index():
+    """Depth v1 was keyed by side and level too: its index name is retired like trades'."""
+    s = mongo.MongoSink(FakeClient(), "petrosa")
+    s.db.create_collection("depth", timeseries=mongo.timeseries_options("depth"))
+    v1_keys = [("meta.exchange", 1), ("meta.symbol", 1), ("snapshot_time", 1), ("side", 1)]
+    s.db["depth"].create_index(v1_keys, name="depth_natural_key")
+    s.ensure()
+    indexes = s.db["depth"].indexes
+    assert set(indexes) == {"depth_load_series_time", "depth_natural_key_v2"}
+    assert indexes["depth_natural_key_v2"][0] == [
+        ("meta.exchange", 1),
+        ("meta.symbol", 1),
+        ("snapshot_time", 1),
+    ]
+
+
+def test_a_v1_depth_partition_is_counted_in_snapshots_and_replaced_by_v2(fake_sink):
+    """A partition a v1 sink published (a document per level) reads as its snapshots; the
+    shrink guard counts its snapshots, not its 40x documents; a replace swaps it for v2."""
+    frame = frames.depth(snapshots=5, levels=4)
+    pid = mongo.partition_id("depth", "binance", "BTCUSDT", DAY)
+    fake_sink.db["depth"].insert_many(_v1_depth_documents(frame, "OLD"))
+    fake_sink.db[mongo.PARTITIONS].update_one({"_id": pid}, {"$set": {"load": "OLD"}}, True)
+    frames.assert_depth_equal(_read_day(fake_sink, "depth"), frame)
+    with pytest.raises(mongo.ShrinkRefusedError, match="refusing to replace 5 documents"):
+        fake_sink.replace_partition(
+            "depth", frame.iloc[:4], exchange="binance", symbol="BTCUSDT", day=DAY,
+            never_fewer=True,
+        )  # fmt: skip
+    load = fake_sink.replace_partition(
+        "depth", frame, exchange="binance", symbol="BTCUSDT", day=DAY, never_fewer=True
+    )
+    assert (load.rows, load.replaced_rows) == (5, 5)
+    assert len(_docs(fake_sink, "depth")) == 5
+    assert all("level" not in d for d in _docs(fake_sink, "depth"))
+    frames.assert_depth_equal(_read_day(fake_sink, "depth"), frame)
 
 
 def test_replace_twice_keeps_one_copy_and_moves_the_pointer(fake_sink):
@@ -294,6 +388,8 @@ def test_with_the_setting_the_mongo_assets_are_wired():
         a = mongo_assets[mongo_asset_key(dataset)]
         spec = a.specs_by_key[a.key]
         assert spec.kinds == {"mongodb"} and spec.group_name == "storage"
+        # depth's documents changed (one per snapshot): its partitions read as code-changed
+        assert spec.code_version == f"mongo-{dataset}-v{2 if dataset == 'depth' else 1}"
         assert a.keys_by_input_name["frame"] == asset_key(dataset)
         assert a.partitions_def == daily_symbol_partitions
         assert a.required_resource_keys >= {"mongo_sink"}

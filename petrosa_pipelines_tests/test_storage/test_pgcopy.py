@@ -133,3 +133,80 @@ def test_unique_text_is_laid_out_by_length_and_roundtrips(postgres_server_url):
                         cp.write(chunk)
                 got = cur.execute("select s from u order by i").fetchall()
         assert [r[0] for r in got] == [None if pd.isna(v) else v for v in frame["s"]], kw
+
+
+def _arrays_frame():
+    """float8[] cells of several lengths (0 = an empty side), a NaN and a -0.0 among them, in
+    every cell form a frame may hold (ndarray, list, tuple, None = empty)."""
+    cells = [
+        np.array([42_000.1, 41_999.9, 41_999.8]),
+        [0.1],
+        (),
+        np.array([1e-300, float("nan"), -0.0]),
+        None,
+        np.array([5.0, 4.0]),
+        [2.5, 2.0, 1.5],
+    ]
+    return pd.DataFrame({"i": np.arange(len(cells), dtype=np.int64), "a": cells})
+
+
+def test_float8_arrays_roundtrip_bit_exact_on_both_paths(postgres_server_url):
+    """Depth's levels: one float8[] per row, rows of one element count laid out together."""
+    from petrosa_pipelines.serving.pgcopy import _encode_column, _layout_keys
+
+    frame = _arrays_frame()
+    cols = [CopyColumn("i", "int8"), CopyColumn("a", "float8[]")]
+    encoded = [_encode_column(c, frame[c.name]) for c in cols]
+    assert encoded[1].counts.tolist() == [3, 1, 0, 3, 0, 2, 3]
+    assert _layout_keys(encoded, len(frame))[1] == 4  # counts 0, 1, 2, 3
+    fast = b"".join(bytes(c) for c in encode_frame(frame, cols))
+    slow = b"".join(bytes(c) for c in encode_frame(frame, cols, max_layouts=0))
+    assert len(fast) == len(slow) and sorted(fast) == sorted(slow)
+    for kw in ({}, {"max_layouts": 0}, {"chunk_rows": 2}):
+        with psycopg.connect(postgres_server_url) as conn:
+            conn.execute("create temp table v (i int8, a float8[])")
+            with conn.cursor() as cur:
+                with cur.copy("copy v from stdin (format binary)") as cp:
+                    for chunk in encode_frame(frame, cols, **kw):
+                        cp.write(chunk)
+                got = cur.execute(
+                    "select a, cardinality(a), array_ndims(a) from v order by i"
+                ).fetchall()
+        for (arr, card, ndims), cell in zip(got, frame["a"], strict=True):
+            want = np.asarray(cell if cell is not None else [], dtype=np.float64)
+            assert card == len(want) and ndims == (1 if len(want) else None), kw
+            back = np.asarray(arr, dtype=np.float64)
+            # bit for bit: NaN stays NaN, -0.0 keeps its sign
+            assert back.view(np.int64).tolist() == want.view(np.int64).tolist(), kw
+
+
+def test_binary_float8_arrays_decode_bit_exact_and_refuse_other_arrays(postgres_server_url):
+    """What the warehouse reads: ``array_send`` payloads decoded by numpy, not psycopg."""
+    from petrosa_pipelines.serving.pgcopy import float8_array_cells
+
+    frame = _arrays_frame()
+    cols = [CopyColumn("i", "int8"), CopyColumn("a", "float8[]")]
+    with psycopg.connect(postgres_server_url) as conn:
+        conn.execute("create temp table w (i int8, a float8[])")
+        with conn.cursor() as cur:
+            with cur.copy("copy w from stdin (format binary)") as cp:
+                for chunk in encode_frame(frame, cols):
+                    cp.write(chunk)
+            payloads = [r[0] for r in cur.execute("select array_send(a) from w order by i")]
+            others = {
+                sql: cur.execute(f"select array_send({sql})").fetchone()[0]
+                for sql in (
+                    "array[1, 2]::int8[]",
+                    "array[[1.0, 2.0], [3.0, 4.0]]::float8[]",
+                    "array[1.0, null]::float8[]",
+                )
+            }
+    cells = float8_array_cells(payloads)
+    assert float8_array_cells([]).shape == (0,)
+    for got, cell in zip(cells, frame["a"], strict=True):
+        want = np.asarray(cell if cell is not None else [], dtype=np.float64)
+        assert got.dtype == np.float64
+        assert got.view(np.int64).tolist() == want.view(np.int64).tolist()
+    for payload in others.values():  # int8[], 2-D, a NULL element
+        with pytest.raises(ValueError, match="value 1 is not a one-dimensional float8"):
+            float8_array_cells([payloads[0], payload])

@@ -3,17 +3,21 @@
 import datetime as dt
 import threading
 
+import numpy as np
 import pandas as pd
 import psycopg
 import pytest
 import sqlalchemy as sa
 
+from petrosa_pipelines.catalog.depth_layout import to_long
 from petrosa_pipelines.serving import pgcopy
 from petrosa_pipelines.serving import warehouse as warehouse_mod
 from petrosa_pipelines.serving.schema import (
     LATEST_VERSION,
     SCHEMA,
     TABLE_SPECS,
+    V1_DEPTH_COLUMNS,
+    depth_table_layout,
     hypertable_statements,
     metadata,
 )
@@ -408,12 +412,12 @@ def test_v3_trades_gain_the_agg_id_text_as_trade_id_and_keep_loading(postgres_db
                 f"ALTER TABLE {table} DROP COLUMN trade_id",
                 f"ALTER TABLE {table} ADD CONSTRAINT uq_trades_natural_key "
                 "UNIQUE (exchange, symbol, agg_trade_id)",
-                f"DELETE FROM {SCHEMA}.schema_version WHERE version = 4",
+                f"DELETE FROM {SCHEMA}.schema_version WHERE version >= 4",
             ):
                 conn.execute(sa.text(sql))
         wh._schema_checked = False
         assert wh.version() == 3
-        assert wh.migrate() == LATEST_VERSION == 4
+        assert wh.migrate() == LATEST_VERSION
         before = read_trades(wh)
         assert before["trade_id"].tolist() == [str(i) for i in before["agg_trade_id"]]
         insp = sa.inspect(wh.engine)
@@ -430,3 +434,159 @@ def test_v3_trades_gain_the_agg_id_text_as_trade_id_and_keep_loading(postgres_db
         pd.testing.assert_frame_equal(read_trades(wh), before)
     finally:
         wh.dispose()
+
+
+# -- depth: one row per snapshot (catalog depth v2) ------------------------------------------------
+def read_depth(wh, symbol="BTCUSDT"):
+    return wh.read("depth", exchange="binance", symbols=[symbol], start=START, end=END)
+
+
+def ragged_depth(snapshots=40, levels=20):
+    """Top-``levels`` books, one with a thin bid side and one with no asks at all."""
+    frame = frames.depth(snapshots=snapshots, levels=levels)
+    frame.at[3, "bid_price"] = frame.at[3, "bid_price"][:7].copy()
+    frame.at[3, "bid_quantity"] = frame.at[3, "bid_quantity"][:7].copy()
+    frame.at[5, "ask_price"] = np.empty(0)
+    frame.at[5, "ask_quantity"] = np.empty(0)
+    return frame
+
+
+def test_depth_loads_and_reads_one_row_per_snapshot(warehouse):
+    frame = ragged_depth()
+    report = warehouse.load_partition("depth", frame, exchange="binance", symbol="BTCUSDT", day=DAY)
+    assert report.rows == 40 and count(warehouse, "depth") == 40
+    frames.assert_depth_equal(read_depth(warehouse), frame)
+    assert warehouse.loaded("depth", exchange="binance", symbols=["BTCUSDT"], days=[DAY]) == {
+        ("BTCUSDT", DAY): 40
+    }
+    with warehouse.engine.connect() as conn:
+        sizes = conn.execute(
+            sa.text(
+                f"select cardinality(bid_price), cardinality(ask_price) from {SCHEMA}.depth "
+                "order by snapshot_time"
+            )
+        ).fetchall()
+    assert sizes[0] == (20, 20) and sizes[3] == (7, 20) and sizes[5] == (20, 0)
+    # a v1 (long) frame given to the loader is refused, not written level by level
+    with pytest.raises(PartitionMismatchError, match="lacks columns"):
+        warehouse.load_partition(
+            "depth", to_long(frame), exchange="binance", symbol="BTCUSDT", day=DAY
+        )
+
+
+def test_depth_duplicate_snapshots_fail_on_the_natural_key(warehouse):
+    frame = frames.depth(snapshots=3)
+    dup = pd.concat([frame, frame.iloc[:1]], ignore_index=True)
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        warehouse.load_partition("depth", dup, exchange="binance", symbol="BTCUSDT", day=DAY)
+
+
+_V1_DEPTH_DDL = f"""CREATE TABLE {SCHEMA}.depth (
+    exchange text COLLATE "C" NOT NULL, symbol text COLLATE "C" NOT NULL,
+    snapshot_time timestamptz NOT NULL, last_update_id bigint NOT NULL,
+    side text COLLATE "C" NOT NULL, level bigint NOT NULL,
+    price double precision NOT NULL, quantity double precision NOT NULL,
+    source text COLLATE "C" NOT NULL, received_at timestamptz,
+    CONSTRAINT uq_depth_natural_key UNIQUE (exchange, symbol, snapshot_time, side, level))"""
+_V1_DEPTH_COPY = [
+    pgcopy.CopyColumn(c, k)
+    for c, k in (
+        ("exchange", "text"),
+        ("symbol", "text"),
+        ("snapshot_time", "timestamptz"),
+        ("last_update_id", "int8"),
+        ("side", "text"),
+        ("level", "int8"),
+        ("price", "float8"),
+        ("quantity", "float8"),
+        ("source", "text"),
+    )
+] + [pgcopy.CopyColumn("received_at", "timestamptz", nullable=True)]
+
+
+def _as_v4_warehouse(wh, *partitions):
+    """Put the warehouse back at version 4: the depth table a row per level, holding
+    ``partitions`` ((symbol, day, v2 frame)) as v1 loads left them, ledger included."""
+    with wh.engine.begin() as conn:
+        conn.execute(sa.text(f"DROP TABLE {SCHEMA}.depth"))
+        conn.execute(sa.text(_V1_DEPTH_DDL))
+        conn.execute(sa.text(f"DELETE FROM {SCHEMA}.schema_version WHERE version >= 5"))
+        raw = conn.connection.driver_connection
+        for symbol, day, frame in partitions:
+            long = to_long(frame)
+            with raw.cursor() as cur:
+                cols = ", ".join(c.name for c in _V1_DEPTH_COPY)
+                with cur.copy(f"COPY {SCHEMA}.depth ({cols}) FROM STDIN (FORMAT BINARY)") as cp:
+                    for chunk in pgcopy.encode_frame(long, _V1_DEPTH_COPY):
+                        cp.write(chunk)
+                warehouse_mod.Warehouse._record_load(
+                    cur,
+                    warehouse_mod.Partition("depth", "binance", symbol, day),
+                    len(long),
+                    None,
+                    None,
+                )
+    wh._schema_checked = False
+
+
+def test_a_v1_depth_table_is_migrated_in_place_to_one_row_per_snapshot(postgres_db):
+    """A warehouse from before depth v2: reads and loads name the pending migration, and
+    migrating turns its level rows into the snapshots the lake holds, ledger counts too."""
+    wh = Warehouse(postgres_db)
+    try:
+        wh.migrate()
+        other_day = DAY + dt.timedelta(days=1)
+        btc, eth = ragged_depth(), frames.depth("ETHUSDT", snapshots=5, levels=3)
+        later = frames.depth(day=other_day, snapshots=4)
+        _as_v4_warehouse(
+            wh, ("BTCUSDT", DAY, btc), ("ETHUSDT", DAY, eth), ("BTCUSDT", other_day, later)
+        )
+        assert wh.version() == 4
+        with wh.engine.connect() as conn:
+            assert depth_table_layout(conn) == "long"
+        assert count(wh, "depth") == len(to_long(btc)) + 5 * 6 + 4 * 4
+        for attempt in (lambda: read_depth(wh), lambda: wh.load_partition(
+            "depth", btc, exchange="binance", symbol="BTCUSDT", day=DAY
+        )):  # fmt: skip
+            with pytest.raises(WarehouseError, match=r"version 4.*5: depth one row per snapshot.*"
+                               r"migrate\(\)"):  # fmt: skip
+                attempt()
+        assert wh.migrate() == LATEST_VERSION
+        with wh.engine.connect() as conn:
+            assert depth_table_layout(conn) == "wide"
+            note = conn.execute(
+                sa.text(f"select description from {SCHEMA}.schema_version where version = 5")
+            ).scalar()
+        assert "depth converted: 49 snapshot rows" in note
+        insp = sa.inspect(wh.engine)
+        cols = [c["name"] for c in insp.get_columns("depth", schema=SCHEMA)]
+        assert cols == TABLE_SPECS["depth"].column_names and not set(V1_DEPTH_COLUMNS) & set(cols)
+        uniques = {
+            u["name"]: u["column_names"] for u in insp.get_unique_constraints("depth", SCHEMA)
+        }
+        assert uniques == {"uq_depth_natural_key": ["exchange", "symbol", "snapshot_time"]}
+        assert not insp.has_table("depth_v1", schema=SCHEMA)
+        frames.assert_depth_equal(read_depth(wh), btc)
+        frames.assert_depth_equal(read_depth(wh, "ETHUSDT"), eth)
+        assert wh.loaded(
+            "depth", exchange="binance", symbols=["BTCUSDT", "ETHUSDT"], days=[DAY, other_day]
+        ) == {("BTCUSDT", DAY): 40, ("ETHUSDT", DAY): 5, ("BTCUSDT", other_day): 4}
+        # the converted partition is replaced by the same lake frame: identical rows, and the
+        # shrink guard compares snapshots with snapshots
+        report = wh.load_partition(
+            "depth", btc, exchange="binance", symbol="BTCUSDT", day=DAY, never_fewer=True
+        )
+        assert (report.rows, report.replaced_rows) == (40, 40)
+        frames.assert_depth_equal(read_depth(wh), btc)
+        assert wh.migrate() == LATEST_VERSION  # nothing left to do
+    finally:
+        wh.dispose()
+
+
+def test_a_new_database_builds_the_wide_depth_table_and_skips_the_conversion(warehouse):
+    with warehouse.engine.connect() as conn:
+        assert depth_table_layout(conn) == "wide"
+        note = conn.execute(
+            sa.text(f"select description from {SCHEMA}.schema_version where version = 5")
+        ).scalar()
+    assert "depth already one row per snapshot" in note
