@@ -432,6 +432,12 @@ class ExchangeAdapter(abc.ABC):
         """``default_endpoints`` as declared for this venue (``declared_endpoints`` below)."""
         return declared_endpoints(cls)
 
+    def feeds_book(self, stream: str) -> bool | None:
+        """Whether frames of ``stream`` (as ``frame_stream`` names it) can carry order-book
+        data: False lets a book replay skip them unparsed (``LandingStore.depth_samples``);
+        None, the default, is "unknown": the frame is parsed as any other."""
+        return None
+
     def stream_record_type(self, kind: str) -> type:
         """The record type the stream of a dataset (or ``liveness_stream``) parses into; the
         ingest keys its per-stream state by it (``ingest/subscriptions.py``)."""

@@ -21,7 +21,7 @@ import datetime as dt
 import heapq
 import itertools
 import logging
-from collections.abc import Collection, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from pathlib import Path
 
 import msgspec
@@ -162,12 +162,19 @@ class LandingStore:
         symbols: Collection[str] | None,
         *,
         slack_ms: int = HOUR_MS,
+        book_only: bool = False,
     ) -> Iterator[tuple[Record, bool]]:
         """(record, from an internal line) of every landed line, in landing order, replayed
-        through one fresh adapter; a stream's frames count from its first start point on."""
+        through one fresh adapter; a stream's frames count from its first start point on.
+
+        ``book_only``: frames of streams the adapter knows carry no book data
+        (``feeds_book`` False) are skipped unparsed; a depth day's replay then parses only
+        its book frames (trades, candles and mark prices were most of a day's frames).
+        """
         adapter = self._adapter(exchange)
         parse_frame = adapter.parse_frame
         stream_of = adapter.frame_stream
+        skip = _unbooked(adapter) if book_only else _never
         # as the venue spells them, and upper-cased as callers have always passed them
         wanted = {*symbols, *(s.upper() for s in symbols)} if symbols is not None else None
         started: set[str] = set()
@@ -181,6 +188,8 @@ class LandingStore:
             if info is not None:
                 sym, stream, starts = info
                 if wanted is not None and sym not in wanted:
+                    continue
+                if skip(stream):
                     continue
                 if stream not in started:
                     if not starts:
@@ -312,7 +321,7 @@ class LandingStore:
         windows = [(g.start_ms, g.end_ms) for g in self.gaps(exchange, lo, end_ms, "depth", symbol)]
         breaks = sorted({a for a, _ in windows}, reverse=True)
         in_stream_venue = self._adapter_class(exchange).capabilities.book_snapshot_in_stream
-        for rec, internal in self._replay(exchange, lo, end_ms, [symbol]):
+        for rec, internal in self._replay(exchange, lo, end_ms, [symbol], book_only=True):
             t = type(rec)
             if t is DepthUpdateRecord:
                 if rec.event_time < lo:
@@ -535,6 +544,23 @@ def _replay_snapshot(
             breaks.pop()
         sync.reset()
     return sync.on_snapshot(rec, in_stream=True)[1]
+
+
+def _never(stream: str) -> bool:
+    return False
+
+
+def _unbooked(adapter: ExchangeAdapter) -> Callable[[str], bool]:
+    """Whether a stream is one ``adapter`` knows carries no book data, cached per name."""
+    known: dict[str, bool] = {}
+
+    def skip(stream: str) -> bool:
+        hit = known.get(stream)
+        if hit is None:
+            hit = known[stream] = adapter.feeds_book(stream) is False
+        return hit
+
+    return skip
 
 
 def in_window(t: int, windows: Iterable[tuple[int, int]]) -> bool:

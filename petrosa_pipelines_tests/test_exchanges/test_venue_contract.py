@@ -347,3 +347,18 @@ def test_every_registered_venue_has_a_contract_case():
     from petrosa_pipelines.exchanges import EXCHANGES
 
     assert {c.adapter.venue for c in CASES} == set(EXCHANGES)
+
+
+def test_feeds_book_names_the_book_streams_of_every_subscription():
+    """A book replay skips what ``feeds_book`` calls bookless: every stream the ingest
+    subscribes must be classified right (a depth stream called bookless would lose the book)."""
+    from petrosa_pipelines.exchanges import EXCHANGES, adapter_class
+
+    for venue in EXCHANGES:
+        cls = adapter_class(venue)
+        profiles = getattr(cls, "stream_profiles", (None,))
+        for profile in profiles:
+            adapter = cls(stream_profile=profile) if profile else cls()
+            for kind in adapter.channels:
+                (name,) = adapter.stream_names(["BTCUSDT"], [kind])
+                assert adapter.feeds_book(name) is (kind == "depth"), (venue, profile, name)

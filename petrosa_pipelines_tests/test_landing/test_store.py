@@ -183,3 +183,41 @@ def test_two_groups_landing_the_same_stream_are_merged_and_deduplicated(tmp_path
     _land(tmp_path, frames[20:], group="new")
     frame = LandingStore(tmp_path).read_frame("binance", "trades", "BTCUSDT", T0, T0 + DAY_MS)
     assert frame["agg_trade_id"].tolist() == list(range(1, 50))
+
+
+def test_a_depth_replay_skips_other_streams_unparsed_and_samples_the_same(tmp_path, monkeypatch):
+    """Trades, candles and mark prices interleaved with the book: the depth day parses only the
+    book's frames, and its samples equal a replay that parses everything."""
+    from petrosa_pipelines.exchanges.binance.adapter import BinanceUsdmAdapter as BinanceAdapter
+
+    s = "BTCUSDT"
+    items = [_snap(100, T0 + 150, [("100", "1")], [("101", "1")], T0 + 160)]
+    for i in range(1, 30):
+        t = T0 + i * 1000
+        items += [
+            (t + 5, bf.agg_trade(s, i, t)),
+            (t + 6, bf.kline(s, T0, False, t)),
+            (t + 7, bf.mark_price(s, t, "0.0001", T0 + 8 * HOUR_MS)),
+            (t + 9, bf.depth_update(s, 100 + i, 100 + i, 99 + i, t, bids=[("100", str(i))])),
+        ]
+    _land(tmp_path, items)
+    parsed: list[bytes] = []
+    original = BinanceAdapter.parse_frame
+
+    def counting(self, payload, received_at=None):
+        parsed.append(payload)
+        return original(self, payload, received_at)
+
+    monkeypatch.setattr(BinanceAdapter, "parse_frame", counting)
+    store = LandingStore(tmp_path, depth_cadence_ms=1000, depth_top_n=2)
+    fast = store.read_frame("binance", "depth", s, T0, T0 + HOUR_MS)
+    book_frames = len(parsed)
+    parsed.clear()
+    monkeypatch.setattr(BinanceAdapter, "feeds_book", lambda self, stream: None)
+    slow = store.read_frame("binance", "depth", s, T0, T0 + HOUR_MS)
+    assert book_frames == 29 and len(parsed) == 4 * 29
+    assert len(fast) == 28  # the sample at tick 29 s needs a later diff to close it
+    pd.testing.assert_frame_equal(fast.drop(columns=["bid_price", "bid_quantity"]),
+                                  slow.drop(columns=["bid_price", "bid_quantity"]))  # fmt: skip
+    assert [b.tolist() for b in fast["bid_quantity"]] == [b.tolist() for b in slow["bid_quantity"]]
+    assert fast["bid_quantity"].iloc[-1].tolist() == [28.0]

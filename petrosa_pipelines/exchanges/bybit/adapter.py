@@ -323,6 +323,16 @@ class BybitLinearAdapter(ExchangeAdapter):
         starts = kind != "tickers" or b'"type":"snapshot"' in payload
         return rest.rpartition(".")[2], topic, starts
 
+    def feeds_book(self, stream: str) -> bool | None:
+        """Book data comes only on ``orderbook.*`` topics; trades, klines and tickers never
+        carry it; anything else is unknown."""
+        kind = stream.partition(".")[0]
+        if kind == "orderbook":
+            return True
+        if kind in ("publicTrade", "kline", "tickers"):
+            return False
+        return None
+
     def _parse_slow(self, data: bytes, received_at: int | None) -> list[Record]:
         """Control replies, error replies, unknown topics and re-serialised frames."""
         probe = PROBE_DECODER.decode(data)
