@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 
 def _exchange(argv: list[str]) -> int:
@@ -80,6 +81,14 @@ def _migrate_depth(args: argparse.Namespace) -> int:
     return migrate_main(dry_run=args.dry_run)
 
 
+def _migration(sub: Any, name: str, text: str) -> None:
+    """A migration's subcommand: what it does, and ``--dry-run``."""
+    parser = sub.add_parser(name, help=text)
+    parser.add_argument(
+        "--dry-run", action="store_true", help="print what it would do, change nothing"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``petrosa`` parser; option values are checked by their argparse ``type`` so a bad
     one exits with the option's name and what is allowed (``petrosa_pipelines.lib.argtypes``)."""
@@ -146,21 +155,17 @@ def build_parser() -> argparse.ArgumentParser:
     inst = sub.add_parser("instance", help="write $DAGSTER_HOME/dagster.yaml")
     inst.add_argument("--home", default=None)
 
-    mig = sub.add_parser(
+    _migration(
+        sub,
         "migrate-instruments",
-        help="rename the instance's bare-symbol partitions (BTCUSDT) to instrument ids "
+        "rename the instance's bare-symbol partitions (BTCUSDT) to instrument ids "
         "(binance-usdm:BTCUSDT) without rebuilding anything",
     )
-    mig.add_argument(
-        "--dry-run", action="store_true", help="print what it would do, change nothing"
-    )
-    dep = sub.add_parser(
+    _migration(
+        sub,
         "migrate-depth",
-        help="rewrite the lake's depth files of schema version 1 (one row per level) as "
+        "rewrite the lake's depth files of schema version 1 (one row per level) as "
         "version 2 (one row per snapshot), each proved lossless first",
-    )
-    dep.add_argument(
-        "--dry-run", action="store_true", help="print what it would do, change nothing"
     )
     return parser
 

@@ -202,25 +202,21 @@ def test_depth_frame_is_the_long_layout_regrouped():
     ]
 
 
+def _book(last_update_id: int, asks: tuple = ()) -> DepthSnapshotRecord:
+    return DepthSnapshotRecord(
+        exchange="binance",
+        symbol="BTCUSDT",
+        last_update_id=last_update_id,
+        event_time=None,
+        transaction_time=None,
+        bids=(),
+        asks=asks,
+    )
+
+
 def test_depth_frame_keeps_a_one_sided_book_and_drops_an_empty_one():
-    one_sided = DepthSnapshotRecord(
-        exchange="binance",
-        symbol="BTCUSDT",
-        last_update_id=7,
-        event_time=None,
-        transaction_time=None,
-        bids=(),
-        asks=((Decimal("10.5"), Decimal("2")),),
-    )
-    empty = DepthSnapshotRecord(
-        exchange="binance",
-        symbol="BTCUSDT",
-        last_update_id=8,
-        event_time=None,
-        transaction_time=None,
-        bids=(),
-        asks=(),
-    )
+    one_sided = _book(7, ((Decimal("10.5"), Decimal("2")),))
+    empty = _book(8)
     frame = depth_snapshots_to_frame([(1000, one_sided), (2000, empty)], top_n=5)
     assert frame["last_update_id"].tolist() == [7]
     assert _cells(frame, "bid_price") == [[]] and _cells(frame, "bid_quantity") == [[]]

@@ -104,6 +104,19 @@ def test_naive_timestamps_are_taken_as_utc():
     assert dt.UTC  # documented behaviour: the warehouse itself only passes aware frames
 
 
+def _copy_then_select(url, table, frame, cols, kw, select):
+    """COPY ``frame`` (``encode_frame(frame, cols, **kw)``) into a temp ``table``, then run
+    ``select`` on it."""
+    with psycopg.connect(url) as conn:
+        conn.execute(f"create temp table {table}")
+        name = table.split()[0]
+        with conn.cursor() as cur:
+            with cur.copy(f"copy {name} from stdin (format binary)") as cp:
+                for chunk in encode_frame(frame, cols, **kw):
+                    cp.write(chunk)
+            return cur.execute(select).fetchall()
+
+
 def _ids_frame(n=1_000):
     """Unique ids of a few lengths (Binance decimal texts, Bybit UUIDs), one non-ASCII, a null."""
     ids = [
@@ -125,13 +138,9 @@ def test_unique_text_is_laid_out_by_length_and_roundtrips(postgres_server_url):
     slow = b"".join(bytes(c) for c in encode_frame(frame, cols, max_layouts=0))
     assert len(fast) == len(slow) and sorted(fast) == sorted(slow)
     for kw in ({}, {"max_layouts": 0}, {"chunk_rows": 7}):
-        with psycopg.connect(postgres_server_url) as conn:
-            conn.execute("create temp table u (s text, i int8)")
-            with conn.cursor() as cur:
-                with cur.copy("copy u from stdin (format binary)") as cp:
-                    for chunk in encode_frame(frame, cols, **kw):
-                        cp.write(chunk)
-                got = cur.execute("select s from u order by i").fetchall()
+        got = _copy_then_select(
+            postgres_server_url, "u (s text, i int8)", frame, cols, kw, "select s from u order by i"
+        )
         assert [r[0] for r in got] == [None if pd.isna(v) else v for v in frame["s"]], kw
 
 
@@ -163,15 +172,10 @@ def test_float8_arrays_roundtrip_bit_exact_on_both_paths(postgres_server_url):
     slow = b"".join(bytes(c) for c in encode_frame(frame, cols, max_layouts=0))
     assert len(fast) == len(slow) and sorted(fast) == sorted(slow)
     for kw in ({}, {"max_layouts": 0}, {"chunk_rows": 2}):
-        with psycopg.connect(postgres_server_url) as conn:
-            conn.execute("create temp table v (i int8, a float8[])")
-            with conn.cursor() as cur:
-                with cur.copy("copy v from stdin (format binary)") as cp:
-                    for chunk in encode_frame(frame, cols, **kw):
-                        cp.write(chunk)
-                got = cur.execute(
-                    "select a, cardinality(a), array_ndims(a) from v order by i"
-                ).fetchall()
+        got = _copy_then_select(
+            postgres_server_url, "v (i int8, a float8[])", frame, cols, kw,
+            "select a, cardinality(a), array_ndims(a) from v order by i",
+        )  # fmt: skip
         for (arr, card, ndims), cell in zip(got, frame["a"], strict=True):
             want = np.asarray(cell if cell is not None else [], dtype=np.float64)
             assert card == len(want) and ndims == (1 if len(want) else None), kw

@@ -552,12 +552,8 @@ def test_a_v1_depth_table_is_migrated_in_place_to_one_row_per_snapshot(postgres_
                                r"migrate\(\)"):  # fmt: skip
                 attempt()
         assert wh.migrate() == LATEST_VERSION
-        with wh.engine.connect() as conn:
-            assert depth_table_layout(conn) == "wide"
-            note = conn.execute(
-                sa.text(f"select description from {SCHEMA}.schema_version where version = 5")
-            ).scalar()
-        assert "depth converted: 49 snapshot rows" in note
+        assert _depth_migration_note(wh) == "wide"
+        assert "depth converted: 49 snapshot rows" in _depth_migration_note(wh, note=True)
         insp = sa.inspect(wh.engine)
         cols = [c["name"] for c in insp.get_columns("depth", schema=SCHEMA)]
         assert cols == TABLE_SPECS["depth"].column_names and not set(V1_DEPTH_COLUMNS) & set(cols)
@@ -583,10 +579,16 @@ def test_a_v1_depth_table_is_migrated_in_place_to_one_row_per_snapshot(postgres_
         wh.dispose()
 
 
-def test_a_new_database_builds_the_wide_depth_table_and_skips_the_conversion(warehouse):
-    with warehouse.engine.connect() as conn:
-        assert depth_table_layout(conn) == "wide"
-        note = conn.execute(
+def _depth_migration_note(wh, note: bool = False) -> str:
+    """The depth table's layout, or (``note``) what migration 5 recorded about it."""
+    with wh.engine.connect() as conn:
+        if not note:
+            return depth_table_layout(conn)
+        return conn.execute(
             sa.text(f"select description from {SCHEMA}.schema_version where version = 5")
         ).scalar()
-    assert "depth already one row per snapshot" in note
+
+
+def test_a_new_database_builds_the_wide_depth_table_and_skips_the_conversion(warehouse):
+    assert _depth_migration_note(warehouse) == "wide"
+    assert "depth already one row per snapshot" in _depth_migration_note(warehouse, note=True)
