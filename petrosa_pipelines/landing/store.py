@@ -169,11 +169,13 @@ class LandingStore:
 
         ``book_only``: frames of streams the adapter knows carry no book data
         (``feeds_book`` False) are skipped unparsed; a depth day's replay then parses only
-        its book frames (trades, candles and mark prices were most of a day's frames).
+        its book frames (trades, candles and mark prices were most of a day's frames), and a
+        diff the adapter's ingest fast path vouches for comes as a :class:`FastDiff` (float
+        levels, no ``Decimal``: the conversion was most of a depth day's build).
         """
         adapter = self._adapter(exchange)
-        parse_frame = adapter.parse_frame
         stream_of = adapter.frame_stream
+        parse_frame = _book_parser(adapter) if book_only else adapter.parse_frame
         skip = _unbooked(adapter) if book_only else _never
         # as the venue spells them, and upper-cased as callers have always passed them
         wanted = {*symbols, *(s.upper() for s in symbols)} if symbols is not None else None
@@ -323,7 +325,7 @@ class LandingStore:
         in_stream_venue = self._adapter_class(exchange).capabilities.book_snapshot_in_stream
         for rec, internal in self._replay(exchange, lo, end_ms, [symbol], book_only=True):
             t = type(rec)
-            if t is DepthUpdateRecord:
+            if t is DepthUpdateRecord or t is FastDiff:
                 if rec.event_time < lo:
                     continue
                 samples = _replay_diff(sync, rec, breaks)
@@ -515,7 +517,9 @@ def _segment_symbols(adapter: ExchangeAdapter, path: Path) -> set[str]:
     return out
 
 
-def _replay_diff(sync: BookSync, rec: DepthUpdateRecord, breaks: list[int]) -> list[BookSample]:
+def _replay_diff(
+    sync: BookSync, rec: DepthUpdateRecord | FastDiff, breaks: list[int]
+) -> list[BookSample]:
     """A landed diff into the rebuilt book; ``breaks``: window starts not passed yet, latest
     first. The first diff after a break (a window opens at the last diff before it) drops the
     book. Snapshots fetched from REST do not: one landed just before a cut can carry a later
@@ -526,6 +530,10 @@ def _replay_diff(sync: BookSync, rec: DepthUpdateRecord, breaks: list[int]) -> l
         while breaks and t > breaks[-1]:
             breaks.pop()
         sync.reset()
+    if type(rec) is FastDiff:
+        return sync.on_update(
+            t, rec.first, rec.final, rec.prev, rec.received_at, rec.bids, rec.asks
+        )[1]
     return sync.on_diff(rec)[1]
 
 
@@ -544,6 +552,45 @@ def _replay_snapshot(
             breaks.pop()
         sync.reset()
     return sync.on_snapshot(rec, in_stream=True)[1]
+
+
+class FastDiff:
+    """A landed book diff decoded by the adapter's ingest fast path: the fields
+    ``BookSync.on_update`` takes, levels as floats (the values ``float(Decimal)`` of the full
+    parser's levels give: both are the correctly rounded double of the wire's decimal)."""
+
+    __slots__ = ("symbol", "event_time", "first", "final", "prev", "received_at", "bids", "asks")
+
+    def __init__(self, symbol, event_time, first, final, prev, received_at, bids, asks) -> None:
+        self.symbol = symbol
+        self.event_time = event_time
+        self.first = first
+        self.final = final
+        self.prev = prev
+        self.received_at = received_at
+        self.bids = bids
+        self.asks = asks
+
+
+def _book_parser(adapter: ExchangeAdapter) -> Callable[[bytes, int], list]:
+    """``adapter.parse_frame``, but a diff its fast path accepts (``ingest/hotpath.py``: only
+    what the full parser accepts) becomes a :class:`FastDiff` without the full parse."""
+    parse_frame = adapter.parse_frame
+    fast = adapter.fast_path()
+    if fast is None:
+        return parse_frame
+    decode, stream_of = fast.decode, adapter.frame_stream
+
+    def parse(payload: bytes, recv: int) -> list:
+        got = decode(payload, recv)
+        if type(got) is tuple and got[0] is DepthUpdateRecord:
+            info = stream_of(payload)
+            if info is not None:
+                _, _, e, first, final, prev, bids, asks = got
+                return [FastDiff(info[0], e, first, final, prev, recv, bids, asks)]
+        return parse_frame(payload, recv)
+
+    return parse
 
 
 def _never(stream: str) -> bool:

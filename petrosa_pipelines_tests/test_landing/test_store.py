@@ -209,6 +209,7 @@ def test_a_depth_replay_skips_other_streams_unparsed_and_samples_the_same(tmp_pa
         return original(self, payload, received_at)
 
     monkeypatch.setattr(BinanceAdapter, "parse_frame", counting)
+    monkeypatch.setattr(BinanceAdapter, "fast_path", lambda self: None)  # count every parse
     store = LandingStore(tmp_path, depth_cadence_ms=1000, depth_top_n=2)
     fast = store.read_frame("binance", "depth", s, T0, T0 + HOUR_MS)
     book_frames = len(parsed)
@@ -221,3 +222,42 @@ def test_a_depth_replay_skips_other_streams_unparsed_and_samples_the_same(tmp_pa
                                   slow.drop(columns=["bid_price", "bid_quantity"]))  # fmt: skip
     assert [b.tolist() for b in fast["bid_quantity"]] == [b.tolist() for b in slow["bid_quantity"]]
     assert fast["bid_quantity"].iloc[-1].tolist() == [28.0]
+
+
+def test_the_depth_replay_takes_diffs_by_the_fast_path_and_rebuilds_the_same_book(
+    tmp_path, monkeypatch
+):
+    """Diffs the ingest's fast path vouches for skip the full parser (no ``Decimal``), across a
+    sequence break and a re-sync snapshot, and the day's samples are those of the full parse."""
+    from petrosa_pipelines.exchanges.binance.adapter import BinanceUsdmAdapter
+
+    s = "BTCUSDT"
+    items = [_snap(100, T0 + 150, [("100", "1"), ("99", "2")], [("101", "1")], T0 + 160)]
+    for i in range(1, 40):
+        prev = 100 + i - 1 if i != 20 else 90  # a break at 20 s: pu does not chain
+        bids = [("100.10", str(i)), ("99.5", "0")] if i % 3 else [("98.25", f"{i}.5")]
+        items.append((T0 + i * 1000 + 9, bf.depth_update(s, 100 + i, 100 + i, prev,
+                                                          T0 + i * 1000, bids=bids)))  # fmt: skip
+        if i == 25:
+            items.append(_snap(125, T0 + 25_500, [("100", "3")], [("101", "2")], T0 + 25_600))
+    _land(tmp_path, items)
+    calls: list[bytes] = []
+    original = BinanceUsdmAdapter.parse_frame
+    monkeypatch.setattr(
+        BinanceUsdmAdapter,
+        "parse_frame",
+        lambda self, payload, received_at=None: (
+            calls.append(payload) or original(self, payload, received_at)
+        ),
+    )
+    store = LandingStore(tmp_path, depth_cadence_ms=1000, depth_top_n=3)
+    fast = store.read_frame("binance", "depth", s, T0, T0 + HOUR_MS)
+    assert calls == []  # every diff came by the fast path
+    monkeypatch.setattr(BinanceUsdmAdapter, "fast_path", lambda self: None)
+    full = store.read_frame("binance", "depth", s, T0, T0 + HOUR_MS)
+    assert len(calls) == 39
+    assert 20 < len(fast) < 39  # the break dropped the ticks until the re-sync snapshot
+    plain = ["snapshot_time", "last_update_id", "received_at"]
+    assert fast[plain].equals(full[plain])
+    for col in ("bid_price", "bid_quantity", "ask_price", "ask_quantity"):
+        assert [c.tolist() for c in fast[col]] == [c.tolist() for c in full[col]], col
