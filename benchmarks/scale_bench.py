@@ -22,7 +22,8 @@ baseline or reference in the same run where one exists:
 
 Every measurement runs in its own process with its own DAGSTER_HOME (SQLite, events in one
 table, on tmpfs when /dev/shm exists so fsync does not dominate) and nothing reaches the
-internet. ``--quick`` is the smoke size of each, ``--tiny`` the test's.
+internet. ``--quick`` is the smoke size of each, ``--tiny`` the test's: a smoke test, not a
+measurement, so its sections run at once (``--jobs``) and its daemon window is a few seconds.
 
     .venv/bin/python benchmarks/scale_bench.py [--quick | --tiny] [--only partitions,runs,...]
 """
@@ -35,6 +36,7 @@ import shutil
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -62,8 +64,10 @@ SIZES: dict[str, dict[str, Any]] = {
         "hours": 1.0,
         "tick_floor_s": 600.0,
         "gql": [(5, 2)],
-        "trades": [50_000],
-        "daemon": (5, 0.5, 30.0),
+        "trades": [10_000],
+        "daemon": (5, 0.1, 0.0),
+        # a smoke test, not a measurement: every section at once
+        "jobs": 6,
     },
     "quick": {
         "per_venue": 500,
@@ -74,6 +78,7 @@ SIZES: dict[str, dict[str, Any]] = {
         "gql": [(100, 30)],
         "trades": [1_000_000],
         "daemon": (100, 2.0, 60.0),
+        "jobs": 1,
     },
     "full": {
         "per_venue": 500,
@@ -84,6 +89,7 @@ SIZES: dict[str, dict[str, Any]] = {
         "gql": [(500, 30), (500, 365)],
         "trades": [1_000_000, 2_000_000, 5_000_000, 10_000_000],
         "daemon": (500, 5.0, 90.0),
+        "jobs": 1,
     },
 }
 
@@ -101,46 +107,89 @@ def _child(root: Path, name: str, script: str, args: list[str], timeout: float, 
     return run_child(script, args, bench_env(where, home), timeout)
 
 
-def measure(size: dict[str, Any], only: set[str], root: Path, timeout: float) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    if "partitions" in only:
-        import datetime as dt
+def _partitions(size: dict[str, Any], root: Path, timeout: float) -> dict[str, Any]:
+    import datetime as dt
 
-        start = dt.datetime.now(tz=dt.UTC).date() - dt.timedelta(days=1825)
-        args = ["--per-venue", str(size["per_venue"])]
-        args += ["--list-keys"] if size["list_keys"] else []
-        home = write_home(root / "partitions" / "home")
-        env = bench_env(root / "partitions", home, {"PETROSA_START_DATE": start.isoformat()})
-        out["partitions"] = run_child("partitions.py", args, env, timeout)
-        print("partitions:", json.dumps(out["partitions"])[:600], flush=True)
-    if "runs" in only:
-        out["runs"] = []
-        for n in size["runs_n"]:
-            args = ["--n", str(n), "--hours", str(size["hours"])]
-            args += ["--tick-floor-s", str(size["tick_floor_s"])]
-            res = _child(root, f"runs{n}", "runs.py", args, timeout)
-            out["runs"].append(res)
-            print(f"runs N={n}:", json.dumps(res)[:800], flush=True)
-    if "graphql" in only:
-        out["graphql"] = []
-        for n, days in size["gql"]:
-            args = ["--n", str(n), "--days", str(days)]
-            res = _child(root, f"gql{n}x{days}", "ui_status.py", args, timeout)
-            out["graphql"].append(res)
-            print(f"graphql N={n} D={days}:", json.dumps(res)[:400], flush=True)
-    if "memory" in only:
-        out["memory"] = []
-        for trades in size["trades"]:
-            res = _child(root, f"mem{trades}", "memory.py", ["--trades", str(trades)], timeout)
-            out["memory"].append(res)
-            print(f"memory {trades:,} trades:", json.dumps(res)[:400], flush=True)
-        out["memory_steps"] = memory_steps(max(size["trades"]), root / "memsteps", timeout)
-        print("memory steps:", json.dumps(out["memory_steps"])[:600], flush=True)
-    if "daemon" in only:
-        n, minutes, warm = size["daemon"]
-        args = ["--n", str(n), "--minutes", str(minutes), "--warmup-s", str(warm)]
-        out["daemon"] = _child(root, "daemon", "daemon_cpu.py", args, timeout, launch_cap=0)
-        print("daemon:", json.dumps(out["daemon"])[:400], flush=True)
+    start = dt.datetime.now(tz=dt.UTC).date() - dt.timedelta(days=1825)
+    args = ["--per-venue", str(size["per_venue"])]
+    args += ["--list-keys"] if size["list_keys"] else []
+    home = write_home(root / "partitions" / "home")
+    env = bench_env(root / "partitions", home, {"PETROSA_START_DATE": start.isoformat()})
+    res = run_child("partitions.py", args, env, timeout)
+    print("partitions:", json.dumps(res)[:600], flush=True)
+    return {"partitions": res}
+
+
+def _runs(size: dict[str, Any], root: Path, timeout: float) -> dict[str, Any]:
+    out = []
+    for n in size["runs_n"]:
+        args = ["--n", str(n), "--hours", str(size["hours"])]
+        args += ["--tick-floor-s", str(size["tick_floor_s"])]
+        res = _child(root, f"runs{n}", "runs.py", args, timeout)
+        out.append(res)
+        print(f"runs N={n}:", json.dumps(res)[:800], flush=True)
+    return {"runs": out}
+
+
+def _graphql(size: dict[str, Any], root: Path, timeout: float) -> dict[str, Any]:
+    out = []
+    for n, days in size["gql"]:
+        args = ["--n", str(n), "--days", str(days)]
+        res = _child(root, f"gql{n}x{days}", "ui_status.py", args, timeout)
+        out.append(res)
+        print(f"graphql N={n} D={days}:", json.dumps(res)[:400], flush=True)
+    return {"graphql": out}
+
+
+def _memory(size: dict[str, Any], root: Path, timeout: float) -> dict[str, Any]:
+    out = []
+    for trades in size["trades"]:
+        res = _child(root, f"mem{trades}", "memory.py", ["--trades", str(trades)], timeout)
+        out.append(res)
+        print(f"memory {trades:,} trades:", json.dumps(res)[:400], flush=True)
+    return {"memory": out}
+
+
+def _memory_steps(size: dict[str, Any], root: Path, timeout: float) -> dict[str, Any]:
+    res = memory_steps(max(size["trades"]), root / "memsteps", timeout)
+    print("memory steps:", json.dumps(res)[:600], flush=True)
+    return {"memory_steps": res}
+
+
+def _daemon(size: dict[str, Any], root: Path, timeout: float) -> dict[str, Any]:
+    n, minutes, warm = size["daemon"]
+    args = ["--n", str(n), "--minutes", str(minutes), "--warmup-s", str(warm)]
+    res = _child(root, "daemon", "daemon_cpu.py", args, timeout, launch_cap=0)
+    print("daemon:", json.dumps(res)[:400], flush=True)
+    return {"daemon": res}
+
+
+#: the measurements of each section, every one in processes of its own
+TASKS = {
+    "partitions": (_partitions,),
+    "runs": (_runs,),
+    "graphql": (_graphql,),
+    "memory": (_memory, _memory_steps),
+    "daemon": (_daemon,),
+}
+#: the order that lets the longest waits overlap the rest when sections run together
+LONGEST_FIRST = ("daemon", "memory", "graphql", "runs", "partitions")
+
+
+def measure(
+    size: dict[str, Any], only: set[str], root: Path, timeout: float, jobs: int = 1
+) -> dict[str, Any]:
+    """Every task of the ``only`` sections, ``jobs`` at a time (each is its own processes in
+    its own directory, so they may overlap; figures are only fair one at a time)."""
+    tasks = [t for s in (LONGEST_FIRST if jobs > 1 else SECTIONS) if s in only for t in TASKS[s]]
+    if jobs > 1:
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            parts = list(pool.map(lambda t: t(size, root, timeout), tasks))
+    else:
+        parts = [t(size, root, timeout) for t in tasks]
+    out: dict[str, Any] = {}
+    for part in parts:
+        out.update(part)
     return out
 
 
@@ -298,6 +347,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--trades", default="", help="override: trades per day, e.g. 1e6,1e7")
     ap.add_argument("--gql", default="", help="override: NxD pairs, e.g. 500x30,500x365")
     ap.add_argument("--daemon", default="", help="override: N,minutes, e.g. 500,5")
+    ap.add_argument("--jobs", type=int, default=0, help="override: measurements run at once")
     args = ap.parse_args(argv)
     only = {s.strip() for s in args.only.split(",") if s.strip()} or set(SECTIONS)
     unknown = only - set(SECTIONS)
@@ -315,10 +365,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.daemon:
         n, minutes = args.daemon.split(",")
         size["daemon"] = (int(n), float(minutes), size["daemon"][2])
+    if args.jobs:
+        size["jobs"] = args.jobs
     root = _scratch()
     t0 = time.perf_counter()
     try:
-        res = measure(size, only, root, args.timeout)
+        res = measure(size, only, root, args.timeout, size["jobs"])
     finally:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)

@@ -16,7 +16,10 @@ The symbols sensor asks a local exchange listing the N symbols; today has landed
 instrument and yesterday is taken as built (no window backlog: the once-a-day burst of N
 window requests is in the runs simulation, not here).
 CPU is read from /proc (utime + stime of the process tree, plus what exited children left
-in cutime/cstime) every 10 s after a warm-up. For attribution, the ticks each sensor and schedule
+in cutime/cstime) every 10 s (a third of a shorter window) once the daemon is up (every daemon
+has beaten its heart and a sensor has ticked) and a further warm-up has passed; the window
+runs on until at least one tick fell inside it, so the figure always covers the daemon's
+work. For attribution, the ticks each sensor and schedule
 recorded in the measured window are listed with the wall seconds they took (the automation
 sensor runs in the daemon process, the others in the code server).
 """
@@ -68,12 +71,15 @@ def tree_cpu(root: int) -> dict[int, float]:
     return out
 
 
-def tick_seconds(instance, t0: float, t1: float) -> dict[str, dict[str, float]]:
-    """Per sensor / schedule: ticks that started in [t0, t1) and the wall seconds they took."""
+def tick_seconds(
+    instance, t0: float, t1: float, *, finished: bool = False
+) -> dict[str, dict[str, float]]:
+    """Per sensor / schedule: ticks that started in [t0, t1) (and ended, with ``finished``)
+    and the wall seconds they took."""
     out: dict[str, dict[str, float]] = {}
     for state in instance.all_instigator_state():
         ticks = instance.get_ticks(state.instigator_origin_id, state.selector_id, after=t0)
-        ticks = [t for t in ticks if t.timestamp < t1]
+        ticks = [t for t in ticks if t.timestamp < t1 and (t.end_timestamp or not finished)]
         if ticks:
             took = sum((t.end_timestamp or t1) - t.timestamp for t in ticks)
             out[state.instigator_name] = {"ticks": len(ticks), "wall_s": round(took, 1)}
@@ -99,8 +105,30 @@ def wait_for_code_server(port: int, proc: subprocess.Popen, deadline_s: float = 
             client.ping("")
             return
         except Exception:  # noqa: BLE001 - not up yet
-            time.sleep(2)
+            time.sleep(0.5)
     raise RuntimeError(f"code server not up after {deadline_s:.0f} s")
+
+
+def daemon_up(instance, since: float) -> bool:
+    """Every daemon the instance needs has beaten its heart since ``since`` and a sensor or
+    schedule tick started since then has finished: the daemon is past its start-up."""
+    beats = instance.get_daemon_heartbeats()
+    if any(
+        t not in beats or beats[t].timestamp < since for t in instance.get_required_daemon_types()
+    ):
+        return False
+    return bool(tick_seconds(instance, since, time.time(), finished=True))
+
+
+def wait_until(cond, procs: list[subprocess.Popen], deadline_s: float, what: str) -> None:
+    """Poll ``cond()`` until true; fail when a process died or ``deadline_s`` passed."""
+    t_end = time.monotonic() + deadline_s
+    while not cond():
+        if any(p.poll() is not None for p in procs):
+            raise RuntimeError(f"{what}: a process exited ({[p.returncode for p in procs]})")
+        if time.monotonic() > t_end:
+            raise RuntimeError(f"{what}: not after {deadline_s:.0f} s")
+        time.sleep(0.5)
 
 
 def start(home: Path, topology: str) -> list[subprocess.Popen]:
@@ -171,25 +199,41 @@ def main() -> None:
                 instance.report_runless_asset_event(
                     dg.AssetMaterialization(dg.AssetKey(["market_data", ds]), partition=pk)
                 )
+        phases = {"start": time.monotonic()}
+        launched = time.time()
         procs = start(home, args.topology)
         daemon, roots = procs[-1], [p.pid for p in procs]
         try:
+            phases["up"] = time.monotonic()
+            wait_until(lambda: daemon_up(instance, launched), procs, 600, "daemon start-up")
+            phases["ready"] = time.monotonic()
             time.sleep(args.warmup_s)
             window = [time.time()]
             samples = []
+            every = min(10.0, max(1.0, args.minutes * 20))
             t_end = time.monotonic() + args.minutes * 60
-            while time.monotonic() < t_end and all(p.poll() is None for p in procs):
+            t_last = t_end + 600  # the window waits this long at most for its first tick
+            while all(p.poll() is None for p in procs):
                 samples.append((time.monotonic(), procs_cpu(roots)))
-                time.sleep(10)
+                now = time.monotonic()
+                if now >= t_last or (
+                    now >= t_end and tick_seconds(instance, window[0], time.time(), finished=True)
+                ):
+                    break
+                time.sleep(every)
             samples.append((time.monotonic(), procs_cpu(roots)))
             window.append(time.time())
+            alive = all(p.poll() is None for p in procs)  # through the whole window
+            phases["measured"] = time.monotonic()
         finally:
-            for p in reversed(procs):
+            for p in reversed(procs):  # all at once: each takes seconds to shut down
                 p.terminate()
+            for p in reversed(procs):
                 try:
                     p.wait(60)
                 except subprocess.TimeoutExpired:
                     p.kill()
+            phases["stopped"] = time.monotonic()
     (t0, c0), (t1, c1) = samples[0], samples[-1]
     wall = t1 - t0
     used = sum(c1.get(p, 0) - c0.get(p, 0) for p in c1)
@@ -213,7 +257,11 @@ def main() -> None:
             "runs_queued": runs,
             "runs_by_sensor": by_sensor,
             "tick_wall_s": tick_seconds(instance, *window),
-            "daemon_alive": all(p.returncode in (None, -15, 0) for p in procs),
+            "daemon_alive": alive,
+            "phase_s": {
+                b: round(phases[b] - phases[a], 1)
+                for a, b in zip(phases, list(phases)[1:], strict=False)
+            },
         }
     )
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -61,7 +62,11 @@ def main() -> None:
 
     from petrosa_pipelines.local_exchange import LocalExchange, MarketConfig
 
-    root = Path(tempfile.mkdtemp(prefix="scale-mem-"))
+    # inside the measurement's own directory when the bench gives one (it removes it after;
+    # on tmpfs there, so fsync does not dominate), else a temp directory of its own
+    home_env = os.environ.get("DAGSTER_HOME")
+    parent = Path(home_env).parent if home_env else None
+    root = Path(tempfile.mkdtemp(prefix="scale-mem-", dir=parent))
     home = write_home(root / "home")
     market = MarketConfig(seed=3, symbols=(SYMBOL,), trades_per_day=args.trades)
     with LocalExchange(market=market, host="127.0.0.1", port=0) as ex:
@@ -108,6 +113,7 @@ def main() -> None:
             "rows_written": rows,
             "asset_peak_mb": round(asset["maxrss_kb"] / 1024),
             "asset_s": round(asset["s"], 1),
+            "asset_cpu_s": round(asset["cpu_s"], 1),
             "asset_wall_s": round(asset_wall, 1),
             "asset_rc": asset["rc"],
             "asset_error": asset.get("stderr", ""),

@@ -156,7 +156,7 @@ def main() -> None:
             except Exception:  # noqa: BLE001 - not up yet
                 if time.monotonic() > deadline or server.poll() is not None:
                     raise
-                time.sleep(2)
+                time.sleep(0.5)
         cold, data = post(url, HEALTH_QUERY)
         warm = [post(url, HEALTH_QUERY)[0] for _ in range(args.repeat)]
         stats_s, stats = post(url, STATS_QUERY)

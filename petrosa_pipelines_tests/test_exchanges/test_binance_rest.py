@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 
 import petrosa_pipelines.local_exchange as local_exchange
+import petrosa_pipelines.local_exchange.venues.binance.rest as binance_wire
 from petrosa_pipelines.catalog import schemas
 from petrosa_pipelines.exchanges.base import DepthSnapshotRecord, ExchangeError, MessageError
 from petrosa_pipelines.exchanges.binance.bodies import parse_depth, parse_exchange_info
@@ -553,10 +554,15 @@ def test_local_invalid_symbol_raises_without_retry(exchange):
 
 
 @pytest.mark.integration
-@pytest.mark.slow
-def test_local_budget_never_exceeds_limit_over_a_minute_boundary(tmp_path):
+def test_local_budget_never_exceeds_limit_over_a_minute_boundary(tmp_path, monkeypatch):
     """A workload heavier than one minute's budget: the client waits for the next window
-    instead of drawing a 429; every used-weight header stays within the budget."""
+    instead of drawing a 429; every used-weight header stays within the budget.
+
+    The budget and the local exchange's weight windows read one fake wall clock whose
+    ``sleep`` jumps to the boundary, so crossing a minute costs no real minute."""
+    start = 1_700_000_000.0  # 20 s into a minute
+    wall = FakeClock(start)
+    monkeypatch.setattr(binance_wire, "time", wall)  # the server's minute windows
     with LocalExchange(
         market=MarketConfig(
             seed=7, symbols=("BTCUSDT",), trades_per_day=20_000, start_date="2024-01-01"
@@ -565,14 +571,18 @@ def test_local_budget_never_exceeds_limit_over_a_minute_boundary(tmp_path):
         weight_limit_per_minute=150,
     ) as ex:
         rest = RestSettings(weight_budget_fraction=0.8, weight_limit_per_minute=2400)
-        budget = budget_from_settings(rest, shared_dir=tmp_path)
-        client = BinanceRestClient(ExchangeEndpoints(rest_base_url=ex.rest_base_url), rest, budget)
+        budget = budget_from_settings(rest, shared_dir=tmp_path, clock=wall.time, sleep=wall.sleep)
+        endpoints = ExchangeEndpoints(rest_base_url=ex.rest_base_url)
+        client = BinanceRestClient(endpoints, rest, budget, clock=wall.time, sleep=wall.sleep)
         client.exchange_info()  # adopts the exchange's 150/min -> budget 120
         assert budget.budget_per_window == 120
         frame = client.agg_trades("BTCUSDT", NOW_MS - 9 * HOUR_MS, NOW_MS - HOUR_MS)
         statuses = [e[3] for e in ex.request_log]
+    used = client.transport.used_weights
     assert (np.diff(frame["agg_trade_id"].to_numpy()) == 1).all()
     assert statuses.count(200) == len(statuses), "a request was refused (429/418)"
-    assert len(client.transport.used_weights) >= 8
-    assert max(client.transport.used_weights) <= 120
+    assert len(used) >= 8
+    assert max(used) <= 120
     assert budget.sleeps, "the workload needed more than one minute window"
+    assert wall.now // 60 > start // 60, "the workload stayed inside one minute"
+    assert (np.diff(used) < 0).any(), "the server's minute window never reset"
