@@ -310,7 +310,6 @@ def live_demo(
 def _report(
     engine: Any, feed: SocketClientFeed, watch: str, seen: dict[str, int], symbol: str, log: Any
 ) -> dict[str, Any]:
-    import petrosa_pipelines
 
     snap = engine.snapshot()
     streams = snap["streams"]
@@ -320,7 +319,7 @@ def _report(
     log(f"ingest: {landed} landed, {snap['group_stats']['dead_letters']} dead letters, "
         f"{gaps} gaps recorded, source {snap['source']}")  # fmt: skip
     log(f"clean messages on {watch}: {sum(seen.values())} {dict(sorted(seen.items()))}")
-    lat = petrosa_pipelines.latest(f"{DEMO_VENUE}:{symbol}")
+    lat = _settled_latest(f"{DEMO_VENUE}:{symbol}", _last_market_trade(engine, symbol))
     _print_latest(lat, log)
     return {
         "published": feed.stats.published,
@@ -329,6 +328,34 @@ def _report(
         "seen": seen,
         "latest": lat,
     }
+
+
+def _last_market_trade(engine: Any, symbol: str) -> str | None:
+    """The id of the last market trade the ingest landed for ``symbol`` (None: none)."""
+    from petrosa_pipelines.exchanges.base import RawTradeRecord
+    from petrosa_pipelines.landing import LandingStore
+
+    now = time.time_ns() // 1_000_000
+    store = LandingStore(engine.config.landing_path)
+    recs = store.read_records("binance", now - 86_400_000, now + 3_600_000, [symbol])
+    ids = [r.trade_id for r in recs if type(r) is RawTradeRecord and r.is_market]
+    return str(max(ids)) if ids else None
+
+
+def _settled_latest(instrument: str, last_trade: str | None) -> Any:
+    """``latest(instrument)`` once the live state holds ``last_trade`` (its Redis writer runs
+    on an interval, behind the NATS messages the demo already counted), or after
+    ``DRAIN_TIMEOUT_S``: what it holds then."""
+    import petrosa_pipelines
+
+    deadline = time.monotonic() + DRAIN_TIMEOUT_S
+    while True:
+        lat = petrosa_pipelines.latest(instrument)
+        trade = lat["trade"]
+        done = last_trade is None or (trade is not None and trade["trade_id"] == last_trade)
+        if done or time.monotonic() > deadline:
+            return lat
+        time.sleep(0.05)
 
 
 def _materialize_today(exchange: Any, base: Path, symbol: str, log: Any) -> tuple[bool, int]:
