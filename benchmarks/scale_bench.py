@@ -120,34 +120,38 @@ def _partitions(size: dict[str, Any], root: Path, timeout: float) -> dict[str, A
     return {"partitions": res}
 
 
-def _runs(size: dict[str, Any], root: Path, timeout: float) -> dict[str, Any]:
+def _children(
+    root: Path, timeout: float, script: str, runs: list[tuple[str, list[str], str]], width: int
+) -> list[dict[str, Any]]:
+    """``script`` once per (name, args, label), each result printed (cut at ``width``)."""
     out = []
-    for n in size["runs_n"]:
-        args = ["--n", str(n), "--hours", str(size["hours"])]
-        args += ["--tick-floor-s", str(size["tick_floor_s"])]
-        res = _child(root, f"runs{n}", "runs.py", args, timeout)
+    for name, args, label in runs:
+        res = _child(root, name, script, args, timeout)
         out.append(res)
-        print(f"runs N={n}:", json.dumps(res)[:800], flush=True)
-    return {"runs": out}
+        print(f"{label}:", json.dumps(res)[:width], flush=True)
+    return out
+
+
+def _runs(size: dict[str, Any], root: Path, timeout: float) -> dict[str, Any]:
+    tick = ["--tick-floor-s", str(size["tick_floor_s"])]
+    runs = [
+        (f"runs{n}", ["--n", str(n), "--hours", str(size["hours"]), *tick], f"runs N={n}")
+        for n in size["runs_n"]
+    ]
+    return {"runs": _children(root, timeout, "runs.py", runs, 800)}
 
 
 def _graphql(size: dict[str, Any], root: Path, timeout: float) -> dict[str, Any]:
-    out = []
-    for n, days in size["gql"]:
-        args = ["--n", str(n), "--days", str(days)]
-        res = _child(root, f"gql{n}x{days}", "ui_status.py", args, timeout)
-        out.append(res)
-        print(f"graphql N={n} D={days}:", json.dumps(res)[:400], flush=True)
-    return {"graphql": out}
+    runs = [
+        (f"gql{n}x{days}", ["--n", str(n), "--days", str(days)], f"graphql N={n} D={days}")
+        for n, days in size["gql"]
+    ]
+    return {"graphql": _children(root, timeout, "ui_status.py", runs, 400)}
 
 
 def _memory(size: dict[str, Any], root: Path, timeout: float) -> dict[str, Any]:
-    out = []
-    for trades in size["trades"]:
-        res = _child(root, f"mem{trades}", "memory.py", ["--trades", str(trades)], timeout)
-        out.append(res)
-        print(f"memory {trades:,} trades:", json.dumps(res)[:400], flush=True)
-    return {"memory": out}
+    runs = [(f"mem{t}", ["--trades", str(t)], f"memory {t:,} trades") for t in size["trades"]]
+    return {"memory": _children(root, timeout, "memory.py", runs, 400)}
 
 
 def _memory_steps(size: dict[str, Any], root: Path, timeout: float) -> dict[str, Any]:

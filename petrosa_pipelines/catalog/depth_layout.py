@@ -34,7 +34,6 @@ HEAD_COLUMNS: tuple[str, ...] = ("exchange", "symbol", "snapshot_time", "last_up
 TAIL_COLUMNS: tuple[str, ...] = ("source", "received_at")
 #: the version 1 (long) columns, in their order
 LONG_COLUMNS: tuple[str, ...] = (*HEAD_COLUMNS, "side", "level", "price", "quantity", *TAIL_COLUMNS)
-LIST_TYPE = pa.list_(pa.float64())
 
 _EMPTY = np.empty(0, dtype=np.float64)
 
@@ -44,12 +43,9 @@ def is_long(frame: pd.DataFrame) -> bool:
     return "level" in frame.columns and "side" in frame.columns
 
 
-def as_float_lists(values: Sequence | pd.Series | pa.Array | pa.ChunkedArray) -> np.ndarray:
-    """List cells (sequences, arrays, arrow lists; None = no level) as an object array of
-    float64 ``ndarray``: the pandas form of a level column."""
-    if isinstance(values, pa.ChunkedArray | pa.Array):
-        arr = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
-        return _cells_of(arr.cast(LIST_TYPE))
+def as_float_lists(values: Sequence | pd.Series) -> np.ndarray:
+    """List cells (sequences or arrays; None = no level) as an object array of float64
+    ``ndarray``: the pandas form of a level column."""
     if isinstance(values, pd.Series):
         values = values.to_numpy(dtype=object)
     out = np.empty(len(values), dtype=object)
@@ -61,18 +57,6 @@ def as_float_lists(values: Sequence | pd.Series | pa.Array | pa.ChunkedArray) ->
             out[i] = _EMPTY
         else:
             out[i] = np.asarray(v, dtype=np.float64).reshape(-1)
-    return out
-
-
-def _cells_of(arr: pa.ListArray) -> np.ndarray:
-    """An arrow list<double> array as an object array of ndarray views of one buffer."""
-    arr = arr.fill_null(pa.scalar([], LIST_TYPE)) if arr.null_count else arr
-    offsets = arr.offsets.to_numpy()
-    flat = arr.flatten().to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
-    base = offsets[0]
-    out = np.empty(len(arr), dtype=object)
-    for i in range(len(arr)):
-        out[i] = flat[offsets[i] - base : offsets[i + 1] - base]
     return out
 
 
