@@ -50,7 +50,11 @@ from common import (  # noqa: E402
     write_home,
 )
 
+from petrosa_pipelines.settings import Settings  # noqa: E402
+
 SECTIONS = ("partitions", "runs", "graphql", "memory", "daemon")
+#: the rolling window of day partitions a deployment gets by default
+WINDOW_DAYS = str(Settings().daily_window_days)
 #: targets of issue 13
 RUNS_TARGET_AT_500 = 2_000
 RSS_TARGET_MB = 1_536
@@ -113,11 +117,15 @@ def _partitions(size: dict[str, Any], root: Path, timeout: float) -> dict[str, A
     start = dt.datetime.now(tz=dt.UTC).date() - dt.timedelta(days=1825)
     args = ["--per-venue", str(size["per_venue"])]
     args += ["--list-keys"] if size["list_keys"] else []
-    home = write_home(root / "partitions" / "home")
-    env = bench_env(root / "partitions", home, {"PETROSA_START_DATE": start.isoformat()})
-    res = run_child("partitions.py", args, env, timeout)
-    print("partitions:", json.dumps(res)[:600], flush=True)
-    return {"partitions": res}
+    out = {}
+    # the scheme as configured (rolling window + months), and every day a day partition (the
+    # scheme before the window) in the same run: the ratio is the point
+    for name, window in (("partitions", WINDOW_DAYS), ("partitions_every_day", "0")):
+        home = write_home(root / name / "home")
+        extra = {"PETROSA_START_DATE": start.isoformat(), "PETROSA_DAILY_WINDOW_DAYS": window}
+        out[name] = run_child("partitions.py", args, bench_env(root / name, home, extra), timeout)
+        print(f"{name}:", json.dumps(out[name])[:600], flush=True)
+    return out
 
 
 def _children(
@@ -212,12 +220,20 @@ def _failed(name: str, r: dict) -> list[Row]:
     return [(name, "FAILED", r["error"].splitlines()[-1][:90], "")] if "error" in r else []
 
 
-def partition_rows(p: dict) -> list[Row]:
+def partition_rows(p: dict, every_day: dict | None = None) -> list[Row]:
     if "error" in p:
         return _failed("partitions", p)
     name = f"partitions per asset, {p['instruments']:,} instruments x 5 y"
-    ratio = f"{p['ratio_to_guidance']:.1f}x"
+    ratio = f"{p['ratio_to_guidance']:.2f}x"
     rows = [(name, _fmt(p["max_per_asset"]), f"{DAGSTER_PARTITION_GUIDANCE:,}", ratio)]
+    window = f"  window {p['daily_window_days']} d from {p['daily_start']}"
+    rows.append((window + f", {p['history_months']} history months", "", "", ""))
+    if every_day and "error" not in every_day:
+        old = every_day["max_per_asset"]
+        rows.append(
+            ("  every day a day partition", _fmt(old), f"{DAGSTER_PARTITION_GUIDANCE:,}",
+             f"{old / p['max_per_asset']:.1f}x the window's")
+        )  # fmt: skip
     over = f"{p['assets_over_guidance']} of {p['partitioned_assets']}"
     rows.append(("assets over the guidance", over, "0", ""))
     if p.get("list_keys_s") is not None:
@@ -326,7 +342,11 @@ def daemon_rows(d: dict) -> list[Row]:
 
 def table(res: dict[str, Any]) -> list[Row]:
     """(figure, this code, reference, ratio) rows; a failed measurement shows its error."""
-    rows = partition_rows(res["partitions"]) if "partitions" in res else []
+    rows = (
+        partition_rows(res["partitions"], res.get("partitions_every_day"))
+        if "partitions" in res
+        else []
+    )
     for r in res.get("runs", []):
         rows += run_rows(r)
     for g in res.get("graphql", []):

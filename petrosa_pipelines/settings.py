@@ -327,8 +327,11 @@ class Settings:
     lake_path: str = "data/lake"
     #: where the ingest lands raw messages
     landing_path: str = "data/landing"
-    #: first day of the daily partitions
+    #: first day the deployment keeps (its history: ``market_data/partitions.py``)
     start_date: str = "2024-01-01"
+    #: days of day x instrument partitions, ending today; older days are month x instrument
+    #: history partitions (0: every day since ``start_date`` is a day partition)
+    daily_window_days: int = 56
     #: the allow-list as configured: instrument ids (``bybit-linear:BTCUSDT``), bare symbols of
     #: the default venue (``BTCUSDT``) and ``<venue>:*``; empty means every trading perpetual of
     #: the default venue (``PETROSA_SYMBOLS`` says so with ``*``: an empty or all-comma value is
@@ -423,8 +426,14 @@ _ENV = {
     "PETROSA_LAKE_PATH": ("lake_path", str),
     "PETROSA_LANDING_PATH": ("landing_path", str),
     "PETROSA_START_DATE": ("start_date", str),
+    "PETROSA_DAILY_WINDOW_DAYS": ("daily_window_days", int),
     "PETROSA_SYMBOLS": ("symbols", tuple),
 }
+
+
+#: the shortest daily window: the days the auto-backfill, the re-audit and the analytics'
+#: rolling windows look back over must still be day partitions
+MIN_DAILY_WINDOW_DAYS = 14
 
 
 def _convert(name: str, raw: str, kind: type) -> Any:
@@ -481,6 +490,13 @@ def validate(settings: Settings) -> Settings:
         dt.date.fromisoformat(settings.start_date)
     except (TypeError, ValueError):
         raise SettingError("PETROSA_START_DATE", settings.start_date, "a date YYYY-MM-DD") from None
+    window = settings.daily_window_days
+    if window != 0 and window < MIN_DAILY_WINDOW_DAYS:
+        raise SettingError(
+            "PETROSA_DAILY_WINDOW_DAYS",
+            str(window),
+            f"0 (every day a day partition) or at least {MIN_DAILY_WINDOW_DAYS} days",
+        )
     if isinstance(settings.symbols, str):
         raise SettingError("PETROSA_SYMBOLS", settings.symbols, "a list of symbols, not a string")
     return replace(settings, symbols=_canonical_symbols(settings))

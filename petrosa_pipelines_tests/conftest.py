@@ -13,6 +13,12 @@ from pathlib import Path
 
 import pytest
 
+# Most tests replay real or generated data of fixed past days (2024): they run with every day a
+# day partition. The default scheme's rolling window (``PETROSA_DAILY_WINDOW_DAYS``, 56 days,
+# older days tracked by month) is what the demo runs on (a clean environment), and what
+# test_market_data/test_history.py and test_project/test_partition_window.py exercise.
+os.environ.setdefault("PETROSA_DAILY_WINDOW_DAYS", "0")
+
 PG_BIN_DIRS = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
 
 

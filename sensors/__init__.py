@@ -9,6 +9,7 @@ def defs() -> dg.Definitions:
     """Every sensor this package defines (imported here so importing the package stays light)."""
     from sensors.alert_sensor import check_failure_alert_sensor
     from sensors.auto_backfill_sensor import auto_backfill_sensor
+    from sensors.history_sensor import history_roll_sensor
     from sensors.ingest_supervisor import ingest_supervisor_sensor
     from sensors.symbols_sensor import symbols_sensor
     from sensors.window_sensor import window_sensor
@@ -19,6 +20,7 @@ def defs() -> dg.Definitions:
             ingest_supervisor_sensor,
             symbols_sensor,
             window_sensor,
+            history_roll_sensor,
             # ⑤ alerts and repairs
             check_failure_alert_sensor,
             auto_backfill_sensor,

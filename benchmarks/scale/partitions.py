@@ -2,8 +2,10 @@
 instance: ``python partitions.py --per-venue 500 --years 5``.
 
 The child is started with ``PETROSA_START_DATE`` = today - years, so the definitions load as
-a deployment would ``years`` after its first day; instruments are added to the ``symbols``
-dynamic partitions of the instance in DAGSTER_HOME (``market_data/partitions.py``).
+a deployment would ``years`` after its first day (``PETROSA_DAILY_WINDOW_DAYS`` chooses the
+scheme: 0 is every day a day partition, the scheme before the rolling window); instruments are
+added to the ``symbols`` dynamic partitions of the instance in DAGSTER_HOME
+(``market_data/partitions.py``).
 """
 
 from __future__ import annotations
@@ -27,7 +29,13 @@ def main() -> None:
     from dagster._core.definitions.partitions.context import partition_loading_context
 
     from petrosa_pipelines.definitions import defs
-    from petrosa_pipelines.market_data.partitions import PARTITIONS_START, SYMBOLS_PARTITIONS_NAME
+    from petrosa_pipelines.market_data.partitions import (
+        DAILY_WINDOW_DAYS,
+        HISTORY_START,
+        PARTITIONS_START,
+        SYMBOLS_PARTITIONS_NAME,
+        monthly_partitions,
+    )
 
     instance = dg.DagsterInstance.get()
     ids = [i for v in COUNT_VENUES[: args.venues] for i in instrument_ids(args.per_venue, v)]
@@ -58,7 +66,10 @@ def main() -> None:
     over = {k: v for k, v in per_asset.items() if v > DAGSTER_PARTITION_GUIDANCE}
     emit(
         {
-            "start_date": PARTITIONS_START,
+            "start_date": HISTORY_START,
+            "daily_start": PARTITIONS_START,
+            "daily_window_days": DAILY_WINDOW_DAYS,
+            "history_months": monthly_partitions.get_num_partitions(),
             "counted_on": counted_on.isoformat(),
             "instruments": len(ids),
             "venues": list(COUNT_VENUES[: args.venues]),

@@ -236,7 +236,7 @@ class LandingFrames:
 # -- one partition -------------------------------------------------------------------------------
 
 
-def _landing_context(landing: Any, partition: str, log: Any) -> tuple[list[dict], int | None]:
+def landing_context(landing: Any, partition: str, log: Any) -> tuple[list[dict], int | None]:
     """(depth gap ledger, ingest start) of a partition from the landing zone (advisory)."""
     if landing is None:
         return [], None
@@ -286,7 +286,7 @@ def audit_partition(
     present = [ds for ds, f in loaded.items() if f is not None]
     ledger, started = ([], None)
     if "depth" in present:
-        ledger, started = _landing_context(landing, partition, log)
+        ledger, started = landing_context(landing, partition, log)
     results: list[dg.AssetCheckResult] = []
     targets: dict[dg.AssetKey, Target | None] = {}
     qualities = []

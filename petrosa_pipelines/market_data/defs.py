@@ -16,11 +16,19 @@ market_data_job = dg.define_asset_job(
 
 def defs() -> dg.Definitions:
     """The four market-data assets, their edges to the sources they are filled from
-    (``catalog.lineage``), and ``market_data_job``."""
+    (``catalog.lineage``), ``market_data_job``, and their month-grain history before the
+    rolling window (``history``) with the roll that records it."""
     from petrosa_pipelines.catalog.lineage import with_lineage
     from petrosa_pipelines.market_data.assets import MARKET_DATA_ASSETS
+    from petrosa_pipelines.market_data.history import HISTORY_ASSETS, history_roll_job
 
-    return dg.Definitions(assets=with_lineage(MARKET_DATA_ASSETS), jobs=[market_data_job])
+    return dg.Definitions(
+        assets=[
+            *with_lineage(MARKET_DATA_ASSETS),
+            *dg.with_source_code_references(HISTORY_ASSETS),
+        ],
+        jobs=[market_data_job, history_roll_job],
+    )
 
 
 __all__ = ["defs", "market_data_job"]

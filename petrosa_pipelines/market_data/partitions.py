@@ -7,10 +7,20 @@ but its values are instrument ids (``binance-usdm:BTCUSDT``, ``petrosa_pipelines
 A bare symbol written before venues existed still reads as Binance USD-M (same files);
 ``petrosa migrate-instruments`` renames such partitions without rebuilding any.
 
-The first day is the ``PETROSA_START_DATE`` setting, read once when the definitions load (a
-partitions definition is fixed for the life of a code location): this module is its only
-owner, and everything else imports ``PARTITIONS_START`` from here. The number of partitions
-per asset is days since the start x symbols; docs/scale.md gives the limit (100,000 per asset).
+Two families share the instruments (docs/scale.md, "The partition scheme", has the numbers):
+
+- **day x instrument** for a rolling window of ``PETROSA_DAILY_WINDOW_DAYS`` days (default 56)
+  ending today: what the ingest lands, the window sensor builds, the checks judge and the
+  analytics read. Its first day, ``PARTITIONS_START``, is today - (window - 1), never before
+  ``PETROSA_START_DATE``; a window of 0 makes every day since the start a day partition.
+- **month x instrument** for the history before it (``monthly_symbol_partitions``, the
+  ``market_data/history/*`` assets): the same per-day lake files, tracked and checked by month.
+
+Both are computed once when the definitions load (a partitions definition is fixed for the life
+of a code location), so the window moves when the code location reloads; until then it grows by
+a day a day. This module is the only owner of both: everything else imports ``PARTITIONS_START``
+(the first day partition), ``HISTORY_START`` and ``history_days`` from here. Dagster recommends
+at most 100,000 partitions per asset: window x instruments, and months x instruments.
 
 The last day is today (UTC), the open day (``end_offset=1``): the ingest keeps landing it, so it
 can be browsed and built as it grows (a partial day, its metadata says so). Everything that
@@ -40,13 +50,15 @@ from petrosa_pipelines.instruments import (
 )
 
 DATE_DIM = "date"
+MONTH_DIM = "month"
 SYMBOL_DIM = "symbol"
 SYMBOLS_PARTITIONS_NAME = "symbols"
 START_DATE_SETTING = "PETROSA_START_DATE"
+WINDOW_SETTING = "PETROSA_DAILY_WINDOW_DAYS"
 
 
 def partitions_start(environ: Mapping[str, str] | None = None, today: dt.date | None = None) -> str:
-    """First partition day, ``YYYY-MM-DD``: ``PETROSA_START_DATE``, else the settings' default.
+    """First day kept, ``YYYY-MM-DD``: ``PETROSA_START_DATE``, else the settings' default.
 
     Only this setting is read (through ``settings.from_env``, which validates it), so a bad
     value elsewhere fails where it is used rather than every import. A start after today (UTC)
@@ -65,8 +77,48 @@ def partitions_start(environ: Mapping[str, str] | None = None, today: dt.date | 
     return day.isoformat()
 
 
-#: first partition day (``PETROSA_START_DATE``, default 2024-01-01)
-PARTITIONS_START = partitions_start()
+def daily_window_days(environ: Mapping[str, str] | None = None) -> int:
+    """``PETROSA_DAILY_WINDOW_DAYS`` (validated by ``settings``; 0: no window)."""
+    from petrosa_pipelines.settings import from_env
+
+    env = os.environ if environ is None else environ
+    return from_env({k: env[k] for k in (WINDOW_SETTING,) if k in env}).daily_window_days
+
+
+def window_start(start: str, window_days: int, today: dt.date | None = None) -> str:
+    """First day partition: ``window_days`` days ending today (UTC), never before ``start``
+    (the first day kept); ``window_days`` 0: ``start`` itself."""
+    first = dt.date.fromisoformat(start)
+    if window_days <= 0:
+        return first.isoformat()
+    today = today or dt.datetime.now(tz=dt.UTC).date()
+    return max(first, today - dt.timedelta(days=window_days - 1)).isoformat()
+
+
+def month_start(day: dt.date) -> dt.date:
+    return day.replace(day=1)
+
+
+def next_month(day: dt.date) -> dt.date:
+    return (month_start(day) + dt.timedelta(days=32)).replace(day=1)
+
+
+def history_months(history_start: str, daily_start: str) -> tuple[str, str]:
+    """[first, end) months (``YYYY-MM-01``) holding the days before the window: empty (first ==
+    end) when the window starts on the first day kept."""
+    first = month_start(dt.date.fromisoformat(history_start))
+    last_day = dt.date.fromisoformat(daily_start) - dt.timedelta(days=1)
+    if last_day < dt.date.fromisoformat(history_start):
+        return first.isoformat(), first.isoformat()
+    return first.isoformat(), next_month(last_day).isoformat()
+
+
+#: first day kept (``PETROSA_START_DATE``, default 2024-01-01): the first history day
+HISTORY_START = partitions_start()
+#: days of the rolling window (``PETROSA_DAILY_WINDOW_DAYS``, default 56; 0: no window)
+DAILY_WINDOW_DAYS = daily_window_days()
+#: first day partition: the start of the rolling window (``HISTORY_START`` when it reaches it)
+PARTITIONS_START = window_start(HISTORY_START, DAILY_WINDOW_DAYS)
 
 #: the daily dimension ends with today, the open day (Dagster's default stops at yesterday)
 OPEN_DAY_OFFSET = 1
@@ -78,6 +130,30 @@ daily_partitions = dg.DailyPartitionsDefinition(
 daily_symbol_partitions = dg.MultiPartitionsDefinition(
     {DATE_DIM: daily_partitions, SYMBOL_DIM: symbols_partitions}
 )
+_first_month, _end_month = history_months(HISTORY_START, PARTITIONS_START)
+#: the months before the window (none when the window reaches the first day kept)
+monthly_partitions = dg.MonthlyPartitionsDefinition(
+    start_date=_first_month, end_date=_end_month, timezone="UTC"
+)
+monthly_symbol_partitions = dg.MultiPartitionsDefinition(
+    {MONTH_DIM: monthly_partitions, SYMBOL_DIM: symbols_partitions}
+)
+
+
+def history_days(
+    month: dt.date | str, first: str = HISTORY_START, window_start_day: str = PARTITIONS_START
+) -> list[dt.date]:
+    """The days of ``month`` that are history: kept (from ``first``) and before the window."""
+    month = month if isinstance(month, dt.date) else dt.date.fromisoformat(str(month)[:10])
+    lo = max(month_start(month), dt.date.fromisoformat(first))
+    hi = min(next_month(month), dt.date.fromisoformat(window_start_day))
+    return [lo + dt.timedelta(days=i) for i in range((hi - lo).days)]
+
+
+def is_history_day(day: dt.date | str, window_start_day: str = PARTITIONS_START) -> bool:
+    """Whether ``day`` is before the window (tracked by its month, not as a day partition)."""
+    day = day if isinstance(day, dt.date) else dt.date.fromisoformat(str(day)[:10])
+    return day < dt.date.fromisoformat(window_start_day)
 
 
 def utc_today(now: dt.datetime | float | None = None) -> dt.date:

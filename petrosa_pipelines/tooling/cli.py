@@ -75,6 +75,12 @@ def _migrate_instruments(args: argparse.Namespace) -> int:
     return migrate_main(dry_run=args.dry_run)
 
 
+def _migrate_partitions(args: argparse.Namespace) -> int:
+    from petrosa_pipelines.tooling.migrate_partitions import main as migrate_main
+
+    return migrate_main(dry_run=args.dry_run)
+
+
 def _migrate_depth(args: argparse.Namespace) -> int:
     from petrosa_pipelines.tooling.migrate_depth import main as migrate_main
 
@@ -167,6 +173,12 @@ def build_parser() -> argparse.ArgumentParser:
         "rewrite the lake's depth files of schema version 1 (one row per level) as "
         "version 2 (one row per snapshot), each proved lossless first",
     )
+    _migration(
+        sub,
+        "migrate-partitions",
+        "record the days before the rolling window (PETROSA_DAILY_WINDOW_DAYS) as "
+        "instrument-months of market_data/history/*, moving no lake file",
+    )
     return parser
 
 
@@ -197,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         "catalog": _catalog,
         "migrate-instruments": _migrate_instruments,
         "migrate-depth": _migrate_depth,
+        "migrate-partitions": _migrate_partitions,
     }
     return handlers[args.command](args)
 

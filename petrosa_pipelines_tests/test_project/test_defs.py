@@ -32,6 +32,7 @@ def test_every_asset_is_catalogued():
             "exchanges",
             "landing",
             "market_data",
+            "market_data_history",
             "checks",
             "analytics",
             "storage",
@@ -45,6 +46,11 @@ def test_every_asset_is_catalogued():
 
 #: every asset key of the code location, exactly: a new, renamed or lost key fails here
 EXPECTED_ASSETS = {
+    # ④ before the rolling window of day partitions: the same datasets by instrument-month
+    "market_data/history/trades",
+    "market_data/history/candles",
+    "market_data/history/depth",
+    "market_data/history/funding",
     # ① each registered venue's feeds, named by storage name, one per feed its capabilities
     # declare, and ③ the landing zone (external: not materialised by Dagster)
     "exchanges/binance_websocket",

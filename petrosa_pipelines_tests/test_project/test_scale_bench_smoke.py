@@ -35,13 +35,22 @@ def test_scale_bench_tiny_mode_measures_every_section(tmp_path):
 
     # partitions: day x instrument, 5 years back to the day counted (the open day) inclusive;
     # the bench names that day, so a run crossing midnight UTC compares like with like
-    p = res["partitions"]
+    # the scheme before the rolling window: every day since the start a day partition
+    p = res["partitions_every_day"]
     counted_on = dt.date.fromisoformat(p["counted_on"])
     assert abs((dt.datetime.now(tz=dt.UTC).date() - counted_on).days) <= 1
     days = (counted_on - dt.date.fromisoformat(p["start_date"])).days + 1
-    assert p["instruments"] == TINY_PER_VENUE * TINY_VENUES
-    assert p["max_per_asset"] == days * TINY_PER_VENUE * TINY_VENUES
+    n = TINY_PER_VENUE * TINY_VENUES
+    assert p["instruments"] == n
+    assert p["max_per_asset"] == days * n and p["history_months"] == 0
     assert p["partitioned_assets"] >= 4
+    # the default scheme: the window's days x instruments, or months before it x instruments
+    w = res["partitions"]
+    counted_on = dt.date.fromisoformat(w["counted_on"])
+    assert w["daily_start"] == str(counted_on - dt.timedelta(days=w["daily_window_days"] - 1))
+    assert 57 <= w["history_months"] <= 60  # 5 years less a window of 8 weeks
+    assert w["max_per_asset"] == max(w["daily_window_days"], w["history_months"]) * n
+    assert w["max_per_asset"] * 20 < p["max_per_asset"]
 
     # runs: every sensor and schedule evaluated without raising; yesterday got built for
     # every instrument (at least one requested partition per instrument-day)
