@@ -78,6 +78,8 @@ def main() -> None:
                 "PETROSA_WS_BASE_URL": ex.ws_base_url,
                 "PETROSA_VISION_BASE_URL": ex.vision_base_url,
                 "PETROSA_SYMBOLS": SYMBOL,
+                # a fixed past day, a day partition whatever the date (no rolling window)
+                "PETROSA_DAILY_WINDOW_DAYS": "0",
                 # the local exchange builds a 10 M-trade archive on request: minutes on a
                 # loaded machine, longer than a real venue's first byte
                 "PETROSA_REST_TIMEOUT_SECONDS": "900",

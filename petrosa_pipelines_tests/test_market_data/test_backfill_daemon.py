@@ -1,6 +1,13 @@
 """A backfill of 2 days x 2 instruments per venue (Binance USD-M and Bybit linear) launched
-through Dagster completes with its checks green (real daemon, real runs, the local exchange
-speaking both venues on one port)."""
+through Dagster completes with its checks green (real daemon, real runs of the real job, the
+local exchange speaking both venues on one port).
+
+The daemon runs the backfill's runs inside its own process (``SyncInMemoryRunLauncher``, see
+``backfill_instance_yaml``) instead of a fresh interpreter per run, and the instance and the
+lake live on tmpfs: on the 2-core CI box the run workers loading the code location and SQLite's
+fsyncs were most of this test's time. The stack's end-to-end test covers the default launcher's
+run workers.
+"""
 
 import contextlib
 import os
@@ -11,6 +18,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+import yaml
 from dagster._core.execution.backfill import BulkActionStatus, PartitionBackfill
 
 from petrosa_pipelines.definitions import defs
@@ -20,6 +28,7 @@ from petrosa_pipelines.market_data.assets import CANDLES_KEY, FUNDING_KEY, TRADE
 from petrosa_pipelines.tooling.instance import instance_yaml
 from petrosa_pipelines_tests.quick_daemon import quick_daemon_command
 from petrosa_pipelines_tests.test_market_data.conftest import TRADES_PER_DAY
+from petrosa_pipelines_tests.tmpfs import tmpfs_dir
 
 REPO = Path(__file__).resolve().parents[2]
 DAYS = ["2024-02-10", "2024-02-11"]
@@ -29,18 +38,48 @@ INSTRUMENTS = [
     "bybit-linear:BTCUSDT",
     "bybit-linear:ETHUSDT",
 ]
-#: the automation sensor would queue about 20 analytics runs behind the backfill's eight, which
-#: share its queue and two cores; this test is about the backfill (the stack's end-to-end test
-#: covers analytics following a backfill)
-NO_AUTOMATION = "\nauto_materialize:\n  enabled: false\n  use_sensors: false\n"
+
+
+def backfill_instance_yaml() -> str:
+    """The project's instance config, with three test settings that change no run's work:
+
+    - no automation: the sensor would queue about 20 analytics runs behind the backfill's
+      eight, on the same queue and two cores (the stack's end-to-end test covers analytics
+      following a backfill);
+    - runs in the daemon's process (``SyncInMemoryRunLauncher``): the queue daemon runs each
+      dequeued run to its end, one at a time, with the same job, resources, checks and event
+      log, but no interpreter and code location loaded per run;
+    - the queue looked at every second instead of 5 (runs launched one after another, not 5 s
+      apart), like the backfill loop's 5 s in ``quick_daemon``.
+    """
+    config = yaml.safe_load(instance_yaml({}))
+    config["auto_materialize"] = {"enabled": False, "use_sensors": False}
+    config["run_launcher"] = {
+        "module": "dagster._core.launcher.sync_in_memory_run_launcher",
+        "class": "SyncInMemoryRunLauncher",
+    }
+    config["run_coordinator"].setdefault("config", {})["dequeue_interval_seconds"] = 1
+    return yaml.safe_dump(config, sort_keys=False)
+
+
+#: one stream group, disabled: no ingest run (it would outlive the backfill); an empty list is
+#: not a valid PETROSA_INGEST_GROUPS (the supervisor's every tick would fail on it)
+NO_INGEST = '[{"name": "off", "symbols": ["BTCUSDT"], "enabled": false}]'
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(1_200)  # its own 900 s wait on a loaded machine, then the daemon's teardown
 def test_backfill_of_two_days_two_instruments_per_venue_completes(local_exchange, tmp_path):
-    home = tmp_path / "home"
+    with tmpfs_dir("petrosa-backfill-") as scratch:
+        _backfill_completes(local_exchange, scratch, tmp_path)
+
+
+def _backfill_completes(local_exchange, scratch: Path, tmp_path: Path) -> None:
+    """The backfill through the daemon: instance and lake under ``scratch`` (tmpfs), the
+    daemon's log under ``tmp_path`` (kept for a failure's post-mortem)."""
+    home = scratch / "home"
     home.mkdir()
-    (home / "dagster.yaml").write_text(instance_yaml({}) + NO_AUTOMATION)
+    (home / "dagster.yaml").write_text(backfill_instance_yaml())
     env = {
         **os.environ,
         "DAGSTER_HOME": str(home),
@@ -52,10 +91,12 @@ def test_backfill_of_two_days_two_instruments_per_venue_completes(local_exchange
         "PETROSA_BYBIT_LINEAR_WS_BASE_URL": local_exchange.ws_base_url,
         "PETROSA_BYBIT_LINEAR_ARCHIVE_BASE_URL": local_exchange.rest_base_url,
         "PETROSA_SYMBOLS": ",".join(INSTRUMENTS),
-        "PETROSA_LAKE_PATH": str(tmp_path / "lake"),
-        "PETROSA_LANDING_PATH": str(tmp_path / "landing"),
-        # no ingest group: this test is about the backfill, and an ingest run would outlive it
-        "PETROSA_INGEST_GROUPS": "[]",
+        "PETROSA_LAKE_PATH": str(scratch / "lake"),
+        "PETROSA_LANDING_PATH": str(scratch / "landing"),
+        # no ingest run: this test is about the backfill, and an ingest run would outlive it
+        "PETROSA_INGEST_GROUPS": NO_INGEST,
+        # the audit sensor's one run a day, not one every 5 minutes in the backfill's queue
+        "PETROSA_AUDIT_INTERVAL_S": "86400",
     }
     keys = [partition_key_str(d, i) for d in DAYS for i in INSTRUMENTS]
     selection = [CANDLES_KEY, TRADES_KEY, FUNDING_KEY]
@@ -139,7 +180,7 @@ def test_backfill_of_two_days_two_instruments_per_venue_completes(local_exchange
         }
         assert checked == expected, checked ^ expected
         assert len(evaluations) == len(expected) * len(keys), len(evaluations)
-    lake = LocalLake(tmp_path / "lake")
+    lake = LocalLake(scratch / "lake")
     for key in keys:
         day, inst = parse_partition_key(key)
         path = {

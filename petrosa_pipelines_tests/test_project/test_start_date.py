@@ -17,6 +17,7 @@ import pytest
 
 from petrosa_pipelines.market_data.partitions import partitions_start
 from petrosa_pipelines.settings import SettingError
+from petrosa_pipelines_tests.tmpfs import tmpfs_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -49,15 +50,22 @@ print(json.dumps({
 
 
 @pytest.mark.slow  # a fresh interpreter loads the code location
-def test_a_2021_day_materialises_when_the_start_date_says_so(tmp_path):
-    home = tmp_path / "home"
+def test_a_2021_day_materialises_when_the_start_date_says_so():
+    # the instance and the lake on tmpfs: under a loaded suite the run's SQLite fsyncs queued
+    # behind every other test's disk writes (petrosa_pipelines_tests.tmpfs)
+    with tmpfs_dir("petrosa-start-date-") as scratch:
+        _a_2021_day_materialises(scratch)
+
+
+def _a_2021_day_materialises(scratch: Path) -> None:
+    home = scratch / "home"
     home.mkdir()
     env = {
         **os.environ,
         "DAGSTER_HOME": str(home),
         "PETROSA_START_DATE": "2021-01-01",
-        "PETROSA_LAKE_PATH": str(tmp_path / "lake"),
-        "PETROSA_LANDING_PATH": str(tmp_path / "landing"),
+        "PETROSA_LAKE_PATH": str(scratch / "lake"),
+        "PETROSA_LANDING_PATH": str(scratch / "landing"),
     }
     out = subprocess.run(
         [sys.executable, "-c", MATERIALISE_A_2021_DAY],
@@ -78,7 +86,7 @@ def test_a_2021_day_materialises_when_the_start_date_says_so(tmp_path):
     assert depth["landed_coverage"] == "none"
     assert depth["not_applicable"].startswith("not applicable")
     assert "cannot be backfilled" in depth["note"]
-    assert (tmp_path / "lake/market_data/depth/binance/BTCUSDT/2021-03-01.parquet").is_file()
+    assert (scratch / "lake/market_data/depth/binance/BTCUSDT/2021-03-01.parquet").is_file()
 
 
 def test_start_date_defaults_and_is_validated():
