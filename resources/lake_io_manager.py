@@ -9,7 +9,7 @@ import dagster as dg
 import pandas as pd
 
 from petrosa_pipelines.instruments import KEY_SEP, Instrument, parse_partition_key
-from petrosa_pipelines.lake import Lake, S3Lake, lake_from_path, lake_path
+from petrosa_pipelines.lake import Lake, LakeFile, S3Lake, lake_from_path, lake_path
 
 ALL_SYMBOLS = "ALL"
 
@@ -85,6 +85,22 @@ class LakeIOManager(dg.ConfigurableIOManager):
         relpath = self._relpath(asset_key, partition_key, exchange)
         try:
             return self.lake().read_frame(relpath)
+        except FileNotFoundError:
+            return None
+
+    def kept_partition(
+        self, asset_key: dg.AssetKey, partition_key: str | None, exchange: str | None = None
+    ) -> LakeFile | None:
+        """The partition file as the lake holds it now, unread (None when there is none): its
+        row count from the file's footer, its columns read when asked.
+
+        What a re-run keeps (``refuse_to_shrink`` needs only its row count; the previous
+        source reads its keys, and its rows only where the new result lacks some), so a day
+        of 10 M trades is not held beside the one being built, as ``read_partition`` would.
+        """
+        relpath = self._relpath(asset_key, partition_key, exchange)
+        try:
+            return self.lake().file(relpath)
         except FileNotFoundError:
             return None
 

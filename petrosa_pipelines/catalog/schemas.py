@@ -293,6 +293,8 @@ def conform(frame: pd.DataFrame, schema: DatasetSchema) -> pd.DataFrame:
     out = frame.loc[:, schema.column_names].copy(deep=False)
     for col in schema.columns:
         if col.type == TS:
+            if str(out[col.name].dtype) == "datetime64[ms, UTC]":
+                continue  # already so: a day's column is not copied again
             out[col.name] = pd.to_datetime(out[col.name], utc=True).astype("datetime64[ms, UTC]")
         elif col.type == LEVELS:
             out[col.name] = as_float_lists(out[col.name])

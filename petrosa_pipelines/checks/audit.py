@@ -563,9 +563,10 @@ def trades_duplicates(frame: pd.DataFrame, t: TradeArrays, limit: int = 10) -> C
     if t.by_id:
         idx = np.flatnonzero(t.id_steps == 0) + 1
     else:
-        ids = frame["trade_id"].to_numpy(dtype=object)
-        ids = ids if t.order is None else ids[t.order]
-        idx = np.flatnonzero(pd.Series(ids).duplicated(keep="first").to_numpy())
+        # hashed as the column's own (arrow) text: no Python string per row
+        ids = frame["trade_id"].reset_index(drop=True)
+        ids = ids if t.order is None else ids.take(t.order)
+        idx = np.flatnonzero(ids.duplicated(keep="first").to_numpy())
     return outcome(
         "trades_unique",
         "ERROR",

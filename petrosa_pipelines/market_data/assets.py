@@ -29,6 +29,7 @@ from petrosa_pipelines.instruments import (
     split_key,
     storage_name,
 )
+from petrosa_pipelines.lake import LakeFile
 from petrosa_pipelines.lib.timeutil import ms_to_iso, utc_now_ms
 from petrosa_pipelines.market_data.datasets import SPECS, DepthSpec, FundingSpec, trades_spec
 from petrosa_pipelines.market_data.fill import (
@@ -232,7 +233,7 @@ def materialise_partition(
     exchange: ExchangePort,
     landing: LandingPort | None,
     now_ms: int | None = None,
-    previous: pd.DataFrame | None = None,
+    previous: pd.DataFrame | LakeFile | None = None,
 ) -> tuple[pd.DataFrame, dict[str, object]]:
     """The frame of one partition and its metadata (plain function: tests call it directly).
 
@@ -294,7 +295,10 @@ def materialise_partition(
 
 
 def refuse_to_shrink(
-    dataset: str, partition: str, result: FillResult, previous: pd.DataFrame | None
+    dataset: str,
+    partition: str,
+    result: FillResult,
+    previous: pd.DataFrame | LakeFile | None,
 ) -> str | None:
     """Why this result must not replace ``previous`` (None: publish it).
 
@@ -333,12 +337,16 @@ def refuse_to_shrink(
 
 def previous_partition(
     context: dg.AssetExecutionContext, dataset: str, exchange_name: str | None = None
-) -> pd.DataFrame | None:
+) -> pd.DataFrame | LakeFile | None:
     """The partition as the lake holds it now, through the run's IO manager (None if absent
-    or when the IO manager cannot read partitions back). The lake file follows from the
-    partition's instrument; ``exchange_name`` only matters for partitions without one."""
+    or when the IO manager cannot read partitions back): its file unread where the IO manager
+    gives it (``kept_partition``: the fill reads its keys, the shrink guard its row count),
+    else its frame. The lake file follows from the partition's instrument; ``exchange_name``
+    only matters for partitions without one."""
     io_manager = getattr(context.resources, "io_manager", None)
-    reader = getattr(io_manager, "read_partition", None)
+    reader = getattr(io_manager, "kept_partition", None) or getattr(
+        io_manager, "read_partition", None
+    )
     if reader is None:
         return None
     try:

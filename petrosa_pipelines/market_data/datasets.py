@@ -7,12 +7,31 @@ import pandas as pd
 
 from petrosa_pipelines.catalog.schemas import CANDLES, DEPTH, FUNDING, TRADES
 from petrosa_pipelines.lib.timeutil import HOUR_MS, MINUTE_MS, merge_ranges
-from petrosa_pipelines.market_data.fill import DatasetSpec, PartitionWindow, Range
+from petrosa_pipelines.market_data.fill import (
+    DatasetSpec,
+    PartitionWindow,
+    Range,
+    non_decreasing,
+    step_positions,
+)
 from petrosa_pipelines.market_data.sources import EDGE_GAPS, EDGE_MIN_MS, venue_capabilities
 
 
 def _ms(series: pd.Series) -> np.ndarray:
     return series.astype("datetime64[ms, UTC]").astype("int64").to_numpy()
+
+
+def _by_id(frame: pd.DataFrame, kind: str) -> tuple[np.ndarray, np.ndarray]:
+    """(aggregate ids, trade ms) in id order. Rows already in that order (every archive day,
+    every deduped partition of consecutive ids) are the columns themselves: no sort of the
+    frame, whose indexer and sorted copies held several times a column. Otherwise sorted as
+    ``frame.sort_values("agg_trade_id", kind=kind)`` would."""
+    ids = frame["agg_trade_id"].to_numpy()
+    times = _ms(frame["trade_time"])
+    if non_decreasing(ids):
+        return ids, times
+    order = np.argsort(ids, kind=kind)
+    return ids[order], times[order]
 
 
 class TradesSpec(DatasetSpec):
@@ -45,10 +64,8 @@ class TradesSpec(DatasetSpec):
             return dense_coverage(_ms(frame["trade_time"]), window)
         if len(frame) < 2:
             return []
-        ordered = frame.sort_values("agg_trade_id", kind="stable")
-        ids = ordered["agg_trade_id"].to_numpy()
-        times = _ms(ordered["trade_time"])
-        breaks = np.flatnonzero(np.diff(ids) != 1)
+        ids, times = _by_id(frame, kind="stable")
+        breaks = step_positions(ids, lambda step: step != 1)
         starts = np.concatenate([[0], breaks + 1])
         ends = np.concatenate([breaks, [len(ids) - 1]])
         return merge_ranges(
@@ -58,10 +75,8 @@ class TradesSpec(DatasetSpec):
     def intrinsic_gaps(self, frame: pd.DataFrame, window: PartitionWindow) -> list[Range]:
         if not self.consecutive_ids or len(frame) < 2:
             return []
-        ordered = frame.sort_values("agg_trade_id")
-        ids = ordered["agg_trade_id"].to_numpy()
-        times = _ms(ordered["trade_time"])
-        holes = np.flatnonzero(np.diff(ids) > 1)
+        ids, times = _by_id(frame, kind="quicksort")
+        holes = step_positions(ids, lambda step: step > 1)
         return merge_ranges([(int(times[i]), int(times[i + 1]) + 1) for i in holes])
 
     def keep_rows(self, frame: pd.DataFrame, window: PartitionWindow) -> pd.DataFrame:

@@ -133,12 +133,22 @@ class DatasetSpec(abc.ABC):
     def window_mask(self, frame: pd.DataFrame, window: PartitionWindow) -> np.ndarray:
         """Which rows lie in the window (a mask: counting them copies no row)."""
         col = frame[self.schema.time_column]
+        ms = ms_view(col)
+        if ms is not None:  # NaT is int64's minimum: outside, as pandas compares it
+            return (ms >= window.start_ms) & (ms < window.end_ms)
         start = pd.Timestamp(window.start_ms, unit="ms", tz="UTC")
         end = pd.Timestamp(window.end_ms, unit="ms", tz="UTC")
         return ((col >= start) & (col < end)).to_numpy(dtype=bool)
 
     def count_in_window(self, frame: pd.DataFrame, window: PartitionWindow) -> int:
-        return int(np.count_nonzero(self.window_mask(frame, window))) if len(frame) else 0
+        """How many rows lie in the window, counted block by block (no mask of the frame)."""
+        if not len(frame):
+            return 0
+        ms = ms_view(frame[self.schema.time_column])
+        if ms is None:
+            return int(np.count_nonzero(self.window_mask(frame, window)))
+        lo, hi = window.start_ms, window.end_ms
+        return sum(int(np.count_nonzero((b >= lo) & (b < hi))) for b in blocks(ms))
 
     def missing(
         self, frame: pd.DataFrame, window: PartitionWindow, confirmed: Sequence[Range]
@@ -239,9 +249,40 @@ def dedup(frame: pd.DataFrame, schema: DatasetSchema, keep: DedupKeep = "first")
     return out.sort_values(schema.sort_columns, kind="stable").reset_index(drop=True)
 
 
-#: rows compared per block by ``already_deduped`` (its transient arrays stay this small)
+#: rows compared per block by ``already_deduped`` and the other whole-day scans (their
+#: transient arrays stay this small: a day of 10 M trades is 80 MB per numeric column)
 CHECK_BLOCK = 1 << 20
 _TRADES_ORDER = ["trade_time", "exchange", "symbol", "agg_trade_id", "trade_id"]
+
+
+def blocks(values: np.ndarray, overlap: int = 0):
+    """``values`` as views of ``CHECK_BLOCK`` rows, each reaching ``overlap`` rows into the
+    next (``overlap=1``: every step between neighbours lies inside one block)."""
+    for lo in range(0, max(len(values) - overlap, 0), CHECK_BLOCK):
+        yield values[lo : lo + CHECK_BLOCK + overlap]
+
+
+def non_decreasing(values: np.ndarray) -> bool:
+    """Whether ``values`` never go down (block by block: no full-length diff)."""
+    return all(bool((np.diff(b) >= 0).all()) for b in blocks(values, overlap=1))
+
+
+def step_positions(values: np.ndarray, test) -> np.ndarray:
+    """Positions ``i`` where ``test(values[i + 1] - values[i])`` holds, diffed block by block
+    (the positions are few; a full-length diff would be another copy of the column)."""
+    out = [
+        np.flatnonzero(test(np.diff(b))) + i * CHECK_BLOCK
+        for i, b in enumerate(blocks(values, overlap=1))
+    ]
+    return np.concatenate(out) if out else np.empty(0, dtype=np.intp)
+
+
+def ms_view(series: pd.Series) -> np.ndarray | None:
+    """A ``datetime64[ms, UTC]`` column's int64 milliseconds without a copy (NaT is int64's
+    minimum); None for any other dtype."""
+    if str(series.dtype) != "datetime64[ms, UTC]":
+        return None
+    return series.array.asi8
 
 
 def already_deduped(frame: pd.DataFrame, schema: DatasetSchema) -> bool:
@@ -260,25 +301,30 @@ def already_deduped(frame: pd.DataFrame, schema: DatasetSchema) -> bool:
     times = frame["trade_time"]
     if str(times.dtype) != "datetime64[ms, UTC]" or times.isna().any():
         return False
-    if frame["agg_trade_id"].dtype != np.int64:
-        return False
     if not all(_constant_text(frame[c]) for c in ("exchange", "symbol")):
         return False
     ids = frame["agg_trade_id"].to_numpy()
-    ms = times.array.asi8
+    return (
+        frame["agg_trade_id"].dtype == np.int64
+        # ids strictly grow: unique, and ordered within a time
+        and all(bool((np.diff(b) > 0).all()) for b in blocks(ids, overlap=1))
+        and non_decreasing(times.array.asi8)
+        and trade_ids_are_agg_ids(frame)
+    )
+
+
+def trade_ids_are_agg_ids(frame: pd.DataFrame) -> bool:
+    """Whether every ``trade_id`` is the decimal text of its ``agg_trade_id`` (Binance's key):
+    then the aggregate id is the key, unique exactly where it is. Compared in blocks through
+    arrow, no Python string per row; False for a null, a Bybit UUID, a column not arrow text."""
+    if "trade_id" not in frame.columns or frame["agg_trade_id"].dtype != np.int64:
+        return False
     trade_ids = _arrow_text(frame["trade_id"])
     if trade_ids is None:
         return False
-    n = len(frame)
-    for lo in range(0, n, CHECK_BLOCK):
-        hi = min(n, lo + CHECK_BLOCK + 1)  # one row of overlap: the step across blocks
-        d_id = np.diff(ids[lo:hi])
-        if not (d_id > 0).all():  # ids strictly grow: unique, and ordered within a time
-            return False
-        if not (np.diff(ms[lo:hi]) >= 0).all():
-            return False
-        text = pc.cast(pa.array(ids[lo:hi]), trade_ids.type)
-        if not pc.all(pc.equal(text, trade_ids.slice(lo, hi - lo))).as_py():
+    for i, block in enumerate(blocks(frame["agg_trade_id"].to_numpy())):
+        text = pc.cast(pa.array(block), trade_ids.type)
+        if not pc.all(pc.equal(text, trade_ids.slice(i * CHECK_BLOCK, len(block)))).as_py():
             return False
     return True
 
@@ -295,11 +341,18 @@ def _arrow_text(series: pd.Series) -> pa.ChunkedArray | None:
 
 def _constant_text(series: pd.Series) -> bool:
     """One non-null value in every row (compared chunk by chunk, no copy)."""
+    return constant_text(series) is not None
+
+
+def constant_text(series: pd.Series) -> str | None:
+    """The one value of an arrow text column holding it in every row, else None (compared
+    chunk by chunk, no copy)."""
     data = _arrow_text(series)
     if data is None or len(data) == 0:
-        return False
+        return None
     first = data[0]
-    return all(pc.all(pc.equal(chunk, first)).as_py() for chunk in data.chunks if len(chunk))
+    same = all(pc.all(pc.equal(chunk, first)).as_py() for chunk in data.chunks if len(chunk))
+    return first.as_py() if same else None
 
 
 def conformed(frame: pd.DataFrame, schema: DatasetSchema) -> pd.DataFrame:

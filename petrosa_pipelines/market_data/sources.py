@@ -23,6 +23,7 @@ from petrosa_pipelines.exchanges.base import (
     DepthUpdateRecord,
     Source,
 )
+from petrosa_pipelines.lake import LakeFile
 from petrosa_pipelines.landing.book import BookSample, BookSync
 from petrosa_pipelines.landing.store import (
     DEFAULT_DEPTH_CADENCE_MS,
@@ -36,7 +37,11 @@ from petrosa_pipelines.market_data.fill import (
     PartitionWindow,
     Range,
     SourceAnswer,
+    blocks,
+    constant_text,
+    non_decreasing,
     subtract_ranges,
+    trade_ids_are_agg_ids,
 )
 
 
@@ -82,7 +87,9 @@ def _time_span(frame: pd.DataFrame, dataset: str) -> tuple[pd.Timestamp, pd.Time
     col = DATASETS[dataset].time_column
     if frame.empty or col not in frame.columns:
         return None
-    times = pd.to_datetime(frame[col], utc=True)
+    times = frame[col]
+    if not (isinstance(times.dtype, pd.DatetimeTZDtype) and str(times.dtype.tz) == "UTC"):
+        times = pd.to_datetime(times, utc=True)  # a UTC column as is: no copy of a day
     return times.min(), times.max()
 
 
@@ -150,11 +157,16 @@ def trade_edges_reached(frame: pd.DataFrame, window: PartitionWindow) -> list[Ra
     was not cut short: a file that stops at noon leaves the afternoon missing (to be proven by
     a trade id after the day's end from REST, or reported), whatever its checksum says.
     """
-    ms = np.sort(frame["trade_time"].astype("datetime64[ms, UTC]").astype("int64").to_numpy())
+    ms = frame["trade_time"].astype("datetime64[ms, UTC]").astype("int64").to_numpy()
     if len(ms) == 0:
         return []
+    if not non_decreasing(ms):  # an archive day is in time order: no sorted copy then
+        ms = np.sort(ms)
+    # the gaps are partitioned in place for their median: one array of a day's length
     typical = (
-        float(np.median(np.diff(ms))) if len(ms) > 1 else float(window.end_ms - window.start_ms)
+        float(np.median(np.diff(ms), overwrite_input=True))
+        if len(ms) > 1
+        else float(window.end_ms - window.start_ms)
     )
     reach = max(EDGE_MIN_MS, EDGE_GAPS * typical)
     lo = window.start_ms if ms[0] - window.start_ms <= reach else int(ms[0]) + 1
@@ -459,19 +471,38 @@ def repair_trades(
     return frame, confirmed
 
 
+#: what says whether a kept trade is in the new result: its key, and the aggregate id that is
+#: the key on Binance (``held_by_agg_id``)
+_TRADE_KEY_COLUMNS = ("exchange", "symbol", "agg_trade_id", "trade_id")
+
+
 class PreviousPartitionSource(HistorySource):
     """The partition as the lake holds it now, asked last and always: its rows that no other
     source gave are kept, so a re-run during an outage never publishes fewer rows. Rows keep
     their original ``source``; where another source has the same key, the other source wins.
+
+    ``kept`` is the partition's frame, or its lake file unread (``LakeFile``: the IO manager's
+    ``kept_partition``): then the file's key columns say which kept trades the new result
+    lacks, and its rows are read only when some are (a re-run of a whole day reads its keys,
+    not the day).
     """
 
     name = "previous"
     always = True
 
-    def __init__(self, frame: pd.DataFrame, dataset: str):
-        # a v1 trades file has no trade_id: its rows get their key as every reader fills it
-        self.frame = with_trade_ids(frame) if dataset == "trades" else frame
-        self.dataset = dataset
+    def __init__(self, kept: pd.DataFrame | LakeFile, dataset: str):
+        self.kept, self.dataset = kept, dataset
+        self._frame: pd.DataFrame | None = None
+        if not isinstance(kept, LakeFile):
+            # a v1 trades file has no trade_id: its rows get their key as every reader fills it
+            self._frame = with_trade_ids(kept) if dataset == "trades" else kept
+
+    @property
+    def frame(self) -> pd.DataFrame:
+        """The kept rows (a lake file's read on first use, its trade ids filled as above)."""
+        if self._frame is None:
+            self._frame = self.kept.read()
+        return self._frame
 
     def fetch(self, window: PartitionWindow, missing: list[Range]) -> SourceAnswer:
         return SourceAnswer(frame=self.frame, confirmed=[])
@@ -480,11 +511,48 @@ class PreviousPartitionSource(HistorySource):
         self, window: PartitionWindow, missing: list[Range], held: pd.DataFrame
     ) -> SourceAnswer:
         key = list(DATASETS[self.dataset].natural_key)
-        if held.empty or self.frame.empty:
+        if held.empty or self.kept.empty:
             return self.fetch(window, missing)
-        old = self.frame.set_index(key).index
-        new = pd.MultiIndex.from_frame(held[key]) if len(key) > 1 else pd.Index(held[key[0]])
-        return SourceAnswer(frame=self.frame[~old.isin(new)], confirmed=[])
+        found = None
+        if self.dataset == "trades":
+            keys = self._frame if self._frame is not None else self.kept.read(_TRADE_KEY_COLUMNS)
+            found = held_by_agg_id(keys, held)
+            del keys
+        if found is None:
+            old = self.frame.set_index(key).index
+            new = pd.MultiIndex.from_frame(held[key]) if len(key) > 1 else pd.Index(held[key[0]])
+            found = old.isin(new)
+        if found.all():  # the usual re-run: every kept row given again
+            none = self._frame.iloc[0:0] if self._frame is not None else pd.DataFrame()
+            return SourceAnswer(frame=none, confirmed=[])
+        if not found.any():
+            return SourceAnswer(frame=self.frame, confirmed=[])
+        return SourceAnswer(frame=self.frame[~found], confirmed=[])
+
+
+def held_by_agg_id(frame: pd.DataFrame, held: pd.DataFrame) -> np.ndarray | None:
+    """Per row of ``frame``, whether ``held`` has its trade key, where both key their trades
+    by aggregate id (one and the same exchange and symbol, every ``trade_id`` its aggregate
+    id's text: Binance): the ids are looked up in ``held``'s sorted ids block by block, where
+    an index of the (exchange, symbol, trade_id) texts of a 10 M-trade day held GBs. None
+    where the key is not the aggregate id (Bybit's UUIDs)."""
+    instruments = {
+        (constant_text(f["exchange"]), constant_text(f["symbol"])) for f in (frame, held)
+    }
+    if len(instruments) != 1 or None in next(iter(instruments)):
+        return None
+    if not (trade_ids_are_agg_ids(frame) and trade_ids_are_agg_ids(held)):
+        return None
+    among = held["agg_trade_id"].to_numpy()
+    if not non_decreasing(among):
+        among = np.sort(among)
+    found = np.empty(len(frame), dtype=bool)
+    lo = 0
+    for ids in blocks(frame["agg_trade_id"].to_numpy()):
+        at = np.minimum(np.searchsorted(among, ids), len(among) - 1)
+        found[lo : lo + len(ids)] = among[at] == ids
+        lo += len(ids)
+    return found
 
 
 def venue_capabilities(exchange: str) -> Capabilities | None:
@@ -518,7 +586,7 @@ def sources_for(
     archive: Any | None,
     rest: Any | None,
     exchange: str,
-    previous: pd.DataFrame | None = None,
+    previous: pd.DataFrame | LakeFile | None = None,
     capabilities: Capabilities | None = None,
 ) -> list[HistorySource]:
     """The failover order: landing, then archives (closed days), then REST, then the rows the

@@ -91,7 +91,8 @@ def build_frame(columns: Mapping[str, Any], schema: schemas.DatasetSchema) -> pd
         if isinstance(values, str) and col.type == pa.string():
             values = constant_text(values, n)  # one value for every row: arrow, not objects
         elif values is None and col.type == schemas.TS:
-            values = ms_to_timestamps(np.full(n, np.iinfo(np.int64).min))  # NaT in every row
+            # NaT in every row, allocated once (not an int64 array, then its UTC copy)
+            values = pd.Series(pd.NaT, index=pd.RangeIndex(n), dtype="datetime64[ms, UTC]")
         else:
             if not _is_column(values):
                 values = [values] * n

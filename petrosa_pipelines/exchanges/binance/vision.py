@@ -353,7 +353,9 @@ class VisionArchiveClient:
         if data is None:
             return None
         with csv_stream(data, path) as csv:
-            return parse_agg_trades_csv(csv, symbol)
+            cols = _read_csv(csv, _AGG_COLUMNS, f"{symbol} aggTrades")
+        del data  # the zip is not held while the frame is built (165 MB of 10 M trades)
+        return _archive_frame(cols, schemas.TRADES, symbol)
 
     def monthly_funding(self, symbol: str, year: int, month: int) -> pd.DataFrame | None:
         """One month of settled funding (FUNDING frame, mark_price null)."""
