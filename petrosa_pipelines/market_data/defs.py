@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import dagster as dg
 
 from petrosa_pipelines.instruments import MARKET_DATA
@@ -22,11 +24,12 @@ def defs() -> dg.Definitions:
     from petrosa_pipelines.market_data.assets import MARKET_DATA_ASSETS
     from petrosa_pipelines.market_data.history import HISTORY_ASSETS, history_roll_job
 
+    with warnings.catch_warnings():
+        # code references are a Dagster beta feature, used on purpose (as in catalog.lineage)
+        warnings.simplefilter("ignore", dg.BetaWarning)
+        history = list(dg.with_source_code_references(HISTORY_ASSETS))
     return dg.Definitions(
-        assets=[
-            *with_lineage(MARKET_DATA_ASSETS),
-            *dg.with_source_code_references(HISTORY_ASSETS),
-        ],
+        assets=[*with_lineage(MARKET_DATA_ASSETS), *history],
         jobs=[market_data_job, history_roll_job],
     )
 

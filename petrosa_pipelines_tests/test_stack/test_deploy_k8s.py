@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import re
 
 import yaml
 
-from petrosa_pipelines.market_data.partitions import PARTITIONS_START
+from petrosa_pipelines.settings import Settings
 from petrosa_pipelines.tooling.stack import DEFINITIONS_MODULE, LOCATION_NAME
 from petrosa_pipelines_tests.test_stack.harness import REPO
 
@@ -73,18 +72,18 @@ def test_dockerfile_serves_the_code_location_as_a_non_root_user():
 
 
 def test_scale_page_numbers_follow_from_the_limit():
-    text = (REPO / "docs" / "scale.md").read_text()
-    start = dt.date.fromisoformat(PARTITIONS_START)
-    assert f"days from {start.isoformat()}" in text
-    # | on | days | symbols | rows: days counted to the day before `on`, symbols = limit // days
-    dated = re.findall(r"^\| (\d{4}-\d{2}-\d{2})[^|]*\| ([\d,]+) \| (\d+) \|$", text, re.M)
-    assert len(dated) >= 4
-    for on, days, symbols in dated:
-        expected_days = (dt.date.fromisoformat(on) - start).days
-        assert int(days.replace(",", "")) == expected_days, on
-        assert int(symbols) == LIMIT // expected_days, on
-    # | symbols | years | rows
-    rows = re.findall(r"^\| (\d+)(?: \(the defaults\))? \| ([\d.]+) \|$", text, re.M)
-    assert len(rows) >= 5
-    for symbols, years in rows:
-        assert float(years) == round(LIMIT / int(symbols) / 365.25, 1), symbols
+    """docs/scale.md's derived figures agree with the limit and the default window."""
+    text = " ".join((REPO / "docs" / "scale.md").read_text().split())
+    window = Settings().daily_window_days
+    instruments = 3 * 500
+    assert f"`PETROSA_DAILY_WINDOW_DAYS` days (default {window})" in text
+    assert f"{window * instruments:,} ({window} x {instruments:,})" in text
+    # the window and the history each hold at most LIMIT // instruments days / months
+    most = LIMIT // instruments
+    assert f"the window can be at most {most} days" in text
+    assert f"after {most} months ({most / 12:.1f} years)" in text
+    # the history family's measured count is whole months x instruments, under the limit
+    count = int(
+        re.search(r"\*\*([\d,]+)\*\* \(`market_data/history/\*`\)", text)[1].replace(",", "")
+    )
+    assert count % instruments == 0 and count < LIMIT
