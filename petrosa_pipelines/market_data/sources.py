@@ -234,14 +234,10 @@ class BookArchiveSource(HistorySource):
                 "in the venue's archive (not published yet, or the symbol was not listed)"
             )
         held_ms = np.unique(_ms_values(held["snapshot_time"])) if len(held) else np.empty(0, "i8")
-        replay = replay_book_history(
-            records,
-            window,
-            held_ms,
-            cadence_ms=self.cadence_ms,
-            top_n=self.top_n,
-            snapshot_in_stream=self.snapshot_in_stream,
-        )
+        try:
+            replay = self._replay(records, window, held_ms, missing)
+        finally:  # a file-backed generator stopped early: release it now
+            getattr(records, "close", lambda: None)()
         if replay.messages and not replay.messages_in_day:
             raise WrongDayError(
                 f"order-book history for {window.day.isoformat()} holds no message of that day: "
@@ -267,6 +263,23 @@ class BookArchiveSource(HistorySource):
             },
         }
         return SourceAnswer(frame=frame, confirmed=confirmed, note=note)
+
+    def _replay(
+        self,
+        records: Iterable[Any],
+        window: PartitionWindow,
+        held_ms: np.ndarray,
+        missing: list[Range],
+    ) -> BookReplay:
+        return replay_book_history(
+            records,
+            window,
+            held_ms,
+            cadence_ms=self.cadence_ms,
+            top_n=self.top_n,
+            snapshot_in_stream=self.snapshot_in_stream,
+            until_ms=max((e for _, e in missing), default=None),
+        )
 
 
 def samples_frame(
@@ -313,10 +326,17 @@ def replay_book_history(
     cadence_ms: int,
     top_n: int,
     snapshot_in_stream: bool,
+    until_ms: int | None = None,
 ) -> BookReplay:
     """Replay a day's book ``records`` (in the venue's order) through ``BookSync`` and keep
     the samples inside ``window`` at ticks not in ``held_ms`` (sorted). One pass: a streamed
-    file is never held whole."""
+    file is never held whole.
+
+    ``until_ms``: the end of the last range asked for. The book at a tick depends only on the
+    messages before it, so the replay stops at the first message at or after it once the
+    sampler has passed it (``_past``): repairing a day's first minute reads a minute of the
+    file, not the day (a streamed Bybit day missing its first second replayed 172,800
+    messages)."""
     sync = BookSync(window.symbol, cadence_ms=cadence_ms, top_n=top_n)
     lo, hi = window.start_ms, window.end_ms
     out = BookReplay()
@@ -347,11 +367,19 @@ def replay_book_history(
                 j = int(np.searchsorted(held_ms, st))
                 if j == len(held_ms) or held_ms[j] != st:
                     out.samples.append(smp)
+        if until_ms is not None and _past(sync, t, until_ms):
+            break
     if opened is not None:
         out.known.append((opened, last))
     out.known = [(a, b) for a, b in out.known if b > a]
     out.syncs, out.breaks = sync.syncs, sync.breaks
     return out
+
+
+def _past(sync: BookSync, t: int, until_ms: int) -> bool:
+    """Whether a replay at message time ``t`` has sampled every tick before ``until_ms`` and
+    knows the book up to it."""
+    return t >= until_ms and sync.next_tick is not None and sync.next_tick >= until_ms
 
 
 _REST_METHODS = {"candles": "klines", "trades": "agg_trades", "funding": "funding_rates"}

@@ -437,6 +437,25 @@ def test_a_partial_ingest_and_the_archive_meet_with_no_overlap_and_no_hole(ex, t
     assert len(attempt["spans"]["archive"]) == 3
 
 
+def test_repairing_the_morning_reads_the_file_only_up_to_it(ex, tmp_path):
+    """The ingest landed from 02:00 to the end of the day: the archive is asked only for the
+    morning, so its replay stops at the first message past 02:00 (a fraction of the day's
+    messages) and the day is still the exchange's book at every tick, each once."""
+    s = DAY_START // BOOK_STEP_MS
+    per_hour = HOUR // BOOK_STEP_MS
+    _land_ws(tmp_path, ex, [(s + 2 * per_hour, s + 24 * per_hour - 1)])
+    result = _fill(ex, _store(tmp_path))
+    ticks = [DAY_START + k * CADENCE_MS for k in range(1, 86_400_000 // CADENCE_MS)]
+    frame = result.frame
+    assert len(frame) == len(ticks) and not frame.duplicated(["snapshot_time"]).any()
+    pd.testing.assert_frame_equal(_as_rows(frame), _truth(ex, ticks), check_dtype=False)
+    (attempt,) = [a for a in result.attempts if a["source"] == "archive"]
+    # one book message per book step; the replay read a little over two hours of them
+    assert 2 * per_hour <= attempt["book_messages"] <= 2 * per_hour + 3, attempt
+    assert attempt["spans"]["archive"] == [f"{DAY}T00:00:10Z/{DAY}T02:00:10Z"]
+    assert result.missing == [(DAY_START, _wire(ex).formats.book_ts(s))]
+
+
 def test_a_missing_file_is_a_named_failure_and_never_shrinks_the_partition(ex, tmp_path):
     """The archive withholds the day (not published): the run names the failure in
     ``sources_tried``; with a partition already in the lake, the fill keeps its rows and the
