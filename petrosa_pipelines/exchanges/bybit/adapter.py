@@ -41,6 +41,7 @@ from petrosa_pipelines.exchanges.base import (
     Source,
     UnknownMessageError,
 )
+from petrosa_pipelines.exchanges.bybit.fastpath import BybitFastPath
 from petrosa_pipelines.exchanges.bybit.schemas import (
     BYBIT_INTERVALS,
     DECODERS,
@@ -389,6 +390,11 @@ class BybitLinearAdapter(ExchangeAdapter):
                 received_at=received_at,
             )
         ]
+
+    def fast_path(self) -> BybitFastPath:
+        """The ingest's per-frame shortcut for order-book deltas (``exchanges/bybit/fastpath.py``);
+        it keeps this adapter's ``book_seq`` as the full parser does."""
+        return BybitFastPath(self.symbol_pattern, self.book_seq)
 
     # -- clients ----------------------------------------------------------------------------
 
