@@ -33,6 +33,9 @@ REJECTED_BY_FULL_PARSER = {
     "price NaN": DEPTH.replace(b'"100.10"', b'"NaN"'),
     "price too big": DEPTH.replace(b'"100.10"', b'"1e18"'),
     "negative qty": DEPTH.replace(b'"1.5"', b'"-1.5"'),
+    # a lenient float decode reads these as -0.0, which passes ">= 0"; Decimal does not
+    "tiny negative qty": DEPTH.replace(b'"1.5"', b'"-1e-400"'),
+    "escaped tiny negative qty": DEPTH.replace(b'"1.5"', b'"\\u002d1e\\u002d400"'),
     "U > u": DEPTH.replace(b'"U":10', b'"U":13'),
     "first > last trade id": TRADE.replace(b'"f":200', b'"f":999'),
     "zero trade qty": TRADE.replace(b'"q":"0.01"', b'"q":"0"'),

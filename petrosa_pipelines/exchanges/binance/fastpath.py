@@ -140,7 +140,13 @@ def depth_levels(
     )
     if len(raw) != len(prefix) + len(b) + len(a) + 7 or not raw.startswith(prefix):
         return None
+    if bytes(b).translate(None, _PLAIN_LEVEL_BYTES) or bytes(a).translate(None, _PLAIN_LEVEL_BYTES):
+        return None  # a sign, exponent or escape: "-1e-400" floats to -0.0, Decimal refuses it
     return _decode_levels(b), _decode_levels(a)
+
+
+#: the only bytes of level arrays the fast path takes: plain decimal strings, as Binance sends
+_PLAIN_LEVEL_BYTES = b'[]",.0123456789'
 
 
 #: what the Binance wire calls the record fields the engine checks (dead-letter field names)
