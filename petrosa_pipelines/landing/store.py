@@ -175,7 +175,7 @@ class LandingStore:
         """
         adapter = self._adapter(exchange)
         stream_of = adapter.frame_stream
-        parse_frame = _book_parser(adapter) if book_only else adapter.parse_frame
+        parse_frame = _book_parser(adapter) if book_only else _full_parser(adapter)
         skip = _unbooked(adapter) if book_only else _never
         # as the venue spells them, and upper-cased as callers have always passed them
         wanted = {*symbols, *(s.upper() for s in symbols)} if symbols is not None else None
@@ -198,7 +198,7 @@ class LandingStore:
                         continue  # its records depend on frames before this window
                     started.add(stream)
             try:
-                recs = parse_frame(payload, recv)
+                recs = parse_frame(payload, recv, info)
             except MessageError:
                 # landed frames parsed at ingest; a stricter parser later must not stop a read
                 self.parse_failures += 1
@@ -572,22 +572,27 @@ class FastDiff:
         self.asks = asks
 
 
-def _book_parser(adapter: ExchangeAdapter) -> Callable[[bytes, int], list]:
+def _full_parser(adapter: ExchangeAdapter) -> Callable[[bytes, int, object], list]:
+    """``adapter.parse_frame`` with ``_book_parser``'s arguments."""
+    parse_frame = adapter.parse_frame
+    return lambda payload, recv, info: parse_frame(payload, recv)
+
+
+def _book_parser(adapter: ExchangeAdapter) -> Callable[[bytes, int, object], list]:
     """``adapter.parse_frame``, but a diff its fast path accepts (``ingest/hotpath.py``: only
-    what the full parser accepts) becomes a :class:`FastDiff` without the full parse."""
+    what the full parser accepts) becomes a :class:`FastDiff` without the full parse. Its third
+    argument is ``adapter.frame_stream(payload)``, which the replay has already read."""
     parse_frame = adapter.parse_frame
     fast = adapter.fast_path()
     if fast is None:
-        return parse_frame
-    decode, stream_of = fast.decode, adapter.frame_stream
+        return _full_parser(adapter)
+    decode = fast.decode
 
-    def parse(payload: bytes, recv: int) -> list:
+    def parse(payload: bytes, recv: int, info: tuple | None) -> list:
         got = decode(payload, recv)
-        if type(got) is tuple and got[0] is DepthUpdateRecord:
-            info = stream_of(payload)
-            if info is not None:
-                _, _, e, first, final, prev, bids, asks = got
-                return [FastDiff(info[0], e, first, final, prev, recv, bids, asks)]
+        if type(got) is tuple and got[0] is DepthUpdateRecord and info is not None:
+            _, _, e, first, final, prev, bids, asks = got
+            return [FastDiff(info[0], e, first, final, prev, recv, bids, asks)]
         return parse_frame(payload, recv)
 
     return parse
