@@ -7,6 +7,7 @@ analytics and ingest supervisor tests start asserting as soon as those parts are
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import shutil
 import time
@@ -20,13 +21,17 @@ from dagster._grpc.client import DagsterGrpcClient
 
 from petrosa_pipelines.instruments import parse_partition_key
 from petrosa_pipelines.lake import LocalLake, lake_path
+from petrosa_pipelines.market_data.partitions import next_month
 from petrosa_pipelines.tooling.stack import http_get, psycopg_url
 from petrosa_pipelines_tests.test_stack.harness import (
+    DAYS,
     KEYS,
     MARKET_DATA,
     MARKET_DATA_PATHS,
     REPO,
     SHARED,
+    START_DATE,
+    WINDOW_DAYS,
     asset_nodes_by_path,
     checks_of,
     http_ok,
@@ -106,6 +111,40 @@ def test_the_four_datasets_are_partitioned_by_day_and_symbol(stack):
         assert path in nodes, sorted(nodes)
         assert nodes[path]["groupName"] == "market_data"
         assert nodes[path]["isPartitioned"]
+
+
+_DIMENSIONS = """query($key: AssetKeyInput!) { assetNodeOrError(assetKey: $key) {
+  ... on AssetNode { partitionKeysByDimension { name partitionKeys } } } }"""
+
+
+def _utc_today() -> dt.date:
+    return dt.datetime.now(tz=dt.UTC).date()
+
+
+def _dimension_keys(stack, path: tuple[str, ...]) -> dict[str, list[str]]:
+    node = stack.graphql(_DIMENSIONS, {"key": {"path": list(path)}})["assetNodeOrError"]
+    return {d["name"]: d["partitionKeys"] for d in node["partitionKeysByDimension"]}
+
+
+def test_the_stack_runs_the_rolling_window_and_the_history_months(stack):
+    """The deployment's scheme, as its code location serves it: day partitions for the last
+    ``WINDOW_DAYS`` days ending today, and the months from the start date up to the window's
+    first day in ``market_data/history/*`` (market_data/partitions.py)."""
+    days = _dimension_keys(stack, ("market_data", "trades"))["date"]
+    loaded_on = dt.date.fromisoformat(days[-1])  # the open day when the location loaded
+    assert loaded_on in {_utc_today(), _utc_today() - dt.timedelta(days=1)}
+    first = loaded_on - dt.timedelta(days=WINDOW_DAYS - 1)
+    assert days[0] == first.isoformat() and len(days) == WINDOW_DAYS
+    assert set(DAYS) <= set(days)
+    months = _dimension_keys(stack, ("market_data", "history", "trades"))["month"]
+    want = [dt.date.fromisoformat(START_DATE).replace(day=1)]
+    while want[-1] < (first - dt.timedelta(days=1)).replace(day=1):
+        want.append(next_month(want[-1]))
+    assert months == [m.isoformat() for m in want]
+    nodes = asset_nodes_by_path(repository(stack))
+    for name in MARKET_DATA:
+        history = nodes[("market_data", "history", name)]
+        assert history["groupName"] == "market_data_history" and history["isPartitioned"]
 
 
 def test_backfill_launched_through_graphql_completes(stack):
