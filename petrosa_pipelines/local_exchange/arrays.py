@@ -122,8 +122,23 @@ def aggregate_candles(
     )
 
 
+#: up to this many trades :func:`one_candle` adds them up in Python (numpy's per-call cost
+#: dominates a live candle's few trades; past it the arrays are cheaper)
+SMALL_CANDLE = 64
+_I64 = 1 << 64
+_I64_MIN = 1 << 63
+
+
+def _wrap(value: int) -> int:
+    """``value`` as int64 arithmetic gives it (modulo 2**64, signed): numpy's sums and
+    products wrap, and modular arithmetic does not depend on the order of the additions."""
+    return (value + _I64_MIN) % _I64 - _I64_MIN
+
+
 def one_candle(t: DayTrades, open_time: int) -> KlineArrays:
     """The single candle opening at ``open_time`` made of all of ``t`` (non-empty)."""
+    if len(t) <= SMALL_CANDLE:
+        return _one_small_candle(t, open_time)
     quote = t.price * t.qty
     taker = ~t.maker
     one = [
@@ -140,4 +155,34 @@ def one_candle(t: DayTrades, open_time: int) -> KlineArrays:
         t.first_id[0],
         t.last_id[-1],
     ]
-    return KlineArrays(*(np.array([v], dtype=np.int64) for v in one))
+    return _columns(one)
+
+
+def _one_small_candle(t: DayTrades, open_time: int) -> KlineArrays:
+    """:func:`one_candle` of a few trades in Python ints, wrapped as int64 sums wrap."""
+    price, qty = t.price.tolist(), t.qty.tolist()
+    first, last, maker = t.first_id.tolist(), t.last_id.tolist(), t.maker.tolist()
+    quote = [p * q for p, q in zip(price, qty, strict=True)]  # exact; wrapped once summed
+    taker_qty = [q for q, m in zip(qty, maker, strict=True) if not m]
+    taker_quote = [v for v, m in zip(quote, maker, strict=True) if not m]
+    one = [
+        open_time,
+        price[0],
+        max(price),
+        min(price),
+        price[-1],
+        _wrap(sum(qty)),
+        _wrap(sum(quote)),
+        _wrap(sum(last) - sum(first) + len(first)),
+        _wrap(sum(taker_qty)),
+        _wrap(sum(taker_quote)),
+        first[0],
+        last[-1],
+    ]
+    return _columns(one)
+
+
+def _columns(values: list[int]) -> KlineArrays:
+    """One candle's values as the one-element int64 columns of a :class:`KlineArrays` (rows
+    of one array: a numpy call, not one per column)."""
+    return KlineArrays(*np.array(values, dtype=np.int64)[:, None])

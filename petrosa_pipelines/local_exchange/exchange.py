@@ -32,7 +32,13 @@ from petrosa_pipelines.local_exchange.config import MarketConfig
 from petrosa_pipelines.local_exchange.faults import Faults
 from petrosa_pipelines.local_exchange.market import Market
 from petrosa_pipelines.local_exchange.replay import Recording
-from petrosa_pipelines.local_exchange.responses import response, send_frame, send_text
+from petrosa_pipelines.local_exchange.responses import (
+    CoalescingConnection,
+    response,
+    send_frame,
+    send_frames,
+    send_text,
+)
 from petrosa_pipelines.local_exchange.venues import WIRES
 from petrosa_pipelines.local_exchange.venues.base import SessionRefused, VenueWire, WireSession
 from petrosa_pipelines.local_exchange.venues.binance import stream as binance_stream
@@ -190,6 +196,7 @@ class LocalExchange:
             self.host,
             self.port,
             process_request=self._process_request,
+            create_connection=CoalescingConnection,
             open_timeout=OPEN_TIMEOUT_S,
             ping_interval=self.ping_interval,
             ping_timeout=self.ping_timeout,
@@ -310,7 +317,8 @@ class LocalExchange:
 
         On a stepped clock a sender that read "now" only when it first ran could start after
         the step the client was waiting for and never send it (the demo's stream day hung at
-        its first second, intermittently, under load)."""
+        its first second, intermittently, under load). A tick's frames go out in one socket
+        write unless a per-frame fault switch is on (``_send_all``)."""
         cursor = self.now_ms() if since_ms is None else since_ms
         while True:
             await asyncio.sleep(self.tick_seconds)
@@ -321,7 +329,12 @@ class LocalExchange:
             if lo > cursor:
                 self.skipped.append((cursor, lo))
             cursor = now
-            for payload in session.live_frames(lo, now):
+            payloads = session.live_frames(lo, now)
+            if not self._per_frame_faults():
+                if not await self._send_all(session, payloads):
+                    return
+                continue
+            for payload in payloads:
                 if not await self._send(session, payload):
                     return
 
@@ -339,6 +352,29 @@ class LocalExchange:
             payload = session.replay_frame(frame)
             if payload is not None and not await self._send(session, payload):
                 return
+
+    def _per_frame_faults(self) -> bool:
+        """Whether a fault switch that ``_send`` applies frame by frame is on (else a tick's
+        frames go out in one write, see ``_send_all``)."""
+        f = self.faults
+        return (
+            f.cut_same_ms_probability > 0
+            or f.drop_probability > 0
+            or f.malformed_probability > 0
+            or f.duplicate_probability > 0
+            or f.disconnect_every_n_messages > 0
+        )
+
+    async def _send_all(self, session: WireSession, payloads: list[bytes]) -> bool:
+        """What ``_send`` does to each of ``payloads`` with every per-frame fault off (no
+        switch draws from the fault RNG then), in one socket write; False once the connection
+        is done."""
+        try:
+            await send_frames(session.conn, payloads)
+        except ConnectionClosed:
+            return False
+        session.sent += len(payloads)
+        return True
 
     async def _send(self, session: WireSession, payload: bytes) -> bool:
         """Send one data frame through the fault switches; False once the connection is done."""

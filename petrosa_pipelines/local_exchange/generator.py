@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from bisect import bisect_left, bisect_right
 from functools import lru_cache
 from typing import NamedTuple
 
@@ -50,6 +51,36 @@ from petrosa_pipelines.local_exchange.units import (
     to_date,
 )
 
+_M64 = 0xFFFFFFFFFFFFFFFF
+_GOLDEN = 0x9E3779B97F4A7C15
+_TOP_EPOCH = 1 << 62
+
+
+#: book step pairs whose changes one array pass finds (bounds memory: pairs x ticks x 8 B)
+_PAIRS_PER_PASS = 512
+
+
+def _row_changes(
+    grid: np.ndarray, old: np.ndarray, new: np.ndarray, lo: int
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per pair of grid rows ``(old[i], new[i])``: the ticks (``lo`` + column, ascending) whose
+    quantity differs and their quantity in the new row, from one comparison of all pairs (the
+    same arrays as ``flatnonzero`` row by row, without its per-row cost)."""
+    after = grid[new]
+    r, c = np.nonzero(grid[old] != after)
+    ends = np.cumsum(np.bincount(r, minlength=len(new)))[:-1]
+    return list(zip(np.split(c + lo, ends), np.split(after[r, c], ends), strict=True))
+
+
+class _DayView(NamedTuple):
+    """One symbol-day of trades with its times and prices as memoryviews: ``bisect`` on them
+    finds what ``np.searchsorted`` finds, as Python ints and without numpy's per-call cost (the
+    live streams look a price up several times per message)."""
+
+    trades: DayTrades
+    time: memoryview
+    price: memoryview
+
 
 class BookChange(NamedTuple):
     """The levels that changed from one book step to another (ticks; quantity 0 = removed)."""
@@ -74,6 +105,7 @@ class MarketGenerator:
         self.underlying_per_day = n + int(n * self.config.extra_trades_ratio)
         # bounded per-instance caches (a few days of trades; many small kline blocks)
         self._trades_cached = lru_cache(maxsize=16)(self._make_day)
+        self._view_cached = lru_cache(maxsize=16)(self._make_view)
         self._kline_block_cached = lru_cache(maxsize=512)(self._make_kline_block)
         self._factor_cached = lru_cache(maxsize=8)(self._make_factor)
         self.book_step_ms = self.config.book_step_ms
@@ -199,6 +231,14 @@ class MarketGenerator:
         self.spec(symbol)
         return self._trades_cached(symbol, to_date(day))
 
+    def _make_view(self, symbol: str, day_index: int) -> _DayView:
+        t = self.day_trades(symbol, EPOCH + dt.timedelta(days=day_index))
+        return _DayView(t, memoryview(t.time), memoryview(t.price))
+
+    def _day_view(self, symbol: str, ms: int) -> _DayView:
+        """The trades of the UTC day containing ``ms`` (``day_trades(symbol, to_date(ms))``)."""
+        return self._view_cached(symbol, int(ms) // DAY_MS)
+
     def trades_between(self, symbol: str, start_ms: int, end_ms: int) -> DayTrades:
         """aggTrades with ``start_ms <= T <= end_ms`` (inclusive, like Binance)."""
         parts = []
@@ -236,12 +276,12 @@ class MarketGenerator:
 
     def last_trade_before(self, symbol: str, ms: int) -> tuple[int, int] | None:
         """(index within its day, price) of the last trade with ``T <= ms``, looking back a day."""
-        day = to_date(max(ms, 0))
-        for d in (day, day - dt.timedelta(days=1)):
-            t = self.day_trades(symbol, d)
-            i = int(np.searchsorted(t.time, ms, "right")) - 1
+        d = int(max(ms, 0)) // DAY_MS
+        for day in (d, d - 1):
+            view = self._view_cached(symbol, day)
+            i = bisect_right(view.time, ms) - 1
             if i >= 0:
-                return i, int(t.price[i])
+                return i, view.price[i]
         return None
 
     def price_at(self, symbol: str, ms: int) -> int:
@@ -300,12 +340,12 @@ class MarketGenerator:
         """The candle opening at ``open_time`` from its trades up to ``at_ms`` alone (None when
         it has none yet): what :meth:`kline_arrays` gives, without aggregating the day so far
         (that made each 250 ms kline update cost as much as the day's trades)."""
-        t = self.day_trades(symbol, to_date(open_time))
-        lo = int(np.searchsorted(t.time, open_time, "left"))
-        hi = int(np.searchsorted(t.time, min(at_ms, open_time + iv - 1), "right"))
+        view = self._day_view(symbol, open_time)
+        lo = bisect_left(view.time, open_time)
+        hi = bisect_right(view.time, min(at_ms, open_time + iv - 1))
         if hi <= lo:
             return None
-        return one_candle(t.slice(lo, hi), open_time)
+        return one_candle(view.trades.slice(lo, hi), open_time)
 
     # -- funding and mark price -------------------------------------------------------------
 
@@ -462,22 +502,48 @@ class MarketGenerator:
         """The levels that differ between the books of each ``(from_step, to_step)`` pair (the
         top ``levels`` per side; all by default), from one :meth:`_book_grid`. A level that left
         the window or emptied has quantity 0."""
-        steps = np.unique(np.array(pairs, dtype=np.int64).ravel())
+        wanted = np.array(pairs, dtype=np.int64).reshape(-1, 2)
+        steps = np.unique(wanted.ravel())
         lo, bids, asks = self._book_grid(symbol, steps, levels)
-        row = {s: i for i, s in enumerate(steps.tolist())}
+        rows = np.searchsorted(steps, wanted)  # each pair's two grid rows
         out = []
-        for old, new in pairs:
-            a, b = row[old], row[new]
-            bk = np.flatnonzero(bids[a] != bids[b])
-            ak = np.flatnonzero(asks[a] != asks[b])
-            out.append(BookChange(old, new, bk + lo, bids[b, bk], ak + lo, asks[b, ak]))
+        for i in range(0, len(pairs), _PAIRS_PER_PASS):
+            old, new = rows[i : i + _PAIRS_PER_PASS, 0], rows[i : i + _PAIRS_PER_PASS, 1]
+            out.extend(
+                BookChange(s0, s1, bid_t, bid_q, ask_t, ask_q)
+                for (s0, s1), (bid_t, bid_q), (ask_t, ask_q) in zip(
+                    pairs[i : i + _PAIRS_PER_PASS],
+                    _row_changes(bids, old, new, lo),
+                    _row_changes(asks, old, new, lo),
+                    strict=True,
+                )
+            )
         return out
 
     def top_of_book(self, symbol: str, step: int) -> tuple[int, int, int, int]:
         """(best bid tick, its quantity, best ask tick, its quantity) on ``step``: the first
         level of :meth:`book_state` without computing the rest."""
         center = self.price_at(symbol, step * self.book_step_ms) // self.spec(symbol).tick_units
-        one = np.array([center], dtype=np.int64)
-        bid_q = int(self._level_qty(symbol, 0, one, step, center)[0])
-        ask_q = int(self._level_qty(symbol, 1, one + 1, step, center + 1)[0])
+        if type(self)._level_qty is not MarketGenerator._level_qty:  # a subclass's own levels
+            one = np.array([center], dtype=np.int64)
+            bid_q = int(self._level_qty(symbol, 0, one, step, center)[0])
+            ask_q = int(self._level_qty(symbol, 1, one + 1, step, center + 1)[0])
+            return center, bid_q, center + 1, ask_q
+        bid_q = self._top_level_qty(symbol, 0, center, step)
+        ask_q = self._top_level_qty(symbol, 1, center + 1, step)
         return center, bid_q, center + 1, ask_q
+
+    def _top_level_qty(self, symbol: str, side: int, tick: int, step: int) -> int:
+        """:meth:`_level_qty` of the top level (``ticks == top``), one level: the same uint64
+        hash in Python ints (``mix_int`` is ``mix``), the same float steps in numpy on a
+        one-element array, so the number is the one :meth:`book_state` has, for a few
+        microseconds instead of ~20 array operations (a ticker a second needs it)."""
+        spec = self.spec(symbol)
+        key = self._hash_cached(self.config.seed, symbol, side)
+        t = tick & _M64
+        epoch = (step & _M64) | _TOP_EPOCH
+        h = mix_int(((t * _GOLDEN) & _M64) ^ epoch ^ key)
+        mean = max(spec.level_qty * 10**spec.qty_decimals / spec.step_units, 2.0)
+        u = np.array([float(h >> 11)], dtype=np.float64) / float(1 << 53)
+        steps = np.maximum(np.rint(-np.log1p(-u) * mean), 1).astype(np.int64)
+        return int(steps[0]) * spec.step_units

@@ -94,9 +94,12 @@ def fmt_fixed(value: int, decimals: int) -> str:
     """Integer in units of 10**-decimals -> exact decimal string (``123, 2 -> '1.23'``)."""
     if decimals == 0:
         return str(value)
-    sign = "-" if value < 0 else ""
-    q, r = divmod(abs(int(value)), 10**decimals)
-    return f"{sign}{q}.{r:0{decimals}d}"
+    # the digits of abs(value), at least one before the point: q and r zero-padded, as
+    # f"{q}.{r:0{decimals}d}" of divmod(abs(value), 10**decimals) (half the cost; tickers
+    # format ~20 numbers each)
+    digits = str(abs(int(value))).rjust(decimals + 1, "0")
+    text = digits[:-decimals] + "." + digits[-decimals:]
+    return "-" + text if value < 0 else text
 
 
 def fmt_many(values: Iterable[int], decimals: int) -> list[str]:
@@ -122,13 +125,23 @@ class LevelFormats:
         cache = self._cache.setdefault(decimals, {})
         if len(cache) > 100_000:
             cache.clear()
-        get = cache.get
-        out = [get(v) for v in values]
+        out = list(map(cache.get, values))
         if None in out:
             for i, v in enumerate(values):
                 if out[i] is None:
                     out[i] = cache[v] = fmt_fixed(v, decimals)
         return out  # type: ignore[return-value]
+
+    def levels_of_many(
+        self, ticks: list[np.ndarray], qtys: list[np.ndarray], tick_units: int, pd_: int, qd: int
+    ) -> list[list[list[str]]]:
+        """:meth:`levels` of each (ticks, quantities) pair of arrays, prices ``ticks *
+        tick_units``, formatted in one pass (a depth diff per book step is many small ones)."""
+        if not ticks:
+            return []
+        flat = self.levels(np.concatenate(ticks) * tick_units, np.concatenate(qtys), pd_, qd)
+        ends = np.cumsum([len(t) for t in ticks]).tolist()
+        return [flat[a:b] for a, b in zip([0, *ends[:-1]], ends, strict=True)]
 
     def levels(self, prices: np.ndarray, qtys: np.ndarray, pd_: int, qd: int) -> list[list[str]]:
         """``[[price, qty], ...]`` strings of book levels (the wire form of depth payloads)."""

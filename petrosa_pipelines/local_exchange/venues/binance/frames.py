@@ -235,8 +235,12 @@ class BinanceMarket(MarketGenerator):
     ) -> list[dict[str, Any]]:
         """The diffs of ``(from_step, to_step)`` pairs, from one book grid."""
         pd_, qd, tick = spec.price_decimals, spec.qty_decimals, spec.tick_units
+        changes = self.book_changes(symbol, pairs)
+        fmt = self._formats.levels_of_many
+        bids = fmt([c.bid_ticks for c in changes], [c.bid_qty for c in changes], tick, pd_, qd)
+        asks = fmt([c.ask_ticks for c in changes], [c.ask_qty for c in changes], tick, pd_, qd)
         out = []
-        for ch in self.book_changes(symbol, pairs):
+        for ch, b, a in zip(changes, bids, asks, strict=True):
             old, new = ch.old_step, ch.new_step
             t = new * self.book_step_ms
             out.append(
@@ -248,8 +252,8 @@ class BinanceMarket(MarketGenerator):
                     "U": self.update_ids(symbol, old + 1)[0],
                     "u": self.update_ids(symbol, new)[1],
                     "pu": self.update_ids(symbol, old)[1],
-                    "b": self._formats.levels(ch.bid_ticks * tick, ch.bid_qty, pd_, qd),
-                    "a": self._formats.levels(ch.ask_ticks * tick, ch.ask_qty, pd_, qd),
+                    "b": b,
+                    "a": a,
                 }
             )
         return out

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from bisect import bisect_right
 from functools import lru_cache
 from typing import Any
 
@@ -152,8 +153,8 @@ class BybitFormats:
         """The tick direction of the last trade at or before ``ms`` (looking back a day)."""
         day = to_date(max(ms, 0))
         for d in (day, day - dt.timedelta(days=1)):
-            t = self.market.day_trades(symbol, d)
-            i = int(np.searchsorted(t.time, ms, "right")) - 1
+            view = self.market._day_view(symbol, day_start_ms(d))
+            i = bisect_right(view.time, ms) - 1
             if i >= 0:
                 return _TICKS[int(self._meta(symbol, d)[0][i])]
         return _TICKS[1]
@@ -342,5 +343,5 @@ class BybitFormats:
         """A slowly wandering open interest (qty units, even so the single side is exact)."""
         spec = self.market.spec(symbol)
         base = int(spec.level_qty * 1_000 * 10**spec.qty_decimals)
-        wobble = mix_int(stable_hash(symbol, "oi") ^ (ms // MINUTE_MS)) % 1_000
+        wobble = mix_int(self.market._hash_cached(symbol, "oi") ^ (ms // MINUTE_MS)) % 1_000
         return (base + wobble * spec.step_units * 10) // 2 * 2
