@@ -196,7 +196,8 @@ def live_demo(
     log: Callable[..., None] = print,
 ) -> dict[str, Any]:
     """Local exchange -> socket-client feed -> NATS -> ingest (socket-client profile) -> landing,
-    live outputs on; after ``seconds`` print what was published, landed and ledgered, how many
+    live outputs on; after ``seconds`` (and once the book has been published, up to
+    ``FIRST_FRAME_TIMEOUT_S`` more) print what was published, landed and ledgered, how many
     clean messages ``<prefix>.binance-usdm.*.<first symbol>`` carried (``<prefix>``: the live
     settings' ``PETROSA_LIVE_SUBJECT_PREFIX``, ``petrosa`` by default), and ``latest(...)``.
 
@@ -279,6 +280,11 @@ def live_demo(
                     "the feed published no frame",
                 )
                 await asyncio.sleep(seconds)
+                # and until the book has synced and been published: its REST snapshot comes
+                # after the first diffs, and a loaded machine (CI at load ~8) saw no depth in 4 s
+                await _until(
+                    lambda: "depth" in seen or publisher.done(), FIRST_FRAME_TIMEOUT_S, None
+                )
             finally:
                 feed.stop()
                 await publisher
