@@ -37,6 +37,7 @@ from petrosa_pipelines.local_exchange.units import day_start_ms
 from petrosa_pipelines.local_exchange.venues.bybit.book_file import book_history_zip, member_name
 from petrosa_pipelines.local_exchange.venues.bybit.frames import BybitFormats
 from petrosa_pipelines_tests.test_exchanges.fake_binance import FakeServer, Reply
+from petrosa_pipelines_tests.test_exchanges.test_bybit_fastpath import byte_edits
 
 pytestmark = pytest.mark.playback
 
@@ -276,20 +277,10 @@ def test_a_valid_unusual_line_yields_the_full_parsers_record_as_floats(name, mon
     assert slow == [line]
 
 
-def _mutations(frame: bytes) -> list[bytes]:
-    """Every single-byte replacement (by bytes that matter to JSON and numbers) and deletion."""
-    out = []
-    for i in range(len(frame)):
-        for b in (b" ", b"0", b"9", b".", b'"', b"\\", b"e", b"-", b",", b"[", b"]", b"{"):
-            out.append(frame[:i] + b + frame[i + 1 :])
-        out.append(frame[:i] + frame[i + 1 :])
-    return out
-
-
 def test_no_single_byte_edit_of_a_real_delta_makes_the_readers_disagree(monkeypatch):
     slow = _full_route_lines(monkeypatch)  # the float reader's hand-offs only
     fast = valid_slow = rejected = 0
-    for mutated in _mutations(SHORT):
+    for mutated in byte_edits(SHORT):
         want = _outcome(iter_book_history, [mutated])
         before = len(slow)
         got = _outcome(iter_book_history_floats, [mutated])

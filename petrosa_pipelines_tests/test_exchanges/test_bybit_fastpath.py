@@ -216,8 +216,9 @@ def test_unusual_canonical_frames_give_the_full_parsers_values(name):
     assert _same(got, _expected(rec, json.loads(frame)["topic"]))
 
 
-def _mutations(frame: bytes) -> list[bytes]:
-    """Every single-byte replacement (by bytes that matter to JSON and numbers) and deletion."""
+def byte_edits(frame: bytes) -> list[bytes]:
+    """Every single-byte replacement (by bytes that matter to JSON and numbers) and deletion
+    (also the Bybit archive reader's tests)."""
     out = []
     for i in range(len(frame)):
         for b in (b" ", b"0", b"9", b".", b'"', b"\\", b"e", b"-", b",", b"[", b"]", b"{"):
@@ -230,7 +231,7 @@ def _mutations(frame: bytes) -> list[bytes]:
 def test_no_single_byte_edit_makes_the_fast_path_disagree_with_the_full_parser(frame):
     fast = BybitLinearAdapter().fast_path()
     taken = declined_valid = 0
-    for mutated in _mutations(frame):
+    for mutated in byte_edits(frame):
         got = fast.decode(mutated, 7)
         try:
             recs = _full(mutated)
