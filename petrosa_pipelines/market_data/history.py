@@ -355,7 +355,7 @@ def wanted_days(config: HistoryConfig, days: Sequence[str]) -> list[str]:
     return sorted(set(config.days))
 
 
-def _lake_of(context: dg.AssetExecutionContext | dg.OpExecutionContext) -> Lake:
+def lake_of(context: dg.AssetExecutionContext | dg.OpExecutionContext) -> Lake:
     io_manager = getattr(context.resources, "io_manager", None)
     lake = getattr(io_manager, "lake", None)
     if lake is None:
@@ -410,7 +410,7 @@ def build_history_asset(dataset: str) -> dg.AssetsDefinition:
             dataset,
             keys[MONTH_DIM],
             keys[SYMBOL_DIM],
-            _lake_of(context),
+            lake_of(context),
             audit_settings(),
             landing=landing,
         )
@@ -535,7 +535,7 @@ def roll_events(
 @dg.op(out={}, required_resource_keys={"io_manager", "landing"})
 def history_roll(context: dg.OpExecutionContext) -> Iterator[Any]:
     """Record every history month whose days left the window since its last record."""
-    lake = _lake_of(context)
+    lake = lake_of(context)
     instruments = sorted(context.instance.get_dynamic_partitions(SYMBOLS_PARTITIONS_NAME))
     plan = plan_roll(context.instance, lake, instruments, history_month_keys())
     context.log.info(

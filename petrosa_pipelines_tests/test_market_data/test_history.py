@@ -140,6 +140,25 @@ with dg.DagsterInstance.get() as instance:
     )[dg.AssetCheckKey(history_key("candles"), DAYS_CHECK)]
     ev = check.event.dagster_event.event_specific_data
     out["check"] = [[ev.check_name, ev.passed, ev.description]]
+    # the rebuilt day reaches the warehouse through the month's loader
+    from petrosa_pipelines.serving.history import warehouse_history_key
+    loader = warehouse_history_key("candles")
+    month_key_ = run.partition_key
+    loaded = defs.resolve_implicit_global_asset_job_def().execute_in_process(
+        partition_key=month_key_, instance=instance, asset_selection=[loader]
+    )
+    out["load_success"] = loaded.success
+    [rec] = instance.fetch_materializations(loader, limit=1).records
+    meta = {k: getattr(v, "value", v) for k, v in rec.asset_materialization.metadata.items()}
+    out["load"] = {k: meta[k] for k in ("dagster/row_count", "days_loaded", "days_without_file")}
+    from petrosa_pipelines.serving.warehouse import Warehouse
+    wh = Warehouse(os.environ["PETROSA_WAREHOUSE_URL"])
+    out["warehouse"] = {
+        f"{k[0]} {k[1]}": v
+        for k, v in wh.loaded("candles", exchange="binance", symbols=["BTCUSDT"],
+                              days=[dt.date.fromisoformat(d) for d in days], qualifier="1m").items()
+    }
+    wh.dispose()
     # an install from before the window: day files older than the window, never tracked by month
     built = Path(os.environ["PETROSA_LAKE_PATH"]) / "market_data/candles/binance/BTCUSDT"
     src = built / f"{days[0]}.parquet"
@@ -161,7 +180,9 @@ print(json.dumps(out))
 
 
 @pytest.mark.slow  # a fresh interpreter loads the code location with a window
-def test_history_months_rebuild_a_day_and_migrate_an_old_lake(tmp_path, local_exchange):
+def test_history_months_rebuild_a_day_and_migrate_an_old_lake(
+    tmp_path, local_exchange, postgres_db
+):
     from petrosa_pipelines.tooling.demo import local_endpoint_env
 
     today = dt.datetime.now(tz=dt.UTC).date()
@@ -177,6 +198,7 @@ def test_history_months_rebuild_a_day_and_migrate_an_old_lake(tmp_path, local_ex
         "PETROSA_LAKE_PATH": str(tmp_path / "lake"),
         "PETROSA_LANDING_PATH": str(tmp_path / "landing"),
         "PETROSA_LIVE_PUBLISH": "false",
+        "PETROSA_WAREHOUSE_URL": postgres_db,
     }
     done = subprocess.run(
         [sys.executable, "-c", HISTORY_RUN],
@@ -204,6 +226,14 @@ def test_history_months_rebuild_a_day_and_migrate_an_old_lake(tmp_path, local_ex
     [(name, passed, text)] = out["check"]
     assert name == "history_days_pass" and not passed
     assert text.startswith(f"{len(days) - 1} of {len(days)} days fail")
+    # the month's warehouse loader loads the one day with a file, and only it
+    assert out["load_success"]
+    assert out["load"] == {
+        "dagster/row_count": 1440,
+        "days_loaded": 1,
+        "days_without_file": len(days) - 1,
+    }
+    assert out["warehouse"] == {f"BTCUSDT {out['last_month_days'][0]}": 1440}
     # migration: the old month with a file is recorded; the month just built is not re-recorded
     assert out["dry"] == {"candles": 1} == out["migrated"]
     assert out["changed"] == [] and out["files"] == 2

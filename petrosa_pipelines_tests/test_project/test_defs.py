@@ -73,6 +73,11 @@ EXPECTED_ASSETS = {
     "storage/warehouse_candles",
     "storage/warehouse_depth",
     "storage/warehouse_funding",
+    # the warehouse loaders of history days, by instrument-month
+    "storage/history/warehouse_trades",
+    "storage/history/warehouse_candles",
+    "storage/history/warehouse_depth",
+    "storage/history/warehouse_funding",
     # ⑥ analytics
     "analytics/candles_from_1m",
     "analytics/candles_from_trades",
@@ -94,6 +99,12 @@ EXPECTED_ASSETS = {
 def test_asset_key_snapshot():
     keys = {k.to_user_string() for k in defs.resolve_all_asset_keys()}
     assert keys == EXPECTED_ASSETS
+
+
+def test_the_warehouse_job_loads_day_partitions_only():
+    job = defs.resolve_job_def("warehouse_job")
+    keys = {k.to_user_string() for k in job.asset_layer.executable_asset_keys}
+    assert keys == {f"storage/warehouse_{d}" for d in ("trades", "candles", "depth", "funding")}
 
 
 def _parents() -> dict[str, set[str]]:
