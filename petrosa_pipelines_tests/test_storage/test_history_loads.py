@@ -149,3 +149,17 @@ def test_a_months_load_records_every_day_and_its_totals():
     table = loads_table(loads)
     assert "| 2024-01-03 | no file |  |  | - |" in table
     assert "| 2024-01-04 | failed | 1,430 |  | ShrinkRefusedError: 1430 < 1440 |" in table
+
+
+def test_mongodb_history_loaders_exist_only_when_mongodb_is_configured():
+    from petrosa_pipelines.serving.history import build_history_storage_assets
+
+    def keys(env):
+        return {a.key.to_user_string() for a in build_history_storage_assets(env)}
+
+    datasets = ("trades", "candles", "depth", "funding")
+    warehouse = {f"storage/history/warehouse_{d}" for d in datasets}
+    assert keys({}) == warehouse
+    assert keys({"PETROSA_MONGODB_URL": "mongodb://127.0.0.1:27017"}) == warehouse | {
+        f"storage/history/mongo_{d}" for d in datasets
+    }
