@@ -30,6 +30,7 @@ from petrosa_pipelines_tests.test_stack.harness import (
     MARKET_DATA_PATHS,
     REPO,
     SHARED,
+    STACK_TEST_TIMEOUT_S,
     START_DATE,
     WINDOW_DAYS,
     asset_nodes_by_path,
@@ -39,7 +40,12 @@ from petrosa_pipelines_tests.test_stack.harness import (
     repository,
 )
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.slow,
+    # the shared backfill is paid by whichever test asks for it first
+    pytest.mark.timeout(STACK_TEST_TIMEOUT_S),
+]
 
 #: analytics run on the automation sensor's 30 s cadence after the backfill lands
 ANALYTICS_TIMEOUT = 240.0

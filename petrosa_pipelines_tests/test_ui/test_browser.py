@@ -27,13 +27,19 @@ from petrosa_pipelines_tests.test_stack.harness import (
     MARKET_DATA_PATHS,
     REPO,
     SHARED,
+    STACK_TEST_TIMEOUT_S,
     Backfilled,
     asset_nodes_by_path,
     checks_of,
     repository,
 )
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.slow,
+    # the shared backfill is paid by whichever test asks for it first
+    pytest.mark.timeout(STACK_TEST_TIMEOUT_S),
+]
 
 CHROMIUM = Path(os.environ.get("PETROSA_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_FLAGS = [
