@@ -179,6 +179,9 @@ SLOW_FIXTURES = frozenset(
 )
 #: folders whose every test drives a whole process topology
 SLOW_FOLDERS = frozenset({"test_stack", "test_ui"})
+#: fixtures parametrised over the storages the project deploys: their ``postgres`` case asks
+#: for ``postgres_db`` at run time (``request.getfixturevalue``), out of ``fixturenames``' sight
+STORAGE_PARAM_FIXTURES = frozenset({"instance", "any_instance"})
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -194,6 +197,9 @@ def is_slow(item: pytest.Item) -> bool:
     if any(any(item.iter_markers(name)) for name in ("slow", "integration", "live")):
         return True
     if SLOW_FOLDERS & set(Path(str(item.path)).parts):
+        return True
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    if any(params.get(name) == "postgres" for name in STORAGE_PARAM_FIXTURES):
         return True
     return bool(SLOW_FIXTURES & set(getattr(item, "fixturenames", ())))
 

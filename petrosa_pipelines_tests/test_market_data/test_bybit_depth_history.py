@@ -437,6 +437,7 @@ def test_a_partial_ingest_and_the_archive_meet_with_no_overlap_and_no_hole(ex, t
     assert len(attempt["spans"]["archive"]) == 3
 
 
+@pytest.mark.slow  # 12 s: the full suite, not the fast lane
 def test_repairing_the_morning_reads_the_file_only_up_to_it(ex, tmp_path):
     """The ingest landed from 02:00 to the end of the day: the archive is asked only for the
     morning, so its replay stops at the first message past 02:00 (a fraction of the day's
