@@ -275,20 +275,26 @@ def test_connect_sends_subscribe_then_pings_on_the_cadence_and_no_rest(tmp_path)
                 heartbeat_interval_s=0.2,
             )  # fmt: skip
             engine = IngestEngine(cfg, adapter=InStreamVenue(), rest_client=rest)
+            started = time.monotonic()
             task = asyncio.create_task(engine.run())
-            deadline = time.monotonic() + 60
+            deadline = started + 60
             while len(pings()) < 4 or not engine._books[S].book.synced:
                 assert time.monotonic() < deadline, (received, engine.snapshot())
                 await asyncio.sleep(0.02)
+            window["s"] = time.monotonic() - started
+            window["pings"] = len(pings())
             engine.stop()
             await asyncio.wait_for(task, 30)
             return engine
 
+    window: dict[str, float] = {}
     engine = asyncio.run(main())
     first = orjson.loads(received[0][1])
     assert first == {"op": "subscribe", "args": [f"book.{S}", f"ticker.{S}"], "req_id": 1}
-    gaps = [b - a for a, b in zip(pings(), pings()[1:], strict=False)]
-    assert min(gaps) >= PING_S * 0.8, gaps  # on the venue's cadence, not faster
+    # on the venue's cadence, not faster: no more pings than the time allows. (Not the gaps
+    # between receive times: on a loaded machine one ping arrives late and the next on time,
+    # 69 ms then 37 ms apart in CI, although each was sent a full interval after the last.)
+    assert window["pings"] <= window["s"] / PING_S + 1, window
     assert engine._books[S].book.last_update_id == 8
     assert rest.calls == []
 
