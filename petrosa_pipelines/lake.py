@@ -2,7 +2,15 @@
 
 Layout: ``{base}/{layer}/{dataset}/{exchange}/{symbol}/{YYYY-MM-DD}.parquet``. It lives here
 and only here: the IO manager, the Python API and the warehouse loaders all go through
-``lake_path``. Local writes go to a temporary file that is fsynced and renamed into place, so
+``lake_path``.
+
+A closed month of a quiet instrument may be compacted into one month file beside the days,
+``{YYYY-MM}.parquet``, one row group per day and the days listed in its footer
+(``market_data/compaction.py`` writes them). Every read here resolves a day path to its day
+file if there is one, else to its row group in the month file, so readers keep asking for days:
+``list`` names the month's days, ``read_frame``/``num_rows``/``exists`` find them. A day file
+written later (a repair) takes precedence over the month's copy until the month is compacted
+again. Local writes go to a temporary file that is fsynced and renamed into place, so
 a reader sees the old file or the new one, never half of one; S3 ``PutObject`` is atomic.
 
 Files get the mode of any new file (``0666`` less the umask, like ``open()``), so the serving
@@ -15,6 +23,7 @@ from __future__ import annotations
 
 import abc
 import io
+import json
 import logging
 import os
 import re
@@ -103,10 +112,13 @@ def frame_to_parquet_bytes(frame: pd.DataFrame) -> bytes:
     return buf.getvalue()
 
 
-def read_parquet_frame(source: Any, columns: Sequence[str] | None = None) -> pd.DataFrame:
-    """A parquet file (path or file object) as the lake's frame, holding about one copy;
-    ``columns``: only those (and what derives them: a v1 trades file's ``trade_id`` reads its
-    ``agg_trade_id``).
+def read_parquet_frame(
+    source: Any, columns: Sequence[str] | None = None, row_groups: Sequence[int] | None = None
+) -> pd.DataFrame:
+    """A parquet file (path, file object or ``pq.ParquetFile``) as the lake's frame, holding
+    about one copy; ``columns``: only those (and what derives them: a v1 trades file's
+    ``trade_id`` reads its ``agg_trade_id``); ``row_groups``: only those (a day of a month
+    file).
 
     A text column with one value in every row (a partition's exchange, symbol, often its
     source) is not read: its row groups' statistics prove the value, and the column is built
@@ -115,13 +127,20 @@ def read_parquet_frame(source: Any, columns: Sequence[str] | None = None) -> pd.
     the file's decoded table is never held beside the frame (a 10 M-trade day: peak 130 MB
     lower than converting the whole table, the same frame).
     """
-    pf = pq.ParquetFile(source)
+    pf = source if isinstance(source, pq.ParquetFile) else pq.ParquetFile(source)
     schema = pf.schema_arrow
-    constant = constant_text_columns(pf.metadata, schema)
-    n = pf.metadata.num_rows
+    groups = list(range(pf.metadata.num_row_groups)) if row_groups is None else list(row_groups)
+    constant = constant_text_columns(pf.metadata, schema, groups)
+    n = sum(pf.metadata.row_group(g).num_rows for g in groups)
     wanted = _wanted(schema, columns)
+
+    def read(names: list[str]) -> pa.Table:
+        if row_groups is None:
+            return pf.read(columns=names)
+        return pf.read_row_groups(groups, columns=names)
+
     if not _columnwise(schema):
-        table = pf.read(columns=[c for c in wanted if c not in constant])
+        table = read([c for c in wanted if c not in constant])
         for i, name in enumerate(wanted):
             if name in constant:
                 field = schema.field(name)
@@ -137,7 +156,7 @@ def read_parquet_frame(source: Any, columns: Sequence[str] | None = None) -> pd.
                 chunks = constant_chunks(constant[name], n, field.type)
                 one = pa.table([chunks], schema=pa.schema([field], metadata=schema.metadata))
             else:
-                one = pf.read(columns=[name])
+                one = read([name])
             out[name] = one.to_pandas(split_blocks=True, self_destruct=True)[name]
             del one
         frame = pd.DataFrame(out, copy=False)
@@ -168,10 +187,14 @@ def _columnwise(schema: pa.Schema) -> bool:
 CONSTANT_MAX_CHARS = 32
 
 
-def constant_text_columns(meta: pq.FileMetaData, schema: pa.Schema) -> dict[str, str]:
-    """Text columns whose every row group holds one value and no null: {name: value}."""
+def constant_text_columns(
+    meta: pq.FileMetaData, schema: pa.Schema, row_groups: Sequence[int] | None = None
+) -> dict[str, str]:
+    """Text columns whose every row group (of ``row_groups``; None: all) holds one value and
+    no null: {name: value}."""
     out: dict[str, str] = {}
-    if meta.num_row_groups == 0 or meta.num_rows == 0:
+    groups = list(range(meta.num_row_groups)) if row_groups is None else list(row_groups)
+    if not groups or sum(meta.row_group(g).num_rows for g in groups) == 0:
         return out
     top = {meta.schema.column(j).path: j for j in range(meta.num_columns)}
     for field in schema:
@@ -179,7 +202,7 @@ def constant_text_columns(meta: pq.FileMetaData, schema: pa.Schema) -> dict[str,
             continue
         j = top.get(field.name)
         values = set()
-        for g in range(meta.num_row_groups):
+        for g in groups:
             col = meta.row_group(g).column(j) if j is not None else None
             st = col.statistics if col is not None else None
             if (
@@ -224,8 +247,45 @@ class LakeFile:
         return self.lake.read_frame(self.relpath, columns)
 
 
+#: a day file ``<dir>/YYYY-MM-DD.parquet`` and the month file its days may be compacted into
+_DAY_FILE = re.compile(r"^(?P<dir>.+)/(?P<day>(?P<month>\d{4}-\d{2})-\d{2})\.parquet$")
+_MONTH_NAME = re.compile(r"^\d{4}-\d{2}\.parquet$")
+#: the month file's footer key listing its days: {"YYYY-MM-DD": [row group, rows], ...}
+MONTH_INDEX_KEY = b"petrosa.month_days"
+
+
+def month_path(day_relpath: str) -> str | None:
+    """The month file a day file may be compacted into (None: not a day file)."""
+    m = _DAY_FILE.match(day_relpath)
+    return f"{m['dir']}/{m['month']}.parquet" if m else None
+
+
+def is_month_file(relpath: str) -> bool:
+    return bool(_MONTH_NAME.match(relpath.rsplit("/", 1)[-1]))
+
+
+def month_index(meta: pq.FileMetaData) -> dict[str, tuple[int, int]]:
+    """A month file's days: {day: (row group, rows)}; {} for a file that is not one."""
+    raw = (meta.metadata or {}).get(MONTH_INDEX_KEY)
+    if raw is None:
+        return {}
+    return {day: (int(g), int(rows)) for day, (g, rows) in json.loads(raw).items()}
+
+
+@dataclass(frozen=True)
+class MonthDay:
+    """One day inside a month file: its row group in the opened file."""
+
+    file: pq.ParquetFile
+    group: int
+    rows: int
+
+
 class Lake(abc.ABC):
-    """Where partition files live; subclasses for local disk and S3."""
+    """Where partition files live; subclasses for local disk and S3.
+
+    Subclasses store and list files; this class resolves a day to its file or to its row
+    group in a compacted month file (the module text)."""
 
     @abc.abstractmethod
     def write_bytes(self, relpath: str, data: bytes) -> None: ...
@@ -235,34 +295,99 @@ class Lake(abc.ABC):
         """Raise FileNotFoundError when absent (keeps allow_missing_partitions working)."""
 
     @abc.abstractmethod
-    def exists(self, relpath: str) -> bool: ...
+    def file_exists(self, relpath: str) -> bool:
+        """Whether this file itself exists (a compacted day has no file: see ``exists``)."""
 
     @abc.abstractmethod
-    def delete(self, relpath: str) -> None: ...
+    def delete(self, relpath: str) -> None:
+        """Delete this file (a compacted day stays in its month file)."""
 
     @abc.abstractmethod
-    def list(self, prefix: str) -> list[str]:
-        """Relative paths of the files under ``prefix``, sorted."""
+    def list_files(self, prefix: str) -> list[str]:
+        """Relative paths of the parquet files under ``prefix`` as stored, sorted."""
+
+    @abc.abstractmethod
+    def file_size(self, relpath: str) -> int:
+        """Bytes of the file (FileNotFoundError when absent)."""
+
+    @abc.abstractmethod
+    def signature(self, relpath: str) -> Any:
+        """A value that changes whenever the file is replaced (None when absent), so a
+        compaction deletes only the day files it copied."""
 
     @abc.abstractmethod
     def uri(self, relpath: str) -> str: ...
 
+    def open(self, relpath: str) -> Any:
+        """What pyarrow reads this file from (FileNotFoundError when absent)."""
+        return io.BytesIO(self.read_bytes(relpath))
+
     def write_frame(self, relpath: str, frame: pd.DataFrame) -> None:
         self.write_bytes(relpath, frame_to_parquet_bytes(frame))
 
+    def month_day(self, relpath: str) -> MonthDay | None:
+        """The day's row group in its compacted month file (None: not compacted)."""
+        month = month_path(relpath)
+        if month is None:
+            return None
+        try:
+            pf = pq.ParquetFile(self.open(month))
+        except FileNotFoundError:
+            return None
+        found = month_index(pf.metadata).get(_DAY_FILE.match(relpath)["day"])
+        return None if found is None else MonthDay(pf, *found)
+
     def read_frame(self, relpath: str, columns: Sequence[str] | None = None) -> pd.DataFrame:
-        """The file's frame (``columns``: only those); a v1 trades file (no ``trade_id``)
+        """The day's frame (``columns``: only those); a v1 trades file (no ``trade_id``)
         reads as v2, so it counts as a complete partition and loads into the warehouse
         (other datasets are unchanged)."""
-        return read_parquet_frame(io.BytesIO(self.read_bytes(relpath)), columns)
+        try:
+            return read_parquet_frame(self.open(relpath), columns)
+        except FileNotFoundError:
+            day = self.month_day(relpath)
+            if day is None:
+                raise
+        return read_parquet_frame(day.file, columns, row_groups=[day.group])
+
+    def read_table(self, relpath: str) -> pa.Table:
+        """The day's rows as stored (its file's, or its row group's), no conversion."""
+        try:
+            return pq.ParquetFile(self.open(relpath)).read()
+        except FileNotFoundError:
+            day = self.month_day(relpath)
+            if day is None:
+                raise
+        return day.file.read_row_groups([day.group])
 
     def num_rows(self, relpath: str) -> int:
-        """The file's row count, from its footer (of the fetched object: S3)."""
-        return pq.ParquetFile(io.BytesIO(self.read_bytes(relpath))).metadata.num_rows
+        """The day's row count, from its file's footer (or its month file's)."""
+        try:
+            return pq.ParquetFile(self.open(relpath)).metadata.num_rows
+        except FileNotFoundError:
+            day = self.month_day(relpath)
+            if day is None:
+                raise
+        return day.rows
 
     def file(self, relpath: str) -> LakeFile:
-        """The file, unread but its row count (FileNotFoundError when absent)."""
+        """The day, unread but its row count (FileNotFoundError when absent)."""
         return LakeFile(self, relpath, self.num_rows(relpath))
+
+    def exists(self, relpath: str) -> bool:
+        """Whether the lake holds this day (its file, or its row group in a month file)."""
+        return self.file_exists(relpath) or self.month_day(relpath) is not None
+
+    def list(self, prefix: str) -> list[str]:
+        """The day files under ``prefix``, the compacted ones named as their day files, sorted."""
+        out = set()
+        for relpath in self.list_files(prefix):
+            if not is_month_file(relpath):
+                out.add(relpath)
+                continue
+            folder = relpath.rsplit("/", 1)[0]
+            meta = pq.ParquetFile(self.open(relpath)).metadata
+            out.update(f"{folder}/{day}.parquet" for day in month_index(meta))
+        return sorted(out)
 
 
 class LocalLake(Lake):
@@ -283,14 +408,8 @@ class LocalLake(Lake):
         in memory besides the frame (``write_parquet``); the same bytes as ``write_bytes``."""
         self._write_atomic(relpath, lambda f: write_parquet(frame, f))
 
-    def read_frame(self, relpath: str, columns: Sequence[str] | None = None) -> pd.DataFrame:
-        """As ``Lake.read_frame``, read from the file itself (not a copy of its bytes)."""
-        return read_parquet_frame(self._existing(relpath), columns)
-
-    def num_rows(self, relpath: str) -> int:
-        return pq.ParquetFile(self._existing(relpath)).metadata.num_rows
-
-    def _existing(self, relpath: str) -> Path:
+    def open(self, relpath: str) -> Path:
+        """The file itself (read in place, not a copy of its bytes)."""
         path = self._full(relpath)
         if not path.is_file():
             raise FileNotFoundError(str(path))
@@ -332,13 +451,24 @@ class LocalLake(Lake):
     def read_bytes(self, relpath: str) -> bytes:
         return self._full(relpath).read_bytes()
 
-    def exists(self, relpath: str) -> bool:
+    def file_exists(self, relpath: str) -> bool:
         return self._full(relpath).is_file()
 
     def delete(self, relpath: str) -> None:
         self._full(relpath).unlink(missing_ok=True)
 
-    def list(self, prefix: str) -> list[str]:
+    def file_size(self, relpath: str) -> int:
+        return self.open(relpath).stat().st_size
+
+    def signature(self, relpath: str) -> tuple[int, int, int] | None:
+        """Inode, size and mtime: an atomic rewrite (``os.replace``) always changes the inode."""
+        try:
+            st = self._full(relpath).stat()
+        except FileNotFoundError:
+            return None
+        return st.st_ino, st.st_size, st.st_mtime_ns
+
+    def list_files(self, prefix: str) -> list[str]:
         root = self._full(prefix) if prefix else self.base
         if not root.exists():
             return []
@@ -400,17 +530,30 @@ class S3Lake(Lake):
             raise FileNotFoundError(self.uri(relpath)) from None
         return obj["Body"].read()
 
-    def exists(self, relpath: str) -> bool:
+    def _head(self, relpath: str) -> dict[str, Any] | None:
         try:
-            self.client.head_object(Bucket=self.bucket, Key=self._key(relpath))
+            return self.client.head_object(Bucket=self.bucket, Key=self._key(relpath))
         except Exception:  # noqa: BLE001 - botocore raises ClientError(404) here
-            return False
-        return True
+            return None
+
+    def file_exists(self, relpath: str) -> bool:
+        return self._head(relpath) is not None
 
     def delete(self, relpath: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=self._key(relpath))
 
-    def list(self, prefix: str) -> list[str]:
+    def file_size(self, relpath: str) -> int:
+        head = self._head(relpath)
+        if head is None:
+            raise FileNotFoundError(self.uri(relpath))
+        return int(head["ContentLength"])
+
+    def signature(self, relpath: str) -> tuple[str, str] | None:
+        """ETag and last-modified time of the object (None when absent)."""
+        head = self._head(relpath)
+        return None if head is None else (str(head.get("ETag")), str(head.get("LastModified")))
+
+    def list_files(self, prefix: str) -> list[str]:
         out: list[str] = []
         paginator = self.client.get_paginator("list_objects_v2")
         start = self._key(prefix)

@@ -332,6 +332,9 @@ class Settings:
     #: days of day x instrument partitions, ending today; older days are month x instrument
     #: history partitions (0: every day since ``start_date`` is a day partition)
     daily_window_days: int = 56
+    #: a closed history month of an instrument-dataset whose day files total at most this many
+    #: MB is compacted into one month file (``market_data/compaction.py``; 0: never)
+    lake_compact_max_mb: float = 64.0
     #: the allow-list as configured: instrument ids (``bybit-linear:BTCUSDT``), bare symbols of
     #: the default venue (``BTCUSDT``) and ``<venue>:*``; empty means every trading perpetual of
     #: the default venue (``PETROSA_SYMBOLS`` says so with ``*``: an empty or all-comma value is
@@ -427,6 +430,7 @@ _ENV = {
     "PETROSA_LANDING_PATH": ("landing_path", str),
     "PETROSA_START_DATE": ("start_date", str),
     "PETROSA_DAILY_WINDOW_DAYS": ("daily_window_days", int),
+    "PETROSA_LAKE_COMPACT_MAX_MB": ("lake_compact_max_mb", float),
     "PETROSA_SYMBOLS": ("symbols", tuple),
 }
 
@@ -496,6 +500,12 @@ def validate(settings: Settings) -> Settings:
             "PETROSA_DAILY_WINDOW_DAYS",
             str(window),
             f"0 (every day a day partition) or at least {MIN_DAILY_WINDOW_DAYS} days",
+        )
+    if settings.lake_compact_max_mb < 0:
+        raise SettingError(
+            "PETROSA_LAKE_COMPACT_MAX_MB",
+            str(settings.lake_compact_max_mb),
+            "0 (never compact) or a positive number of MB",
         )
     if isinstance(settings.symbols, str):
         raise SettingError("PETROSA_SYMBOLS", settings.symbols, "a list of symbols, not a string")

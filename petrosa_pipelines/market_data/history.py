@@ -7,9 +7,10 @@ month x instrument, so 500 instruments x 5 years are 30,000 partitions per asset
 
 Nothing about a day is given up (docs/scale.md, "The partition scheme"):
 
-- each day keeps its own file (``{layer}/{dataset}/{exchange}/{symbol}/{date}``), written by the
+- each day keeps its own rows (``{layer}/{dataset}/{exchange}/{symbol}/{date}``), written by the
   same fill (``assets.materialise_partition``, shrink guard included) whether built in the
-  window or here;
+  window or here; once its month is closed and small, the month's days share one month file
+  (``market_data/compaction.py``) that every reader resolves a day in (``lake.py``);
 - every day's check results and health are in the month's materialisation (``days``, a JSON
   list, and ``days_table``), judged by the same checks (``checks.definitions.evaluate_dataset``);
   the month's check ``history_days_pass`` fails naming each failing day and its checks;
@@ -23,6 +24,7 @@ month of an existing install.
 """
 
 import datetime as dt
+import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -58,6 +60,13 @@ from petrosa_pipelines.market_data.assets import (
     asset_key,
     materialise_partition,
     table_schema,
+)
+from petrosa_pipelines.market_data.compaction import (
+    OPEN,
+    MonthCompaction,
+    compact_max_bytes,
+    compact_month,
+    month_closed,
 )
 from petrosa_pipelines.market_data.partitions import (
     HISTORY_START,
@@ -267,6 +276,17 @@ class MonthJob:
     def partition(self, day: str) -> str:
         return partition_key_str(day, self.instrument)
 
+    def folder(self) -> str:
+        """The lake folder of the month's days (``{layer}/{dataset}/{exchange}/{symbol}``)."""
+        inst = parse_instrument(self.instrument)
+        return "/".join([*asset_key(self.dataset).path, inst.exchange, inst.symbol])
+
+    def compact(self, max_bytes: int) -> MonthCompaction:
+        """The month's days in one month file, once the month is closed (``compaction.py``)."""
+        if not month_closed(self.month, self.window_start):
+            return MonthCompaction(self.folder(), self.month[:7], status=OPEN)
+        return compact_month(self.lake, self.folder(), self.month, max_bytes)
+
     def judge(self, day: str, frame: pd.DataFrame | None, **kw: Any) -> DayResult:
         return judge_day(
             self.dataset,
@@ -297,6 +317,18 @@ def judge_month(
         else:
             out.append(job.judge(day, read_day(job.lake, job.dataset, job.partition(day))))
     return out
+
+
+def compact_metadata(job: MonthJob, log: Any) -> dict[str, Any]:
+    """Compact the month (``PETROSA_LAKE_COMPACT_MAX_MB``) and say what the lake holds; a
+    failed compaction changed nothing (``compaction.py``) and is reported, not raised: the
+    month's record stays true."""
+    try:
+        done = job.compact(compact_max_bytes())
+    except Exception as exc:  # noqa: BLE001 - the days' files are untouched, the record stands
+        log.error(f"compaction of {job.folder()} {job.month[:7]} failed: {exc}")
+        return {"lake_layout": f"compaction failed, day files kept as they were: {exc}"}
+    return done.metadata()
 
 
 def rebuild_day(
@@ -387,7 +419,8 @@ def build_history_asset(dataset: str) -> dg.AssetsDefinition:
         metadata={
             "dagster/column_schema": table_schema(DATASETS[dataset]),
             "natural_key": ", ".join(DATASETS[dataset].natural_key),
-            "lake_files": f"market_data/{dataset}/<exchange>/<SYMBOL>/<date>.parquet",
+            "lake_files": f"market_data/{dataset}/<exchange>/<SYMBOL>/<date>.parquet; a "
+            "closed quiet month: <YYYY-MM>.parquet, a row group per day",
         },
         check_specs=[
             dg.AssetCheckSpec(
@@ -422,9 +455,10 @@ def build_history_asset(dataset: str) -> dg.AssetsDefinition:
         results = judge_month(job, known, rebuilt)
         passed, text, check_meta = month_check(results)
         errors = [r for r in rebuilt.values() if r.error]
-        context.log.info(f"{dataset} {context.partition_key}: {text}")
+        layout = compact_metadata(job, context.log)
+        context.log.info(f"{dataset} {context.partition_key}: {text}; lake: {layout}")
         yield dg.MaterializeResult(
-            metadata=month_metadata(results),
+            metadata={**month_metadata(results), **layout},
             check_results=[
                 dg.AssetCheckResult(
                     check_name=DAYS_CHECK,
@@ -508,21 +542,24 @@ def plan_roll(
 
 
 def roll_events(
-    instance: dg.DagsterInstance, job: MonthJob
+    instance: dg.DagsterInstance, job: MonthJob, log: Any = None
 ) -> Iterator[dg.AssetMaterialization | dg.AssetCheckEvaluation]:
     """The month's record (judged from the lake, the last record carried over) and its check.
 
     The evaluation is yielded after the materialisation and targets it, so the UI counts the
-    result as current for the partition (``checks/batch.py`` says why that is needed)."""
+    result as current for the partition (``checks/batch.py`` says why that is needed). A
+    closed month is compacted on the way (``compact_metadata``)."""
+    log = log or logging.getLogger(__name__)
     key, partition = history_key(job.dataset), month_key(job.month, job.instrument)
     last = latest_materialisation(instance, key, partition)
     results = judge_month(job, recorded_days(last.asset_materialization.metadata if last else None))
     passed, text, check_meta = month_check(results)
+    layout = compact_metadata(job, log)
     yield dg.AssetMaterialization(
         asset_key=key,
         partition=partition,
         description="recorded by the history roll from the lake files",
-        metadata={**month_metadata(results), ROLL_TAG: True},
+        metadata={**month_metadata(results), **layout, ROLL_TAG: True},
     )
     result = dg.AssetCheckResult(
         asset_key=key, check_name=DAYS_CHECK, passed=passed, description=text, metadata=check_meta
@@ -546,7 +583,7 @@ def history_roll(context: dg.OpExecutionContext) -> Iterator[Any]:
     landing = context.resources.landing
     for item in plan:
         job = MonthJob(item.dataset, item.month, item.instrument, lake, settings, landing, now_ms)
-        yield from roll_events(context.instance, job)
+        yield from roll_events(context.instance, job, context.log)
 
 
 @dg.job(

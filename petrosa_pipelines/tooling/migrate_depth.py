@@ -33,7 +33,7 @@ import pyarrow.parquet as pq
 from petrosa_pipelines.catalog.depth_layout import LONG_COLUMNS, to_long
 from petrosa_pipelines.catalog.schemas import DEPTH
 from petrosa_pipelines.instruments import parse_partition_key
-from petrosa_pipelines.lake import Lake, lake_path, read_parquet_frame
+from petrosa_pipelines.lake import Lake, is_month_file, lake_path, read_parquet_frame
 from petrosa_pipelines.tooling.migrate import _version_tags
 
 DEPTH_DIR = "market_data/depth"
@@ -82,7 +82,8 @@ def _same_rows(v1: pd.DataFrame, back: pd.DataFrame) -> str | None:
 def migrate_lake(lake: Lake, *, dry_run: bool = False, log: Callable[[str], None] = print):
     """Rewrite every v1 depth file of ``lake`` as v2 (see the module text)."""
     out = DepthMigration()
-    for relpath in sorted(p for p in lake.list(DEPTH_DIR) if p.endswith(".parquet")):
+    # day files only: a month file is never v1 (``market_data/compaction.py`` refuses them)
+    for relpath in sorted(p for p in lake.list_files(DEPTH_DIR) if not is_month_file(p)):
         data = lake.read_bytes(relpath)
         if not _is_v1(data):
             out.already.append(relpath)

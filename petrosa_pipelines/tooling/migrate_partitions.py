@@ -7,8 +7,9 @@ schemes (one file per instrument-day), so the migration moves no data: it record
 month that holds a lake file, each day judged by the same checks, in one ``history_roll_job``
 run (the run the daily roll would make), and proves that no lake file changed.
 
-Nothing is lost: every file is listed and hashed before and after; a difference fails the
-command. The days' old day-partition materialisations stay in the event log. Idempotent: a
+Nothing is lost: every day's rows are listed and hashed before and after (rows, not files: the
+roll compacts closed quiet months into month files, ``market_data/compaction.py``); a missing or
+different day fails the command. The days' old day-partition materialisations stay in the event log. Idempotent: a
 recorded month is not recorded again unless more of its days have left the window.
 """
 
@@ -18,6 +19,7 @@ import hashlib
 from dataclasses import dataclass, field
 
 import dagster as dg
+import pyarrow as pa
 
 from petrosa_pipelines.instruments import DATASETS
 from petrosa_pipelines.lake import Lake
@@ -36,12 +38,23 @@ class PartitionMigration:
 
 
 def lake_fingerprint(lake: Lake) -> dict[str, str]:
-    """sha256 of every market-data file in the lake, by path."""
-    out = {}
-    for dataset in DATASETS:
-        for path in lake.list(f"market_data/{dataset}/"):
-            out[path] = hashlib.sha256(lake.read_bytes(path)).hexdigest()
-    return out
+    """sha256 of every market-data day's rows in the lake, by day path: the same whether the
+    day is its own file or a row group of a month file."""
+    return {
+        path: rows_digest(lake.read_table(path))
+        for dataset in DATASETS
+        for path in lake.list(f"market_data/{dataset}/")
+    }
+
+
+def rows_digest(table: pa.Table) -> str:
+    """sha256 of the table's columns and rows (Arrow IPC of its data, one chunk per column,
+    no schema metadata): equal for equal rows however they were stored."""
+    sink = pa.BufferOutputStream()
+    table = table.replace_schema_metadata(None).combine_chunks()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return hashlib.sha256(sink.getvalue().to_pybytes()).hexdigest()
 
 
 def migrate(instance: dg.DagsterInstance, lake: Lake, dry_run: bool = False) -> PartitionMigration:
@@ -86,7 +99,7 @@ def main(dry_run: bool = False) -> int:
     months = ", ".join(f"{k} {v}" for k, v in sorted(done.months.items())) or "none"
     print(
         f"history before the window ({HISTORY_START} .. {PARTITIONS_START}): months {verb}: "
-        f"{months}; lake files: {done.files_before}, changed: {len(done.changed)}"
+        f"{months}; lake days: {done.files_before}, changed: {len(done.changed)}"
         + (f"; run {done.run_id}" if done.run_id else "")
     )
     for path in done.changed:
@@ -94,4 +107,4 @@ def main(dry_run: bool = False) -> int:
     return 1 if done.changed else 0
 
 
-__all__ = ["PartitionMigration", "lake_fingerprint", "main", "migrate"]
+__all__ = ["PartitionMigration", "lake_fingerprint", "main", "migrate", "rows_digest"]

@@ -175,6 +175,12 @@ with dg.DagsterInstance.get() as instance:
     rec = recorded[0].asset_materialization.metadata if recorded else {}
     out["first_month_days"] = getattr(rec.get("days"), "value", None)
     out["again"] = migrate(instance, lake, dry_run=True).months
+    # the old month is closed: the roll compacted it into one month file
+    folder = "market_data/candles/binance/BTCUSDT"
+    out["stored"] = [p.rsplit("/", 1)[1] for p in lake.list_files(folder + "/")]
+    out["listed"] = [p.rsplit("/", 1)[1] for p in lake.list(folder + "/")]
+    out["compacted_rows"] = len(lake.read_frame(f"{folder}/{first_month_day}.parquet"))
+    out["layout"] = getattr(rec.get("lake_layout"), "value", None)
 print(json.dumps(out))
 """
 
@@ -241,3 +247,10 @@ def test_history_months_rebuild_a_day_and_migrate_an_old_lake(
     assert old[out["first_month_day"]]["rows"] == 1440
     assert sum(1 for d in old.values() if d["rows"]) == 1
     assert out["again"] == {}  # idempotent
+    # the old month (closed: it ends before the window) is one month file read as its day
+    month_file = f"{out['first_month_day'][:7]}.parquet"
+    assert month_file in out["stored"]
+    assert f"{out['first_month_day']}.parquet" not in out["stored"]
+    assert f"{out['first_month_day']}.parquet" in out["listed"]
+    assert out["compacted_rows"] == 1440
+    assert out["layout"].startswith("compacted: 1 file(s)")

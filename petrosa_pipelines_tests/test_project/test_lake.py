@@ -233,3 +233,30 @@ def test_maintenance_sweep_removes_orphans_in_every_directory(tmp_path):
     assert sorted(lake.clean_temp_files()) == sorted(orphans)
     assert not any(p.exists() for p in orphans)
     assert lake.read_frame("x/binance/A/2024-01-01.parquet").shape == frame().shape
+
+
+def test_s3_lake_reads_days_of_a_compacted_month(s3_endpoint, monkeypatch):
+    """The month file on S3: listed as its days, each read from its row group; the day
+    objects are deleted only once the month object is stored."""
+    import boto3
+
+    from petrosa_pipelines.market_data.compaction import COMPACTED, compact_month
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    client = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
+    client.create_bucket(Bucket="compact")
+    lake = S3Lake(client, "compact", "prod")
+    days = [f"2024-02-{d:02d}" for d in range(1, 6)]
+    frames = {d: frame(3 + i) for i, d in enumerate(days)}
+    for d in days:
+        lake.write_frame(lake_path("market_data/candles", "binance", "BTCUSDT", d), frames[d])
+    folder = "market_data/candles/binance/BTCUSDT"
+    done = compact_month(lake, folder, "2024-02", 1 << 20)
+    assert done.status == COMPACTED and done.files_after == 1
+    assert lake.list_files("market_data") == [f"{folder}/2024-02.parquet"]
+    assert lake.list("market_data") == [f"{folder}/{d}.parquet" for d in days]
+    for d in days:
+        rel = f"{folder}/{d}.parquet"
+        pd.testing.assert_frame_equal(lake.read_frame(rel), frames[d])
+        assert lake.num_rows(rel) == len(frames[d]) and lake.exists(rel)
