@@ -81,6 +81,12 @@ def _migrate_partitions(args: argparse.Namespace) -> int:
     return migrate_main(dry_run=args.dry_run)
 
 
+def _compact_lake(args: argparse.Namespace) -> int:
+    from petrosa_pipelines.tooling.compact_lake import main as compact_main
+
+    return compact_main(dry_run=args.dry_run)
+
+
 def _migrate_depth(args: argparse.Namespace) -> int:
     from petrosa_pipelines.tooling.migrate_depth import main as migrate_main
 
@@ -179,6 +185,12 @@ def build_parser() -> argparse.ArgumentParser:
         "record the days before the rolling window (PETROSA_DAILY_WINDOW_DAYS) as "
         "instrument-months of market_data/history/*, moving no lake file",
     )
+    _migration(
+        sub,
+        "compact-lake",
+        "compact each closed history month of a quiet instrument (day files totalling at "
+        "most PETROSA_LAKE_COMPACT_MAX_MB) into one month file, every day proved unchanged",
+    )
     return parser
 
 
@@ -210,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         "migrate-instruments": _migrate_instruments,
         "migrate-depth": _migrate_depth,
         "migrate-partitions": _migrate_partitions,
+        "compact-lake": _compact_lake,
     }
     return handlers[args.command](args)
 

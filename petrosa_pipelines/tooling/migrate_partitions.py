@@ -8,9 +8,10 @@ month that holds a lake file, each day judged by the same checks, in one ``histo
 run (the run the daily roll would make), and proves that no lake file changed.
 
 Nothing is lost: every day's rows are listed and hashed before and after (rows, not files: the
-roll compacts closed quiet months into month files, ``market_data/compaction.py``); a missing or
-different day fails the command. The days' old day-partition materialisations stay in the event log. Idempotent: a
-recorded month is not recorded again unless more of its days have left the window.
+roll compacts closed quiet months into month files, ``market_data/compaction.py``); a missing
+or different day fails the command. The days' old day-partition materialisations stay in the
+event log. Idempotent: a recorded month is not recorded again unless more of its days have
+left the window.
 """
 
 from __future__ import annotations

@@ -198,3 +198,49 @@ def test_the_size_limit_is_a_validated_setting():
 def test_temporary_files_of_the_month_write_are_not_left_behind(month_lake):
     compact_month(month_lake, FOLDER, "2024-02", 64 * MB)
     assert [n for n in os.listdir(month_lake.base / FOLDER) if n.startswith(".")] == []
+
+
+def test_compact_lake_compacts_closed_months_only_and_proves_every_day(tmp_path, capsys):
+    from petrosa_pipelines.tooling.compact_lake import compact_lake
+
+    lake = LocalLake(tmp_path)
+    for month in ("2024-01", "2024-02", "2024-03"):
+        for day in days_of(month)[:3]:
+            lake.write_frame(path(day), day_frame(day, 60))
+    funding = lake_path("market_data/funding", "bybit-linear", "ETHUSDT", "2024-01-02")
+    lake.write_frame(funding, day_frame("2024-01-02", 3))
+    digest = lake_fingerprint(lake)
+    today = dt.date(2024, 4, 20)
+    dry = compact_lake(lake, "2024-03-01", 64 * MB, dry_run=True, today=today)
+    assert dry.candidates == [
+        (FOLDER, "2024-01"),
+        ("market_data/funding/bybit-linear/ETHUSDT", "2024-01"),
+        (FOLDER, "2024-02"),
+    ]
+    assert len(lake.list_files("market_data/")) == 10  # the dry run changed nothing
+    done = compact_lake(lake, "2024-03-01", 64 * MB, today=today, log=lambda _: None)
+    assert done.changed == [] and done.files_removed == (3 - 1) + (1 - 1) + (3 - 1)
+    assert [f.rsplit("/", 1)[1] for f in lake.list_files(FOLDER + "/")] == [
+        "2024-01.parquet",
+        "2024-02.parquet",
+        "2024-03-01.parquet",
+        "2024-03-02.parquet",
+        "2024-03-03.parquet",
+    ]
+    assert lake_fingerprint(lake) == digest
+    assert compact_lake(lake, "2024-03-01", 64 * MB, today=today).candidates == []  # idempotent
+
+
+def test_the_compact_lake_command_reports_what_it_did(tmp_path, monkeypatch, capsys):
+    from petrosa_pipelines.tooling.cli import main
+
+    lake = LocalLake(tmp_path)
+    for day in days_of("2023-11")[:4]:  # before the first day partition (2024-01-01 here)
+        lake.write_frame(path(day), day_frame(day, 60))
+    monkeypatch.setenv("PETROSA_LAKE_PATH", str(tmp_path))
+    assert main(["compact-lake", "--dry-run"]) == 0
+    assert "holding day files: 1" in capsys.readouterr().out
+    assert len(lake.list_files(FOLDER + "/")) == 4
+    assert main(["compact-lake"]) == 0
+    assert "1 compacted, 3 files fewer; changed days: 0" in capsys.readouterr().out
+    assert lake.list_files(FOLDER + "/") == [f"{FOLDER}/2023-11.parquet"]
