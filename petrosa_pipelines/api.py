@@ -163,7 +163,8 @@ class DataSources:
         for venue in sorted(EXCHANGES):
             name = storage_name(venue)
             prefix = f"{dataset_dir}/{name}/"
-            found = {p[len(prefix) :].split("/", 1)[0] for p in self.lake.list(prefix)}
+            # stored files, not days: a symbol's folder is the same for its day and month files
+            found = {p[len(prefix) :].split("/", 1)[0] for p in self.lake.list_files(prefix)}
             if self.warehouse is not None:
                 found |= self.warehouse.known_symbols(name)
             known |= {Instrument(venue, s).id for s in found}

@@ -250,6 +250,8 @@ class LakeFile:
 #: a day file ``<dir>/YYYY-MM-DD.parquet`` and the month file its days may be compacted into
 _DAY_FILE = re.compile(r"^(?P<dir>.+)/(?P<day>(?P<month>\d{4}-\d{2})-\d{2})\.parquet$")
 _MONTH_NAME = re.compile(r"^\d{4}-\d{2}\.parquet$")
+#: month files a lake keeps open (``Lake._month_file``)
+MONTH_FILES_OPEN = 8
 #: the month file's footer key listing its days: {"YYYY-MM-DD": [row group, rows], ...}
 MONTH_INDEX_KEY = b"petrosa.month_days"
 
@@ -328,14 +330,31 @@ class Lake(abc.ABC):
     def month_day(self, relpath: str) -> MonthDay | None:
         """The day's row group in its compacted month file (None: not compacted)."""
         month = month_path(relpath)
-        if month is None:
-            return None
-        try:
-            pf = pq.ParquetFile(self.open(month))
-        except FileNotFoundError:
+        pf = None if month is None else self._month_file(month)
+        if pf is None:
             return None
         found = month_index(pf.metadata).get(_DAY_FILE.match(relpath)["day"])
         return None if found is None else MonthDay(pf, *found)
+
+    def _month_file(self, relpath: str) -> pq.ParquetFile | None:
+        """The month file, opened once while it is unchanged (``signature``): a warehouse load
+        reads its 30 days one by one, and on S3 each open is a download of the month."""
+        sig = self.signature(relpath)
+        if sig is None:
+            return None
+        cache: dict[str, tuple[Any, pq.ParquetFile]] = self.__dict__.setdefault("_months", {})
+        hit = cache.get(relpath)
+        if hit is not None and hit[0] == sig:
+            return hit[1]
+        try:
+            pf = pq.ParquetFile(self.open(relpath))
+        except FileNotFoundError:
+            return None
+        cache.pop(relpath, None)
+        cache[relpath] = (sig, pf)
+        while len(cache) > MONTH_FILES_OPEN:
+            cache.pop(next(iter(cache)))
+        return pf
 
     def read_frame(self, relpath: str, columns: Sequence[str] | None = None) -> pd.DataFrame:
         """The day's frame (``columns``: only those); a v1 trades file (no ``trade_id``)

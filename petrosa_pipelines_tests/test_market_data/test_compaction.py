@@ -244,3 +244,18 @@ def test_the_compact_lake_command_reports_what_it_did(tmp_path, monkeypatch, cap
     assert main(["compact-lake"]) == 0
     assert "1 compacted, 3 files fewer; changed days: 0" in capsys.readouterr().out
     assert lake.list_files(FOLDER + "/") == [f"{FOLDER}/2023-11.parquet"]
+
+
+def test_a_month_file_is_opened_once_while_it_is_unchanged(month_lake, monkeypatch):
+    compact_month(month_lake, FOLDER, "2024-02", 64 * MB)
+    opened = []
+    real_open = month_lake.open
+    monkeypatch.setattr(month_lake, "open", lambda rel: opened.append(rel) or real_open(rel))
+    for day in days_of("2024-02"):
+        month_lake.read_frame(path(day))
+    assert opened.count(f"{FOLDER}/2024-02.parquet") == 1
+    # the month rewritten (a repair folded back in): the next read sees the new month file
+    month_lake.write_frame(path("2024-02-10"), day_frame("2024-02-10", 5))
+    compact_month(month_lake, FOLDER, "2024-02", 64 * MB)
+    assert month_lake.num_rows(path("2024-02-10")) == 5
+    assert len(month_lake.read_frame(path("2024-02-10"))) == 5
