@@ -30,6 +30,7 @@ QUICK_ARGS: dict[str, list[str]] = {
     "bybit_parse_bench.py": ["--quick"],
     "trades_memory_bench.py": ["--trades", "200000"],
     "depth_layout_bench.py": ["--cadence-ms", "10000"],
+    "compaction_bench.py": ["--instruments", "3", "--repeat", "1"],
 }
 
 
