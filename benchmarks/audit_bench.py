@@ -13,11 +13,10 @@ own cost, not part of the 2x target).
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import numpy as np
 import pandas as pd
+from timing import median_seconds
 
 from petrosa_pipelines.catalog.schemas import CANDLES, TRADES, conform
 from petrosa_pipelines.checks.audit import (
@@ -121,15 +120,6 @@ def bare_numpy(cols: dict[str, np.ndarray], lo: np.ndarray, hi: np.ndarray) -> t
     return gaps, dups, disorder, bad, outside, len(bars[0])
 
 
-def _time(fn, repeat: int) -> float:
-    out = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t0)
-    return statistics.median(out)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=10_000_000)
@@ -158,8 +148,8 @@ def main() -> None:
     assert verdicts["trades_id_continuous"] == (False, 3) and base[0] == 1
     assert all(p for n, (p, _) in verdicts.items() if n != "trades_id_continuous"), verdicts
 
-    t_base = _time(lambda: bare_numpy(cols, lo, hi), args.repeat)
-    t_audit = _time(lambda: audit(trades, candles), args.repeat)
+    t_base = median_seconds(lambda: bare_numpy(cols, lo, hi), args.repeat)
+    t_audit = median_seconds(lambda: audit(trades, candles), args.repeat)
     print(f"rows                 {args.rows:,}")
     print(
         f"bare numpy pass      {t_base * 1000:8.1f} ms  ({args.rows / t_base / 1e6:6.1f} M rows/s)"
@@ -172,7 +162,7 @@ def main() -> None:
         from petrosa_pipelines.checks.gx import validate_frame
 
         validate_frame("trades", trades.iloc[:1000])  # import and context outside the timing
-        t_gx = _time(lambda: validate_frame("trades", trades), 1)
+        t_gx = median_seconds(lambda: validate_frame("trades", trades), 1)
         print(f"GX trades suite      {t_gx * 1000:8.1f} ms  (WARN check, outside the target)")
 
 

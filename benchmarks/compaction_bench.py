@@ -24,7 +24,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -35,6 +34,7 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from timing import median_seconds  # noqa: E402
 
 FIXTURES = ROOT / "petrosa_pipelines_tests" / "fixtures" / "analytics"
 MONTH = "2024-02"
@@ -110,16 +110,6 @@ def disk(base: Path) -> tuple[int, int]:
     return len(files), sum(p.stat().st_size for p in files)
 
 
-def timed(fn, repeat: int) -> float:
-    """Median seconds of ``fn()`` over ``repeat`` runs."""
-    out = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t0)
-    return statistics.median(out)
-
-
 def measure(base: Path, instruments: int, repeat: int) -> dict[str, float]:
     from petrosa_pipelines.lake import LocalLake
     from petrosa_pipelines.market_data.history import lake_days
@@ -149,10 +139,10 @@ def measure(base: Path, instruments: int, repeat: int) -> dict[str, float]:
     return {
         "files": files,
         "bytes": size,
-        "read_day_s": timed(one_day, repeat * 5),
-        "read_month_s": timed(whole_month, repeat),
-        "list_instrument_s": timed(listing, repeat * 5),
-        "plan_roll_s": timed(plan, repeat),
+        "read_day_s": median_seconds(one_day, repeat * 5),
+        "read_month_s": median_seconds(whole_month, repeat),
+        "list_instrument_s": median_seconds(listing, repeat * 5),
+        "plan_roll_s": median_seconds(plan, repeat),
     }
 
 
