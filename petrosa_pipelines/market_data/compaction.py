@@ -49,7 +49,7 @@ COMPACTED, ALREADY, TOO_BIG, NOTHING, OPEN = (
     "already compacted",
     "day files: over the size limit",
     "no files",
-    "not closed",
+    "day files: the month is not closed (some of its days are in the window or today)",
 )
 
 
@@ -88,6 +88,8 @@ class MonthCompaction:
     bytes_after: int = 0
 
     def summary(self) -> str:
+        if self.status == OPEN:
+            return self.status
         text = f"{self.status}: {self.files_before} file(s), {self.bytes_before:,} B"
         if self.status == COMPACTED:
             text += f" -> {self.files_after} file(s), {self.bytes_after:,} B"
@@ -98,10 +100,9 @@ class MonthCompaction:
         return text
 
     def metadata(self) -> dict[str, Any]:
-        return {
-            "lake_layout": self.summary(),
-            "lake_file_count": self.files_after,
-        }
+        if self.status == OPEN:  # not looked at: the files can still change
+            return {"lake_layout": self.summary()}
+        return {"lake_layout": self.summary(), "lake_file_count": self.files_after}
 
 
 def _layout(schema: pa.Schema) -> tuple[Any, ...]:

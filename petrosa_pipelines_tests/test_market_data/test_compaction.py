@@ -259,3 +259,31 @@ def test_a_month_file_is_opened_once_while_it_is_unchanged(month_lake, monkeypat
     compact_month(month_lake, FOLDER, "2024-02", 64 * MB)
     assert month_lake.num_rows(path("2024-02-10")) == 5
     assert len(month_lake.read_frame(path("2024-02-10"))) == 5
+
+
+def test_a_month_with_days_in_the_window_is_left_alone_and_says_why(month_lake):
+    from petrosa_pipelines.market_data.history import MonthJob, compact_metadata
+
+    job = MonthJob(
+        "candles",
+        "2024-02-01",
+        "binance-usdm:BTCUSDT",
+        month_lake,
+        settings=None,
+        first="2024-01-01",
+        window_start="2024-02-20",
+    )
+    meta = compact_metadata(job, log=None)
+    assert meta == {"lake_layout": compaction.OPEN} and "not closed" in compaction.OPEN
+    assert len(month_lake.list_files(FOLDER + "/")) == 30
+    closed = MonthJob(
+        "candles",
+        "2024-02-01",
+        "binance-usdm:BTCUSDT",
+        month_lake,
+        settings=None,
+        first="2024-01-01",
+        window_start="2024-03-02",
+    )
+    meta = compact_metadata(closed, log=None)
+    assert meta["lake_layout"].startswith("compacted: 29 file(s)") and meta["lake_file_count"] == 1
