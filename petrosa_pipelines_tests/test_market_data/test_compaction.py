@@ -264,26 +264,19 @@ def test_a_month_file_is_opened_once_while_it_is_unchanged(month_lake, monkeypat
 def test_a_month_with_days_in_the_window_is_left_alone_and_says_why(month_lake):
     from petrosa_pipelines.market_data.history import MonthJob, compact_metadata
 
-    job = MonthJob(
-        "candles",
-        "2024-02-01",
-        "binance-usdm:BTCUSDT",
-        month_lake,
-        settings=None,
-        first="2024-01-01",
-        window_start="2024-02-20",
-    )
-    meta = compact_metadata(job, log=None)
+    def job(window_start: str) -> MonthJob:
+        return MonthJob(
+            "candles",
+            "2024-02-01",
+            "binance-usdm:BTCUSDT",
+            month_lake,
+            settings=None,
+            first="2024-01-01",
+            window_start=window_start,
+        )
+
+    meta = compact_metadata(job("2024-02-20"), log=None)
     assert meta == {"lake_layout": compaction.OPEN} and "not closed" in compaction.OPEN
     assert len(month_lake.list_files(FOLDER + "/")) == 30
-    closed = MonthJob(
-        "candles",
-        "2024-02-01",
-        "binance-usdm:BTCUSDT",
-        month_lake,
-        settings=None,
-        first="2024-01-01",
-        window_start="2024-03-02",
-    )
-    meta = compact_metadata(closed, log=None)
+    meta = compact_metadata(job("2024-03-02"), log=None)
     assert meta["lake_layout"].startswith("compacted: 29 file(s)") and meta["lake_file_count"] == 1
