@@ -432,11 +432,19 @@ class ExchangeAdapter(abc.ABC):
         """``default_endpoints`` as declared for this venue (``declared_endpoints`` below)."""
         return declared_endpoints(cls)
 
-    def feeds_book(self, stream: str) -> bool | None:
-        """Whether frames of ``stream`` (as ``frame_stream`` names it) can carry order-book
-        data: False lets a book replay skip them unparsed (``LandingStore.depth_samples``);
+    def stream_dataset(self, stream: str) -> str | None:
+        """The dataset frames of ``stream`` (as ``frame_stream`` names it) parse into, so a
+        landing read of one dataset skips the other datasets' frames unparsed (a day of
+        trades is a tenth of the day's frames; the book diffs are most of the rest and the
+        dearest to parse). ``""``: a stream known to feed no dataset (a liveness ticker).
         None, the default, is "unknown": the frame is parsed as any other."""
         return None
+
+    def feeds_book(self, stream: str) -> bool | None:
+        """Whether frames of ``stream`` can carry order-book data (``stream_dataset``):
+        False lets a book replay skip them unparsed; None is "unknown"."""
+        dataset = self.stream_dataset(stream)
+        return None if dataset is None else dataset == "depth"
 
     def stream_record_type(self, kind: str) -> type:
         """The record type the stream of a dataset (or ``liveness_stream``) parses into; the

@@ -162,21 +162,22 @@ class LandingStore:
         symbols: Collection[str] | None,
         *,
         slack_ms: int = HOUR_MS,
-        book_only: bool = False,
+        dataset: str | None = None,
     ) -> Iterator[tuple[Record, bool]]:
         """(record, from an internal line) of every landed line, in landing order, replayed
         through one fresh adapter; a stream's frames count from its first start point on.
 
-        ``book_only``: frames of streams the adapter knows carry no book data
-        (``feeds_book`` False) are skipped unparsed; a depth day's replay then parses only
-        its book frames (trades, candles and mark prices were most of a day's frames), and a
-        diff the adapter's ingest fast path vouches for comes as a :class:`FastDiff` (float
-        levels, no ``Decimal``: the conversion was most of a depth day's build).
+        ``dataset``: frames of streams the adapter knows parse into another dataset
+        (``stream_dataset``) are skipped unparsed, so a day's trades are read without
+        parsing its book diffs, and its book without its trades, candles and mark prices.
+        For ``"depth"`` a diff the adapter's ingest fast path vouches for comes as a
+        :class:`FastDiff` (float levels, no ``Decimal``: the conversion was most of a depth
+        day's build).
         """
         adapter = self._adapter(exchange)
         stream_of = adapter.frame_stream
-        parse_frame = _book_parser(adapter) if book_only else _full_parser(adapter)
-        skip = _unbooked(adapter) if book_only else _never
+        parse_frame = _book_parser(adapter) if dataset == "depth" else _full_parser(adapter)
+        skip = _other_datasets(adapter, dataset) if dataset else _never
         # as the venue spells them, and upper-cased as callers have always passed them
         wanted = {*symbols, *(s.upper() for s in symbols)} if symbols is not None else None
         started: set[str] = set()
@@ -215,8 +216,11 @@ class LandingStore:
         symbols: Collection[str] | None,
         *,
         slack_ms: int = HOUR_MS,
+        dataset: str | None = None,
     ) -> Iterator[Record]:
-        for rec, _ in self._replay(exchange, start_ms, end_ms, symbols, slack_ms=slack_ms):
+        for rec, _ in self._replay(
+            exchange, start_ms, end_ms, symbols, slack_ms=slack_ms, dataset=dataset
+        ):
             yield rec
 
     def read_records(
@@ -225,6 +229,8 @@ class LandingStore:
         start_ms: int,
         end_ms: int,
         symbols: Collection[str] | None = None,
+        *,
+        dataset: str | None = None,
     ) -> Iterator[Record]:
         """Every landed record whose trade/candle-open/event time is in [start_ms, end_ms).
 
@@ -232,8 +238,10 @@ class LandingStore:
         depth snapshots and book checkpoints come back as ``DepthSnapshotRecord``. Duplicates
         are not removed here. A stream that needs its start point (Bybit ``tickers``) gives
         records only from the first one in the read on (:meth:`mark_prices` looks back for it).
+        ``dataset``: frames the adapter knows belong to another dataset are skipped unparsed
+        (records of unknown streams and REST snapshots still come, callers filter by type).
         """
-        for rec in self._iter_parsed(exchange, start_ms, end_ms, symbols):
+        for rec in self._iter_parsed(exchange, start_ms, end_ms, symbols, dataset=dataset):
             if start_ms <= record_time(rec) < end_ms:
                 yield rec
 
@@ -254,13 +262,13 @@ class LandingStore:
         if dataset == "trades":
             recs: list[Record] = [
                 r
-                for r in self.read_records(exchange, start_ms, end_ms, [symbol])
+                for r in self.read_records(exchange, start_ms, end_ms, [symbol], dataset=dataset)
                 if type(r) is TradeRecord
             ]
         elif dataset == "candles":
             recs = [
                 r
-                for r in self.read_records(exchange, start_ms, end_ms, [symbol])
+                for r in self.read_records(exchange, start_ms, end_ms, [symbol], dataset=dataset)
                 if type(r) is CandleRecord and r.is_closed and r.interval == "1m"
             ]
         elif dataset == "funding":
@@ -291,7 +299,7 @@ class LandingStore:
         lo = start_ms - (self.state_lookback_ms if stateful else 0)
         marks = [
             r
-            for r in self._iter_parsed(exchange, lo, end_ms, [symbol])
+            for r in self._iter_parsed(exchange, lo, end_ms, [symbol], dataset="funding")
             if type(r) is MarkPriceRecord and start_ms <= r.event_time < end_ms
         ]
         marks.sort(key=lambda r: r.event_time)
@@ -323,7 +331,7 @@ class LandingStore:
         windows = [(g.start_ms, g.end_ms) for g in self.gaps(exchange, lo, end_ms, "depth", symbol)]
         breaks = sorted({a for a, _ in windows}, reverse=True)
         in_stream_venue = self._adapter_class(exchange).capabilities.book_snapshot_in_stream
-        for rec, internal in self._replay(exchange, lo, end_ms, [symbol], book_only=True):
+        for rec, internal in self._replay(exchange, lo, end_ms, [symbol], dataset="depth"):
             t = type(rec)
             if t is DepthUpdateRecord or t is FastDiff:
                 if rec.event_time < lo:
@@ -602,14 +610,16 @@ def _never(stream: str) -> bool:
     return False
 
 
-def _unbooked(adapter: ExchangeAdapter) -> Callable[[str], bool]:
-    """Whether a stream is one ``adapter`` knows carries no book data, cached per name."""
+def _other_datasets(adapter: ExchangeAdapter, dataset: str) -> Callable[[str], bool]:
+    """Whether a stream is one ``adapter`` knows parses into another dataset than
+    ``dataset`` (or none), cached per name."""
     known: dict[str, bool] = {}
 
     def skip(stream: str) -> bool:
         hit = known.get(stream)
         if hit is None:
-            hit = known[stream] = adapter.feeds_book(stream) is False
+            of = adapter.stream_dataset(stream)
+            hit = known[stream] = of is not None and of != dataset
         return hit
 
     return skip

@@ -247,14 +247,11 @@ def _real_aggtrades_landed(tmp_path: Path, nats_url: str) -> Iterator[RealReplay
         def replayed() -> bool:
             # by count, not by time: the recording's last frames share a time, and stopping at
             # the first of them would drop the rest before they arrive
-            return (
-                sum(
-                    s.processed + s.duplicates
-                    for s in engine.stats.streams.values()
-                    if s.dataset == "trades"
-                )
-                >= len(lines)
-            )
+            return sum(
+                s.processed + s.duplicates
+                for s in engine.stats.streams.values()
+                if s.dataset == "trades"
+            ) >= len(lines)
 
         asyncio.run(_run_until([engine], replayed, "the recording's last aggTrade"))
         assert engine.stats.dead_letters == 0

@@ -214,7 +214,7 @@ def test_a_depth_replay_skips_other_streams_unparsed_and_samples_the_same(tmp_pa
     fast = store.read_frame("binance", "depth", s, T0, T0 + HOUR_MS)
     book_frames = len(parsed)
     parsed.clear()
-    monkeypatch.setattr(BinanceAdapter, "feeds_book", lambda self, stream: None)
+    monkeypatch.setattr(BinanceAdapter, "stream_dataset", lambda self, stream: None)
     slow = store.read_frame("binance", "depth", s, T0, T0 + HOUR_MS)
     assert book_frames == 29 and len(parsed) == 4 * 29
     assert len(fast) == 28  # the sample at tick 29 s needs a later diff to close it
@@ -222,6 +222,47 @@ def test_a_depth_replay_skips_other_streams_unparsed_and_samples_the_same(tmp_pa
                                   slow.drop(columns=["bid_price", "bid_quantity"]))  # fmt: skip
     assert [b.tolist() for b in fast["bid_quantity"]] == [b.tolist() for b in slow["bid_quantity"]]
     assert fast["bid_quantity"].iloc[-1].tolist() == [28.0]
+
+
+def test_trades_candles_and_funding_reads_parse_only_their_streams(tmp_path, monkeypatch):
+    """A day's trades are read without parsing its book diffs, candles or mark prices (and so
+    for candles and funding), and each frame equals a read that parses every landed frame."""
+    from petrosa_pipelines.exchanges.binance.adapter import BinanceUsdmAdapter as BinanceAdapter
+
+    s = "BTCUSDT"
+    items = []
+    for i in range(1, 121):
+        t = T0 + i * 1000
+        items += [
+            (t + 5, bf.agg_trade(s, i, t)),
+            (t + 6, bf.kline(s, T0 + (i // 60 - 1) * 60_000, i % 60 == 0, t)),
+            # the next funding time moves at 60 s: one settled event
+            (t + 7, bf.mark_price(s, t, "0.0001", T0 + (60_000 if i < 60 else 8 * HOUR_MS))),
+            (t + 9, bf.depth_update(s, 100 + i, 100 + i, 99 + i, t, bids=[("100", str(i))])),
+        ]
+    _land(tmp_path, items)
+    parsed: list[bytes] = []
+    original = BinanceAdapter.parse_frame
+
+    def counting(self, payload, received_at=None):
+        parsed.append(payload)
+        return original(self, payload, received_at)
+
+    monkeypatch.setattr(BinanceAdapter, "parse_frame", counting)
+    store = LandingStore(tmp_path)
+    kinds = {"trades": b"@aggTrade", "candles": b"@kline_1m", "funding": b"@markPrice"}
+    fast = {}
+    for dataset, kind in kinds.items():
+        parsed.clear()
+        fast[dataset] = store.read_frame("binance", dataset, s, T0, T0 + DAY_MS)
+        assert parsed and all(kind in p for p in parsed), dataset
+    assert len(fast["trades"]) == 120 and len(fast["candles"]) == 2 and len(fast["funding"]) == 1
+    monkeypatch.setattr(BinanceAdapter, "stream_dataset", lambda self, stream: None)
+    for dataset in kinds:
+        parsed.clear()
+        slow = store.read_frame("binance", dataset, s, T0, T0 + DAY_MS)
+        assert len(parsed) == len(items)  # unknown streams: every frame is parsed
+        pd.testing.assert_frame_equal(fast[dataset], slow)
 
 
 def test_the_depth_replay_takes_diffs_by_the_fast_path_and_rebuilds_the_same_book(

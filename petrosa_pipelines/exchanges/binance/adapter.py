@@ -96,8 +96,17 @@ _HEAD_LEN = len(_STREAM_HEAD)
 #: names millions of times, and a dict hit is cheaper than decoding each one (bounded)
 _FRAME_STREAMS: dict[bytes, tuple[str, str, bool]] = {}
 _FRAME_STREAMS_MAX = 4096
-#: stream kinds (after ``@``) that carry no book data (``feeds_book``)
-_NOT_BOOK_KINDS = ("aggTrade", "trade", "kline_", "markPrice", "ticker", "bookTicker")
+#: stream kind prefixes (after ``@``) and the dataset their frames parse into
+#: (``stream_dataset``; "": none, the ``@ticker`` liveness probe and ``@bookTicker``)
+_KIND_DATASETS = (
+    ("depth", "depth"),
+    ("aggTrade", "trades"),
+    ("trade", "trades"),
+    ("kline_", "candles"),
+    ("markPrice", "funding"),
+    ("ticker", ""),
+    ("bookTicker", ""),
+)
 
 #: stream profile name -> (stream kind -> stream name template); see the module docstring
 EXCHANGE_PROFILE = "exchange"
@@ -429,15 +438,12 @@ class BinanceUsdmAdapter(ExchangeAdapter):
             _FRAME_STREAMS[name] = info
         return info
 
-    def feeds_book(self, stream: str) -> bool | None:
-        """Book data comes only on ``<symbol>@depth...`` streams (diffs, partial depth); the
-        other kinds either profile subscribes never carry it; anything else is unknown."""
+    def stream_dataset(self, stream: str) -> str | None:
+        """By the stream's kind: ``@depth...`` (diffs, partial depth) is depth, ``@aggTrade``
+        and raw ``@trade`` trades, ``@kline_`` candles, ``@markPrice`` funding; ``@ticker``
+        and ``@bookTicker`` feed none; anything else is unknown."""
         kind = stream.partition("@")[2]
-        if kind.startswith("depth"):
-            return True
-        if kind.startswith(_NOT_BOOK_KINDS):
-            return False
-        return None
+        return next((ds for prefix, ds in _KIND_DATASETS if kind.startswith(prefix)), None)
 
     @staticmethod
     def sender_received_at(payload: bytes) -> int | None:

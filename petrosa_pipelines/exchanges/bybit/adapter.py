@@ -119,6 +119,13 @@ def _undecodable(exc: BaseException, raw: bytes | None) -> MessageError:
 
 
 _TOPIC_KEY = b'"topic":"'
+#: topic kind -> the dataset its frames parse into (``stream_dataset``)
+_TOPIC_DATASETS = {
+    "orderbook": "depth",
+    "publicTrade": "trades",
+    "kline": "candles",
+    "tickers": "funding",
+}
 _KINDS: dict[bytes, str] = {k.encode(): k for k in DECODERS}
 #: the ticker fields a ``MarkPriceRecord`` is made of
 _FUNDING_FIELDS = ("markPrice", "indexPrice", "fundingRate", "nextFundingTime")
@@ -324,15 +331,10 @@ class BybitLinearAdapter(ExchangeAdapter):
         starts = kind != "tickers" or b'"type":"snapshot"' in payload
         return rest.rpartition(".")[2], topic, starts
 
-    def feeds_book(self, stream: str) -> bool | None:
-        """Book data comes only on ``orderbook.*`` topics; trades, klines and tickers never
-        carry it; anything else is unknown."""
-        kind = stream.partition(".")[0]
-        if kind == "orderbook":
-            return True
-        if kind in ("publicTrade", "kline", "tickers"):
-            return False
-        return None
+    def stream_dataset(self, stream: str) -> str | None:
+        """By the topic's kind: ``orderbook`` is depth, ``publicTrade`` trades, ``kline``
+        candles, ``tickers`` funding (mark prices); anything else is unknown."""
+        return _TOPIC_DATASETS.get(stream.partition(".")[0])
 
     def _parse_slow(self, data: bytes, received_at: int | None) -> list[Record]:
         """Control replies, error replies, unknown topics and re-serialised frames."""
