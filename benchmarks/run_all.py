@@ -31,6 +31,7 @@ QUICK_ARGS: dict[str, list[str]] = {
     "trades_memory_bench.py": ["--trades", "200000"],
     "depth_layout_bench.py": ["--cadence-ms", "10000"],
     "compaction_bench.py": ["--instruments", "3", "--repeat", "1"],
+    "landing_read_bench.py": ["--hours", "1", "--repeat", "1"],
 }
 
 
