@@ -433,11 +433,12 @@ class ExchangeAdapter(abc.ABC):
         return declared_endpoints(cls)
 
     def stream_dataset(self, stream: str) -> str | None:
-        """The dataset frames of ``stream`` (as ``frame_stream`` names it) parse into, so a
-        landing read of one dataset skips the other datasets' frames unparsed (a day of
-        trades is a tenth of the day's frames; the book diffs are most of the rest and the
-        dearest to parse). ``""``: a stream known to feed no dataset (a liveness ticker).
-        None, the default, is "unknown": the frame is parsed as any other."""
+        """The channel (a key of ``channels``: a dataset, or a liveness stream such as
+        ``ticker``) whose frames ``stream`` (as ``frame_stream`` names it) carries. A landing
+        read of one dataset skips the others' frames unparsed (a day of trades is a tenth of
+        the day's frames; the book diffs are most of the rest and the dearest to parse), and
+        a NATS group drops the streams of channels it does not carry (``StreamFilter``).
+        None, the default, is "unknown": the frame is parsed and handed on as any other."""
         return None
 
     def feeds_book(self, stream: str) -> bool | None:

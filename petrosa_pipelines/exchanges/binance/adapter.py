@@ -96,16 +96,15 @@ _HEAD_LEN = len(_STREAM_HEAD)
 #: names millions of times, and a dict hit is cheaper than decoding each one (bounded)
 _FRAME_STREAMS: dict[bytes, tuple[str, str, bool]] = {}
 _FRAME_STREAMS_MAX = 4096
-#: stream kind prefixes (after ``@``) and the dataset their frames parse into
-#: (``stream_dataset``; "": none, the ``@ticker`` liveness probe and ``@bookTicker``)
+#: stream kind prefixes (after ``@``) and the channel their frames belong to
+#: (``stream_dataset``: a dataset, or ``ticker``, the socket-client's liveness probe)
 _KIND_DATASETS = (
     ("depth", "depth"),
     ("aggTrade", "trades"),
     ("trade", "trades"),
     ("kline_", "candles"),
     ("markPrice", "funding"),
-    ("ticker", ""),
-    ("bookTicker", ""),
+    ("ticker", "ticker"),
 )
 
 #: stream profile name -> (stream kind -> stream name template); see the module docstring
@@ -440,8 +439,8 @@ class BinanceUsdmAdapter(ExchangeAdapter):
 
     def stream_dataset(self, stream: str) -> str | None:
         """By the stream's kind: ``@depth...`` (diffs, partial depth) is depth, ``@aggTrade``
-        and raw ``@trade`` trades, ``@kline_`` candles, ``@markPrice`` funding; ``@ticker``
-        and ``@bookTicker`` feed none; anything else is unknown."""
+        and raw ``@trade`` trades, ``@kline_`` candles, ``@markPrice`` funding, ``@ticker``
+        the liveness ticker; anything else is unknown."""
         kind = stream.partition("@")[2]
         return next((ds for prefix, ds in _KIND_DATASETS if kind.startswith(prefix)), None)
 
