@@ -29,6 +29,19 @@ def _land(root, items, group="g1"):
                 assert w.put(*it)
 
 
+def _count_parses(monkeypatch, adapter_cls) -> list[bytes]:
+    """Every payload ``adapter_cls.parse_frame`` is given from now on, in order."""
+    parsed: list[bytes] = []
+    original = adapter_cls.parse_frame
+
+    def counting(self, payload, received_at=None):
+        parsed.append(payload)
+        return original(self, payload, received_at)
+
+    monkeypatch.setattr(adapter_cls, "parse_frame", counting)
+    return parsed
+
+
 def _snap(lid, t, bids, asks, recv, symbol="BTCUSDT"):
     return DepthSnapshotRecord(
         exchange="binance", symbol=symbol, last_update_id=lid, event_time=t,
@@ -201,14 +214,7 @@ def test_a_depth_replay_skips_other_streams_unparsed_and_samples_the_same(tmp_pa
             (t + 9, bf.depth_update(s, 100 + i, 100 + i, 99 + i, t, bids=[("100", str(i))])),
         ]
     _land(tmp_path, items)
-    parsed: list[bytes] = []
-    original = BinanceAdapter.parse_frame
-
-    def counting(self, payload, received_at=None):
-        parsed.append(payload)
-        return original(self, payload, received_at)
-
-    monkeypatch.setattr(BinanceAdapter, "parse_frame", counting)
+    parsed = _count_parses(monkeypatch, BinanceAdapter)
     monkeypatch.setattr(BinanceAdapter, "fast_path", lambda self: None)  # count every parse
     store = LandingStore(tmp_path, depth_cadence_ms=1000, depth_top_n=2)
     fast = store.read_frame("binance", "depth", s, T0, T0 + HOUR_MS)
@@ -241,14 +247,7 @@ def test_trades_candles_and_funding_reads_parse_only_their_streams(tmp_path, mon
             (t + 9, bf.depth_update(s, 100 + i, 100 + i, 99 + i, t, bids=[("100", str(i))])),
         ]
     _land(tmp_path, items)
-    parsed: list[bytes] = []
-    original = BinanceAdapter.parse_frame
-
-    def counting(self, payload, received_at=None):
-        parsed.append(payload)
-        return original(self, payload, received_at)
-
-    monkeypatch.setattr(BinanceAdapter, "parse_frame", counting)
+    parsed = _count_parses(monkeypatch, BinanceAdapter)
     store = LandingStore(tmp_path)
     kinds = {"trades": b"@aggTrade", "candles": b"@kline_1m", "funding": b"@markPrice"}
     fast = {}
