@@ -577,7 +577,8 @@ def test_parse_bench_quick_runs():
     assert out.returncode in (0, 1), out.stderr
     assert out.stdout.count("msg/s (median") == 6, out.stdout
     assert out.stdout.count("target >= 100,000 msg/s: ") == 2, out.stdout
-    assert out.stdout.count("parse / orjson ratio (median of per-rep ratios): 0.") == 2, out.stdout
+    # the ratio itself is speed: at this size it was 1.21 once on a loaded machine
+    assert out.stdout.count("parse / orjson ratio (median of per-rep ratios): ") == 2, out.stdout
     assert "OVERALL: " in out.stdout, out.stdout
     print(out.stdout)
 
