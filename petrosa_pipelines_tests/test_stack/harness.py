@@ -43,15 +43,19 @@ _TODAY = dt.datetime.now(tz=dt.UTC).date()
 WINDOW_DAYS = settings.from_env({}).daily_window_days
 START_DATE = (_TODAY - dt.timedelta(days=90)).isoformat()
 STACK_ENV = {"PETROSA_DAILY_WINDOW_DAYS": str(WINDOW_DAYS), "PETROSA_START_DATE": START_DATE}
-#: two closed days inside the window; not yesterday, which the window sensor builds by itself
-DAYS = tuple((_TODAY - dt.timedelta(days=n)).isoformat() for n in (4, 3))
+#: a closed day inside the window; not yesterday, which the window sensor builds by itself. One
+#: day x two symbols: the backfill, its checks, the analytics and the cross-symbol correlation
+#: that follow it are the same per day, and a second day cost the suite four more runs (each a
+#: fresh process loading Dagster and great-expectations); two days x four instruments through
+#: the daemon are test_market_data/test_backfill_daemon.py's
+DAYS = ((_TODAY - dt.timedelta(days=3)).isoformat(),)
 #: ``YYYY-MM-DD|binance-usdm:BTCUSDT``: what ``add_symbols`` registers (instrument ids)
 KEYS = tuple(partition_key_str(d, instrument_id(s)) for d in DAYS for s in SYMBOLS)
 MARKET_DATA = ("trades", "candles", "depth", "funding")
 MARKET_DATA_PATHS = tuple(("market_data", name) for name in MARKET_DATA)
 #: small days keep a symbol-day run at a few seconds on a shared 2-core machine
 TRADES_PER_DAY = 5_000
-#: a deadline, not a speed target: the four runs took 105-157 s each at load 8 (each a fresh
+#: a deadline, not a speed target: the backfill's runs took 105-157 s each at load 8 (each a fresh
 #: process importing Dagster and great-expectations), and the whole backfill 302 s (183 s in an
 #: idle CI); a CPU burner beside the suite can double that. Below ``STACK_TEST_TIMEOUT_S``, the
 #: deadline of every test that may be the one to launch it
