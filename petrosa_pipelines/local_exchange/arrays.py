@@ -6,7 +6,7 @@ step is the resting quantity per tick. Prices are in units of ``10**-price_decim
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -155,17 +155,37 @@ def one_candle(t: DayTrades, open_time: int) -> KlineArrays:
         t.first_id[0],
         t.last_id[-1],
     ]
-    return _columns(one)
+    return candle_columns(one)
 
 
 def _one_small_candle(t: DayTrades, open_time: int) -> KlineArrays:
     """:func:`one_candle` of a few trades in Python ints, wrapped as int64 sums wrap."""
-    price, qty = t.price.tolist(), t.qty.tolist()
-    first, last, maker = t.first_id.tolist(), t.last_id.tolist(), t.maker.tolist()
+    return candle_columns(
+        small_candle_values(
+            t.price.tolist(),
+            t.qty.tolist(),
+            t.first_id.tolist(),
+            t.last_id.tolist(),
+            t.maker.tolist(),
+            open_time,
+        )
+    )
+
+
+def small_candle_values(
+    price: list[int],
+    qty: list[int],
+    first: list[int],
+    last: list[int],
+    maker: list[bool],
+    open_time: int,
+) -> list[int]:
+    """The 12 :class:`KlineArrays` values of the candle of a few trades (non-empty) given as
+    Python lists, wrapped as int64 sums wrap: the live streams' candles without any array."""
     quote = [p * q for p, q in zip(price, qty, strict=True)]  # exact; wrapped once summed
     taker_qty = [q for q, m in zip(qty, maker, strict=True) if not m]
     taker_quote = [v for v, m in zip(quote, maker, strict=True) if not m]
-    one = [
+    return [
         open_time,
         price[0],
         max(price),
@@ -179,10 +199,15 @@ def _one_small_candle(t: DayTrades, open_time: int) -> KlineArrays:
         first[0],
         last[-1],
     ]
-    return _columns(one)
 
 
-def _columns(values: list[int]) -> KlineArrays:
+def flat_candle_values(open_time: int, close: int) -> tuple[int, ...]:
+    """The 12 :class:`KlineArrays` values of a candle without trades: flat at ``close`` (the
+    previous close), no volume, ids -1 (what :func:`aggregate_candles` gives an empty bucket)."""
+    return (open_time, close, close, close, close, 0, 0, 0, 0, 0, -1, -1)
+
+
+def candle_columns(values: Sequence[int]) -> KlineArrays:
     """One candle's values as the one-element int64 columns of a :class:`KlineArrays` (rows
     of one array: a numpy call, not one per column)."""
     return KlineArrays(*np.array(values, dtype=np.int64)[:, None])

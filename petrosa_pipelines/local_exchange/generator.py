@@ -27,12 +27,16 @@ from typing import NamedTuple
 import numpy as np
 
 from petrosa_pipelines.local_exchange.arrays import (
+    SMALL_CANDLE,
     BookState,
     DayTrades,
     KlineArrays,
     aggregate_candles,
+    candle_columns,
     concat_klines,
+    flat_candle_values,
     one_candle,
+    small_candle_values,
 )
 from petrosa_pipelines.local_exchange.config import MarketConfig, SymbolSpec, symbol_spec
 from petrosa_pipelines.local_exchange.units import (
@@ -68,8 +72,10 @@ def _row_changes(
     same arrays as ``flatnonzero`` row by row, without its per-row cost)."""
     after = grid[new]
     r, c = np.nonzero(grid[old] != after)
-    ends = np.cumsum(np.bincount(r, minlength=len(new)))[:-1]
-    return list(zip(np.split(c + lo, ends), np.split(after[r, c], ends), strict=True))
+    ticks, qtys = c + lo, after[r, c]
+    # the pieces ``np.split`` gives, by plain slicing (its per-piece cost was most of this)
+    ends = np.cumsum(np.bincount(r, minlength=len(new))).tolist()
+    return [(ticks[a:b], qtys[a:b]) for a, b in zip([0, *ends[:-1]], ends, strict=True)]
 
 
 class _DayView(NamedTuple):
@@ -80,6 +86,10 @@ class _DayView(NamedTuple):
     trades: DayTrades
     time: memoryview
     price: memoryview
+    qty: memoryview
+    first_id: memoryview
+    last_id: memoryview
+    maker: memoryview
 
 
 class BookChange(NamedTuple):
@@ -113,7 +123,11 @@ class MarketGenerator:
         # per-instance hashes the hot paths (1 s mark prices, 100 ms books) would recompute
         self._funding_cached = lru_cache(maxsize=4096)(self._funding_rate_e8)
         self._hash_cached = lru_cache(maxsize=256)(stable_hash)
+        # a price before the market's first trade is its day's anchor (tickers look 24 h back)
+        self._anchor_cached = lru_cache(maxsize=64)(self.anchor_price)
         self._formats = LevelFormats()
+        #: (symbol, open_time, interval ms) -> (trades up to, values) of the live candles
+        self._live_candles: dict[tuple[str, int, int], tuple[int, tuple[int, ...]]] = {}
 
     # -- identity -------------------------------------------------------------------------
 
@@ -233,7 +247,9 @@ class MarketGenerator:
 
     def _make_view(self, symbol: str, day_index: int) -> _DayView:
         t = self.day_trades(symbol, EPOCH + dt.timedelta(days=day_index))
-        return _DayView(t, memoryview(t.time), memoryview(t.price))
+        return _DayView(
+            t, *map(memoryview, (t.time, t.price, t.qty, t.first_id, t.last_id, t.maker))
+        )
 
     def _day_view(self, symbol: str, ms: int) -> _DayView:
         """The trades of the UTC day containing ``ms`` (``day_trades(symbol, to_date(ms))``)."""
@@ -287,7 +303,7 @@ class MarketGenerator:
     def price_at(self, symbol: str, ms: int) -> int:
         """Last traded price at ``ms`` (integer units); the day's anchor before any trade."""
         last = self.last_trade_before(symbol, ms)
-        return last[1] if last else self.anchor_price(symbol, to_date(max(ms, 0)))
+        return last[1] if last else self._anchor_cached(symbol, to_date(max(ms, 0)))
 
     # -- klines -----------------------------------------------------------------------------
 
@@ -340,12 +356,75 @@ class MarketGenerator:
         """The candle opening at ``open_time`` from its trades up to ``at_ms`` alone (None when
         it has none yet): what :meth:`kline_arrays` gives, without aggregating the day so far
         (that made each 250 ms kline update cost as much as the day's trades)."""
+        values = self.open_candle_values(symbol, open_time, iv, at_ms)
+        return None if values is None else candle_columns(values)
+
+    def open_candle_values(
+        self, symbol: str, open_time: int, iv: int, at_ms: int
+    ) -> tuple[int, ...] | None:
+        """:meth:`open_candle` as its 12 values in Python ints: a live candle has a few trades,
+        read off the day's memoryviews without building arrays, and is asked for again each
+        second (tickers and klines) mostly without a new trade: then it is the last answer."""
         view = self._day_view(symbol, open_time)
         lo = bisect_left(view.time, open_time)
         hi = bisect_right(view.time, min(at_ms, open_time + iv - 1))
         if hi <= lo:
             return None
-        return one_candle(view.trades.slice(lo, hi), open_time)
+        key = (symbol, open_time, iv)
+        last = self._live_candles.get(key)
+        if last is not None and last[0] == hi:  # the same trades lo..hi as last time
+            return last[1]
+        if hi - lo > SMALL_CANDLE:
+            values = tuple(int(a[0]) for a in one_candle(view.trades.slice(lo, hi), open_time))
+        else:
+            values = tuple(
+                small_candle_values(
+                    view.price[lo:hi].tolist(),
+                    view.qty[lo:hi].tolist(),
+                    view.first_id[lo:hi].tolist(),
+                    view.last_id[lo:hi].tolist(),
+                    view.maker[lo:hi].tolist(),
+                    open_time,
+                )
+            )
+        if len(self._live_candles) >= 4096:
+            self._live_candles.clear()
+        self._live_candles[key] = (hi, values)
+        return values
+
+    def _empty_close(self, symbol: str, open_time: int) -> int:
+        """The close of a candle without trades opening at ``open_time`` (a market day): the
+        last trade before it that day, else the day before's close, as :func:`aggregate_candles`
+        carries it forward."""
+        d = open_time // DAY_MS
+        view = self._view_cached(symbol, d)
+        i = bisect_left(view.time, open_time) - 1
+        if i >= 0:
+            return view.price[i]
+        return self._prev_close(symbol, EPOCH + dt.timedelta(days=d))
+
+    def live_candle(self, symbol: str, interval: str, open_time: int, at_ms: int) -> KlineArrays:
+        """``kline_arrays(symbol, interval, open_time, open_time, at_ms)``: the candle opening at
+        ``open_time`` as of ``at_ms``, without aggregating the day so far when it has no trade
+        yet (the first seconds of most minutes)."""
+        iv = INTERVALS_MS[interval]
+        values = self.open_candle_values(symbol, open_time, iv, at_ms)
+        if values is None and open_time >= self.start_ms and at_ms >= open_time:
+            if open_time % iv == 0:
+                values = flat_candle_values(open_time, self._empty_close(symbol, open_time))
+        if values is None:
+            return self.kline_arrays(symbol, interval, open_time, open_time, at_ms)
+        return candle_columns(values)
+
+    def closed_candle(self, symbol: str, interval: str, open_time: int) -> KlineArrays:
+        """``kline_arrays(symbol, interval, open_time, open_time)``: the candle's row of its
+        day's cached block, without masking the day's candles for it."""
+        iv = INTERVALS_MS[interval]
+        if open_time < self.start_ms or open_time % iv:
+            return self.kline_arrays(symbol, interval, open_time, open_time)
+        block = self._kline_block_cached(symbol, to_date(open_time), iv)
+        i = open_time % DAY_MS // iv
+        return KlineArrays(*(a[i : i + 1] for a in block))
 
     # -- funding and mark price -------------------------------------------------------------
 
@@ -364,8 +443,12 @@ class MarketGenerator:
 
     def mark_price_e8(self, symbol: str, ms: int) -> int:
         """Mark price in units of 1e-8: the last trade price plus a small deterministic premium."""
+        return self.mark_price_e8_from(symbol, ms, self.price_at(symbol, ms))
+
+    def mark_price_e8_from(self, symbol: str, ms: int, price: int) -> int:
+        """:meth:`mark_price_e8` given ``price_at(symbol, ms)`` (a ticker has it already)."""
         spec = self.spec(symbol)
-        base = self.price_at(symbol, ms) * 10 ** (8 - spec.price_decimals)
+        base = price * 10 ** (8 - spec.price_decimals)
         wobble = mix_int(self._hash_cached(self.config.seed, symbol) ^ (ms // 1000))
         premium = (wobble % 2001 - 1000) / 1e7  # within +-0.01 %
         return int(round(base * (1 + premium)))
@@ -523,7 +606,13 @@ class MarketGenerator:
     def top_of_book(self, symbol: str, step: int) -> tuple[int, int, int, int]:
         """(best bid tick, its quantity, best ask tick, its quantity) on ``step``: the first
         level of :meth:`book_state` without computing the rest."""
-        center = self.price_at(symbol, step * self.book_step_ms) // self.spec(symbol).tick_units
+        price = self.price_at(symbol, step * self.book_step_ms)
+        return self.top_of_book_at(symbol, step, price)
+
+    def top_of_book_at(self, symbol: str, step: int, price: int) -> tuple[int, int, int, int]:
+        """:meth:`top_of_book` given ``price_at(symbol, step * book_step_ms)`` (a ticker on the
+        book's grid has already looked it up)."""
+        center = price // self.spec(symbol).tick_units
         if type(self)._level_qty is not MarketGenerator._level_qty:  # a subclass's own levels
             one = np.array([center], dtype=np.int64)
             bid_q = int(self._level_qty(symbol, 0, one, step, center)[0])
@@ -535,8 +624,8 @@ class MarketGenerator:
 
     def _top_level_qty(self, symbol: str, side: int, tick: int, step: int) -> int:
         """:meth:`_level_qty` of the top level (``ticks == top``), one level: the same uint64
-        hash in Python ints (``mix_int`` is ``mix``), the same float steps in numpy on a
-        one-element array, so the number is the one :meth:`book_state` has, for a few
+        hash in Python ints (``mix_int`` is ``mix``), the same float steps on Python floats
+        around numpy's own log1p, so the number is the one :meth:`book_state` has, for a few
         microseconds instead of ~20 array operations (a ticker a second needs it)."""
         spec = self.spec(symbol)
         key = self._hash_cached(self.config.seed, symbol, side)
@@ -544,6 +633,7 @@ class MarketGenerator:
         epoch = (step & _M64) | _TOP_EPOCH
         h = mix_int(((t * _GOLDEN) & _M64) ^ epoch ^ key)
         mean = max(spec.level_qty * 10**spec.qty_decimals / spec.step_units, 2.0)
-        u = np.array([float(h >> 11)], dtype=np.float64) / float(1 << 53)
-        steps = np.maximum(np.rint(-np.log1p(-u) * mean), 1).astype(np.int64)
-        return int(steps[0]) * spec.step_units
+        u = float(h >> 11) / float(1 << 53)
+        # numpy's log1p of a scalar is its array loop's (math.log1p differs in the last bit on
+        # some CPUs); the rest is the same IEEE float steps, round() halves to even as rint
+        return max(round(-float(np.log1p(-u)) * mean), 1) * spec.step_units

@@ -114,23 +114,38 @@ def fmt_many(values: Iterable[int], decimals: int) -> list[str]:
     return [pattern(v // scale, v % scale) for v in vals]
 
 
+class _FixedMemo(dict[int, str]):
+    """``fmt_fixed(value, decimals)`` by value, formatting a value on its first lookup (so a
+    batch is one ``map`` of lookups, with no pass looking for misses)."""
+
+    def __init__(self, decimals: int) -> None:
+        super().__init__()
+        self.decimals = decimals
+
+    def __missing__(self, value: int) -> str:
+        text = self[value] = fmt_fixed(value, self.decimals)
+        return text
+
+
 class LevelFormats:
     """Memoised :func:`fmt_fixed` for book levels: the same prices and sizes recur all day, and
     formatting them was most of the cost of a depth diff (bounded: cleared past 100k values)."""
 
     def __init__(self) -> None:
-        self._cache: dict[int, dict[int, str]] = {}
+        self._cache: dict[int, _FixedMemo] = {}
 
-    def many(self, values: list[int], decimals: int) -> list[str]:
-        cache = self._cache.setdefault(decimals, {})
+    def memo(self, decimals: int) -> dict[int, str]:
+        """The memo of one scale: ``memo[value] == fmt_fixed(value, decimals)`` (a ticker's
+        prices and sizes are mostly the book's, already formatted)."""
+        cache = self._cache.get(decimals)
+        if cache is None:
+            cache = self._cache[decimals] = _FixedMemo(decimals)
         if len(cache) > 100_000:
             cache.clear()
-        out = list(map(cache.get, values))
-        if None in out:
-            for i, v in enumerate(values):
-                if out[i] is None:
-                    out[i] = cache[v] = fmt_fixed(v, decimals)
-        return out  # type: ignore[return-value]
+        return cache
+
+    def many(self, values: list[int], decimals: int) -> list[str]:
+        return list(map(self.memo(decimals).__getitem__, values))
 
     def levels_of_many(
         self, ticks: list[np.ndarray], qtys: list[np.ndarray], tick_units: int, pd_: int, qd: int

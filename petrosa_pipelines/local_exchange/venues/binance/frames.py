@@ -140,8 +140,9 @@ class BinanceMarket(MarketGenerator):
 
     def mark_price_event(self, symbol: str, second_ms: int) -> dict[str, Any]:
         """One ``markPriceUpdate`` at a whole second (``@markPrice@1s``)."""
-        mark = self.mark_price_e8(symbol, second_ms)
-        index = self.index_price_e8(symbol, second_ms)
+        price = self.price_at(symbol, second_ms)  # both are of it: one look-up
+        mark = self.mark_price_e8_from(symbol, second_ms, price)
+        index = price * 10 ** (8 - self.spec(symbol).price_decimals)  # index_price_e8
         jitter = mix_int(second_ms) % 9
         return {
             "e": "markPriceUpdate",
@@ -286,9 +287,10 @@ class BinanceMarket(MarketGenerator):
     ) -> dict[str, Any]:
         """A ``kline`` event for the candle opening at ``open_time`` as of ``at_ms``."""
         iv = INTERVALS_MS[interval]
-        k = None if closed else self.open_candle(symbol, open_time, iv, at_ms)
-        if k is None:
-            k = self.kline_arrays(symbol, interval, open_time, open_time, None if closed else at_ms)
+        if closed:
+            k = self.closed_candle(symbol, interval, open_time)
+        else:
+            k = self.live_candle(symbol, interval, open_time, at_ms)
         spec = self.spec(symbol)
         pd_, qd = spec.price_decimals, spec.qty_decimals
         return {

@@ -164,11 +164,7 @@ class BybitFormats:
     def candle(self, symbol: str, interval: str, open_time: int, at_ms: int) -> KlineArrays:
         """The candle opening at ``open_time`` as of ``at_ms`` (flat at the previous close when
         it has no trade yet)."""
-        iv = INTERVALS_MS[interval]
-        k = self.market.open_candle(symbol, open_time, iv, at_ms)
-        if k is None:
-            k = self.market.kline_arrays(symbol, interval, open_time, open_time, at_ms)
-        return k
+        return self.market.live_candle(symbol, interval, open_time, at_ms)
 
     def kline_object(
         self, symbol: str, interval: str, k: KlineArrays, i: int, confirm: bool, ts: int
@@ -297,43 +293,49 @@ class BybitFormats:
         last = mk.price_at(symbol, ms)
         minute = ms // MINUTE_MS * MINUTE_MS
         hi, lo, vol, quote = self._stats_cached(symbol, minute)
-        part = mk.open_candle(symbol, minute, MINUTE_MS, ms)
-        if part is not None:
-            hi = max(hi, int(part.high[0])) if hi else int(part.high[0])
-            lo = min(lo, int(part.low[0])) if lo else int(part.low[0])
-            vol, quote = vol + int(part.volume[0]), quote + int(part.quote[0])
+        part = mk.open_candle_values(symbol, minute, MINUTE_MS, ms)
+        if part is not None:  # open_time, open, high, low, close, volume, quote, ...
+            hi = max(hi, part[2]) if hi else part[2]
+            lo = min(lo, part[3]) if lo else part[3]
+            vol, quote = vol + part[5], quote + part[6]
         prev24 = mk.price_at(symbol, ms - DAY_MS)
         scale = 10 ** (8 - pd_)
-        mark = (mk.mark_price_e8(symbol, ms) + scale // 2) // scale
+        mark = (mk.mark_price_e8_from(symbol, ms, last) + scale // 2) // scale
+        index = last * 10 ** (8 - pd_) // scale  # index_price_e8 is the last price, in 1e-8
         oi = self._open_interest(symbol, ms)
         step = ms // mk.book_step_ms
-        bid, bid_q, ask, ask_q = mk.top_of_book(symbol, step)
+        if step * mk.book_step_ms == ms:  # on the book's grid (every live ticker)
+            bid, bid_q, ask, ask_q = mk.top_of_book_at(symbol, step, last)
+        else:
+            bid, bid_q, ask, ask_q = mk.top_of_book(symbol, step)
         pcnt = (last - prev24) * 10**6 // prev24 if prev24 else 0
+        fp, fq = mk._formats.memo(pd_), mk._formats.memo(qd)  # fmt_fixed, memoised
+        prev1h = mk.price_at(symbol, ms - 3_600_000)
         return {
             "symbol": symbol,
             "tickDirection": self.last_tick_direction(symbol, ms),
             "price24hPcnt": fmt_fixed(pcnt, 6),
-            "lastPrice": fmt_fixed(last, pd_),
-            "prevPrice24h": fmt_fixed(prev24, pd_),
-            "highPrice24h": fmt_fixed(hi or last, pd_),
-            "lowPrice24h": fmt_fixed(lo or last, pd_),
-            "prevPrice1h": fmt_fixed(mk.price_at(symbol, ms - 3_600_000), pd_),
-            "markPrice": fmt_fixed(mark, pd_),
-            "indexPrice": fmt_fixed(mk.index_price_e8(symbol, ms) // scale, pd_),
-            "openInterest": fmt_fixed(oi, qd),
+            "lastPrice": fp[last],
+            "prevPrice24h": fp[prev24],
+            "highPrice24h": fp[hi or last],
+            "lowPrice24h": fp[lo or last],
+            "prevPrice1h": fp[prev1h],
+            "markPrice": fp[mark],
+            "indexPrice": fp[index],
+            "openInterest": fq[oi],
             "openInterestValue": fmt_fixed(oi * mark // 10 ** (pd_ + qd - 2), 2),
             "turnover24h": fmt_fixed(quote // 10 ** max(pd_ + qd - 4, 0), min(pd_ + qd, 4)),
             "volume24h": fmt_fixed(vol, qd),
             "fundingIntervalHour": "8",
             "fundingCap": "0.005",
-            "singleOpenInterest": fmt_fixed(oi // 2, qd),
+            "singleOpenInterest": fq[oi // 2],
             "singleOpenInterestValue": fmt_fixed(oi // 2 * mark // 10 ** (pd_ + qd - 2), 2),
             "nextFundingTime": str(mk.next_funding_time(ms)),
             "fundingRate": fmt_trimmed(mk.predicted_funding_e8(symbol, ms // 1000 * 1000), 8),
-            "bid1Price": fmt_fixed(bid * spec.tick_units, pd_),
-            "bid1Size": fmt_fixed(bid_q, qd),
-            "ask1Price": fmt_fixed(ask * spec.tick_units, pd_),
-            "ask1Size": fmt_fixed(ask_q, qd),
+            "bid1Price": fp[bid * spec.tick_units],
+            "bid1Size": fq[bid_q],
+            "ask1Price": fp[ask * spec.tick_units],
+            "ask1Size": fq[ask_q],
             "preOpenPrice": "",
             "preQty": "",
             "curPreListingPhase": "",

@@ -239,7 +239,7 @@ class BybitSession(WireSession):
                 continue
             data = []
             if at % iv == 0 and at - iv >= self.market.start_ms:
-                closed = self.market.kline_arrays(topic.symbol, interval, at - iv, at - iv)
+                closed = self.market.closed_candle(topic.symbol, interval, at - iv)
                 data.append(fmt.kline_object(topic.symbol, topic.interval, closed, 0, True, ts))
             k = fmt.candle(topic.symbol, interval, at // iv * iv, ts)
             data.append(fmt.kline_object(topic.symbol, topic.interval, k, 0, False, ts))
