@@ -92,8 +92,8 @@ def test_latest_closed_window_hands_yesterday_its_final_refresh():
     assert latest_closed_window(midnight.replace(minute=15), 900)[0].date() == dt.date(2024, 1, 3)
 
 
-def test_schedule_requests_checked_symbol_days_of_the_latest_window(dagster_instance):
-    inst = dagster_instance
+def test_schedule_requests_checked_symbol_days_of_the_latest_window(sqlite_dagster_instance):
+    inst = sqlite_dagster_instance
     inst.add_dynamic_partitions("symbols", ["BTCUSDT", "ETHUSDT", "SOLUSDT"])
     candles = stub_candles("ETHUSDT")
     for key in ("2024-01-02|BTCUSDT", "2024-01-02|ETHUSDT", "2024-01-03|SOLUSDT"):

@@ -152,8 +152,8 @@ def test_retention_keeps_materialisations_and_check_results(any_instance):
 
 
 @pytest.mark.slow  # several seconds: the full suite, not the fast lane
-def test_trim_shrinks_the_run_file_and_is_idempotent(dagster_instance):
-    inst = dagster_instance
+def test_trim_shrinks_the_run_file_and_is_idempotent(sqlite_dagster_instance):
+    inst = sqlite_dagster_instance
     kept = _materialise(inst, "2024-01-03")
     shard = inst.event_log_storage.path_for_shard(kept)
     size = os.path.getsize(shard)
@@ -198,8 +198,8 @@ def test_a_run_in_progress_loses_only_old_info_lines(any_instance):
     assert inst.get_run_by_id(run.run_id) is not None
 
 
-def test_recent_runs_and_runs_before_the_cursor_are_left_alone(dagster_instance):
-    inst = dagster_instance
+def test_recent_runs_and_runs_before_the_cursor_are_left_alone(sqlite_dagster_instance):
+    inst = sqlite_dagster_instance
     old = tiny.execute_in_process(instance=inst).run_id
     recent = tiny.execute_in_process(instance=inst).run_id
     t_old = inst.get_run_record_by_id(old).update_timestamp
@@ -213,8 +213,8 @@ def test_recent_runs_and_runs_before_the_cursor_are_left_alone(dagster_instance)
     assert inst.get_run_by_id(old) is None and inst.get_run_by_id(recent) is not None
 
 
-def test_retention_pass_records_its_cutoff(dagster_instance):
-    inst = dagster_instance
+def test_retention_pass_records_its_cutoff(sqlite_dagster_instance):
+    inst = sqlite_dagster_instance
     assert last_cutoff(inst) is None
     noise = tiny.execute_in_process(instance=inst).run_id
     cutoff = _after(noise, instance=inst)
@@ -227,9 +227,9 @@ def test_history_events_cover_dagsters_asset_events():
     assert ASSET_EVENTS | ASSET_CHECK_EVENTS <= HISTORY_EVENTS
 
 
-def test_purge_job_runs_and_reports(dagster_instance, monkeypatch):
+def test_purge_job_runs_and_reports(sqlite_dagster_instance, monkeypatch):
     monkeypatch.setenv("PETROSA_RUN_RETENTION_DAYS", "7")
-    result = purge_old_runs_job.execute_in_process(instance=dagster_instance)
+    result = purge_old_runs_job.execute_in_process(instance=sqlite_dagster_instance)
     assert result.success
     output = next(
         e for e in result.all_node_events if e.event_type == dg.DagsterEventType.STEP_OUTPUT
