@@ -15,8 +15,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import dagster as dg
-
 SHM = Path("/dev/shm")
 #: below this much free tmpfs (a container's default /dev/shm is 64 MiB) use the disk instead
 MIN_FREE_BYTES = 512 * 1024 * 1024
@@ -42,10 +40,3 @@ def tmpfs_dir(prefix: str = "petrosa-test-") -> Iterator[Path]:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
-
-
-@contextmanager
-def tmpfs_instance(prefix: str = "petrosa-instance-") -> Iterator[dg.DagsterInstance]:
-    """``dg.instance_for_test`` (SQLite storage, the test's settings) in a tmpfs directory."""
-    with tmpfs_dir(prefix) as home, dg.instance_for_test(temp_dir=str(home)) as instance:
-        yield instance

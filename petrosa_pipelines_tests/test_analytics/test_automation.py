@@ -142,7 +142,7 @@ def _keys_enumerated(monkeypatch, condition: dg.AutomationCondition | None) -> l
     defs = dg.Definitions(assets=[candles, anchor, *rolling])
     now = dt.datetime(2024, 3, 1, 12, tzinfo=dt.UTC)
     per_tick = []
-    with dg.instance_for_test() as inst:
+    with dg.DagsterInstance.ephemeral() as inst:
         inst.add_dynamic_partitions("symbols", [f"S{i:03d}USDT" for i in range(40)])
         dg.materialize([candles], partition_key="2024-02-27|S001USDT", instance=inst)
         cursor = None

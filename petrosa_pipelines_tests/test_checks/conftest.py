@@ -21,7 +21,6 @@ from petrosa_pipelines.market_data.fill import (
     fill_partition,
 )
 from petrosa_pipelines.market_data.partitions import daily_symbol_partitions, split_partition_key
-from petrosa_pipelines_tests.tmpfs import tmpfs_instance
 from resources.lake_io_manager import LakeIOManager
 
 SYMBOLS = ["BTCUSDT", "ETHUSDT"]
@@ -94,9 +93,9 @@ def lake(tmp_path):
 
 @pytest.fixture
 def instance():
-    """A SQLite instance on tmpfs: the checks write an event per evaluation, and on disk each
-    commit's fsync was most of these tests' time (see ``petrosa_pipelines_tests.tmpfs``)."""
-    with tmpfs_instance() as inst:
+    """An in-memory instance (the root conftest's ``dagster_instance`` says why) with the
+    symbols registered."""
+    with dg.DagsterInstance.ephemeral() as inst:
         inst.add_dynamic_partitions("symbols", SYMBOLS)
         yield inst
 

@@ -24,7 +24,7 @@ def _alerts(landing, now: float, capfd) -> list[str]:
         landing_root=lambda: str(landing),
         clock=lambda: now,
     )
-    with dg.instance_for_test() as instance:
+    with dg.DagsterInstance.ephemeral() as instance:
         ctx = dg.build_sensor_context(
             instance=instance, definitions=dg.Definitions(sensors=[sensor])
         )
@@ -65,7 +65,7 @@ def test_the_tick_says_what_it_did_in_words(tmp_path, monkeypatch):
         landing_root=lambda: str(tmp_path),
         clock=lambda: now,
     )
-    with dg.instance_for_test() as instance:
+    with dg.DagsterInstance.ephemeral() as instance:
         defs = dg.Definitions(sensors=[sensor])
         _beat(tmp_path, "default", 5, now)
         quiet = sensor(dg.build_sensor_context(instance=instance, definitions=defs))

@@ -59,7 +59,7 @@ def test_injected_gap_closed_by_the_auto_backfill(local_exchange, tmp_path, monk
         clock=lambda: (START + DAY_MS + HOUR_MS) / 1000,
     )
 
-    with dg.instance_for_test() as instance:
+    with dg.DagsterInstance.ephemeral() as instance:
         instance.add_dynamic_partitions("symbols", ["BTCUSDT"])
         local_exchange.faults.bad_checksum = True
         try:

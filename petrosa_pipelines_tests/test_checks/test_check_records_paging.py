@@ -26,7 +26,7 @@ def _evaluate(instance: dg.DagsterInstance, partition: str, passed: bool) -> Non
 
 def test_every_new_result_is_read_across_pages(monkeypatch):
     monkeypatch.setattr(records, "HISTORY_LIMIT", 7)  # pages of 7: 30 rows are 5 pages
-    with dg.instance_for_test() as instance:
+    with dg.DagsterInstance.ephemeral() as instance:
         for i in range(3):
             _evaluate(instance, f"2024-01-0{i + 1}|binance-usdm:BTCUSDT", True)
         cursor: dict[str, int] = {}

@@ -44,7 +44,7 @@ def _stored(dataset: str, frame: pd.DataFrame):
 
 
 def _audit(lake, tmp_path, trades, candles):
-    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
+    with dg.DagsterInstance.ephemeral() as instance:
         instance.add_dynamic_partitions("symbols", [BYBIT])
         result = dg.materialize(
             [_stored("candles", candles), _stored("trades", trades), *DATASET_AUDITS],

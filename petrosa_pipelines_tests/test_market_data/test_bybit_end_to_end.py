@@ -202,9 +202,8 @@ def materialised(exchange, tmp_path_factory):
             "landing": LandingResource(root=str(tmp / "landing")),
             "io_manager": LakeIOManager(base_path=str(tmp / "lake")),
         }
-        (tmp / "home").mkdir()
         out = {"snapshot": snap, "lake": LocalLake(tmp / "lake"), "landing": str(tmp / "landing")}
-        with dg.instance_for_test(temp_dir=str(tmp / "home")) as instance:
+        with dg.DagsterInstance.ephemeral() as instance:
             instance.add_dynamic_partitions("symbols", [BYBIT, BINANCE])
             for inst in (BYBIT, BINANCE):
                 out[inst] = _materialise(partition_key_str(DAY, inst), resources, instance)

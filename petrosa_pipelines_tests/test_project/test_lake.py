@@ -144,7 +144,7 @@ def test_io_manager_writes_partitions_to_s3(s3_endpoint, monkeypatch):
     def down(up: pd.DataFrame) -> None:
         assert len(up) == 7
 
-    with dg.instance_for_test() as instance:
+    with dg.DagsterInstance.ephemeral() as instance:
         instance.add_dynamic_partitions("symbols", ["BTCUSDT"])
         result = dg.materialize(
             [up, down],
