@@ -462,7 +462,11 @@ class MarketGenerator:
 
     def index_price_e8(self, symbol: str, ms: int) -> int:
         """Index price in units of 1e-8: the last traded price."""
-        return self.price_at(symbol, ms) * 10 ** (8 - self.spec(symbol).price_decimals)
+        return self.index_price_e8_from(symbol, self.price_at(symbol, ms))
+
+    def index_price_e8_from(self, symbol: str, price: int) -> int:
+        """:meth:`index_price_e8` given ``price_at(symbol, ms)`` (a ticker has it already)."""
+        return price * 10 ** (8 - self.spec(symbol).price_decimals)
 
     def predicted_funding_e8(self, symbol: str, second_ms: int) -> int:
         """The funding rate the next settlement would pay, as seen at ``second_ms`` (1e-8 units):

@@ -142,7 +142,7 @@ class BinanceMarket(MarketGenerator):
         """One ``markPriceUpdate`` at a whole second (``@markPrice@1s``)."""
         price = self.price_at(symbol, second_ms)  # both are of it: one look-up
         mark = self.mark_price_e8_from(symbol, second_ms, price)
-        index = price * 10 ** (8 - self.spec(symbol).price_decimals)  # index_price_e8
+        index = self.index_price_e8_from(symbol, price)
         jitter = mix_int(second_ms) % 9
         return {
             "e": "markPriceUpdate",

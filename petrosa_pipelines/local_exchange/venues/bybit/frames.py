@@ -301,7 +301,7 @@ class BybitFormats:
         prev24 = mk.price_at(symbol, ms - DAY_MS)
         scale = 10 ** (8 - pd_)
         mark = (mk.mark_price_e8_from(symbol, ms, last) + scale // 2) // scale
-        index = last * 10 ** (8 - pd_) // scale  # index_price_e8 is the last price, in 1e-8
+        index = mk.index_price_e8_from(symbol, last) // scale
         oi = self._open_interest(symbol, ms)
         step = ms // mk.book_step_ms
         if step * mk.book_step_ms == ms:  # on the book's grid (every live ticker)
