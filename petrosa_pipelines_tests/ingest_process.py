@@ -15,6 +15,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import dagster as dg
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
@@ -42,6 +44,11 @@ def ingest_process(tmp_path: Path, exchange, op_config: str) -> Iterator[IngestP
     """Start the ingest job with ``op_config`` (YAML lines under ``config:``); killed on exit."""
     home, landing = tmp_path / "home", tmp_path / "landing"
     home.mkdir()
+    # Create the instance's SQLite storage first, as a deployment's webserver or daemon has: a
+    # test that opens the instance while the job's process creates the same databases races it
+    # to ``CREATE TABLE alembic_version`` (seen in CI: "table alembic_version already exists").
+    with dg.DagsterInstance.from_config(str(home)):
+        pass
     config = tmp_path / "ingest.yaml"
     indented = "".join(f"      {line}\n" for line in op_config.strip().splitlines())
     config.write_text("ops:\n  ingest_stream_group:\n    config:\n" + indented)
