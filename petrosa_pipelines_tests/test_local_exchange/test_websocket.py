@@ -25,8 +25,13 @@ ALL = "btcusdt@aggTrade/btcusdt@kline_1m/btcusdt@depth@100ms/btcusdt@markPrice@1
 
 @pytest.fixture
 def ex() -> Iterator[LocalExchange]:
-    with LocalExchange(market=MARKET, clock=SimulatedClock(START, speed=20)) as exchange:
+    """At 20x the default 60 s catch-up is 3 s of wall time: a sender stalled that long on a
+    loaded machine skipped data, and the depth sync found no diff covering its snapshot (a
+    fresh-clone run under a burner). 30 simulated minutes, as in ``test_ingest/conftest.py``."""
+    clock = SimulatedClock(START, speed=20)
+    with LocalExchange(market=MARKET, clock=clock, max_catchup_ms=30 * 60_000) as exchange:
         yield exchange
+        assert exchange.skipped == []
 
 
 def collect(ws: ClientConnection, seconds: float) -> list[dict | bytes | str]:
