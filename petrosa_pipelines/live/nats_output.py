@@ -83,7 +83,13 @@ class NatsOutput:
                     nc = None
                 self._nats_state = "connecting" if self._nats_state != "down" else "down"
                 try:
-                    nc = await asyncio.wait_for(self._connect(), CONNECT_DEADLINE_S)
+                    # asyncio.timeout, not wait_for: wait_for runs the connect as a task of its
+                    # own, and a close that cancelled it while that task unwound from its
+                    # deadline left the task's error unretrieved; asyncio then printed it with a
+                    # traceback (Python 3.11, seen under load). Here it stays in this task:
+                    # https://docs.python.org/3/library/asyncio-task.html#asyncio.timeout
+                    async with asyncio.timeout(CONNECT_DEADLINE_S):
+                        nc = await self._connect()
                     js = nc.jetstream()
                     self._nats_state, backoff = "connected", BACKOFF_MIN_S
                 except Exception as exc:  # noqa: BLE001 - down: buffer, retry with backoff
@@ -161,7 +167,8 @@ class NatsOutput:
 
 async def _quiet_close(nc: Any) -> None:
     with contextlib.suppress(Exception):  # closing a dead connection
-        await asyncio.wait_for(nc.close(), 5)
+        async with asyncio.timeout(5):  # in this task, see ``_nats_until_closed``
+            await nc.close()
 
 
 async def ensure_stream(js: Any, s: LiveSettings) -> None:

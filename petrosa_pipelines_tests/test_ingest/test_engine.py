@@ -165,10 +165,14 @@ def test_faults_disconnects_duplicates_drops_malformed(exchange, tmp_path):
                 break
             await asyncio.sleep(0.05)
         faults.clear()
-        await asyncio.sleep(1.0)
-        # every book re-synced (a REST snapshot each), however long a loaded machine takes
+        cleared_ms = exchange.clock.now_ms()
+        # every book re-synced (a REST snapshot each) after every depth stream got past the
+        # clear: a frame spoiled before it could still sit in a loaded machine's socket and
+        # break a book that had synced (seen under a burner)
         for _ in range(2400):  # 120 s at most
-            if e._books and all(b.book.synced for b in e._books.values()):
+            depth = [s for s in e.stats.streams.values() if s.dataset == "depth"]
+            past = depth and all((s.last_event_ms or 0) > cleared_ms for s in depth)
+            if past and e._books and all(b.book.synced for b in e._books.values()):
                 break
             await asyncio.sleep(0.05)
 
