@@ -188,33 +188,28 @@ def test_malformed_fault(ex: LocalExchange) -> None:
     assert bad and good
 
 
-def until_closed(ws: ClientConnection, deadline_s: float = 120.0) -> list[dict | bytes | str]:
-    """Frames received until the server closes the connection; fails after ``deadline_s``."""
-    out: list[dict | bytes | str] = []
-    end = time.monotonic() + deadline_s
-    while ws.close_code is None:
-        assert time.monotonic() < end, f"still open after {deadline_s} s: {len(out)} frames"
-        out += collect(ws, 0.5)
-    return out
+def _closed(ws: ClientConnection) -> Callable[[list], bool]:
+    """Whether the server has closed ``ws`` (for ``collect_until``)."""
+    return lambda _frames: ws.close_code is not None
 
 
 def test_disconnect_faults_and_connection_lifetime(ex: LocalExchange) -> None:
     """Each close is told apart by its reason, not by how fast a loaded machine got there."""
     ex.faults.disconnect_every_n_messages = 5
     with connect(f"{ex.ws_base_url}/stream?streams=btcusdt@depth@100ms") as ws:
-        frames = until_closed(ws)
+        frames = collect_until(ws, _closed(ws))
         assert len(frames) == 5
         assert (ws.close_code, ws.close_reason) == (1001, "disconnect injected")
     ex.faults.disconnect_every_n_messages = 0
     with connect(f"{ex.ws_base_url}/stream?streams=btcusdt@depth@100ms") as ws:
         assert collect_until(ws, lambda out: len(out) >= 1)  # (a fixed 0.2 s failed in CI)
         ex.faults.disconnect_now()
-        until_closed(ws)
+        collect_until(ws, _closed(ws))
         assert (ws.close_code, ws.close_reason) == (1001, "disconnect injected")
     with LocalExchange(market=MARKET, max_connection_seconds=0.3, ping_interval=0.1) as short:
         t = time.monotonic()  # before the handshake, so the lower bound holds under any load
         with connect(f"{short.ws_base_url}/ws/btcusdt@markPrice@1s") as ws:
-            until_closed(ws)
+            collect_until(ws, _closed(ws))
             assert time.monotonic() - t >= 0.3  # not before its lifetime
             assert (ws.close_code, ws.close_reason) == (1001, "connection lifetime exceeded")
 
